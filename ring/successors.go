@@ -1,0 +1,96 @@
+package ring
+
+import "sync"
+
+// maxCachedEntries bounds the memory Successors keeps per Ring: at most
+// this many partition entries (4 bytes each, 1 MiB in all) over all cached
+// failover tables, i.e. 64 tables at the default 4093 partitions. Beyond
+// that a table is built for the call and dropped.
+const maxCachedEntries = 1 << 18
+
+// lazyTable is the placement over the ring's members minus an excluded set,
+// built once on first use.
+type lazyTable struct {
+	once   sync.Once
+	owners []int32
+}
+
+// Successors returns up to n distinct members in failover order for key:
+// Owner first; then the member that would own key if the owner left the
+// ring; then the one that would own it if both had left; and so on. It
+// returns min(n, Len()) members, and nil on an empty ring or when n <= 0.
+//
+// The order is the one membership changes produce, so every node computes
+// the same list, and a node that fails over to the second member while
+// gossip still lists the failed owner writes to the member that becomes the
+// owner once the failed one is dropped: the counters are already where the
+// next ring routes the key. This is neither the library's GetClosestN,
+// which orders members by the hash of their names regardless of the ring,
+// nor simply "the next member clockwise", which bounded loads can override.
+//
+// The k-th member (k >= 1) comes from a placement over the members minus
+// the first k. Each distinct excluded set is computed once, at about the
+// cost of New, and kept in the Ring (bounded: see maxCachedEntries), so
+// only the first failover away from a given member pays for it.
+func (r *Ring) Successors(key string, n int) []Member {
+	if r == nil || len(r.owners) == 0 || n <= 0 {
+		return nil
+	}
+	n = min(n, len(r.members))
+	p := r.Partition(key)
+	out := make([]Member, 0, n)
+	cur := r.owners[p]
+	out = append(out, r.members[cur])
+	var excluded []byte // bit set over member indices
+	for len(out) < n {
+		if excluded == nil {
+			excluded = make([]byte, (len(r.members)+7)/8)
+		}
+		excluded[cur/8] |= 1 << (cur % 8)
+		cur = r.ownersWithout(excluded)[p]
+		out = append(out, r.members[cur])
+	}
+	return out
+}
+
+// ownersWithout returns the partition owners of the ring over the members
+// not in excluded, which must leave at least one member.
+func (r *Ring) ownersWithout(excluded []byte) []int32 {
+	r.mu.Lock()
+	t, ok := r.without[string(excluded)]
+	if !ok {
+		if len(r.without) >= r.maxCache {
+			r.mu.Unlock()
+			return r.placeWithout(excluded)
+		}
+		if r.without == nil {
+			r.without = make(map[string]*lazyTable)
+		}
+		t = new(lazyTable)
+		r.without[string(excluded)] = t
+	}
+	r.mu.Unlock()
+	// Outside the lock, so failovers away from different members build
+	// their tables in parallel.
+	t.once.Do(func() { t.owners = r.placeWithout(excluded) })
+	return t.owners
+}
+
+func (r *Ring) placeWithout(excluded []byte) []int32 {
+	idx := make([]int32, 0, len(r.members))
+	for i := range r.members {
+		if excluded[i/8]&(1<<(i%8)) == 0 {
+			idx = append(idx, int32(i))
+		}
+	}
+	owners := place(r.members, idx, r.cfg)
+	if owners == nil {
+		// Unreachable (see place); keep Successors total by falling back to
+		// the first remaining member.
+		owners = make([]int32, len(r.owners))
+		for p := range owners {
+			owners[p] = idx[0]
+		}
+	}
+	return owners
+}
