@@ -1,0 +1,93 @@
+package bucket
+
+// hitLog is a moving window's log of hit times, oldest first, in a ring that
+// grows on demand up to the limit's Amount (at most MaxMovingWindowAmount),
+// so a lightly used moving-window counter stays small. Times never decrease:
+// a hit earlier than the newest one (a clock step back) is logged at the
+// newest time, which can only make the window stricter.
+type hitLog struct {
+	buf  []int64 // ring storage
+	head int     // index of the oldest hit
+	n    int     // hits held
+}
+
+// len is nil-safe: a counter without a log has no hits.
+func (l *hitLog) len() int {
+	if l == nil {
+		return 0
+	}
+	return l.n
+}
+
+// at returns the i-th oldest hit.
+func (l *hitLog) at(i int) int64 {
+	j := l.head + i
+	if j >= len(l.buf) {
+		j -= len(l.buf)
+	}
+	return l.buf[j]
+}
+
+// prune drops hits that left the window (t, now]: those at or before now-P,
+// as the reference counts a hit while it is newer than now - period.
+func (l *hitLog) prune(now, P int64) {
+	for l.n > 0 && now-l.buf[l.head] >= P {
+		l.head++
+		if l.head == len(l.buf) {
+			l.head = 0
+		}
+		l.n--
+	}
+	if l.n == 0 {
+		l.head = 0
+	}
+}
+
+// push logs k hits at now, growing the ring up to limit entries; callers
+// ensure n+k <= limit.
+func (l *hitLog) push(now int64, k, limit int) {
+	if l.n > 0 {
+		now = max(now, l.at(l.n-1))
+	}
+	if need := l.n + k; need > len(l.buf) {
+		l.resize(min(limit, max(need, 2*len(l.buf), 4)))
+	}
+	for ; k > 0; k-- {
+		j := l.head + l.n
+		if j >= len(l.buf) {
+			j -= len(l.buf)
+		}
+		l.buf[j] = now
+		l.n++
+	}
+}
+
+// resize moves the hits into a fresh ring of the given capacity (>= n).
+func (l *hitLog) resize(capacity int) {
+	buf := make([]int64, capacity)
+	for i := 0; i < l.n; i++ {
+		buf[i] = l.at(i)
+	}
+	l.buf, l.head = buf, 0
+}
+
+// compact gives memory back after the window emptied out; it reports
+// whether the log is empty and can be dropped.
+func (l *hitLog) compact() bool {
+	if l.n == 0 {
+		return true
+	}
+	if len(l.buf) > 8 && 4*l.n < len(l.buf) {
+		l.resize(2 * l.n)
+	}
+	return false
+}
+
+// slice copies the hits, oldest first.
+func (l *hitLog) slice() []int64 {
+	out := make([]int64, l.n)
+	for i := range out {
+		out[i] = l.at(i)
+	}
+	return out
+}

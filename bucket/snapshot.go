@@ -1,0 +1,263 @@
+package bucket
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// Entry is the transferable form of one routing key's counters, for handing
+// keys to another owner. It has only exported plain fields so it encodes as
+// is (msgpack, gob, JSON).
+type Entry struct {
+	Key      string         // the routing key
+	Counters []CounterState // its live counters
+}
+
+// CounterState is the transferable state of one counter. Which fields are
+// used depends on Counter.Strategy; the others are zero. Instants are unix
+// nanoseconds.
+type CounterState struct {
+	Counter Counter // identity: scope, limit, strategy
+	// Start is the FixedWindow window start, or the start of the
+	// SlidingWindowCounter's current clock-aligned bucket.
+	Start int64 `msgpack:",omitempty"`
+	// Count is the FixedWindow count, or the hits in the sliding window's
+	// current bucket.
+	Count int64 `msgpack:",omitempty"`
+	// Prev is the hits in the sliding window's previous bucket.
+	Prev int64 `msgpack:",omitempty"`
+	// TAT is the TokenBucket's theoretical arrival time (whole ns); TATFrac
+	// its fraction of a nanosecond in units of 1/Amount ns (0 <= TATFrac < Amount).
+	TAT     int64 `msgpack:",omitempty"`
+	TATFrac int64 `msgpack:",omitempty"`
+	// Hits is the MovingWindow log, oldest first, one time per unit of cost.
+	Hits []int64 `msgpack:",omitempty"`
+}
+
+// Snapshot copies, without removing them, the live entries whose routing
+// key matches (nil matches all). match runs under a shard lock: it must be
+// quick and must not call the Store.
+func (s *Store) Snapshot(now time.Time, match func(key string) bool) []Entry {
+	t := now.UnixNano()
+	var out []Entry
+	shards := s.table().shards
+	for i := range shards {
+		sh := &shards[i]
+		sh.mu.Lock()
+		for j := range sh.entries {
+			e := &sh.entries[j]
+			if match != nil && !match(e.key) {
+				continue
+			}
+			if x, ok := e.export(t); ok {
+				out = append(out, x)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// Extract removes and returns up to max (max <= 0: all) live entries whose
+// routing key matches (nil matches all), for handing them to a new owner; if
+// sending fails, the caller merges them back or sends them elsewhere.
+// Expired matching entries are removed and not returned. An empty result
+// means no matching entry is left. Successive calls resume near where the
+// previous one stopped, so draining in chunks does not rescan the table.
+// match runs under a shard lock: it must be quick and must not call the Store.
+func (s *Store) Extract(now time.Time, match func(key string) bool, max int) []Entry {
+	t := now.UnixNano()
+	if max <= 0 {
+		max = math.MaxInt
+	}
+	var out []Entry
+	start := s.extractAt.Load()
+	tb := s.table()
+	for v := uint64(0); v < uint64(len(tb.shards)) && len(out) < max; v++ {
+		i := start + v
+		sh := &tb.shards[i&tb.mask]
+		sh.mu.Lock()
+		j := 0
+		for j < len(sh.entries) && len(out) < max {
+			e := &sh.entries[j]
+			if match != nil && !match(e.key) {
+				j++
+				continue
+			}
+			x, ok := e.export(t)
+			sh.removeAt(j) // the last entry moved to j: examine it next
+			if ok {
+				out = append(out, x)
+			}
+		}
+		drained := j >= len(sh.entries)
+		sh.mu.Unlock()
+		if drained {
+			i++
+		}
+		s.extractAt.Store(i) // only a hint: every call visits all shards
+	}
+	return out
+}
+
+// Take removes routing key key and returns its live counters, as Extract
+// does for one key; ok is false when the key was absent or had expired.
+func (s *Store) Take(now time.Time, key string) (e Entry, ok bool) {
+	sh, tag := s.table().shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	en, pos := sh.lookup(tag, key)
+	if en == nil {
+		return Entry{}, false
+	}
+	e, ok = en.export(now.UnixNano())
+	sh.removeAt(pos)
+	return e, ok
+}
+
+// export copies e's live counters; it reports false when none is live.
+func (e *entry) export(t int64) (Entry, bool) {
+	x := Entry{Key: e.key}
+	for i := 0; i < e.len(); i++ {
+		c := e.at(i)
+		c.st.normalize(&c.id, t)
+		if t >= c.st.deadline(&c.id) {
+			continue
+		}
+		cs := CounterState{Counter: c.id}
+		switch c.id.Strategy {
+		case FixedWindow, SlidingWindowCounter:
+			cs.Start, cs.Count, cs.Prev = c.st.t, c.st.n, c.st.p
+		case TokenBucket:
+			cs.TAT, cs.TATFrac = c.st.t, c.st.n
+		case MovingWindow:
+			cs.Hits = c.st.log.slice()
+		}
+		x.Counters = append(x.Counters, cs)
+	}
+	return x, len(x.Counters) > 0
+}
+
+// Merge adds entries into the store at instant now, as the new owner of
+// their keys: counts of the same window add (fixed windows of one counter
+// that both run keep the earlier start, where the key's first hit opened
+// it; sliding-window buckets add bucket by bucket), a token bucket keeps the
+// emptier state (the later TAT), moving-window logs merge keeping the newest
+// Amount hits. Expired counters are dropped, and so are invalid ones
+// (Counter.Validate fails) and those beyond the key's MaxCountersPerKey.
+func (s *Store) Merge(now time.Time, entries []Entry) {
+	t := now.UnixNano()
+	tb := s.table()
+	for i := range entries {
+		en := &entries[i]
+		sh, tag := tb.shard(en.Key)
+		sh.mu.Lock()
+		sh.merge(t, tag, en, tb.maxPerKey)
+		sh.mu.Unlock()
+	}
+}
+
+func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int) {
+	e, pos := sh.lookup(tag, en.Key)
+	for k := range en.Counters {
+		cs := &en.Counters[k]
+		c := cs.Counter
+		if c.Validate() != nil {
+			continue
+		}
+		in, live := importState(cs, t)
+		if !live {
+			continue
+		}
+		if e == nil {
+			e, pos = sh.insert(tag, en.Key, &c), len(sh.entries)-1
+			e.first.st = in
+			continue
+		}
+		if j := e.find(&c); j >= 0 {
+			own := &e.at(j).st
+			own.normalize(&c, t)
+			own.merge(&c, &in)
+			continue
+		}
+		if e.len() >= maxPerKey && e.prune(t) {
+			sh.removeAt(pos)
+			e, pos = sh.insert(tag, en.Key, &c), len(sh.entries)-1
+			e.first.st = in
+			continue
+		}
+		if e.len() < maxPerKey {
+			e.add(sh.internCounter(&c)).st = in
+		}
+	}
+}
+
+// importState turns a received CounterState into a normalized state,
+// repairing what a peer cannot have meant (negative counts, an unaligned
+// bucket, an out-of-range fraction, unsorted or surplus hits); live is false
+// when the state is already expired.
+func importState(cs *CounterState, t int64) (st state, live bool) {
+	c := &cs.Counter
+	A, P := c.Limit.Amount, int64(c.Limit.Period)
+	switch c.Strategy {
+	case FixedWindow:
+		st.t, st.n = cs.Start, max(0, cs.Count)
+	case SlidingWindowCounter:
+		st.t, st.n, st.p = bucketStart(cs.Start, P), max(0, cs.Count), max(0, cs.Prev)
+	case TokenBucket:
+		st.t = cs.TAT
+		if cs.TATFrac > 0 && cs.TATFrac < A {
+			st.n = cs.TATFrac
+		}
+	case MovingWindow:
+		hits := slices.Clone(cs.Hits)
+		slices.Sort(hits)
+		st.log = newHitLog(hits, int(A))
+	}
+	st.normalize(c, t)
+	return st, t < st.deadline(c)
+}
+
+// merge folds the normalized state o of the same counter into st.
+func (st *state) merge(c *Counter, o *state) {
+	switch c.Strategy {
+	case FixedWindow:
+		switch {
+		case o.n <= 0:
+		case st.n <= 0:
+			st.t, st.n = o.t, o.n
+		default:
+			st.t, st.n = min(st.t, o.t), satAdd(st.n, o.n)
+		}
+	case SlidingWindowCounter:
+		st.n, st.p = satAdd(st.n, o.n), satAdd(st.p, o.p)
+	case TokenBucket:
+		if o.t > st.t || (o.t == st.t && o.n > st.n) {
+			st.t, st.n = o.t, o.n
+		}
+	case MovingWindow:
+		var a, b []int64
+		if st.log != nil {
+			a = st.log.slice()
+		}
+		if o.log != nil {
+			b = o.log.slice()
+		}
+		hits := append(a, b...)
+		slices.Sort(hits)
+		st.log = newHitLog(hits, int(c.Limit.Amount))
+	}
+}
+
+// newHitLog builds a log of the newest limit of the sorted hits; nil if none.
+func newHitLog(sorted []int64, limit int) *hitLog {
+	if len(sorted) > limit {
+		sorted = sorted[len(sorted)-limit:]
+	}
+	if len(sorted) == 0 {
+		return nil
+	}
+	buf := slices.Clone(sorted)
+	return &hitLog{buf: buf, n: len(buf)}
+}

@@ -1,0 +1,460 @@
+package bucket
+
+import (
+	"fmt"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultShards is the number of shards of a Store whose config names none.
+const DefaultShards = 256
+
+// DefaultMaxCountersPerKey bounds the counters of one routing key when the
+// config names no bound.
+const DefaultMaxCountersPerKey = 256
+
+// maxInternedScopes bounds each shard's table of interned scope strings.
+const maxInternedScopes = 256
+
+// StoreConfig configures a Store. The zero value selects the defaults.
+type StoreConfig struct {
+	// Shards is the number of independently locked parts of the table,
+	// rounded up to a power of two (at most 65536); 0 means DefaultShards.
+	Shards int
+	// MaxCountersPerKey bounds the counters one routing key may hold (scopes
+	// × limits, including counters of limits the config no longer names that
+	// have not expired yet). A check that would add more drops expired
+	// counters first and fails with ErrTooManyCounters if that is not enough.
+	// 0 means DefaultMaxCountersPerKey; values below MaxCountersPerCheck are
+	// raised to it.
+	MaxCountersPerKey int
+}
+
+// Store is the owner's counter table: routing key → the key's counters, in
+// shards with a lock each. All counters of one routing key live in one entry
+// under one lock, so a check over several of them is decided atomically and
+// an existing key costs one hash, one probe of the shard's index and a short
+// scan of its counters. A Store is safe for
+// concurrent use; it never starts goroutines. Expired counters are dropped
+// lazily by Check and reclaimed by Sweep, which the owner calls periodically.
+//
+// The Store keeps its own copy of every routing key and interns scopes, so
+// callers may pass strings that alias larger buffers.
+//
+// The zero value is an empty Store with the default configuration. A Store
+// must not be copied after first use.
+type Store struct {
+	tab       atomic.Pointer[table] // set once, by NewStore or on first use
+	initMu    sync.Mutex            // serializes the first use of a zero Store
+	sweepAt   atomic.Uint64         // shard Sweep resumes in
+	extractAt atomic.Uint64         // shard Extract starts in
+}
+
+// table is a Store's fixed configuration and its shards.
+type table struct {
+	seed      maphash.Seed
+	mask      uint64
+	shards    []shard
+	maxPerKey int
+}
+
+// shard is one locked part of the table. Entries live in a dense slice, not
+// behind pointers: no per-key allocation header, and Sweep walks it with a
+// cursor. index maps a routing key to its position in entries.
+type shard struct {
+	mu      sync.Mutex
+	index   keyIndex
+	entries []entry
+	scopes  map[string]string // interned Counter.Scope values
+	cursor  int               // next entry Sweep examines
+	seed    maphash.Seed      // the table's, to re-hash keys that move
+	_       [40]byte          // 128-byte stride: keep neighbouring shards' locks off one cache line
+}
+
+// entry holds one routing key's counters: the first inline (the common case
+// of one limit per identity costs no extra allocation), any others behind
+// more.
+type entry struct {
+	key   string
+	first counter
+	more  *[]counter
+}
+
+type counter struct {
+	id Counter
+	st state
+}
+
+// NewStore returns an empty Store configured by cfg.
+func NewStore(cfg StoreConfig) *Store {
+	s := &Store{}
+	s.tab.Store(newTable(cfg))
+	return s
+}
+
+func newTable(cfg StoreConfig) *table {
+	n := cfg.Shards
+	if n <= 0 {
+		n = DefaultShards
+	}
+	n = min(n, 1<<16)
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	tb := &table{
+		seed:      maphash.MakeSeed(),
+		mask:      uint64(p - 1),
+		shards:    make([]shard, p),
+		maxPerKey: cfg.MaxCountersPerKey,
+	}
+	if tb.maxPerKey <= 0 {
+		tb.maxPerKey = DefaultMaxCountersPerKey
+	}
+	tb.maxPerKey = max(tb.maxPerKey, MaxCountersPerCheck)
+	for i := range tb.shards {
+		tb.shards[i].seed = tb.seed
+	}
+	return tb
+}
+
+// table returns the Store's table, setting up a zero Store on first use.
+func (s *Store) table() *table {
+	if tb := s.tab.Load(); tb != nil {
+		return tb
+	}
+	s.initMu.Lock()
+	defer s.initMu.Unlock()
+	if tb := s.tab.Load(); tb == nil {
+		s.tab.Store(newTable(StoreConfig{}))
+	}
+	return s.tab.Load()
+}
+
+// shard returns key's shard and its tag in the shard's index: the low bits
+// of one hash pick the shard, the high half is the tag.
+func (tb *table) shard(key string) (*shard, uint32) {
+	h := maphash.String(tb.seed, key)
+	return &tb.shards[h&tb.mask], uint32(h >> 32)
+}
+
+func (sh *shard) tag(key string) uint32 {
+	return uint32(maphash.String(sh.seed, key) >> 32)
+}
+
+// Check decides all counters of routing key key atomically at instant now
+// and, if every one allows cost, consumes cost from each. A denied check
+// consumes nothing. A counter named twice in one check is charged once.
+// Cost 0 peeks: it reports the counters and is denied only where a counter is
+// already over its limit (as after a merge).
+//
+// Check appends one Status per counter to dst, in order, and returns it; pass
+// a reused dst to avoid allocating. Invalid input (negative cost, no
+// counters, more than MaxCountersPerCheck, an invalid counter) returns an
+// error wrapping ErrInvalidCost, ErrNoCounters, ErrTooManyCounters or
+// ErrInvalidCounter, and dst unchanged.
+func (s *Store) Check(now time.Time, key string, counters []Counter, cost int64, dst []Status) ([]Status, bool, error) {
+	if err := validateCheck(counters, cost); err != nil {
+		return dst, false, err
+	}
+	tb := s.table()
+	sh, tag := tb.shard(key)
+	sh.mu.Lock()
+	var ok bool
+	var err error
+	if len(counters) == 1 {
+		dst, ok, err = sh.check1(now, tag, key, &counters[0], cost, dst, tb.maxPerKey)
+	} else {
+		dst, ok, err = sh.check(now, tag, key, counters, cost, dst, tb.maxPerKey)
+	}
+	sh.mu.Unlock()
+	return dst, ok, err
+}
+
+func validateCheck(counters []Counter, cost int64) error {
+	switch {
+	case cost < 0:
+		return fmt.Errorf("%w: cost %d is negative (use 0 to peek)", ErrInvalidCost, cost)
+	case len(counters) == 0:
+		return fmt.Errorf("%w: a check needs at least one counter", ErrNoCounters)
+	case len(counters) > MaxCountersPerCheck:
+		return fmt.Errorf("%w: %d counters in one check, at most %d", ErrTooManyCounters, len(counters), MaxCountersPerCheck)
+	}
+	for i := range counters {
+		if !counters[i].valid() {
+			return counters[i].Validate()
+		}
+	}
+	return nil
+}
+
+// check runs under sh.mu. Phase one normalizes the counters (harmless) and
+// decides; phase two consumes, creating missing counters, and reports.
+func (sh *shard) check(now time.Time, tag uint32, key string, cs []Counter, cost int64, dst []Status, maxPerKey int) ([]Status, bool, error) {
+	t := now.UnixNano()
+	var slot [MaxCountersPerCheck]int16 // position in the entry, -1 = missing
+	e, pos := sh.lookup(tag, key)
+	allowed := true
+	for pass := 0; ; pass++ {
+		allowed = true
+		missing := 0
+		for i := range cs {
+			c := &cs[i]
+			j := -1
+			if e != nil {
+				j = e.find(c)
+			}
+			slot[i] = int16(j)
+			var st *state
+			var zero state
+			if j >= 0 {
+				st = &e.at(j).st
+			} else {
+				st = &zero
+				missing++
+			}
+			st.normalize(c, t)
+			if !fits(c.Limit.Amount, st.used(c, t), cost) {
+				allowed = false
+			}
+		}
+		if e == nil || !allowed || cost == 0 || e.len()+missing <= maxPerKey {
+			break
+		}
+		if pass > 0 {
+			return dst, false, fmt.Errorf("%w: routing key %q would hold more than %d live counters",
+				ErrTooManyCounters, key, maxPerKey)
+		}
+		// Make room: drop this key's expired counters, then decide again.
+		if e.prune(t) {
+			sh.removeAt(pos)
+			e = nil
+		}
+	}
+	consume := allowed && cost > 0
+	if consume && e == nil {
+		e = sh.insert(tag, key, &cs[0])
+		slot[0] = 0
+	}
+	base := len(dst)
+	for i := range cs {
+		c := &cs[i]
+		if d := dupOf(cs, i); d >= 0 {
+			dst = append(dst, dst[base+d])
+			continue
+		}
+		var st *state
+		var zero state
+		switch {
+		case slot[i] >= 0:
+			st = &e.at(int(slot[i])).st
+		case consume:
+			st = &e.add(sh.internCounter(c)).st
+		default:
+			st = &zero
+		}
+		st.normalize(c, t)
+		used := st.used(c, t)
+		if consume {
+			st.consume(c, t, cost)
+		}
+		dst = st.report(dst, c, now, t, cost, used, consume, !allowed)
+	}
+	return dst, allowed, nil
+}
+
+// check1 is check for the common single-counter case, without the
+// bookkeeping several counters need.
+func (sh *shard) check1(now time.Time, tag uint32, key string, c *Counter, cost int64, dst []Status, maxPerKey int) ([]Status, bool, error) {
+	t := now.UnixNano()
+	e, pos := sh.lookup(tag, key)
+	var st *state
+	var zero state
+	if e != nil {
+		if j := e.find(c); j >= 0 {
+			st = &e.at(j).st
+		}
+	}
+	if st == nil {
+		st = &zero
+	}
+	st.normalize(c, t)
+	used := st.used(c, t)
+	allowed := fits(c.Limit.Amount, used, cost)
+	if allowed && cost > 0 && st == &zero {
+		switch {
+		case e == nil:
+			st = &sh.insert(tag, key, c).first.st
+		case e.len() >= maxPerKey && e.prune(t):
+			sh.removeAt(pos)
+			st = &sh.insert(tag, key, c).first.st
+		case e.len() >= maxPerKey:
+			return dst, false, fmt.Errorf("%w: routing key %q would hold more than %d live counters",
+				ErrTooManyCounters, key, maxPerKey)
+		default:
+			st = &e.add(sh.internCounter(c)).st
+		}
+		st.normalize(c, t)
+	}
+	consume := allowed && cost > 0
+	if consume {
+		st.consume(c, t, cost)
+	}
+	return st.report(dst, c, now, t, cost, used, consume, !allowed), allowed, nil
+}
+
+// report appends the Status of a normalized st (see status), filling the
+// new element in place rather than copying a temporary.
+func (st *state) report(dst []Status, c *Counter, now time.Time, t, cost, used int64, consumed, denied bool) []Status {
+	rem, reset, retry := st.status(c, t, cost, used, consumed, denied)
+	dst = append(dst, Status{})
+	out := &dst[len(dst)-1]
+	out.Limit = c.Limit
+	out.Remaining = rem
+	// Cheaper than now.Add; keeps now's location, drops the monotonic
+	// reading (Reset is a wall-clock instant meant for clients).
+	out.Reset = time.Unix(0, reset).In(now.Location())
+	out.RetryAfter = time.Duration(retry)
+	return dst
+}
+
+// dupOf returns the index of an earlier counter equal to cs[i], or -1.
+func dupOf(cs []Counter, i int) int {
+	for j := 0; j < i; j++ {
+		if cs[j] == cs[i] {
+			return j
+		}
+	}
+	return -1
+}
+
+// lookup returns key's entry and its position, or nil, -1.
+func (sh *shard) lookup(tag uint32, key string) (*entry, int) {
+	_, pos := sh.index.find(tag, key, sh.entries)
+	if pos < 0 {
+		return nil, -1
+	}
+	return &sh.entries[pos], pos
+}
+
+// insert adds an entry for key holding a fresh counter c and returns it.
+func (sh *shard) insert(tag uint32, key string, c *Counter) *entry {
+	key = strings.Clone(key)
+	sh.entries = append(sh.entries, entry{key: key, first: counter{id: sh.internCounter(c)}})
+	i := len(sh.entries) - 1
+	sh.index.add(tag, i)
+	return &sh.entries[i]
+}
+
+// removeAt deletes the i-th entry, moving the last entry into its place.
+func (sh *shard) removeAt(i int) {
+	slot, _ := sh.index.find(sh.tag(sh.entries[i].key), sh.entries[i].key, sh.entries)
+	sh.index.remove(slot)
+	last := len(sh.entries) - 1
+	if i != last {
+		sh.index.move(sh.tag(sh.entries[last].key), last, i)
+		sh.entries[i] = sh.entries[last]
+	}
+	sh.entries[last] = entry{} // let the collector have the key and logs
+	sh.entries = sh.entries[:last]
+}
+
+// internCounter returns c with its scope replaced by the shard's shared copy,
+// so a million keys under one scope share its bytes.
+func (sh *shard) internCounter(c *Counter) Counter {
+	out := *c
+	if out.Scope == "" {
+		return out
+	}
+	if v, ok := sh.scopes[out.Scope]; ok {
+		out.Scope = v
+		return out
+	}
+	out.Scope = strings.Clone(out.Scope)
+	if len(sh.scopes) < maxInternedScopes {
+		if sh.scopes == nil {
+			sh.scopes = make(map[string]string)
+		}
+		sh.scopes[out.Scope] = out.Scope
+	}
+	return out
+}
+
+func (e *entry) len() int {
+	if e.more == nil {
+		return 1
+	}
+	return 1 + len(*e.more)
+}
+
+// at returns the i-th counter: 0 is first, then more.
+func (e *entry) at(i int) *counter {
+	if i == 0 {
+		return &e.first
+	}
+	return &(*e.more)[i-1]
+}
+
+// find returns the position of the counter with identity c, or -1.
+func (e *entry) find(c *Counter) int {
+	if e.first.id.same(c) {
+		return 0
+	}
+	if e.more != nil {
+		for i := range *e.more {
+			if (*e.more)[i].id.same(c) {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
+// add appends a fresh counter; the pointer is valid until the next add.
+func (e *entry) add(c Counter) *counter {
+	if e.more == nil {
+		e.more = new([]counter)
+	}
+	*e.more = append(*e.more, counter{id: c})
+	return &(*e.more)[len(*e.more)-1]
+}
+
+// Reset forgets routing key key and all its counters; it reports whether the
+// key was held.
+func (s *Store) Reset(key string) bool {
+	sh, tag := s.table().shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, pos := sh.lookup(tag, key)
+	if pos >= 0 {
+		sh.removeAt(pos)
+	}
+	return pos >= 0
+}
+
+// Has reports whether routing key key is held, possibly with counters that
+// expired but were not swept yet. It allocates nothing.
+func (s *Store) Has(key string) bool {
+	sh, tag := s.table().shard(key)
+	sh.mu.Lock()
+	_, pos := sh.lookup(tag, key)
+	sh.mu.Unlock()
+	return pos >= 0
+}
+
+// Len returns the number of routing keys held, including keys whose counters
+// expired but were not swept yet.
+func (s *Store) Len() int {
+	n := 0
+	shards := s.table().shards
+	for i := range shards {
+		sh := &shards[i]
+		sh.mu.Lock()
+		n += len(sh.entries)
+		sh.mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,119 @@
+package bucket
+
+import (
+	"math"
+	"time"
+)
+
+// Sweep removes expired counters and the routing keys left without any,
+// examining at most max entries (max <= 0: one full pass), and returns the
+// number of routing keys removed. It resumes where the previous call
+// stopped, shard by shard, so an owner can call it from a ticker with a small
+// max and reclaim memory without ever scanning the whole table on the hot
+// path. A shard that has mostly emptied out is reallocated smaller, so the
+// memory of a past burst of keys is given back.
+func (s *Store) Sweep(now time.Time, max int) int {
+	t := now.UnixNano()
+	budget := max
+	if budget <= 0 {
+		budget = math.MaxInt
+	}
+	removed := 0
+	tb := s.table()
+	for visited := 0; visited <= len(tb.shards) && budget > 0; visited++ {
+		at := s.sweepAt.Load()
+		sh := &tb.shards[at&tb.mask]
+		sh.mu.Lock()
+		n, examined, done := sh.sweep(t, budget)
+		sh.mu.Unlock()
+		removed += n
+		budget -= examined
+		if !done {
+			break
+		}
+		s.sweepAt.CompareAndSwap(at, at+1) // lost race: another Sweep moved on
+	}
+	return removed
+}
+
+// sweep examines up to budget entries from the shard's cursor.
+func (sh *shard) sweep(t int64, budget int) (removed, examined int, done bool) {
+	for sh.cursor < len(sh.entries) && examined < budget {
+		examined++
+		if sh.entries[sh.cursor].prune(t) {
+			sh.removeAt(sh.cursor) // the last entry moved here: examine it next
+			removed++
+			continue
+		}
+		sh.cursor++
+	}
+	if sh.cursor < len(sh.entries) {
+		return removed, examined, false
+	}
+	sh.cursor = 0
+	sh.shrink()
+	return removed, examined, true
+}
+
+// shrink gives back the memory of a shard that has mostly emptied out
+// (Go slices and maps never shrink by themselves).
+func (sh *shard) shrink() {
+	n := len(sh.entries)
+	if cap(sh.entries) > 64 && 4*n < cap(sh.entries) {
+		entries := make([]entry, n, 2*n)
+		copy(entries, sh.entries)
+		sh.entries = entries
+	}
+	sh.index.shrink()
+}
+
+// prune drops e's expired counters and shrinks moving-window logs; it
+// reports whether no counter is left. Counter positions may change.
+func (e *entry) prune(t int64) (empty bool) {
+	if e.more != nil {
+		m := *e.more
+		k := 0
+		for i := range m {
+			if m[i].expire(t) {
+				continue
+			}
+			m[k] = m[i]
+			k++
+		}
+		clear(m[k:])
+		switch {
+		case k == 0:
+			e.more = nil
+		case cap(m) > 8 && 4*k < cap(m):
+			*e.more = append([]counter(nil), m[:k]...)
+		default:
+			*e.more = m[:k]
+		}
+	}
+	if e.first.expire(t) {
+		if e.more == nil {
+			return true
+		}
+		m := *e.more
+		e.first = m[len(m)-1]
+		m[len(m)-1] = counter{}
+		if len(m) == 1 {
+			e.more = nil
+		} else {
+			*e.more = m[:len(m)-1]
+		}
+	}
+	return false
+}
+
+// expire reports whether c's state is back to fresh at t, after pruning and
+// compacting its moving-window log.
+func (c *counter) expire(t int64) bool {
+	if l := c.st.log; l != nil {
+		l.prune(t, int64(c.id.Limit.Period))
+		if l.compact() {
+			c.st.log = nil
+		}
+	}
+	return t >= c.st.deadline(&c.id)
+}
