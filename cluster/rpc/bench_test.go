@@ -1,0 +1,188 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// benchHandler is a trivial in-memory handler: one status per counter.
+type benchHandler struct{ testHandler }
+
+func (*benchHandler) Check(_ context.Context, req *CheckRequest, resp *CheckResponse) error {
+	for _, c := range req.Counters {
+		resp.Statuses = append(resp.Statuses, bucket.Status{Limit: c.Limit, Remaining: c.Limit.Amount - req.Cost, Reset: epoch})
+	}
+	resp.Allowed = true
+	resp.Node = "node-1"
+	return nil
+}
+
+// blockingHandler calls Blocking on every check, so that each is served on
+// a goroutine of its own: the cost of a handler that may block.
+type blockingHandler struct{ benchHandler }
+
+func (h *blockingHandler) Check(ctx context.Context, req *CheckRequest, resp *CheckResponse) error {
+	Blocking(ctx)
+	return h.benchHandler.Check(ctx, req, resp)
+}
+
+func benchPair(b *testing.B, blocking bool) *Client {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var h Handler = &benchHandler{}
+	if blocking {
+		h = &blockingHandler{}
+	}
+	ts := startServer(b, h, ServerConfig{Logger: quiet})
+	c, _ := newTestClient(b, ts.addr, ClientConfig{Logger: quiet, CallTimeout: time.Second})
+	if err := c.Ping(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// latencies is a histogram of call latencies in µs buckets up to 10 ms.
+type latencies struct {
+	us   [10001]int64
+	n    int64
+	over []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.n++
+	if us := d.Microseconds(); us < int64(len(l.us)-1) {
+		l.us[us]++
+		return
+	}
+	l.us[len(l.us)-1]++
+	l.over = append(l.over, d)
+}
+
+// quantile returns the upper bound in µs of the bucket holding quantile q.
+func (l *latencies) quantile(q float64) float64 {
+	rank := int64(q * float64(l.n))
+	var seen int64
+	for us, k := range l.us {
+		if seen += k; seen > rank {
+			if us == len(l.us)-1 {
+				sort.Slice(l.over, func(i, j int) bool { return l.over[i] < l.over[j] })
+				return float64(l.over[int(rank-(seen-k))].Microseconds())
+			}
+			return float64(us + 1)
+		}
+	}
+	return 0
+}
+
+// BenchmarkRPCCheck: one caller, one call at a time, over loopback. The key
+// repeats, so the server reuses its string: 0 allocs/op on both sides.
+func BenchmarkRPCCheck(b *testing.B) {
+	c := benchPair(b, false)
+	req := sampleRequest("ip:10.1.2.3", 1)
+	var resp CheckResponse
+	ctx := context.Background()
+	var h latencies
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		if err := c.Check(ctx, req, &resp); err != nil {
+			b.Fatal(err)
+		}
+		h.add(time.Since(start))
+	}
+	b.ReportMetric(h.quantile(0.50), "p50-µs")
+	b.ReportMetric(h.quantile(0.99), "p99-µs")
+}
+
+// BenchmarkRPCCheckParallel: about 64 concurrent callers on one client
+// (one connection); checks served inline on the connection's reader, or
+// each on a goroutine of its own (a handler calling Blocking).
+func BenchmarkRPCCheckParallel(b *testing.B) {
+	for _, mode := range []struct {
+		name     string
+		blocking bool
+	}{{"inline", false}, {"goroutine-per-check", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := benchPair(b, mode.blocking)
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			var id atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				// A key per caller: interleaved on the connection, so
+				// the server allocates each key string (1 alloc/op).
+				req := sampleRequest(fmt.Sprintf("ip:10.0.0.%d", id.Add(1)), 1)
+				var resp CheckResponse
+				ctx := context.Background()
+				for pb.Next() {
+					if err := c.Check(ctx, req, &resp); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "checks/s")
+		})
+	}
+}
+
+// BenchmarkCodec compares the field-by-field codec of a check (request and
+// response, encoded and decoded) with msgpack's reflection.
+func BenchmarkCodec(b *testing.B) {
+	req := sampleRequest("ip:10.1.2.3", 1)
+	resp := &CheckResponse{Allowed: true, Node: "node-1"}
+	echoCheck(context.Background(), req, resp)
+	resp.Node = "node-1"
+	b.Run("primitives", func(b *testing.B) {
+		c := newCodec()
+		var req2 CheckRequest
+		var resp2 CheckResponse
+		b.ReportAllocs()
+		for b.Loop() {
+			c.w.b = c.w.b[:0]
+			c.encodeCheckRequest(req)
+			c.reset(c.w.b)
+			if err := c.decodeCheckRequest(&req2); err != nil {
+				b.Fatal(err)
+			}
+			c.w.b = c.w.b[:0]
+			c.encodeCheckResponse(resp)
+			c.reset(c.w.b)
+			if err := c.decodeCheckResponse(&resp2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reflection", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req2 CheckRequest
+			var resp2 CheckResponse
+			p, err := msgpack.Marshal(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := msgpack.Unmarshal(p, &req2); err != nil {
+				b.Fatal(err)
+			}
+			if p, err = msgpack.Marshal(resp); err != nil {
+				b.Fatal(err)
+			}
+			if err := msgpack.Unmarshal(p, &resp2); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,444 @@
+package rpc
+
+import (
+	"bytes"
+	"io"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// Payload layouts (msgpack arrays, fixed positions, no field names):
+//
+//	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
+//	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
+//	reset         key str
+//	MergeRequest  [entry...]
+//	TakeRequest   [key str, to str, to-addr str]
+//	take response [found bool, entry|nil]
+//	entry         [key str, [CounterState...]]   CounterState in msgpack's struct encoding
+//	ping, and every other ok response: empty
+//
+// The hot types are written field by field with the Encoder/Decoder
+// primitives: no reflection, no field names on the wire, and strings are
+// read in place. Only bucket.CounterState, which belongs to another package
+// and travels only at handoff, goes through msgpack's reflection, after its
+// bytes have been checked (see valueSize).
+
+const (
+	counterFields = 4
+	statusFields  = 5
+	minCounter    = 1 + counterFields // fixarray + one byte per field
+	minStatus     = 1 + statusFields
+	minEntry      = 3  // fixarray, fixstr, fixarray
+	minState      = 16 // a real CounterState encodes its field names: far more
+	maxStateDepth = 8  // CounterState → Counter → Limit is 3 deep
+	maxInterned   = 256
+)
+
+// bufWriter is the msgpack Encoder's destination: it appends to b, which the
+// caller points at its frame buffer.
+type bufWriter struct{ b []byte }
+
+func (w *bufWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+func (w *bufWriter) WriteByte(c byte) error      { w.b = append(w.b, c); return nil }
+
+// codec holds one reusable msgpack Encoder and Decoder and their buffers.
+// It is used by one goroutine at a time. Encoder methods cannot fail on a
+// bufWriter, so their errors are not checked.
+type codec struct {
+	w   bufWriter
+	enc *msgpack.Encoder
+	src []byte // the payload being decoded
+	r   bytes.Reader
+	dec *msgpack.Decoder
+	// strs interns the few strings that repeat on a connection (scopes,
+	// node names) so that decoding them does not allocate.
+	strs map[string]string
+}
+
+func newCodec() *codec {
+	c := &codec{strs: make(map[string]string)}
+	c.enc = msgpack.NewEncoder(&c.w)
+	c.dec = msgpack.NewDecoder(&c.r)
+	return c
+}
+
+// ---- encoding: append the payload to c.w.b ----
+
+func (c *codec) encodeCheckRequest(req *CheckRequest) {
+	e := c.enc
+	e.EncodeArrayLen(4)
+	e.EncodeString(req.Key)
+	e.EncodeInt(req.Cost)
+	e.EncodeArrayLen(len(req.Counters))
+	for i := range req.Counters {
+		ctr := &req.Counters[i]
+		e.EncodeArrayLen(counterFields)
+		e.EncodeString(ctr.Scope)
+		e.EncodeInt(ctr.Limit.Amount)
+		e.EncodeInt(int64(ctr.Limit.Period))
+		e.EncodeUint(uint64(ctr.Strategy))
+	}
+	e.EncodeInt(int64(req.Hops))
+}
+
+func (c *codec) encodeCheckResponse(resp *CheckResponse) {
+	e := c.enc
+	e.EncodeArrayLen(3)
+	e.EncodeBool(resp.Allowed)
+	e.EncodeString(resp.Node)
+	e.EncodeArrayLen(len(resp.Statuses))
+	for i := range resp.Statuses {
+		st := &resp.Statuses[i]
+		e.EncodeArrayLen(statusFields)
+		e.EncodeInt(st.Limit.Amount)
+		e.EncodeInt(int64(st.Limit.Period))
+		e.EncodeInt(st.Remaining)
+		if st.Reset.IsZero() {
+			e.EncodeNil()
+		} else {
+			e.EncodeInt(st.Reset.UnixNano())
+		}
+		e.EncodeInt(int64(st.RetryAfter))
+	}
+}
+
+func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
+
+func (c *codec) encodeMergeRequest(req *MergeRequest) error {
+	c.enc.EncodeArrayLen(len(req.Entries))
+	for i := range req.Entries {
+		if err := c.encodeEntry(&req.Entries[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *codec) encodeEntry(ent *bucket.Entry) error {
+	e := c.enc
+	e.EncodeArrayLen(2)
+	e.EncodeString(ent.Key)
+	e.EncodeArrayLen(len(ent.Counters))
+	for j := range ent.Counters {
+		if err := e.Encode(&ent.Counters[j]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *codec) encodeTakeRequest(req *TakeRequest) {
+	c.enc.EncodeArrayLen(3)
+	c.enc.EncodeString(req.Key)
+	c.enc.EncodeString(req.To)
+	c.enc.EncodeString(req.ToAddr)
+}
+
+func (c *codec) encodeTakeResponse(ent *bucket.Entry, found bool) error {
+	c.enc.EncodeArrayLen(2)
+	c.enc.EncodeBool(found)
+	if !found {
+		return c.enc.EncodeNil()
+	}
+	return c.encodeEntry(ent)
+}
+
+// ---- decoding: from a payload read in place ----
+
+func (c *codec) reset(payload []byte) {
+	c.src = payload
+	c.r.Reset(payload)
+}
+
+func (c *codec) rest() int { return c.r.Len() }
+
+// done reports trailing bytes after a payload as malformed.
+func (c *codec) done() error {
+	if c.r.Len() != 0 {
+		return protoErr("%d trailing bytes after payload", c.r.Len())
+	}
+	return nil
+}
+
+func malformed(what string, err error) error {
+	if err == nil {
+		return protoErr("malformed %s", what)
+	}
+	return protoErr("malformed %s: %v", what, err)
+}
+
+// fields reads an array header that must have exactly n elements.
+func (c *codec) fields(n int, what string) error {
+	got, err := c.dec.DecodeArrayLen()
+	if err != nil || got != n {
+		return malformed(what, err)
+	}
+	return nil
+}
+
+// list reads an array header whose elements take at least minSize bytes
+// each, so that a forged length cannot make the caller allocate more than
+// the payload justifies. nil reads as an empty list.
+func (c *codec) list(minSize int, what string) (int, error) {
+	n, err := c.dec.DecodeArrayLen()
+	if err != nil {
+		return 0, malformed(what, err)
+	}
+	if n < 0 {
+		return 0, nil
+	}
+	if n > c.r.Len()/minSize {
+		return 0, protoErr("malformed %s: %d elements in %d bytes", what, n, c.r.Len())
+	}
+	return n, nil
+}
+
+// bytes reads a string (or binary) in place: the result aliases the payload.
+func (c *codec) bytes(what string) ([]byte, error) {
+	n, err := c.dec.DecodeBytesLen()
+	if err != nil {
+		return nil, malformed(what, err)
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	if n > c.r.Len() {
+		return nil, protoErr("malformed %s: %d bytes announced, %d left", what, n, c.r.Len())
+	}
+	at := len(c.src) - c.r.Len()
+	c.r.Seek(int64(n), io.SeekCurrent)
+	return c.src[at : at+n : at+n], nil
+}
+
+func (c *codec) str(what string) (string, error) {
+	b, err := c.bytes(what)
+	return string(b), err
+}
+
+// same reads a string, reusing prev when equal: a key that floods one
+// connection (a client far over its limit) costs no allocation.
+func (c *codec) same(prev, what string) (string, error) {
+	b, err := c.bytes(what)
+	if err != nil || string(b) == prev {
+		return prev, err
+	}
+	return string(b), nil
+}
+
+// interned reads a string, reusing prev or an earlier copy when equal.
+func (c *codec) interned(prev, what string) (string, error) {
+	b, err := c.bytes(what)
+	if err != nil || string(b) == prev {
+		return prev, err
+	}
+	if s, ok := c.strs[string(b)]; ok {
+		return s, nil
+	}
+	s := string(b)
+	if len(c.strs) < maxInterned {
+		c.strs[s] = s
+	}
+	return s, nil
+}
+
+func (c *codec) int(what string) (int64, error) {
+	n, err := c.dec.DecodeInt64()
+	if err != nil {
+		return 0, malformed(what, err)
+	}
+	return n, nil
+}
+
+func (c *codec) decodeCheckRequest(req *CheckRequest) error {
+	if err := c.fields(4, "check request"); err != nil {
+		return err
+	}
+	var err error
+	if req.Key, err = c.same(req.Key, "key"); err != nil {
+		return err
+	}
+	if req.Cost, err = c.int("cost"); err != nil {
+		return err
+	}
+	n, err := c.list(minCounter, "counters")
+	if err != nil {
+		return err
+	}
+	req.Counters = req.Counters[:0]
+	for range n {
+		var ctr bucket.Counter
+		if err := c.fields(counterFields, "counter"); err != nil {
+			return err
+		}
+		if ctr.Scope, err = c.interned("", "scope"); err != nil {
+			return err
+		}
+		if ctr.Limit.Amount, err = c.int("amount"); err != nil {
+			return err
+		}
+		p, err := c.int("period")
+		if err != nil {
+			return err
+		}
+		ctr.Limit.Period = time.Duration(p)
+		s, err := c.dec.DecodeUint64()
+		if err != nil || s > 255 {
+			return malformed("strategy", err)
+		}
+		ctr.Strategy = bucket.Strategy(s)
+		req.Counters = append(req.Counters, ctr)
+	}
+	hops, err := c.int("hops")
+	if err != nil {
+		return err
+	}
+	req.Hops = int(hops)
+	return c.done()
+}
+
+func (c *codec) decodeCheckResponse(resp *CheckResponse) error {
+	if err := c.fields(3, "check response"); err != nil {
+		return err
+	}
+	var err error
+	if resp.Allowed, err = c.dec.DecodeBool(); err != nil {
+		return malformed("allowed", err)
+	}
+	if resp.Node, err = c.interned(resp.Node, "node"); err != nil {
+		return err
+	}
+	n, err := c.list(minStatus, "statuses")
+	if err != nil {
+		return err
+	}
+	resp.Statuses = resp.Statuses[:0]
+	for range n {
+		var st bucket.Status
+		var v [statusFields]int64
+		if err := c.fields(statusFields, "status"); err != nil {
+			return err
+		}
+		resetNil := false
+		for i := range v {
+			if i == 3 {
+				if code, err := c.dec.PeekCode(); err == nil && code == 0xc0 {
+					c.dec.DecodeNil()
+					resetNil = true
+					continue
+				}
+			}
+			if v[i], err = c.int("status"); err != nil {
+				return err
+			}
+		}
+		st.Limit = bucket.Limit{Amount: v[0], Period: time.Duration(v[1])}
+		st.Remaining = v[2]
+		if !resetNil {
+			st.Reset = time.Unix(0, v[3])
+		}
+		st.RetryAfter = time.Duration(v[4])
+		resp.Statuses = append(resp.Statuses, st)
+	}
+	return c.done()
+}
+
+func (c *codec) decodeKey() (string, error) {
+	k, err := c.str("key")
+	if err != nil {
+		return "", err
+	}
+	return k, c.done()
+}
+
+// decodeMergeRequest fills a fresh request. Lists grow as elements are read
+// rather than by their announced lengths, and each CounterState's bytes
+// are checked by valueSize before msgpack's reflection decodes them, so a
+// payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
+// byte of a minimal list).
+func (c *codec) decodeMergeRequest(req *MergeRequest) error {
+	n, err := c.list(minEntry, "merge request")
+	if err != nil {
+		return err
+	}
+	for range n {
+		var ent bucket.Entry
+		if err := c.decodeEntry(&ent); err != nil {
+			return err
+		}
+		req.Entries = append(req.Entries, ent)
+	}
+	return c.done()
+}
+
+func (c *codec) decodeEntry(ent *bucket.Entry) error {
+	if err := c.fields(2, "entry"); err != nil {
+		return err
+	}
+	var err error
+	if ent.Key, err = c.str("key"); err != nil {
+		return err
+	}
+	m, err := c.list(minState, "counter states")
+	if err != nil {
+		return err
+	}
+	for range m {
+		at := len(c.src) - c.r.Len()
+		size, err := valueSize(c.src[at:], maxStateDepth)
+		if err != nil {
+			return malformed("counter state", err)
+		}
+		if size < minState {
+			return protoErr("malformed counter state: %d bytes", size)
+		}
+		ent.Counters = append(ent.Counters, bucket.CounterState{})
+		if err := c.dec.Decode(&ent.Counters[len(ent.Counters)-1]); err != nil {
+			return malformed("counter state", err)
+		}
+		if got := len(c.src) - c.r.Len() - at; got != size {
+			return protoErr("malformed counter state: decoded %d of %d bytes", got, size)
+		}
+	}
+	return nil
+}
+
+func (c *codec) decodeTakeRequest(req *TakeRequest) error {
+	if err := c.fields(3, "take request"); err != nil {
+		return err
+	}
+	var err error
+	if req.Key, err = c.str("key"); err != nil {
+		return err
+	}
+	if req.To, err = c.str("to"); err != nil {
+		return err
+	}
+	if req.ToAddr, err = c.str("to-addr"); err != nil {
+		return err
+	}
+	return c.done()
+}
+
+func (c *codec) decodeTakeResponse(ent *bucket.Entry) (bool, error) {
+	if err := c.fields(2, "take response"); err != nil {
+		return false, err
+	}
+	found, err := c.dec.DecodeBool()
+	if err != nil {
+		return false, malformed("found", err)
+	}
+	if !found {
+		if err := c.dec.DecodeNil(); err != nil {
+			return false, malformed("take response", err)
+		}
+		return false, c.done()
+	}
+	if err := c.decodeEntry(ent); err != nil {
+		return false, err
+	}
+	return true, c.done()
+}

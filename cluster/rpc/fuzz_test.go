@@ -1,0 +1,178 @@
+package rpc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+const fuzzMax = 4096
+
+// FuzzFrame feeds arbitrary bytes to the frame reader and every frame body
+// to each payload decoder: nothing may panic, no frame may exceed the cap,
+// and the reader's buffer never grows beyond it. The 64-byte read buffer
+// makes frames above it take the incremental path.
+//
+//	go test -run='^$' -fuzz=FuzzFrame -fuzztime=10s ./cluster/rpc
+func FuzzFrame(f *testing.F) {
+	for _, seed := range fuzzSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr := newFrameReader(bufio.NewReaderSize(bytes.NewReader(data), 16), fuzzMax)
+		c := newCodec()
+		for {
+			body, err := fr.next()
+			if err != nil {
+				break
+			}
+			if len(body) > fuzzMax || cap(fr.big) > fuzzMax {
+				t.Fatalf("frame of %d bytes (buffer %d) over the cap %d", len(body), cap(fr.big), fuzzMax)
+			}
+			_, _, payload := parseHead(body)
+			var req CheckRequest
+			c.reset(payload)
+			c.decodeCheckRequest(&req)
+			var resp CheckResponse
+			c.reset(payload)
+			c.decodeCheckResponse(&resp)
+			c.reset(payload)
+			c.decodeMergeRequest(new(MergeRequest))
+			c.reset(payload)
+			c.decodeKey()
+			c.reset(payload)
+			c.decodeTakeRequest(new(TakeRequest))
+			c.reset(payload)
+			c.decodeTakeResponse(new(bucket.Entry))
+			valueSize(payload, maxStateDepth)
+		}
+	})
+}
+
+// fuzzSeeds returns streams of valid frames of every kind, and a few bad ones.
+func fuzzSeeds() [][]byte {
+	c := newCodec()
+	var stream []byte
+	add := func(o op, enc func()) {
+		var at int
+		c.w.b, at = appendHead(c.w.b[:0], 1, byte(o))
+		enc()
+		finishFrame(c.w.b, at)
+		stream = append(stream, c.w.b...)
+	}
+	add(opPing, func() {})
+	add(opCheck, func() { c.encodeCheckRequest(sampleRequest("ip:1.2.3.4", 1)) })
+	add(opCheck, func() {
+		c.encodeCheckResponse(&CheckResponse{Allowed: true, Node: "n1", Statuses: []bucket.Status{
+			{Limit: limit(1, time.Second), Remaining: 1, Reset: time.Unix(0, 5)}, {}}})
+	})
+	add(opReset, func() { c.encodeKey("user:1") })
+	add(opTake, func() { c.encodeTakeRequest(&TakeRequest{Key: "k", To: "n2", ToAddr: "127.0.0.1:1"}) })
+	add(opTake, func() {
+		c.encodeTakeResponse(&bucket.Entry{Key: "k", Counters: []bucket.CounterState{{Count: 3}}}, true)
+	})
+	add(opMerge, func() {
+		c.encodeMergeRequest(&MergeRequest{Entries: []bucket.Entry{{Key: "k", Counters: []bucket.CounterState{
+			{Counter: bucket.Counter{Scope: "s", Limit: limit(3, time.Minute), Strategy: bucket.MovingWindow}, Hits: []int64{1, 2}}}}}})
+	})
+	big := make([]byte, lenSize+1000)
+	binary.BigEndian.PutUint32(big, 1000)
+	return [][]byte{
+		stream,
+		big,
+		{0x80, 0, 0, 0},
+		{0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0xdd, 0xff, 0xff, 0xff, 0xff},
+	}
+}
+
+// A forged merge payload costs memory in proportion to its size, not to the
+// lengths it announces.
+func TestMergeDecodeAllocationBounded(t *testing.T) {
+	// One entry announcing 2^32-1 counter states, then 64 KiB of minimal
+	// but valid-looking bytes.
+	payload := []byte{0x91, 0x92, 0xa1, 'k', 0xdd, 0xff, 0xff, 0xff, 0xff}
+	payload = append(payload, make([]byte, 64<<10)...)
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	c := newCodec()
+	c.reset(payload)
+	if err := c.decodeMergeRequest(new(MergeRequest)); err == nil {
+		t.Fatal("forged merge request decoded")
+	}
+	runtime.ReadMemStats(&ms1)
+	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("decoding a %d-byte payload allocated %d bytes", len(payload), alloc)
+	}
+}
+
+func TestValueSize(t *testing.T) {
+	cases := []struct {
+		in   []byte
+		size int // -1: error
+	}{
+		{[]byte{0x01}, 1},
+		{[]byte{0xe0}, 1},
+		{[]byte{0xc0}, 1},
+		{[]byte{0xc1}, -1},
+		{[]byte{0xa3, 'a', 'b', 'c'}, 4},
+		{[]byte{0xa3, 'a', 'b'}, -1},
+		{[]byte{0x92, 0x01, 0xa1, 'x'}, 4},
+		{[]byte{0x82, 0x01, 0x02, 0x03, 0x04}, 5},
+		{[]byte{0x82, 0x01, 0x02, 0x03}, -1},
+		{[]byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0x01}, -1},
+		{[]byte{0xdc, 0x00, 0x02, 0x01, 0x01}, 5},
+		{[]byte{0xcd, 0x01, 0x02}, 3},
+		{[]byte{0xd3, 1, 2, 3, 4, 5, 6, 7, 8}, 9},
+		{[]byte{0xd6, 0xff, 1, 2, 3, 4}, 6},
+		{[]byte{0xc7, 0x02, 0x01, 'a', 'b'}, 5},
+		{[]byte{0xc6, 0xff, 0xff, 0xff, 0xff}, -1},
+		{[]byte{0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01}, -1}, // 9 deep
+		{[]byte{0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01}, 9},
+	}
+	for _, tc := range cases {
+		n, err := valueSize(tc.in, maxStateDepth)
+		if tc.size < 0 && err == nil || tc.size >= 0 && (err != nil || n != tc.size) {
+			t.Errorf("valueSize(% x) = %d, %v; want %d", tc.in, n, err, tc.size)
+		}
+	}
+}
+
+// minState assumes every real CounterState encodes to at least minState
+// bytes; a change of bucket's encoding that breaks this would make the
+// server refuse merges.
+func TestCounterStateMinSize(t *testing.T) {
+	c := newCodec()
+	c.encodeMergeRequest(&MergeRequest{Entries: []bucket.Entry{{Key: "k", Counters: []bucket.CounterState{{}}}}})
+	const overhead = 1 + 1 + 2 + 1 // list, entry, key, counter list
+	if n := len(c.w.b) - overhead; n < minState {
+		t.Fatalf("a zero CounterState encodes to %d bytes, below minState %d", n, minState)
+	}
+}
+
+// The client's and server's check paths allocate nothing for a repeated key.
+func TestCheckAllocs(t *testing.T) {
+	if raceEnabled || testing.Short() {
+		t.Skip("allocation counts differ under the race detector")
+	}
+	ts := startServer(t, &benchHandler{}, ServerConfig{})
+	cl, _ := newTestClient(t, ts.addr, ClientConfig{CallTimeout: 5 * time.Second})
+	req := sampleRequest("ip:10.1.2.3", 1)
+	var resp CheckResponse
+	ctx := context.Background()
+	check := func() {
+		if err := cl.Check(ctx, req, &resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check()
+	if n := testing.AllocsPerRun(500, check); n > 0.1 {
+		t.Errorf("Check allocates %.2f times per call", n)
+	}
+}

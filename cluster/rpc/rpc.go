@@ -1,0 +1,164 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// CheckRequest asks the owner of Key to decide all Counters at once, taking
+// Cost from each (0 peeks).
+type CheckRequest struct {
+	Key      string
+	Counters []bucket.Counter
+	Cost     int64
+	// Hops counts how often the check has been passed on from node to
+	// node; the cluster bounds it to prevent loops. The RPC carries it
+	// unchanged. Zero for a check sent by the node that received it.
+	Hops int
+}
+
+// CheckResponse is the owner's decision: one Status per counter of the
+// request, in the same order, and the name of the node that decided.
+type CheckResponse struct {
+	Allowed  bool
+	Statuses []bucket.Status
+	Node     string
+}
+
+// MergeRequest hands counters over to the node that now owns their keys.
+type MergeRequest struct {
+	Entries []bucket.Entry
+}
+
+// TakeRequest asks a key's previous owner to give up its entry for Key to
+// the node To (its name) at ToAddr (its RPC address).
+type TakeRequest struct {
+	Key    string
+	To     string
+	ToAddr string
+}
+
+// Handler serves the operations of a Server.
+//
+// Check runs on the connection's reader goroutine, so the connection's next
+// requests wait for it: the in-memory decision is fastest that way. A Check
+// that must block (call a peer, wait for a transfer) calls Blocking(ctx)
+// first. req and resp belong to the server and must not be retained after
+// Check returns (the strings in them may be kept). Reset runs on the reader
+// too, likewise. Merge and Take run on goroutines of their own
+// (a few at a time per connection) and may block; Merge owns req. ctx is
+// cancelled when the Server closes or the connection has ended. An error
+// returned by a handler reaches the caller as a *RemoteError.
+type Handler interface {
+	Check(ctx context.Context, req *CheckRequest, resp *CheckResponse) error
+	Merge(ctx context.Context, req *MergeRequest) error
+	Reset(ctx context.Context, key string) error
+	// Take removes and returns the entry of req.Key; found is false when
+	// there is none.
+	Take(ctx context.Context, req *TakeRequest) (e bucket.Entry, found bool, err error)
+}
+
+// Defaults used for zero fields of ServerConfig and ClientConfig.
+const (
+	// DefaultMaxFrame caps the size of one frame (4 MiB).
+	DefaultMaxFrame = 4 << 20
+	// DefaultDialTimeout bounds connecting to a peer.
+	DefaultDialTimeout = time.Second
+	// DefaultHandshakeTimeout bounds the hello/authentication exchange.
+	DefaultHandshakeTimeout = time.Second
+	// DefaultCallTimeout bounds Check, Ping and Reset. It is far above the
+	// loopback/LAN round trip (tens of µs) so that a GC pause or a busy
+	// CPU does not turn into a spurious failover, and low enough that a
+	// dead peer costs one short wait.
+	DefaultCallTimeout = 100 * time.Millisecond
+	// DefaultMergeTimeout bounds Merge when its context has no deadline:
+	// a merge may carry megabytes of counters.
+	DefaultMergeTimeout = 5 * time.Second
+	// DefaultIOTimeout bounds writing a batch of frames and reading the
+	// rest of a frame once its length has arrived.
+	DefaultIOTimeout = 5 * time.Second
+)
+
+// ServerConfig configures a Server. The zero value is usable: no secret, the
+// default logger and the defaults above.
+type ServerConfig struct {
+	// Secret, when set, makes every connection prove knowledge of it (and
+	// proves this server's) before any request is served. Peers must use
+	// the same secret.
+	Secret []byte
+	// Logger receives a line per refused or broken connection (rate
+	// bounded). Nil means slog.Default().
+	Logger *slog.Logger
+	// MaxFrame caps one request frame in bytes; a connection announcing a
+	// larger frame is closed. 0 means DefaultMaxFrame.
+	MaxFrame int
+	// HandshakeTimeout bounds the hello/authentication exchange of a new
+	// connection. 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// IOTimeout bounds writing responses and reading the rest of a frame
+	// whose length has arrived; a peer slower than that is disconnected.
+	// Idle connections are kept. 0 means DefaultIOTimeout.
+	IOTimeout time.Duration
+}
+
+// ClientConfig configures a Client. The zero value is usable: no secret, the
+// default logger and the defaults above.
+type ClientConfig struct {
+	// Secret must equal the server's (both empty, or both the same bytes).
+	Secret []byte
+	// DialTimeout bounds the TCP connect. 0 means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// CallTimeout bounds Check, Ping and Reset, including any wait for a
+	// connection; an earlier context deadline wins. 0 means
+	// DefaultCallTimeout.
+	CallTimeout time.Duration
+	// MergeTimeout bounds Merge when its context has no deadline (a
+	// context deadline alone governs otherwise). 0 means
+	// DefaultMergeTimeout.
+	MergeTimeout time.Duration
+	// HandshakeTimeout bounds the hello/authentication exchange after
+	// connecting. 0 means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// IOTimeout bounds writing a batch of requests. 0 means
+	// DefaultIOTimeout.
+	IOTimeout time.Duration
+	// Logger receives connection losses and dial failures (rate bounded).
+	// Nil means slog.Default().
+	Logger *slog.Logger
+	// MaxFrame caps one frame in bytes, both ways: a larger request fails
+	// with ErrTooLarge, a larger response closes the connection. 0 means
+	// DefaultMaxFrame.
+	MaxFrame int
+}
+
+var (
+	// ErrUnavailable is wrapped by every error that means "the peer did not
+	// answer": dial failure, handshake failure, timeout, cancelled context,
+	// lost connection, closed client. The caller may fail over.
+	ErrUnavailable = errors.New("rpc: peer unavailable")
+	// ErrAuth is wrapped (with ErrUnavailable) when the handshake fails
+	// because the secrets differ or only one side has one.
+	ErrAuth = errors.New("rpc: peer authentication failed (wrong or missing secret)")
+	// ErrVersion is wrapped (with ErrUnavailable) when the peer speaks
+	// another protocol version or is not a ratemesh RPC server.
+	ErrVersion = errors.New("rpc: protocol version mismatch")
+	// ErrClosed is wrapped (with ErrUnavailable) by calls on a closed
+	// Client and by calls pending when it was closed.
+	ErrClosed = errors.New("rpc: client closed")
+	// ErrTooLarge is returned, unwrapped by ErrUnavailable, when a request
+	// does not fit in MaxFrame: split it and retry.
+	ErrTooLarge = errors.New("rpc: request exceeds the frame size cap")
+)
+
+// RemoteError is a handler's error as reported by the peer: the call reached
+// the peer, which answered with an error. It does not wrap ErrUnavailable.
+type RemoteError struct {
+	Msg string
+}
+
+// Error returns the remote message prefixed with "rpc: remote: ".
+func (e *RemoteError) Error() string { return "rpc: remote: " + e.Msg }
