@@ -195,3 +195,12 @@ func (r *Ring) Len() int {
 	}
 	return len(r.members)
 }
+
+// Has reports whether a member named name is in the ring.
+func (r *Ring) Has(name string) bool {
+	if r == nil {
+		return false
+	}
+	_, ok := slices.BinarySearchFunc(r.members, name, func(m Member, n string) int { return cmp.Compare(m.Name, n) })
+	return ok
+}

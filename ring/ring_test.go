@@ -401,3 +401,19 @@ func TestDiff(t *testing.T) {
 		t.Fatalf("Diff(nil, ring of member \"\") = %d moves", len(d))
 	}
 }
+
+func TestHas(t *testing.T) {
+	r := New([]Member{{Name: "b"}, {Name: "a"}, {Name: "c"}}, Config{})
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{{"a", true}, {"b", true}, {"c", true}, {"", false}, {"d", false}} {
+		if got := r.Has(tc.name); got != tc.want {
+			t.Errorf("Has(%q) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	var empty *Ring
+	if empty.Has("a") {
+		t.Error("nil ring has a member")
+	}
+}

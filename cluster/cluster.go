@@ -1,0 +1,318 @@
+// Package cluster joins ratemesh nodes into one limiter: memberlist gossip
+// for membership, a consistent-hash ring for ownership, and the msgpack RPC
+// of cluster/rpc to forward each check to its key's owner.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/ring"
+)
+
+// Cluster is one node's view of the cluster and its part in it: it owns
+// some keys (decided on its Store), forwards checks of the others to their
+// owners, and serves checks forwarded to it.
+type Cluster struct {
+	cfg     Config
+	name    string
+	now     func() time.Time
+	log     *slog.Logger
+	store   *bucket.Store
+	metrics *Metrics
+
+	ln     net.Listener
+	server *rpc.Server
+	ml     *membership
+
+	view      atomic.Pointer[view]
+	rebuildMu sync.Mutex // serialises ring rebuilds
+	peers     peerSet
+	leaving   atomic.Bool
+	joinGate  atomic.Pointer[chan struct{}] // open while Join merges state
+	moved     moves                         // keys given away recently, and to whom
+	pullMu    sync.Mutex
+	pulling   map[string]chan struct{} // keys being pulled, by waiters
+	handoff   chan struct{}            // capacity 1: wakes the handoff loop
+	handoffMu sync.Mutex               // held by the running handoff
+
+	ctx    context.Context // cancelled by Close: stops background loops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New validates cfg and binds nothing yet.
+func New(cfg Config) (*Cluster, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("cluster: Config.Store is nil")
+	}
+	if cfg.FailPolicy > FailClosed {
+		return nil, fmt.Errorf("cluster: unknown fail policy %d", cfg.FailPolicy)
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "127.0.0.1"
+	}
+	if cfg.ForwardTimeout <= 0 {
+		cfg.ForwardTimeout = 50 * time.Millisecond
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = cfg.ForwardTimeout
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 250 * time.Millisecond
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	m := cfg.Metrics
+	if m == nil {
+		var err error
+		if m, err = NewMetrics(nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{cfg: cfg, now: now, log: log, store: cfg.Store, metrics: m,
+		handoff: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	c.peers.init(c)
+	return c, nil
+}
+
+// Start binds the RPC listener, starts gossip and the background loops.
+// The node is then a cluster of one until Join.
+func (c *Cluster) Start() error {
+	addr := net.JoinHostPort(c.cfg.BindAddr, strconv.Itoa(c.cfg.RPCPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cluster: listen for RPC on %s: %w", addr, err)
+	}
+	c.ln = ln
+	rpcAddr := ln.Addr().String()
+	if c.cfg.AdvertiseAddr != "" {
+		rpcAddr = net.JoinHostPort(c.cfg.AdvertiseAddr, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
+	c.name = c.cfg.Name
+	if c.name == "" {
+		// The RPC address is bound, so it is unique on this host, and
+		// other nodes on the same host cannot collide with it.
+		c.name = rpcAddr
+	}
+	c.cfg.Name = c.name
+	c.log = c.log.With("node", c.name)
+	c.server = rpc.NewServer(handler{c}, rpc.ServerConfig{Secret: c.secret(), Logger: c.log})
+	c.ml, err = newMembership(&c.cfg, Meta{Protocol: ProtocolVersion, RPCAddr: rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring)}, c.log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	c.rebuild()
+	c.wg.Add(4)
+	go func() { defer c.wg.Done(); c.server.Serve(ln) }()
+	go func() { defer c.wg.Done(); c.ringLoop() }()
+	go func() { defer c.wg.Done(); c.probeLoop() }()
+	go func() { defer c.wg.Done(); c.handoffLoop() }()
+	c.log.Info("node started", "rpc", rpcAddr, "gossip", c.GossipAddr())
+	return nil
+}
+
+func (c *Cluster) secret() []byte {
+	if len(c.cfg.Secret) == 0 {
+		return nil
+	}
+	return rpcKey(c.cfg.Secret)
+}
+
+// Name is this node's unique name in the cluster.
+func (c *Cluster) Name() string { return c.name }
+
+// GossipAddr is the host:port other nodes join through.
+func (c *Cluster) GossipAddr() string {
+	n := c.ml.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// RPCAddr is the address the RPC server listens on.
+func (c *Cluster) RPCAddr() string { return c.ln.Addr().String() }
+
+// Join contacts the seeds (gossip host:port), retrying with backoff until
+// one answers or ctx ends.
+func (c *Cluster) Join(ctx context.Context, seeds ...string) error {
+	if len(seeds) == 0 {
+		return nil
+	}
+	// See settledView.
+	gate := make(chan struct{})
+	c.joinGate.Store(&gate)
+	defer func() {
+		close(gate)
+		c.joinGate.Store(nil)
+	}()
+	if err := c.ml.join(ctx, seeds); err != nil {
+		return err
+	}
+	c.rebuild()
+	return nil
+}
+
+// view is what one ring rebuild saw: the ring and the members it was built
+// from, published together so that Members and Owner never disagree.
+type view struct {
+	// full places keys on the members gossip reports (less this node
+	// while it leaves): who owns a key.
+	full *ring.Ring
+	// routing is full less the peers this node suspects: where checks
+	// go. It is full itself when nothing is suspected.
+	routing *ring.Ring
+	members []Member
+	// inbound maps partitions that moved to this node in the last
+	// pullWindow to their previous owner, while it is still a member.
+	inbound      map[int]ring.Member
+	inboundUntil time.Time
+}
+
+// Ring returns the ring this node routes by.
+func (c *Cluster) Ring() *ring.Ring { return c.view.Load().routing }
+
+// Member is a cluster member as this node sees it.
+type Member struct {
+	Name     string
+	RPCAddr  string
+	HTTPAddr string
+	// State is memberlist's view ("alive", "suspect"); "unreachable" when
+	// this node's forwards to it failed and it is out of this node's ring
+	// until it answers again; "leaving" for this node during Close.
+	State string
+	Self  bool
+}
+
+// Members lists the members gossip knew at the last ring rebuild, this
+// node included. Members in State "alive" or "suspect" are in the ring.
+func (c *Cluster) Members() []Member {
+	return slices.Clone(c.view.Load().members)
+}
+
+// ringLoop rebuilds the ring whenever gossip reports a change.
+func (c *Cluster) ringLoop() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.ml.changed:
+		}
+		c.rebuild()
+	}
+}
+
+// rebuild computes the ring from the live members, less the peers this node
+// suspects and less itself while it leaves.
+func (c *Cluster) rebuild() {
+	c.rebuildMu.Lock()
+	defer c.rebuildMu.Unlock()
+	ps := c.ml.peers()
+	v := &view{members: make([]Member, 0, len(ps))}
+	var full, routing []ring.Member
+	live := make(map[string]string, len(ps))
+	suspected := false
+	for _, p := range ps {
+		live[p.Name] = p.Meta.RPCAddr
+		m := Member{Name: p.Name, RPCAddr: p.Meta.RPCAddr, HTTPAddr: p.Meta.HTTPAddr, State: p.State, Self: p.Self}
+		rm := ring.Member{Name: p.Name, Addr: p.Meta.RPCAddr}
+		switch {
+		case p.Self && c.leaving.Load():
+			m.State = "leaving"
+		case !p.Self && c.peers.isSuspect(p.Name):
+			m.State = "unreachable"
+			full = append(full, rm)
+			suspected = true
+		default:
+			full = append(full, rm)
+			routing = append(routing, rm)
+		}
+		v.members = append(v.members, m)
+	}
+	c.peers.sync(live)
+	old := c.view.Load()
+	if old != nil && sameMembers(old.full.Members(), full) {
+		v.full = old.full // ring builds cost milliseconds: reuse
+	} else {
+		v.full = ring.New(full, c.cfg.Ring)
+	}
+	v.routing = v.full
+	if suspected {
+		v.routing = ring.New(routing, c.cfg.Ring)
+	}
+	v.inbound, v.inboundUntil = c.inbound(old, v)
+	c.view.Store(v)
+	c.metrics.members.Set(float64(v.routing.Len()))
+	if old != nil && len(ring.Diff(old.routing, v.routing)) > 0 {
+		c.log.Info("ring changed", "members", v.routing.Len(), "suspected", len(full)-len(routing))
+		c.kickHandoff()
+	}
+}
+
+// inbound finds, for a while after this node joins a cluster, the
+// partitions it now owns and who owned them before it came: their counts are
+// pulled from there on first sight. (Other moves need no pull: a member that
+// leaves pushes its counts, a crashed one has none left to give.)
+func (c *Cluster) inbound(old, v *view) (map[int]ring.Member, time.Time) {
+	now := c.now()
+	until := time.Time{}
+	if old != nil {
+		until = old.inboundUntil
+		if old.full.Len() <= 1 && v.full.Len() > 1 {
+			until = now.Add(pullWindow) // just joined
+		}
+	}
+	if !now.Before(until) || !v.full.Has(c.name) {
+		return nil, time.Time{}
+	}
+	var others []ring.Member
+	for _, m := range v.full.Members() {
+		if m.Name != c.name {
+			others = append(others, m)
+		}
+	}
+	without := ring.New(others, c.cfg.Ring)
+	in := map[int]ring.Member{}
+	for p := 0; p < v.full.PartitionCount(); p++ {
+		if o, _ := v.full.PartitionOwner(p); o.Name == c.name {
+			if from, ok := without.PartitionOwner(p); ok {
+				in[p] = from
+			}
+		}
+	}
+	return in, until
+}
+
+func sameMembers(a, b []ring.Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	sorted := slices.Clone(b)
+	slices.SortFunc(sorted, func(x, y ring.Member) int { return strings.Compare(x.Name, y.Name) })
+	return slices.Equal(a, sorted)
+}
+
+func (c *Cluster) kickHandoff() {
+	select {
+	case c.handoff <- struct{}{}:
+	default:
+	}
+}

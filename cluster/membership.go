@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// gossipKey derives memberlist's AES key from the cluster secret, so one
+// secret both authenticates RPC and encrypts gossip, and neither key can be
+// learned from the other.
+func gossipKey(secret []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("ratemesh gossip key v1\x00"))
+	h.Write(secret)
+	return h.Sum(nil)
+}
+
+// rpcKey derives the RPC handshake key from the cluster secret.
+func rpcKey(secret []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("ratemesh rpc key v1\x00"))
+	h.Write(secret)
+	return h.Sum(nil)
+}
+
+// membership wraps memberlist. Its delegates never block: they only note
+// that something changed and wake the ring builder, which runs on its own
+// goroutine.
+type membership struct {
+	ml      *memberlist.Memberlist
+	name    string
+	ringSig string
+	meta    []byte
+	log     *slog.Logger
+	changed chan struct{} // capacity 1: coalesces bursts of events
+
+	mu       sync.Mutex
+	conflict string            // set when another node claims our name
+	badProto map[string]string // peer name → why it is kept out of the ring
+}
+
+func newMembership(cfg *Config, meta Meta, log *slog.Logger) (*membership, error) {
+	m := &membership{name: cfg.Name, ringSig: meta.Ring, log: log, changed: make(chan struct{}, 1), badProto: map[string]string{}}
+	var err error
+	if m.meta, err = meta.encode(); err != nil {
+		return nil, err
+	}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.LocalTimings {
+		mc = memberlist.DefaultLocalConfig()
+		// On one busy host UDP gossip can be dropped; a full state sync
+		// every 2s (instead of 15s) repairs a missed join or leave soon.
+		mc.PushPullInterval = 2 * time.Second
+	}
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.GossipPort
+	mc.AdvertisePort = cfg.GossipPort
+	if cfg.AdvertiseAddr != "" {
+		mc.AdvertiseAddr = cfg.AdvertiseAddr
+	}
+	// A node restarted on a new port under its old name may take its name
+	// back once the old incarnation has been dead this long.
+	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaimTime
+	if len(cfg.Secret) > 0 {
+		mc.SecretKey = gossipKey(cfg.Secret)
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	mc.Delegate = m
+	mc.Events = m
+	mc.Conflict = m
+	mc.Logger = newStdLogger(log)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start gossip on %s:%d: %w", cfg.BindAddr, cfg.GossipPort, err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// signal wakes the ring builder without ever blocking memberlist.
+func (m *membership) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (m *membership) NodeMeta(limit int) []byte { return m.meta }
+
+// NotifyMsg implements memberlist.Delegate; ratemesh sends no user messages.
+func (m *membership) NotifyMsg([]byte) {}
+
+// GetBroadcasts implements memberlist.Delegate.
+func (m *membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState implements memberlist.Delegate.
+func (m *membership) LocalState(join bool) []byte { return nil }
+
+// MergeRemoteState implements memberlist.Delegate.
+func (m *membership) MergeRemoteState(buf []byte, join bool) {}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (m *membership) NotifyJoin(n *memberlist.Node) { m.event(n) }
+
+// NotifyLeave implements memberlist.EventDelegate.
+func (m *membership) NotifyLeave(n *memberlist.Node) { m.event(n) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (m *membership) NotifyUpdate(n *memberlist.Node) { m.event(n) }
+
+func (m *membership) event(n *memberlist.Node) {
+	if n.Name == m.name {
+		return
+	}
+	m.signal()
+}
+
+// NotifyConflict implements memberlist.ConflictDelegate. memberlist keeps
+// the first node it saw under a name and silently ignores the second; we
+// record it so Join can fail loudly instead.
+func (m *membership) NotifyConflict(existing, other *memberlist.Node) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if existing.Name == m.name || other.Name == m.name {
+		m.conflict = fmt.Sprintf("node name %q is used by both %s and %s", existing.Name, existing.Address(), other.Address())
+	}
+	m.log.Error("two nodes claim one name", "name", existing.Name, "existing", existing.Address(), "other", other.Address())
+}
+
+func (m *membership) conflictErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conflict == "" {
+		return nil
+	}
+	return fmt.Errorf("cluster: %s; give each node a unique name", m.conflict)
+}
+
+// join contacts the seeds, retrying with exponential backoff until one
+// answers or ctx ends.
+func (m *membership) join(ctx context.Context, seeds []string) error {
+	backoff := 50 * time.Millisecond
+	for {
+		n, err := m.ml.Join(seeds)
+		if n > 0 {
+			if err := m.conflictErr(); err != nil {
+				return err
+			}
+			m.signal()
+			return nil
+		}
+		m.log.Warn("join failed, retrying", "seeds", seeds, "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("cluster: join %s: %v (gave up: %w)", strings.Join(seeds, ","), err, ctx.Err())
+		case <-t.C:
+		}
+		if backoff *= 2; backoff > 2*time.Second {
+			backoff = 2 * time.Second
+		}
+	}
+}
+
+// peer is a live member as the ring builder sees it.
+type peer struct {
+	Name  string
+	Meta  Meta
+	State string
+	Self  bool
+}
+
+// peers lists the members memberlist believes alive (or suspect), with their
+// metadata; members of another protocol version are logged once and left out.
+func (m *membership) peers() []peer {
+	nodes := m.ml.Members()
+	out := make([]peer, 0, len(nodes))
+	for _, n := range nodes {
+		meta, err := decodeMeta(n.Meta)
+		switch {
+		case err != nil:
+		case meta.Protocol != ProtocolVersion:
+			err = fmt.Errorf("speaks protocol %d, this node %d", meta.Protocol, ProtocolVersion)
+		case meta.Ring != m.ringSig:
+			err = fmt.Errorf("places keys by ring %s, this node by %s", meta.Ring, m.ringSig)
+		}
+		if err != nil {
+			m.noteBad(n.Name, err.Error())
+			continue
+		}
+		out = append(out, peer{Name: n.Name, Meta: meta, State: stateName(n.State), Self: n.Name == m.name})
+	}
+	return out
+}
+
+func (m *membership) noteBad(name, why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.badProto[name] == why {
+		return
+	}
+	m.badProto[name] = why
+	m.log.Error("member kept out of the ring", "member", name, "reason", why)
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+// leave announces departure and stops gossip.
+func (m *membership) leave(timeout time.Duration) error {
+	err := m.ml.Leave(timeout)
+	if serr := m.ml.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// newStdLogger adapts memberlist's "[LEVEL] text" log lines to slog.
+func newStdLogger(l *slog.Logger) *log.Logger {
+	return log.New(slogWriter{l}, "", 0)
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+var logPrefixes = [...]struct {
+	prefix string
+	level  slog.Level
+}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	s := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	for _, p := range logPrefixes {
+		if strings.HasPrefix(s, p.prefix) {
+			level, s = p.level, strings.TrimSpace(s[len(p.prefix):])
+			break
+		}
+	}
+	w.l.Log(context.Background(), level, strings.TrimPrefix(s, "memberlist: "), "component", "gossip")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

@@ -1,0 +1,84 @@
+package cluster
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the cluster's Prometheus collectors. They live in a registry
+// owned by the node, never the global one, so several nodes share a process.
+// The hot path uses pre-resolved children: no label lookups per check.
+type Metrics struct {
+	checksLocal, checksForwarded, checksServed prometheus.Counter
+	allowed, denied                            prometheus.Counter
+	fallback                                   *prometheus.CounterVec
+	forwardSeconds                             prometheus.Histogram
+	rpcErrors                                  *prometheus.CounterVec
+	failovers                                  prometheus.Counter
+	members                                    prometheus.Gauge
+	handoffKeys                                *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: the
+// metrics are kept but not exported). keys reports the number of routing
+// keys this node holds. It fails if reg already holds ratemesh metrics,
+// e.g. a registry shared by two nodes.
+func NewMetrics(reg prometheus.Registerer, keys func() float64) (*Metrics, error) {
+	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ratemesh_checks_total",
+		Help: "Checks by where they were decided: local (this node owns the key), forwarded (sent to the owner), served (received from a peer).",
+	}, []string{"path"})
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ratemesh_check_results_total",
+		Help: "Checks answered to callers of this node, by result.",
+	}, []string{"result"})
+	m := &Metrics{
+		checksLocal:     checks.WithLabelValues("local"),
+		checksForwarded: checks.WithLabelValues("forwarded"),
+		checksServed:    checks.WithLabelValues("served"),
+		allowed:         results.WithLabelValues("allowed"),
+		denied:          results.WithLabelValues("denied"),
+		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratemesh_fallback_decisions_total",
+			Help: "Checks decided by the fail policy because no owner answered.",
+		}, []string{"policy"}),
+		forwardSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ratemesh_forward_seconds",
+			Help:    "Latency of checks forwarded to the owner node.",
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3},
+		}),
+		rpcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratemesh_rpc_errors_total",
+			Help: "Failed RPC calls to peers, by operation.",
+		}, []string{"op"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ratemesh_failovers_total",
+			Help: "Checks retried on the key's next owner after the owner failed to answer.",
+		}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ratemesh_members",
+			Help: "Members in this node's ring.",
+		}),
+		handoffKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratemesh_handoff_keys_total",
+			Help: "Routing keys handed to a new owner (sent), received from an old one (received), or lost because no owner took them (dropped).",
+		}, []string{"result"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{checks, results, m.fallback, m.forwardSeconds, m.rpcErrors, m.failovers, m.members, m.handoffKeys}
+	if keys != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ratemesh_keys",
+			Help: "Routing keys whose counters this node holds.",
+		}, keys))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("cluster: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,181 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/ring"
+)
+
+// Check decides req on the owner of req.Key: here when this node owns it,
+// otherwise by one RPC to the owner. When the owner does not answer it is
+// suspected and the check is retried once on the key's next owner. When no
+// owner answers — the key's owner by gossip is suspected by this node —
+// the fail policy decides and fallback is true.
+func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) (fallback bool, err error) {
+	var owner ring.Member
+	for attempt := 0; attempt < 2; attempt++ {
+		v := c.settledView(ctx)
+		var ok bool
+		owner, ok = v.routing.Owner(req.Key)
+		if !ok || owner.Name == c.name {
+			if real, ok := v.full.Owner(req.Key); ok && real.Name != c.name && v.routing != v.full {
+				return true, c.decideFallback(ctx, v, req, resp, real.Name, err)
+			}
+			if c.leaving.Load() || !ok {
+				// No ring without this node (the last one leaving):
+				// decide here.
+				return false, c.decideLocalCounted(req, resp)
+			}
+			c.metrics.checksLocal.Inc()
+			return false, c.serveLocal(ctx, v, req, resp)
+		}
+		if c.leaving.Load() && c.store.Has(req.Key) {
+			// Not handed off yet: the entry here is still the count.
+			return false, c.decideLocalCounted(req, resp)
+		}
+		client := c.peers.client(owner.Name, owner.Addr)
+		start := time.Now()
+		err = client.Check(ctx, req, resp)
+		if err == nil {
+			c.metrics.forwardSeconds.Observe(time.Since(start).Seconds())
+			c.metrics.checksForwarded.Inc()
+			c.count(resp.Allowed)
+			return false, nil
+		}
+		c.metrics.rpcErrors.WithLabelValues("check").Inc()
+		if !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
+			return false, err
+		}
+		// The owner did not answer in time: stop routing to it now rather
+		// than after gossip's failure detection, and try the next owner.
+		c.peers.suspect(owner.Name, err)
+		if attempt == 0 {
+			c.metrics.failovers.Inc()
+		}
+	}
+	return true, c.decideFallback(ctx, c.view.Load(), req, resp, owner.Name, err)
+}
+
+func (c *Cluster) decideLocalCounted(req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	c.metrics.checksLocal.Inc()
+	return c.decideLocal(req, resp)
+}
+
+// decideLocal decides req on this node's own table.
+func (c *Cluster) decideLocal(req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	var err error
+	resp.Statuses, resp.Allowed, err = c.store.Check(c.now(), req.Key, req.Counters, req.Cost, resp.Statuses[:0])
+	resp.Node = c.name
+	if err == nil {
+		c.count(resp.Allowed)
+	}
+	return err
+}
+
+func (c *Cluster) count(allowed bool) {
+	if allowed {
+		c.metrics.allowed.Inc()
+	} else {
+		c.metrics.denied.Inc()
+	}
+}
+
+// decideFallback applies the fail policy when no owner answered.
+func (c *Cluster) decideFallback(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse, peer string, cause error) error {
+	policy := c.cfg.FailPolicy
+	c.metrics.fallback.WithLabelValues(policy.String()).Inc()
+	if cause == nil {
+		cause = errors.New("peer suspected by this node")
+	}
+	c.peers.logFallback(policy, peer, cause)
+	if policy == FailLocal {
+		return c.decideLocal(req, resp)
+	}
+	now := c.now()
+	resp.Node = c.name
+	resp.Allowed = policy == FailOpen
+	resp.Statuses = resp.Statuses[:0]
+	for _, ctr := range req.Counters {
+		st := bucket.Status{Limit: ctr.Limit, Remaining: ctr.Limit.Amount, Reset: now}
+		if !resp.Allowed {
+			st = bucket.Status{Limit: ctr.Limit, Reset: now.Add(time.Second), RetryAfter: time.Second}
+		}
+		resp.Statuses = append(resp.Statuses, st)
+	}
+	c.count(resp.Allowed)
+	return nil
+}
+
+// Reset forgets every counter of key on every member, so a client is whole
+// again wherever its counts were kept (its owner, or a node that counted
+// locally under the fail policy). It returns the first error and goes on.
+func (c *Cluster) Reset(ctx context.Context, key string) error {
+	c.store.Reset(key)
+	var first error
+	for _, m := range c.Ring().Members() {
+		if m.Name == c.name {
+			continue
+		}
+		if err := c.peers.client(m.Name, m.Addr).Reset(ctx, key); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// errLeaving refuses a merge into a node that is leaving.
+var errLeaving = errors.New("node is leaving the cluster; send counts to the next owner")
+
+// handler serves RPCs from peers. It never forwards: at most one hop, even
+// when this node's ring disagrees with the sender's.
+type handler struct{ c *Cluster }
+
+func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	c := h.c
+	v := c.settledView(ctx)
+	if req.Hops < maxHops {
+		// The sender's ring and ours disagree (one of us has not caught
+		// up with gossip yet). If the key is not here, pass the check to
+		// the owner we know; it serves it whatever its own ring says.
+		if o, ok := v.routing.Owner(req.Key); ok && o.Name != c.name && !c.store.Has(req.Key) {
+			rpc.Blocking(ctx)
+			req.Hops++
+			err := c.peers.client(o.Name, o.Addr).Check(ctx, req, resp)
+			if err == nil || !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
+				return err
+			}
+			// The owner we know is unreachable: route around it and serve
+			// here, as the sender asked.
+			c.peers.suspect(o.Name, err)
+			v = c.view.Load()
+		}
+	}
+	c.metrics.checksServed.Inc()
+	return c.serveLocal(ctx, v, req, resp)
+}
+
+func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {
+	e, ok := h.c.take(ctx, req)
+	return e, ok, nil
+}
+
+func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
+	if h.c.leaving.Load() {
+		// This node is handing everything off; counts merged here now
+		// could be lost. Refusing (nothing applied) makes the sender
+		// route around this node and send them to the next owner.
+		return errLeaving
+	}
+	h.c.mergeHere(req.Entries)
+	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
+	return nil
+}
+
+func (h handler) Reset(ctx context.Context, key string) error {
+	h.c.store.Reset(key)
+	return nil
+}

@@ -1,0 +1,216 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/ring"
+)
+
+// Ownership moves between nodes in two ways, so that no count is lost or
+// split while nodes' rings disagree for a few gossip rounds:
+//
+//   - push: the old owner, when its ring changes, takes the entries it no
+//     longer owns out of its table and merges them into their new owners
+//     (handoff.go);
+//   - pull: the new owner, on the first check of a key whose partition
+//     moved to it recently, takes the key's entry from the old owner before
+//     deciding (pull below).
+//
+// Either way, the old owner remembers for a while where each key went (a
+// move), and passes any check of it that still reaches it to the new owner,
+// after the entry has arrived there. So a key is counted in one place.
+
+// moveTTL is how long a node remembers where a key it gave away went: long
+// enough for every ring to catch up through gossip.
+const moveTTL = 10 * time.Second
+
+// pullWindow is how long after a partition moved here this node asks its
+// old owner for a key's entry on first sight.
+const pullWindow = 10 * time.Second
+
+// move records that a key's entry left this node for to. done is closed
+// once the entry is there (or was given up on).
+type move struct {
+	to    ring.Member
+	done  chan struct{}
+	until time.Time
+}
+
+// moves is the set of keys this node gave away recently.
+type moves struct {
+	n  atomic.Int64 // len(m), read without the lock on the check path
+	mu sync.Mutex
+	m  map[string]*move
+}
+
+func (ms *moves) add(keys []string, mv *move) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.m == nil {
+		ms.m = map[string]*move{}
+	}
+	for _, k := range keys {
+		ms.m[k] = mv
+	}
+	ms.n.Store(int64(len(ms.m)))
+}
+
+// get returns where key went, if it left recently.
+func (ms *moves) get(key string, now time.Time) *move {
+	if ms.n.Load() == 0 {
+		return nil
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	mv := ms.m[key]
+	if mv != nil && now.After(mv.until) {
+		delete(ms.m, key)
+		ms.n.Store(int64(len(ms.m)))
+		return nil
+	}
+	return mv
+}
+
+// forget drops key's move: its entry came back here.
+func (ms *moves) forget(key string) {
+	if ms.n.Load() == 0 {
+		return
+	}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	delete(ms.m, key)
+	ms.n.Store(int64(len(ms.m)))
+}
+
+// expire drops moves older than their TTL.
+func (ms *moves) expire(now time.Time) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for k, mv := range ms.m {
+		if now.After(mv.until) {
+			delete(ms.m, k)
+		}
+	}
+	ms.n.Store(int64(len(ms.m)))
+}
+
+// wait blocks until mv's entry arrived or ctx ends.
+func (mv *move) wait(ctx context.Context) {
+	select {
+	case <-mv.done:
+	case <-ctx.Done():
+	}
+}
+
+// serveLocal decides req here, as the key's owner (or as the node a check
+// was forwarded to). If the key left this node recently, the check goes
+// where it went; if it may still be on its previous owner, it is fetched
+// first.
+func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	now := c.now()
+	if mv := c.moved.get(req.Key, now); mv != nil && req.Hops < maxHops {
+		rpc.Blocking(ctx) // no-op unless serving a peer's RPC
+		mv.wait(ctx)
+		req.Hops++
+		err := c.peers.client(mv.to.Name, mv.to.Addr).Check(ctx, req, resp)
+		if err == nil {
+			return nil
+		}
+		// The new owner is gone: the count there is lost; decide here.
+		c.moved.forget(req.Key)
+	}
+	if from, ok := v.inboundFrom(req.Key, now); ok && !c.store.Has(req.Key) {
+		rpc.Blocking(ctx)
+		c.pull(ctx, req.Key, from)
+	}
+	return c.decideLocal(req, resp)
+}
+
+// settledView returns the view to route by. While Join merges the cluster's
+// state this node's ring may hold only some members, and it would route or
+// pull a key's count wrongly: checks wait (briefly) for the full ring.
+func (c *Cluster) settledView(ctx context.Context) *view {
+	if gate := c.joinGate.Load(); gate != nil {
+		rpc.Blocking(ctx) // no-op unless serving a peer's RPC
+		t := time.NewTimer(c.cfg.ForwardTimeout / 2)
+		select {
+		case <-*gate:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	return c.view.Load()
+}
+
+// maxHops bounds how often one check is passed on: the asking node's
+// forward, then at most one more from a node that gave the key away.
+const maxHops = 1
+
+// inboundFrom reports the previous owner of key's partition if it moved
+// to this node within pullWindow and that owner is still a member.
+func (v *view) inboundFrom(key string, now time.Time) (ring.Member, bool) {
+	if len(v.inbound) == 0 || now.After(v.inboundUntil) {
+		return ring.Member{}, false
+	}
+	from, ok := v.inbound[v.full.Partition(key)]
+	return from, ok
+}
+
+// pull takes key's entry from its previous owner and merges it here. One
+// pull per key runs at a time; concurrent checks of the key wait for it.
+func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) {
+	c.pullMu.Lock()
+	if c.pulling == nil {
+		c.pulling = map[string]chan struct{}{}
+	}
+	if ch, ok := c.pulling[key]; ok {
+		c.pullMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		return
+	}
+	ch := make(chan struct{})
+	c.pulling[key] = ch
+	c.pullMu.Unlock()
+	defer func() {
+		c.pullMu.Lock()
+		delete(c.pulling, key)
+		c.pullMu.Unlock()
+		close(ch)
+	}()
+	entry, found, err := c.peers.client(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
+	if err != nil {
+		c.metrics.rpcErrors.WithLabelValues("take").Inc()
+		c.log.Debug("pull failed; deciding on what is here", "key", key, "from", from.Name, "err", err)
+		return
+	}
+	if found {
+		c.mergeHere([]bucket.Entry{entry})
+		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
+	}
+}
+
+// take serves a peer's pull: it removes key's entry from this node and
+// remembers that the key went to the puller.
+func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool) {
+	now := c.now()
+	if mv := c.moved.get(req.Key, now); mv != nil {
+		// Already on its way (a push): let it land, then there is
+		// nothing more to give.
+		mv.wait(ctx)
+		return bucket.Entry{}, false
+	}
+	entry, found := c.store.Take(now, req.Key)
+	done := make(chan struct{})
+	close(done)
+	c.moved.add([]string{req.Key}, &move{to: ring.Member{Name: req.To, Addr: req.ToAddr}, done: done, until: now.Add(moveTTL)})
+	return entry, found
+}

@@ -1,0 +1,283 @@
+// Package ratemesh is a rate limiter that runs as a cluster of equal peers.
+//
+// Every rate key (a client identity such as "ip:1.2.3.4" or "user:42") has
+// one owner node, chosen by a consistent-hash ring over the live members;
+// a check made on any node is decided on the owner, so a limit such as
+// "5 per minute" holds across the whole cluster with no shared database.
+// A Node is the embeddable unit: create it with New, Start it, Join seeds,
+// and Check requests.
+package ratemesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/cluster"
+	"github.com/ratemesh/ratemesh/cluster/rpc"
+)
+
+// Errors returned by Node methods.
+var (
+	ErrNotStarted = errors.New("ratemesh: node not started")
+	ErrClosed     = errors.New("ratemesh: node closed")
+)
+
+// Request is one check: the counters of one client identity, decided
+// together on the identity's owner.
+type Request struct {
+	// Key is the routing key: the client identity every counter belongs
+	// to, e.g. "ip:1.2.3.4", "apikey:abc", "user:42". Required.
+	Key string
+	// Counters are the limits to check, all-or-nothing: the request
+	// consumes from none of them unless every one allows.
+	Counters []bucket.Counter
+	// Cost is how much the request consumes from each counter; 0 only
+	// looks. Negative costs are refused.
+	Cost int64
+}
+
+// Result is the decision on a Request.
+type Result struct {
+	// Allowed reports whether every counter allowed the request.
+	Allowed bool
+	// Statuses has one entry per counter, in Request order.
+	Statuses []bucket.Status
+	// Node names the node that decided.
+	Node string
+	// Fallback is true when no owner answered and the fail policy decided.
+	Fallback bool
+}
+
+// Member is a cluster member as a node sees it.
+type Member = cluster.Member
+
+// Node is one ratemesh peer. Its methods are safe for concurrent use.
+type Node struct {
+	cfg   Config
+	store *bucket.Store
+	cl    *cluster.Cluster
+	reg   *prometheus.Registry
+
+	started atomic.Bool
+	closed  atomic.Bool
+	joined  atomic.Bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New checks cfg and builds a node; it binds nothing until Start.
+func New(cfg Config) (*Node, error) {
+	if cfg.SweepInterval < 0 || cfg.ForwardTimeout < 0 || cfg.DeadNodeReclaimTime < 0 {
+		return nil, errors.New("ratemesh: negative duration in Config")
+	}
+	if cfg.GossipPort < 0 || cfg.GossipPort > 65535 || cfg.RPCPort < 0 || cfg.RPCPort > 65535 {
+		return nil, fmt.Errorf("ratemesh: ports must be 0..65535 (gossip %d, rpc %d)", cfg.GossipPort, cfg.RPCPort)
+	}
+	if cfg.GossipPort != 0 && cfg.GossipPort == cfg.RPCPort {
+		return nil, fmt.Errorf("ratemesh: gossip and RPC ports are both %d", cfg.RPCPort)
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = time.Second
+	}
+	n := &Node{cfg: cfg, store: bucket.NewStore(cfg.Store), reg: cfg.Registry, stop: make(chan struct{})}
+	if n.reg == nil {
+		n.reg = prometheus.NewRegistry()
+	}
+	m, err := cluster.NewMetrics(n.reg, func() float64 { return float64(n.store.Len()) })
+	if err != nil {
+		return nil, err
+	}
+	n.cl, err = cluster.New(cluster.Config{
+		Name:                cfg.Name,
+		BindAddr:            cfg.BindAddr,
+		AdvertiseAddr:       cfg.AdvertiseAddr,
+		GossipPort:          cfg.GossipPort,
+		RPCPort:             cfg.RPCPort,
+		HTTPAddr:            cfg.HTTPAddr,
+		Secret:              []byte(cfg.Secret),
+		LocalTimings:        cfg.LocalTimings,
+		DeadNodeReclaimTime: cfg.DeadNodeReclaimTime,
+		ForwardTimeout:      cfg.ForwardTimeout,
+		FailPolicy:          cfg.FailPolicy,
+		Ring:                cfg.Ring,
+		Store:               n.store,
+		Logger:              cfg.Logger,
+		Metrics:             m,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Start binds the gossip and RPC listeners and starts the node's
+// background work. The node then serves checks as a cluster of one.
+func (n *Node) Start(ctx context.Context) error {
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	if n.started.Swap(true) {
+		return errors.New("ratemesh: node already started")
+	}
+	if err := n.cl.Start(); err != nil {
+		n.started.Store(false)
+		return err
+	}
+	n.wg.Add(1)
+	go n.sweep()
+	return nil
+}
+
+// sweep removes expired counters in small steps, so memory comes back
+// without a pause on the check path.
+func (n *Node) sweep() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			for n.store.Sweep(time.Now(), 4096) == 4096 {
+				select {
+				case <-n.stop:
+					return
+				default:
+				}
+			}
+		}
+	}
+}
+
+// Join contacts the seeds (gossip addresses, host:port), retrying with
+// backoff until one answers or ctx ends. It fails if another member
+// already uses this node's name.
+func (n *Node) Join(ctx context.Context, seeds ...string) error {
+	if !n.started.Load() {
+		return ErrNotStarted
+	}
+	if err := n.cl.Join(ctx, seeds...); err != nil {
+		return err
+	}
+	n.joined.Store(true)
+	return nil
+}
+
+// Check decides req on the owner of req.Key.
+func (n *Node) Check(ctx context.Context, req Request) (Result, error) {
+	if err := n.usable(); err != nil {
+		return Result{}, err
+	}
+	if req.Key == "" {
+		return Result{}, errors.New("ratemesh: Request.Key is empty")
+	}
+	if req.Cost < 0 {
+		return Result{}, fmt.Errorf("ratemesh: Request.Cost is %d, want >= 0", req.Cost)
+	}
+	for i := range req.Counters {
+		if err := req.Counters[i].Validate(); err != nil {
+			return Result{}, err
+		}
+	}
+	creq := rpc.CheckRequest{Key: req.Key, Counters: req.Counters, Cost: req.Cost}
+	resp := rpc.CheckResponse{Statuses: make([]bucket.Status, 0, len(req.Counters))}
+	fallback, err := n.cl.Check(ctx, &creq, &resp)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Allowed: resp.Allowed, Statuses: resp.Statuses, Node: resp.Node, Fallback: fallback}, nil
+}
+
+func (n *Node) usable() error {
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	if !n.started.Load() {
+		return ErrNotStarted
+	}
+	return nil
+}
+
+// Reset forgets every counter of the routing key key, on every member.
+func (n *Node) Reset(ctx context.Context, key string) error {
+	if err := n.usable(); err != nil {
+		return err
+	}
+	return n.cl.Reset(ctx, key)
+}
+
+// Members lists the cluster's members as this node sees them.
+func (n *Node) Members() []Member {
+	if !n.started.Load() {
+		return nil
+	}
+	return n.cl.Members()
+}
+
+// Owner reports which member owns routing key key in this node's ring.
+func (n *Node) Owner(key string) (Member, bool) {
+	if !n.started.Load() {
+		return Member{}, false
+	}
+	o, ok := n.cl.Ring().Owner(key)
+	if !ok {
+		return Member{}, false
+	}
+	for _, m := range n.cl.Members() {
+		if m.Name == o.Name {
+			return m, true
+		}
+	}
+	return Member{Name: o.Name, RPCAddr: o.Addr, State: "alive"}, true
+}
+
+// Name is the node's name in the cluster (known after Start).
+func (n *Node) Name() string { return n.cl.Name() }
+
+// GossipAddr is the address other nodes Join through (after Start).
+func (n *Node) GossipAddr() string { return n.cl.GossipAddr() }
+
+// RPCAddr is the address of the node's RPC server (after Start).
+func (n *Node) RPCAddr() string { return n.cl.RPCAddr() }
+
+// Ready reports whether the node is started, not closing, and in its own
+// ring: it can decide the keys it owns and route the others.
+func (n *Node) Ready() bool {
+	if n.usable() != nil {
+		return false
+	}
+	for _, m := range n.cl.Ring().Members() {
+		if m.Name == n.cl.Name() {
+			return true
+		}
+	}
+	return false
+}
+
+// Registry is the Prometheus registry holding the node's metrics.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// FailPolicy is the policy the node applies when no owner answers.
+func (n *Node) FailPolicy() FailPolicy { return n.cfg.FailPolicy }
+
+// Close leaves the cluster gracefully within ctx: checks arriving meanwhile
+// are forwarded to the keys' new owners, every counter is handed to its new
+// owner, then the node leaves gossip, closes its listeners and stops its
+// goroutines. Close on a node never started only releases it.
+func (n *Node) Close(ctx context.Context) error {
+	if n.closed.Swap(true) {
+		return nil
+	}
+	close(n.stop)
+	err := n.cl.Close(ctx)
+	n.wg.Wait()
+	return err
+}

@@ -1,0 +1,185 @@
+package ratemesh_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ratemesh/ratemesh"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// memberlist's transport goroutines end shortly after Shutdown.
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
+		// A probe in flight at Shutdown waits out its timeout.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
+	)
+}
+
+func TestExactAcrossThreeNodes(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	cs := counters(t, "GET /products", "5 per minute")
+	var allowed, failed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 300; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res, err := nodes[i%3].Check(context.Background(), ratemesh.Request{Key: "apikey:one", Counters: cs, Cost: 1})
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			if res.Fallback {
+				failed.Add(1)
+			}
+			if res.Allowed {
+				allowed.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if failed.Load() != 0 || allowed.Load() != 5 {
+		t.Fatalf("allowed %d of 300 (want exactly 5), %d errors or fallbacks", allowed.Load(), failed.Load())
+	}
+}
+
+func TestManyKeysExactAndSpread(t *testing.T) {
+	manyKeysExact(t, startCluster(t, 3, nil))
+}
+
+func manyKeysExact(t *testing.T, nodes []*ratemesh.Node) {
+	cs := counters(t, "r", "3 per minute")
+	deciders := map[string]int{}
+	for k := 0; k < 1000; k++ {
+		key := fmt.Sprintf("user:%d", k)
+		owner, _ := nodes[0].Owner(key)
+		allowed := 0
+		for i := 0; i < 5; i++ {
+			res, err := nodes[(k+i)%3].Check(context.Background(), ratemesh.Request{Key: key, Counters: cs, Cost: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Node != owner.Name {
+				for _, n := range nodes {
+					t.Logf("%s sees %+v", n.Name(), n.Members())
+				}
+				t.Fatalf("key %s decided by %s, owner is %s (res %+v)", key, res.Node, owner.Name, res)
+			}
+			if res.Allowed {
+				allowed++
+			}
+			if want := int64(max(0, 3-allowed)); res.Allowed && res.Statuses[0].Remaining != want {
+				t.Fatalf("key %s check %d: remaining %d, want %d", key, i, res.Statuses[0].Remaining, want)
+			}
+		}
+		if allowed != 3 {
+			t.Fatalf("key %s: %d of 5 allowed, want 3", key, allowed)
+		}
+		deciders[owner.Name]++
+	}
+	if len(deciders) != 3 {
+		t.Fatalf("owners of 1000 keys: %v, want all 3 nodes", deciders)
+	}
+	t.Logf("keys per owner: %v", deciders)
+}
+
+func TestJoinAndLeave(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	fourth := startNode(t, "n3", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fourth.Join(ctx, nodes[1].GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	all := append(nodes[:3:3], fourth)
+	waitConverged(t, all)
+	if !ownersAgree(all, 1000) {
+		t.Fatal("4 nodes disagree on owners of 1000 keys")
+	}
+
+	if err := nodes[2].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rest := []*ratemesh.Node{nodes[0], nodes[1], fourth}
+	waitConverged(t, rest)
+	cs := counters(t, "r", "2 per minute")
+	for i, n := range rest {
+		res, err := n.Check(ctx, ratemesh.Request{Key: fmt.Sprintf("k%d", i), Counters: cs, Cost: 1})
+		if err != nil || !res.Allowed || res.Fallback {
+			t.Fatalf("after a leave, node %s: %+v, %v", n.Name(), res, err)
+		}
+	}
+}
+
+func TestDuplicateNameRefused(t *testing.T) {
+	a := startNode(t, "same", nil)
+	b := startNode(t, "same", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := b.Join(ctx, a.GossipAddr())
+	if err == nil {
+		t.Fatal("a second node named \"same\" joined")
+	}
+	t.Logf("refused as expected: %v", err)
+}
+
+func TestDifferentSecretsNeverJoin(t *testing.T) {
+	a := startNode(t, "a", func(c *ratemesh.Config) { c.Secret = "one" })
+	b := startNode(t, "b", func(c *ratemesh.Config) { c.Secret = "two" })
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := b.Join(ctx, a.GossipAddr()); err == nil {
+		t.Fatal("nodes with different secrets joined")
+	}
+	if len(a.Members()) != 1 || len(b.Members()) != 1 {
+		t.Fatalf("members: a %d, b %d; want 1 each", len(a.Members()), len(b.Members()))
+	}
+	// With the same secret they do.
+	c := startNode(t, "c", func(c *ratemesh.Config) { c.Secret = "one" })
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := c.Join(ctx2, a.GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, []*ratemesh.Node{a, c})
+	cs := counters(t, "r", "1 per minute")
+	for _, key := range []string{"x", "y", "z", "w"} {
+		r1, err1 := a.Check(ctx2, ratemesh.Request{Key: key, Counters: cs, Cost: 1})
+		r2, err2 := c.Check(ctx2, ratemesh.Request{Key: key, Counters: cs, Cost: 1})
+		if err1 != nil || err2 != nil || !r1.Allowed || r2.Allowed || r1.Fallback || r2.Fallback {
+			t.Fatalf("key %s over an authenticated cluster: %+v %v / %+v %v", key, r1, err1, r2, err2)
+		}
+	}
+}
+
+func TestCheckBadInput(t *testing.T) {
+	n := startNode(t, "solo", nil)
+	cs := counters(t, "r", "1 per minute")
+	ctx := context.Background()
+	for name, req := range map[string]ratemesh.Request{
+		"empty key":     {Counters: cs, Cost: 1},
+		"negative cost": {Key: "k", Counters: cs, Cost: -1},
+		"no counters":   {Key: "k", Cost: 1},
+	} {
+		if _, err := n.Check(ctx, req); err == nil {
+			t.Errorf("%s: no error", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	idle, err := ratemesh.New(ratemesh.LocalConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idle.Check(ctx, ratemesh.Request{Key: "k", Counters: cs}); err != ratemesh.ErrNotStarted {
+		t.Fatalf("check before Start: %v", err)
+	}
+	idle.Close(ctx)
+}
