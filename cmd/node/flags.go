@@ -1,0 +1,144 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ratemesh/ratemesh"
+)
+
+// options are the node's settings from flags and environment.
+type options struct {
+	name, bind, advertise string
+	gossipPort, rpcPort   int
+	join                  []string
+	secret                string
+	failPolicy            string
+	forwardTimeout        time.Duration
+	gossipProfile         string
+	joinTimeout           time.Duration
+	leaveTimeout          time.Duration
+	logLevel              slog.Level
+	http                  httpOptions
+}
+
+// envFlags registers flags whose defaults come from RATEMESH_* variables.
+type envFlags struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []string
+}
+
+func (e *envFlags) env(name, def string) (string, string) {
+	v := e.getenv(name)
+	if v == "" {
+		v = def
+	}
+	return v, name
+}
+
+func (e *envFlags) String(p *string, flagName, envName, def, usage string) {
+	v, env := e.env(envName, def)
+	e.fs.StringVar(p, flagName, v, usage+" (env "+env+")")
+}
+
+func (e *envFlags) Int(p *int, flagName, envName string, def int, usage string) {
+	v, env := e.env(envName, strconv.Itoa(def))
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Sprintf("%s=%q: want a whole number", env, v))
+	}
+	e.fs.IntVar(p, flagName, n, usage+" (env "+env+")")
+}
+
+func (e *envFlags) Bool(p *bool, flagName, envName string, def bool, usage string) {
+	v, env := e.env(envName, strconv.FormatBool(def))
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Sprintf("%s=%q: want true or false", env, v))
+	}
+	e.fs.BoolVar(p, flagName, b, usage+" (env "+env+")")
+}
+
+func (e *envFlags) Duration(p *time.Duration, flagName, envName string, def time.Duration, usage string) {
+	v, env := e.env(envName, def.String())
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.errs = append(e.errs, fmt.Sprintf("%s=%q: want a duration such as 50ms or 5s", env, v))
+	}
+	e.fs.DurationVar(p, flagName, d, usage+" (env "+env+")")
+}
+
+func parseOptions(args []string, getenv func(string) string, out io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("ratemesh-node", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: ratemesh-node [flags]\n\nRuns one ratemesh peer. Flags override their environment variables.\n\n")
+		fs.PrintDefaults()
+	}
+	e := &envFlags{fs: fs, getenv: getenv}
+	o := &options{}
+	var join, logLevel string
+	e.String(&o.name, "name", "RATEMESH_NAME", "", "unique node name; empty: the node's RPC address")
+	e.String(&o.bind, "bind", "RATEMESH_BIND", "127.0.0.1", "IP address to listen on (gossip, RPC, HTTP)")
+	e.String(&o.advertise, "advertise", "RATEMESH_ADVERTISE", "", "IP address peers reach this node at; empty: --bind")
+	e.Int(&o.gossipPort, "gossip-port", "RATEMESH_GOSSIP_PORT", 7946, "gossip (memberlist) TCP+UDP port; 0: any free port")
+	e.Int(&o.rpcPort, "rpc-port", "RATEMESH_RPC_PORT", 9091, "RPC port for forwarded checks; 0: any free port")
+	e.String(&join, "join", "RATEMESH_JOIN", "", "comma-separated gossip addresses (host:port) of nodes to join")
+	e.String(&o.secret, "secret", "RATEMESH_SECRET", "", "cluster secret: authenticates RPC and encrypts gossip (all nodes need the same)")
+	e.String(&o.failPolicy, "fail-policy", "RATEMESH_FAIL_POLICY", "local", "when no owner answers: local, open or closed")
+	e.Duration(&o.forwardTimeout, "forward-timeout", "RATEMESH_FORWARD_TIMEOUT", 50*time.Millisecond, "deadline of one forwarded check before failing over")
+	e.String(&o.gossipProfile, "gossip-profile", "RATEMESH_GOSSIP_PROFILE", "lan", "gossip timings: lan, or local for nodes on one host (faster failure detection)")
+	e.Duration(&o.joinTimeout, "join-timeout", "RATEMESH_JOIN_TIMEOUT", 30*time.Second, "how long to keep retrying --join seeds")
+	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
+	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
+	o.http.register(e)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if len(e.errs) > 0 {
+		return nil, fmt.Errorf("environment: %s", strings.Join(e.errs, "; "))
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (every setting is a flag)", fs.Args())
+	}
+	for _, s := range strings.Split(join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.join = append(o.join, s)
+		}
+	}
+	if err := o.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	o.http.bind = o.bind
+	if o.gossipProfile != "lan" && o.gossipProfile != "local" {
+		return nil, fmt.Errorf("--gossip-profile %q: want lan or local", o.gossipProfile)
+	}
+	return o, nil
+}
+
+// nodeConfig translates the options into a ratemesh.Config.
+func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
+	cfg := ratemesh.DefaultConfig()
+	policy, err := ratemesh.ParseFailPolicy(o.failPolicy)
+	if err != nil {
+		return cfg, fmt.Errorf("--fail-policy: %w", err)
+	}
+	cfg.Name = o.name
+	cfg.BindAddr = o.bind
+	cfg.AdvertiseAddr = o.advertise
+	cfg.GossipPort = o.gossipPort
+	cfg.RPCPort = o.rpcPort
+	cfg.Secret = o.secret
+	cfg.FailPolicy = policy
+	cfg.ForwardTimeout = o.forwardTimeout
+	cfg.LocalTimings = o.gossipProfile == "local"
+	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)
+	cfg.Logger = log
+	return cfg, nil
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/demo"
+	"github.com/ratemesh/ratemesh/httpapi"
+)
+
+// httpOptions are the settings of the node's HTTP side: the service API,
+// the demo and its rate-limit policy.
+type httpOptions struct {
+	bind           string // set from --bind by parseOptions
+	port           int
+	demo           bool
+	adminToken     string
+	jwtSecret      string
+	trustedProxies string
+	headers        string
+	policyFile     string
+
+	fs *flag.FlagSet // to read --secret, from which a JWT secret is derived
+}
+
+// register adds the HTTP flags.
+func (h *httpOptions) register(e *envFlags) {
+	h.fs = e.fs
+	e.Int(&h.port, "http-port", "RATEMESH_HTTP_PORT", 8081, "HTTP API port; 0: any free port")
+	e.Bool(&h.demo, "demo", "RATEMESH_DEMO", true, "serve the products demo (/products, /login, /orders, ...) on this node; demo logins: free/free-demo, paid/paid-demo, admin/admin-demo")
+	e.String(&h.adminToken, "admin-token", "RATEMESH_ADMIN_TOKEN", "", "bearer token for DELETE /v1/keys/{key}; empty: the endpoint is off")
+	e.String(&h.jwtSecret, "jwt-secret", "RATEMESH_JWT_SECRET", "", "HS256 secret of the demo's /login tokens (same on every node); empty: derived from --secret, else random per node")
+	e.String(&h.trustedProxies, "trusted-proxies", "RATEMESH_TRUSTED_PROXIES", "", "comma-separated proxy CIDRs or IPs whose X-Forwarded-For / X-Real-IP are believed; empty: the TCP peer is the client")
+	e.String(&h.headers, "headers", "RATEMESH_HEADERS", "legacy,retry-after,draft", "rate-limit header families to send: legacy (X-RateLimit-*), retry-after, draft (RateLimit, RateLimit-Policy), all or none")
+	e.String(&h.policyFile, "policy", "RATEMESH_POLICY", "", "YAML file overriding the demo's default, application and per-route limits and strategies")
+}
+
+// advertisedAddr is the HTTP address gossiped to the other members.
+func (h *httpOptions) advertisedAddr(bind, advertise string) string {
+	if advertise != "" {
+		bind = advertise
+	}
+	return net.JoinHostPort(bind, strconv.Itoa(h.port))
+}
+
+// httpServer is the node's running HTTP server.
+type httpServer struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{} // closed when Serve has returned
+}
+
+// Addr is the address the server listens on.
+func (s *httpServer) Addr() string { return s.ln.Addr().String() }
+
+// Shutdown stops accepting, waits for requests in flight within ctx, and
+// waits for the serving goroutine.
+func (s *httpServer) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	<-s.done
+	return err
+}
+
+// startHTTP builds the node's Echo server (service API, and the demo
+// unless it is off) and starts serving it.
+func startHTTP(node *ratemesh.Node, h *httpOptions, log *slog.Logger) (*httpServer, error) {
+	e, err := h.handler(node, log)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(h.bind, strconv.Itoa(h.port)))
+	if err != nil {
+		return nil, err
+	}
+	s := &httpServer{
+		srv: &http.Server{
+			Handler:           e,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		ln:   ln,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// handler builds the node's Echo instance from the options.
+func (h *httpOptions) handler(node *ratemesh.Node, log *slog.Logger) (*echo.Echo, error) {
+	trusted, err := httpapi.ParseTrustedProxies(strings.Split(h.trustedProxies, ","))
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	headers, err := httpapi.ParseHeaders(h.headers)
+	if err != nil {
+		return nil, fmt.Errorf("--headers: %w", err)
+	}
+	policy := demo.Policy()
+	if h.policyFile != "" {
+		if policy, err = loadPolicy(h.policyFile, policy); err != nil {
+			return nil, err
+		}
+	}
+	clients := httpapi.ClientIP{Trusted: trusted}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	// c.RealIP() must not believe forwarding headers from anyone either.
+	e.IPExtractor = clients.Extractor()
+	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
+		AdminToken: h.adminToken,
+		Registry:   node.Registry(),
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !h.demo {
+		return e, nil
+	}
+	err = demo.Register(e, demo.Config{
+		Limiter:    node,
+		Policy:     &policy,
+		JWTSecret:  h.demoJWTSecret(log),
+		Clients:    clients,
+		Headers:    headers,
+		Logger:     log,
+		Registerer: node.Registry(),
+	})
+	return e, err
+}
+
+// demoJWTSecret is --jwt-secret, else one derived from the cluster secret
+// (so every node of a cluster verifies every other's tokens), else a random
+// one: tokens then work only on the node that issued them.
+func (h *httpOptions) demoJWTSecret(log *slog.Logger) []byte {
+	if h.jwtSecret != "" {
+		return []byte(h.jwtSecret)
+	}
+	if f := h.secretFlag(); f != nil && f.Value.String() != "" {
+		mac := hmac.New(sha256.New, []byte(f.Value.String()))
+		mac.Write([]byte("ratemesh demo jwt secret"))
+		return mac.Sum(nil)
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	log.Warn("no --jwt-secret or --secret: demo tokens are valid on this node only")
+	return b
+}
+
+// secretFlag is the --secret flag, if the options came from flags.
+func (h *httpOptions) secretFlag() *flag.Flag {
+	if h.fs == nil {
+		return nil
+	}
+	return h.fs.Lookup("secret")
+}

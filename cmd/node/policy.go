@@ -1,0 +1,302 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"go.yaml.in/yaml/v3"
+)
+
+// A policy file overrides the built-in policy (the seed's). Every key is
+// optional. A route is matched by path and method (without a method: every
+// entry of the path); only the keys given change it, and routes not yet in
+// the policy are added:
+//
+//	default: "100 per hour"          # routes without limits of their own
+//	application: "1000 per minute"   # on top of everything, whole application
+//	strategy: fixed-window           # fixed-window, sliding-window-counter, moving-window, token-bucket
+//	shared:
+//	  - scope: products
+//	    limits: "20 per minute"
+//	routes:
+//	  - method: GET
+//	    path: /products
+//	    limits: "5 per minute"
+//	    strategy: moving-window
+//	  - method: GET
+//	    path: /rb-products
+//	    tiers: {admin: "200 per minute"}   # tier name -> limits; "" unlimited
+//	  - path: /health
+//	    exempt: true
+//
+// A route may also set shared: [scope, ...] and cost: N.
+
+// policyLoader merges one policy file into a policy, naming the file and
+// line of every error.
+type policyLoader struct {
+	file string
+	p    httpapi.Policy
+}
+
+// loadPolicy reads file and merges it into base.
+func loadPolicy(file string, base httpapi.Policy) (httpapi.Policy, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return base, fmt.Errorf("--policy: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return base, fmt.Errorf("%s: %w", file, err)
+	}
+	l := &policyLoader{file: file, p: base}
+	l.p.Shared = append([]httpapi.Shared(nil), base.Shared...)
+	l.p.Routes = append([]httpapi.Route(nil), base.Routes...)
+	if len(doc.Content) == 0 {
+		return l.p, nil // empty file: nothing overridden
+	}
+	if err := l.top(doc.Content[0]); err != nil {
+		return base, err
+	}
+	return l.p, nil
+}
+
+// errorf formats an error at a node of the file.
+func (l *policyLoader) errorf(n *yaml.Node, format string, args ...any) error {
+	return fmt.Errorf("%s:%d: %s", l.file, n.Line, fmt.Sprintf(format, args...))
+}
+
+// fields walks the keys of mapping n.
+func (l *policyLoader) fields(n *yaml.Node, what string, f func(k, v *yaml.Node) error) error {
+	if n.Kind != yaml.MappingNode {
+		return l.errorf(n, "%s: want a mapping", what)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if err := f(n.Content[i], n.Content[i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// str reads a scalar string ("" for null).
+func (l *policyLoader) str(k, v *yaml.Node) (string, error) {
+	if v.Kind != yaml.ScalarNode {
+		return "", l.errorf(v, "%s: want a string", k.Value)
+	}
+	if v.Tag == "!!null" {
+		return "", nil
+	}
+	return v.Value, nil
+}
+
+// limits reads a limit string and checks its grammar.
+func (l *policyLoader) limits(k, v *yaml.Node) (string, error) {
+	s, err := l.str(k, v)
+	if err != nil || strings.TrimSpace(s) == "" {
+		return s, err
+	}
+	if _, err := bucket.Parse(s); err != nil {
+		return "", l.errorf(v, "%s %q: %v", k.Value, s, err)
+	}
+	return s, nil
+}
+
+// strategy reads a strategy name and checks it.
+func (l *policyLoader) strategy(k, v *yaml.Node) (string, error) {
+	s, err := l.str(k, v)
+	if err != nil {
+		return "", err
+	}
+	if _, err := bucket.ParseStrategy(s); err != nil {
+		return "", l.errorf(v, "%s %q: %v", k.Value, s, err)
+	}
+	return s, nil
+}
+
+// top reads the document's mapping.
+func (l *policyLoader) top(n *yaml.Node) error {
+	return l.fields(n, "policy", func(k, v *yaml.Node) (err error) {
+		switch k.Value {
+		case "default":
+			l.p.Default, err = l.limits(k, v)
+		case "application":
+			l.p.Application, err = l.limits(k, v)
+		case "strategy":
+			l.p.Strategy, err = l.strategy(k, v)
+		case "shared":
+			err = l.seq(k, v, l.shared)
+		case "routes":
+			err = l.seq(k, v, l.route)
+		default:
+			err = l.errorf(k, "unknown key %q (want default, application, strategy, shared or routes)", k.Value)
+		}
+		if err == nil && k.Value != "routes" && k.Value != "shared" {
+			err = l.check(v, httpapi.Policy{Default: l.p.Default, Application: l.p.Application, Strategy: l.p.Strategy})
+		}
+		return err
+	})
+}
+
+// seq walks the items of sequence v.
+func (l *policyLoader) seq(k, v *yaml.Node, item func(*yaml.Node) error) error {
+	if v.Kind != yaml.SequenceNode {
+		return l.errorf(v, "%s: want a list", k.Value)
+	}
+	for _, it := range v.Content {
+		if err := item(it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shared merges one shared scope.
+func (l *policyLoader) shared(n *yaml.Node) error {
+	var s httpapi.Shared
+	set := map[string]bool{}
+	err := l.fields(n, "shared item", func(k, v *yaml.Node) (err error) {
+		set[k.Value] = true
+		switch k.Value {
+		case "scope":
+			s.Scope, err = l.str(k, v)
+		case "limits":
+			s.Limits, err = l.limits(k, v)
+		case "strategy":
+			s.Strategy, err = l.strategy(k, v)
+		default:
+			err = l.errorf(k, "unknown key %q (want scope, limits or strategy)", k.Value)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if s.Scope == "" {
+		return l.errorf(n, "shared item: scope is missing")
+	}
+	i := 0
+	for i < len(l.p.Shared) && l.p.Shared[i].Scope != s.Scope {
+		i++
+	}
+	if i == len(l.p.Shared) {
+		l.p.Shared = append(l.p.Shared, httpapi.Shared{Scope: s.Scope})
+	}
+	cur := &l.p.Shared[i]
+	if set["limits"] {
+		cur.Limits = s.Limits
+	}
+	if set["strategy"] {
+		cur.Strategy = s.Strategy
+	}
+	return l.check(n, httpapi.Policy{Strategy: l.p.Strategy, Shared: []httpapi.Shared{*cur}})
+}
+
+// route merges one route.
+func (l *policyLoader) route(n *yaml.Node) error {
+	var r httpapi.Route
+	set := map[string]bool{}
+	err := l.fields(n, "route", func(k, v *yaml.Node) (err error) {
+		set[k.Value] = true
+		switch k.Value {
+		case "method":
+			r.Method, err = l.str(k, v)
+			r.Method = strings.ToUpper(r.Method)
+		case "path":
+			r.Path, err = l.str(k, v)
+		case "limits":
+			r.Limits, err = l.limits(k, v)
+		case "strategy":
+			r.Strategy, err = l.strategy(k, v)
+		case "shared":
+			err = v.Decode(&r.Shared)
+		case "exempt":
+			err = v.Decode(&r.Exempt)
+		case "cost":
+			if err = v.Decode(&r.Cost); err == nil && r.Cost < 0 {
+				err = fmt.Errorf("%d is negative", r.Cost)
+			}
+		case "tiers":
+			err = l.tiers(k, v, &r)
+		default:
+			err = l.errorf(k, "unknown key %q (want method, path, limits, strategy, shared, exempt, cost or tiers)", k.Value)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), l.file+":") {
+			err = l.errorf(v, "%s %q: %v", k.Value, v.Value, err)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if r.Path == "" {
+		return l.errorf(n, "route: path is missing")
+	}
+	// A route without a method changes every entry of its path (the demo's
+	// are per method); with one, the entry of that method.
+	var matched []*httpapi.Route
+	for i := range l.p.Routes {
+		cur := &l.p.Routes[i]
+		if cur.Path == r.Path && (r.Method == "" || strings.EqualFold(cur.Method, r.Method)) {
+			matched = append(matched, cur)
+		}
+	}
+	if len(matched) == 0 {
+		l.p.Routes = append(l.p.Routes, httpapi.Route{Method: r.Method, Path: r.Path})
+		matched = append(matched, &l.p.Routes[len(l.p.Routes)-1])
+	}
+	for _, cur := range matched {
+		merge(cur, &r, set)
+		check := *cur
+		if len(check.Tiers) > 0 && check.Tier == nil {
+			check.Tier = func(echo.Context) string { return "" } // the demo attaches the real one
+		}
+		if err := l.check(n, httpapi.Policy{Strategy: l.p.Strategy, Shared: l.p.Shared, Routes: []httpapi.Route{check}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// merge copies the keys of r the file set into cur.
+func merge(cur, r *httpapi.Route, set map[string]bool) {
+	for key := range set {
+		switch key {
+		case "limits":
+			cur.Limits = r.Limits
+		case "strategy":
+			cur.Strategy = r.Strategy
+		case "shared":
+			cur.Shared = r.Shared
+		case "exempt":
+			cur.Exempt = r.Exempt
+		case "cost":
+			cur.Cost = r.Cost
+		case "tiers":
+			cur.Tiers = r.Tiers
+		}
+	}
+}
+
+// tiers reads a tier map, checking every limit string.
+func (l *policyLoader) tiers(k, v *yaml.Node, r *httpapi.Route) error {
+	r.Tiers = map[string]string{}
+	return l.fields(v, k.Value, func(tk, tv *yaml.Node) error {
+		s, err := l.limits(&yaml.Node{Value: k.Value + "." + tk.Value}, tv)
+		r.Tiers[tk.Value] = s
+		return err
+	})
+}
+
+// check validates p (the part of the policy node n set) as the middleware
+// will, so that errors such as a strategy that cannot take a limit carry
+// the line too.
+func (l *policyLoader) check(n *yaml.Node, p httpapi.Policy) error {
+	if err := p.Validate(); err != nil {
+		return l.errorf(n, "%s", strings.TrimPrefix(err.Error(), "policy: "))
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+// Package demo is the products API of the Flask-Limiter tutorial the
+// project started from, served through ratemesh on every node of a cluster
+// so that its limits hold cluster-wide.
+//
+// Clients are identified by their X-API-KEY header, else by IP address;
+// GET /orders by the subject of a token from POST /login (see Users for
+// the accounts and their passwords). The limits are Policy's.
+package demo
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ratemesh/ratemesh/httpapi"
+)
+
+// Product is one item of the catalogue.
+type Product struct {
+	ID    int    `json:"id"`
+	Name  string `json:"name"`
+	Price int    `json:"price"`
+}
+
+// Products returns the seed's catalogue.
+func Products() []Product {
+	return []Product{
+		{ID: 1, Name: "Amul Butter", Price: 50},
+		{ID: 2, Name: "Tata Tea", Price: 200},
+		{ID: 3, Name: "Parle-G Biscuits", Price: 10},
+	}
+}
+
+// Config configures the demo.
+type Config struct {
+	// Limiter decides the checks; usually the node. Required.
+	Limiter httpapi.Limiter
+	// Policy replaces Policy(); nil means the seed's.
+	Policy *httpapi.Policy
+	// JWTSecret signs and verifies the HS256 tokens of /login and /orders;
+	// every node of a cluster needs the same. Required.
+	JWTSecret []byte
+	// Clients finds the client address behind trusted proxies; the zero
+	// value uses the TCP peer.
+	Clients httpapi.ClientIP
+	// Headers switches rate-limit header families off.
+	Headers httpapi.Headers
+	// Logger and Registerer go to the middleware.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Now is the clock of token issue and expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+// DenyHandler is the seed's custom 429 handler:
+// {"error":"Too many requests. Please try again later.","limit":"5 per 1 minute"}.
+func DenyHandler(c echo.Context, d httpapi.Denial) error {
+	return c.JSON(http.StatusTooManyRequests, map[string]string{
+		"error": "Too many requests. Please try again later.",
+		"limit": d.Limit.String(),
+	})
+}
+
+// Register mounts the demo's routes on r, each behind the rate-limit
+// middleware it builds from cfg.
+func Register(r httpapi.Routes, cfg Config) error {
+	if len(cfg.JWTSecret) == 0 {
+		return errors.New("demo: Config.JWTSecret is empty")
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	jwtKey, err := httpapi.NewJWT(httpapi.JWTConfig{Secret: cfg.JWTSecret, Now: now})
+	if err != nil {
+		return err
+	}
+	var p httpapi.Policy
+	if cfg.Policy != nil {
+		p = clonePolicy(*cfg.Policy)
+	} else {
+		p = Policy()
+	}
+	attach(&p, http.MethodGet, "/rb-products", func(r *httpapi.Route) { r.Tier = apiKeyTier })
+	attach(&p, http.MethodGet, "/orders", func(r *httpapi.Route) {
+		r.Key = jwtKey.Key
+		r.Tier = func(c echo.Context) string { return httpapi.ClaimString(c, "tier") }
+	})
+	clients := cfg.Clients
+	mw, err := httpapi.New(httpapi.Config{
+		Limiter:    cfg.Limiter,
+		Policy:     p,
+		Key:        httpapi.APIKey("X-API-KEY", clients.Key),
+		Headers:    cfg.Headers,
+		OnDeny:     DenyHandler,
+		Logger:     cfg.Logger,
+		Registerer: cfg.Registerer,
+	})
+	if err != nil {
+		return err
+	}
+	a := &auth{secret: cfg.JWTSecret, now: now, users: Users()}
+	limited := mw.Handler
+	r.GET("/products", listProducts, limited)
+	r.GET("/products/:id", getProduct, limited)
+	r.GET("/rb-products", listProducts, limited)
+	r.GET("/popular", popular, limited)
+	r.GET("/deals", deals, limited)
+	r.GET("/flash-sale", flashSale, limited)
+	r.GET("/categories", categories, limited)
+	r.GET("/health", health, limited)
+	r.POST("/login", a.login, limited)
+	r.GET("/orders", orders(jwtKey), limited)
+	return nil
+}
+
+// apiKeyTier is the seed's role_based_limit: the admin key is "admin".
+func apiKeyTier(c echo.Context) string {
+	if c.Request().Header.Get("X-API-KEY") == AdminAPIKey {
+		return "admin"
+	}
+	return ""
+}
+
+// clonePolicy copies p deeply enough that attaching functions does not
+// touch the caller's routes.
+func clonePolicy(p httpapi.Policy) httpapi.Policy {
+	p.Shared = append([]httpapi.Shared(nil), p.Shared...)
+	p.Routes = append([]httpapi.Route(nil), p.Routes...)
+	return p
+}
+
+func listProducts(c echo.Context) error {
+	return c.JSON(http.StatusOK, Products())
+}
+
+func getProduct(c echo.Context) error {
+	id, err := strconv.Atoi(c.Param("id"))
+	if err == nil {
+		for _, p := range Products() {
+			if p.ID == id {
+				return c.JSON(http.StatusOK, p)
+			}
+		}
+	}
+	return c.JSON(http.StatusNotFound, map[string]string{"error": "Product not found"})
+}
+
+func popular(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string][]string{"popular": {"Amul Butter", "Tata Tea"}})
+}
+
+func deals(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string][]string{"deals": {"Parle-G Biscuits"}})
+}
+
+func flashSale(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string][]string{"flash_sale": {"Tata Tea"}})
+}
+
+func categories(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string][]string{"categories": {"Dairy", "Beverages", "Snacks"}})
+}
+
+func health(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}

@@ -1,0 +1,161 @@
+package demo_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ratemesh/ratemesh"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// memberlist's transport goroutines end shortly after Shutdown.
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
+		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
+	)
+}
+
+// startNodes starts size real nodes on 127.0.0.1, joined together, and
+// waits until every ring holds all of them.
+func startNodes(t *testing.T, size int) []*ratemesh.Node {
+	t.Helper()
+	nodes := make([]*ratemesh.Node, size)
+	for i := range nodes {
+		cfg := ratemesh.LocalConfig()
+		cfg.Name = fmt.Sprintf("%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), i)
+		n, err := ratemesh.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			n.Close(ctx)
+		})
+		if i > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := n.Join(ctx, nodes[0].GossipAddr())
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		nodes[i] = n
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !converged(nodes) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cluster did not converge")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nodes
+}
+
+// converged reports whether every node sees all alive and names the same
+// owners.
+func converged(nodes []*ratemesh.Node) bool {
+	for _, n := range nodes {
+		ms := n.Members()
+		if len(ms) != len(nodes) {
+			return false
+		}
+		for _, m := range ms {
+			if m.State != "alive" {
+				return false
+			}
+		}
+	}
+	for k := 0; k < 100; k++ {
+		key := fmt.Sprintf("ip:10.0.0.%d", k)
+		first, ok := nodes[0].Owner(key)
+		if !ok {
+			return false
+		}
+		for _, n := range nodes[1:] {
+			if o, ok := n.Owner(key); !ok || o.Name != first.Name {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// step is one request and what must come back.
+type step struct {
+	method, path, peer string
+	header             []string
+	body               string // request body
+	code               int
+	want               string            // exact response body; "" = not checked
+	headers            map[string]string // exact header values; "" = must be absent
+}
+
+// roundRobin sends each request to the next server in turn.
+type roundRobin struct {
+	servers []http.Handler
+	next    int
+}
+
+// do serves one step and checks it.
+func (rr *roundRobin) do(t *testing.T, s step) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(s.method, s.path, strings.NewReader(s.body))
+	req.RemoteAddr = s.peer
+	if s.body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(s.header); i += 2 {
+		req.Header.Set(s.header[i], s.header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	srv := rr.next % len(rr.servers)
+	rr.servers[srv].ServeHTTP(rec, req)
+	rr.next++
+	if rec.Code != s.code {
+		t.Fatalf("%s %s from %s (server %d): status %d, want %d; body %s", s.method, s.path, s.peer, srv, rec.Code, s.code, rec.Body)
+	}
+	if s.want != "" && rec.Body.String() != s.want {
+		t.Fatalf("%s %s from %s (server %d): body %q, want %q", s.method, s.path, s.peer, srv, rec.Body, s.want)
+	}
+	for k, v := range s.headers {
+		if got := rec.Header().Get(k); got != v {
+			t.Fatalf("%s %s from %s (server %d): %s = %q, want %q", s.method, s.path, s.peer, srv, k, got, v)
+		}
+	}
+	return rec
+}
+
+// run serves steps in order.
+func (rr *roundRobin) run(t *testing.T, steps ...step) {
+	t.Helper()
+	for _, s := range steps {
+		rr.do(t, s)
+	}
+}
+
+// times makes n copies of s, numbering the remaining quota in the headers
+// when count is set: the i-th copy expects remaining = count-1-i.
+func times(n int, s step, count int) []step {
+	out := make([]step, n)
+	for i := range out {
+		out[i] = s
+		if count > 0 {
+			out[i].headers = map[string]string{}
+			for k, v := range s.headers {
+				out[i].headers[k] = v
+			}
+			out[i].headers["X-RateLimit-Remaining"] = fmt.Sprint(count - 1 - i)
+		}
+	}
+	return out
+}

@@ -1,0 +1,232 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// maxServiceKey bounds the routing key of a /v1/check.
+const maxServiceKey = 512
+
+// CheckRequest is one check of POST /v1/check.
+type CheckRequest struct {
+	// Key is the routing key, e.g. "user:42". Required.
+	Key string `json:"key"`
+	// Limits is a limit string, e.g. "10 per minute; 200 per day".
+	// Required.
+	Limits string `json:"limits"`
+	// Cost is what the check consumes; absent means 1, 0 peeks.
+	Cost *int64 `json:"cost,omitempty"`
+	// Strategy is the algorithm; empty means "fixed-window".
+	Strategy string `json:"strategy,omitempty"`
+	// Scope names the counters, so that one key can hold several
+	// independent sets of the same limits; empty means "default". Counted
+	// apart from the middleware's scopes.
+	Scope string `json:"scope,omitempty"`
+}
+
+// CheckLimit is the state of one limit after a check.
+type CheckLimit struct {
+	Limit      string `json:"limit"`       // e.g. "10 per 1 minute"
+	Remaining  int64  `json:"remaining"`   // requests left in the window
+	Reset      int64  `json:"reset"`       // epoch seconds when the quota is whole again
+	RetryAfter int64  `json:"retry_after"` // seconds to wait; 0 when allowed
+}
+
+// CheckResponse answers one check of POST /v1/check.
+type CheckResponse struct {
+	Allowed bool         `json:"allowed"`
+	Key     string       `json:"key"`
+	Limits  []CheckLimit `json:"limits"`
+	// Node is the member that decided (the key's owner, or this node
+	// under the fail policy, then with Fallback set).
+	Node     string `json:"node"`
+	Fallback bool   `json:"fallback,omitempty"`
+}
+
+// fieldError is the body of a 400: the message and the field it is about
+// ("cost", or "[2].limits" inside a batch).
+type fieldError struct {
+	Error string `json:"error"`
+	Field string `json:"field"`
+}
+
+// badField is a validation failure of one field.
+type badField struct{ field, msg string }
+
+func (e *badField) Error() string { return e.field + ": " + e.msg }
+
+func (s *service) check(c echo.Context) error {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return c.JSON(http.StatusRequestEntityTooLarge, fieldError{Error: fmt.Sprintf("body: larger than %d bytes", s.maxBody), Field: "body"})
+		}
+		return c.JSON(http.StatusBadRequest, fieldError{Error: "body: " + err.Error(), Field: "body"})
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	batch := len(trimmed) > 0 && trimmed[0] == '['
+	var reqs []CheckRequest
+	if batch {
+		reqs, err = s.decodeBatch(trimmed)
+	} else {
+		reqs = make([]CheckRequest, 1)
+		err = decodeStrict(trimmed, &reqs[0], "")
+	}
+	var counters [][]bucket.Counter
+	if err == nil {
+		counters, err = s.validate(reqs, batch)
+	}
+	if err != nil {
+		var bf *badField
+		if errors.As(err, &bf) {
+			return c.JSON(http.StatusBadRequest, fieldError{Error: bf.Error(), Field: bf.field})
+		}
+		return c.JSON(http.StatusBadRequest, fieldError{Error: "body: " + err.Error(), Field: "body"})
+	}
+	out := make([]CheckResponse, len(reqs))
+	for i := range reqs {
+		cost := int64(1)
+		if reqs[i].Cost != nil {
+			cost = *reqs[i].Cost
+		}
+		res, err := s.node.Check(c.Request().Context(), ratemesh.Request{Key: reqs[i].Key, Counters: counters[i], Cost: cost})
+		if err != nil {
+			s.log.Warn("ratemesh: /v1/check failed", "err", err)
+			return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "check failed: " + err.Error()})
+		}
+		out[i] = CheckResponse{Allowed: res.Allowed, Key: reqs[i].Key, Node: res.Node, Fallback: res.Fallback, Limits: make([]CheckLimit, len(res.Statuses))}
+		for j := range res.Statuses {
+			st := &res.Statuses[j]
+			out[i].Limits[j] = CheckLimit{
+				Limit:      st.Limit.String(),
+				Remaining:  max(st.Remaining, 0),
+				Reset:      epochCeil(st.Reset),
+				RetryAfter: ceilSeconds(retryAfter(st)),
+			}
+		}
+	}
+	if batch {
+		return c.JSON(http.StatusOK, out)
+	}
+	return c.JSON(http.StatusOK, out[0])
+}
+
+// decodeBatch decodes a JSON array of checks, naming a bad field with
+// its index ("[2].cost").
+func (s *service) decodeBatch(data []byte) ([]CheckRequest, error) {
+	var raw []json.RawMessage
+	if err := decodeStrict(data, &raw, ""); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(raw) == 0:
+		return nil, &badField{"body", "empty batch"}
+	case len(raw) > s.maxBatch:
+		return nil, &badField{"body", fmt.Sprintf("batch of %d checks, at most %d", len(raw), s.maxBatch)}
+	}
+	reqs := make([]CheckRequest, len(raw))
+	for i := range raw {
+		if err := decodeStrict(raw[i], &reqs[i], fmt.Sprintf("[%d].", i)); err != nil {
+			return nil, err
+		}
+	}
+	return reqs, nil
+}
+
+// decodeStrict decodes one JSON value, refusing unknown fields, wrong
+// types and trailing data, and names the field at fault.
+func decodeStrict(data []byte, v any, prefix string) error {
+	if len(data) == 0 {
+		return &badField{"body", "empty"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return &badField{prefix + te.Field, "want " + te.Type.String() + ", got JSON " + te.Value}
+		}
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return &badField{prefix + strings.Trim(f, `"`), "unknown field"}
+		}
+		field := "body"
+		if prefix != "" {
+			field = strings.TrimSuffix(prefix, ".")
+		}
+		return &badField{field, "invalid JSON: " + err.Error()}
+	}
+	if dec.More() {
+		return &badField{"body", "trailing data after the JSON value"}
+	}
+	return nil
+}
+
+// validate checks every request before any is counted, so that a bad one
+// fails the whole batch, and builds their counters.
+func (s *service) validate(reqs []CheckRequest, batch bool) ([][]bucket.Counter, error) {
+	out := make([][]bucket.Counter, len(reqs))
+	for i := range reqs {
+		prefix := ""
+		if batch {
+			prefix = fmt.Sprintf("[%d].", i)
+		}
+		cs, err := s.counters(&reqs[i])
+		if err != nil {
+			var bf *badField
+			if errors.As(err, &bf) {
+				bf.field = prefix + bf.field
+			}
+			return nil, err
+		}
+		out[i] = cs
+	}
+	return out, nil
+}
+
+// counters validates one request and returns its counters.
+func (s *service) counters(r *CheckRequest) ([]bucket.Counter, error) {
+	switch {
+	case r.Key == "":
+		return nil, &badField{"key", "missing"}
+	case len(r.Key) > maxServiceKey:
+		return nil, &badField{"key", fmt.Sprintf("longer than %d bytes", maxServiceKey)}
+	case strings.TrimSpace(r.Limits) == "":
+		return nil, &badField{"limits", "missing"}
+	case r.Cost != nil && *r.Cost < 0:
+		return nil, &badField{"cost", fmt.Sprintf("%d is negative", *r.Cost)}
+	}
+	st, err := bucket.ParseStrategy(r.Strategy)
+	if err != nil {
+		return nil, &badField{"strategy", fmt.Sprintf("%q: %v", r.Strategy, err)}
+	}
+	d, _ := s.limits.dynamicGroup(r.Limits)
+	if d.err != nil {
+		return nil, &badField{"limits", d.err.Error()}
+	}
+	if len(d.g.limits) > bucket.MaxCountersPerCheck {
+		return nil, &badField{"limits", fmt.Sprintf("%d limits, at most %d", len(d.g.limits), bucket.MaxCountersPerCheck)}
+	}
+	scope := r.Scope
+	if scope == "" {
+		scope = "default"
+	}
+	cs := make([]bucket.Counter, len(d.g.limits))
+	for i, l := range d.g.limits {
+		cs[i] = bucket.Counter{Scope: "check:" + scope, Limit: l, Strategy: st}
+		if err := cs[i].Validate(); err != nil {
+			return nil, &badField{"limits", fmt.Sprintf("%q with %s: %v", r.Limits, st, err)}
+		}
+	}
+	return cs, nil
+}

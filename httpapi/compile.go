@@ -1,0 +1,249 @@
+package httpapi
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// Bounds of the caches the compiled policy fills at run time. Route
+// patterns are few, but dynamic limit strings come from application code
+// and may be anything; past the bound they are parsed on every request.
+const (
+	maxDefaultRoutes = 4096
+	maxDynamicLimits = 1024
+)
+
+// route is the compiled policy of one method and pattern. Read-only after
+// it is built.
+type route struct {
+	exempt bool
+	// counters and metas are the static counters (application, default or
+	// own and shared); with dynamic, the dynamic ones are appended per
+	// request.
+	counters []bucket.Counter
+	metas    []meta
+	dynamic  func(echo.Context) string
+	scope    string // scope of the dynamic counters
+	strategy bucket.Strategy
+	cost     int64
+	costFunc func(echo.Context) int64
+	key      KeyFunc
+}
+
+// pathRoutes are the entries of one pattern.
+type pathRoutes struct {
+	byMethod map[string]*route
+	any      *route
+}
+
+// compiled is a Policy ready for the hot path.
+type compiled struct {
+	app      group
+	defaults group
+	strategy bucket.Strategy
+	paths    map[string]*pathRoutes
+
+	defaultRoutes  sync.Map // pattern -> *route, for patterns without an entry
+	nDefault       atomic.Int64
+	dynamicLimits  sync.Map // limit string -> *dynamicGroup
+	nDynamicLimits atomic.Int64
+}
+
+// dynamicGroup is a cached parse of a dynamic limit string.
+type dynamicGroup struct {
+	g   group
+	err error
+}
+
+// compile validates p and precomputes every static counter.
+func compile(p Policy) (*compiled, error) {
+	c := &compiled{paths: make(map[string]*pathRoutes)}
+	st, err := bucket.ParseStrategy(p.Strategy)
+	if err != nil {
+		return nil, fmt.Errorf("policy: strategy %q: %w", p.Strategy, err)
+	}
+	c.strategy = st
+	if c.app, err = compileGroup("app", p.Application, "", p.Strategy); err != nil {
+		return nil, fmt.Errorf("policy: application: %w", err)
+	}
+	if c.defaults, err = compileGroup("default", p.Default, "", p.Strategy); err != nil {
+		return nil, fmt.Errorf("policy: default: %w", err)
+	}
+	shared := make(map[string]group, len(p.Shared))
+	for _, s := range p.Shared {
+		if s.Scope == "" {
+			return nil, fmt.Errorf("policy: shared: scope is empty")
+		}
+		if _, dup := shared[s.Scope]; dup {
+			return nil, fmt.Errorf("policy: shared %q: defined twice", s.Scope)
+		}
+		g, err := compileGroup(s.Scope, s.Limits, s.Strategy, p.Strategy)
+		if err != nil {
+			return nil, fmt.Errorf("policy: shared %q: %w", s.Scope, err)
+		}
+		shared[s.Scope] = g
+	}
+	for i := range p.Routes {
+		r := p.Routes[i] // a copy: the method is normalized
+		r.Method = strings.ToUpper(r.Method)
+		cr, err := c.compileRoute(&r, shared, p.Strategy)
+		if err != nil {
+			return nil, fmt.Errorf("policy: route %q: %w", r.name(), err)
+		}
+		pr := c.paths[r.Path]
+		if pr == nil {
+			pr = &pathRoutes{}
+			c.paths[r.Path] = pr
+		}
+		m := r.Method
+		if m == "" {
+			if pr.any != nil {
+				return nil, fmt.Errorf("policy: route %q: defined twice", r.name())
+			}
+			pr.any = cr
+			continue
+		}
+		if pr.byMethod == nil {
+			pr.byMethod = make(map[string]*route)
+		}
+		if pr.byMethod[m] != nil {
+			return nil, fmt.Errorf("policy: route %q: defined twice", r.name())
+		}
+		pr.byMethod[m] = cr
+	}
+	return c, nil
+}
+
+// compileRoute builds the route of one entry.
+func (c *compiled) compileRoute(r *Route, shared map[string]group, strategy string) (*route, error) {
+	if r.Path == "" {
+		return nil, errNoPath
+	}
+	if r.Exempt {
+		return &route{exempt: true}, nil
+	}
+	if r.Cost < 0 {
+		return nil, fmt.Errorf("cost %d is negative", r.Cost)
+	}
+	cr := &route{cost: r.Cost, costFunc: r.CostFunc, key: r.Key, scope: r.name()}
+	if cr.cost == 0 {
+		cr.cost = 1
+	}
+	cr.counters, cr.metas = c.app.appendTo(nil, nil, scopeApp)
+	if !r.ownLimits() {
+		cr.counters, cr.metas = c.defaults.appendTo(cr.counters, cr.metas, r.Path)
+		return cr, checkCount(cr)
+	}
+	for _, name := range r.Shared {
+		g, ok := shared[name]
+		if !ok {
+			return nil, fmt.Errorf("shared %q is not defined", name)
+		}
+		cr.counters, cr.metas = g.appendTo(cr.counters, cr.metas, scopeShared+name)
+	}
+	own, err := compileGroup("route", r.Limits, r.Strategy, strategy)
+	if err != nil {
+		return nil, err
+	}
+	cr.strategy = own.strategy
+	switch {
+	case r.Dynamic != nil:
+		cr.dynamic = r.Dynamic
+	case r.Tier != nil:
+		cr.dynamic, err = tierFunc(r, own.strategy)
+		if err != nil {
+			return nil, err
+		}
+	case len(r.Tiers) > 0:
+		return nil, fmt.Errorf("tiers need a Tier function")
+	default:
+		cr.counters, cr.metas = own.appendTo(cr.counters, cr.metas, cr.scope)
+	}
+	return cr, checkCount(cr)
+}
+
+// tierFunc turns Tiers into a dynamic limit function, validating every
+// limit string now so that a bad one stops the start, not a request.
+func tierFunc(r *Route, st bucket.Strategy) (func(echo.Context) string, error) {
+	tiers := make(map[string]string, len(r.Tiers))
+	for name, limits := range r.Tiers {
+		g, err := parseGroup("route", limits)
+		if err != nil {
+			return nil, fmt.Errorf("tier %q: %w", name, err)
+		}
+		for _, l := range g.limits {
+			if err := (bucket.Counter{Scope: "route", Limit: l, Strategy: st}).Validate(); err != nil {
+				return nil, fmt.Errorf("tier %q: limits %q: %w", name, limits, err)
+			}
+		}
+		tiers[name] = limits
+	}
+	tier, fallback := r.Tier, r.Limits
+	return func(c echo.Context) string {
+		if s, ok := tiers[tier(c)]; ok {
+			return s
+		}
+		return fallback
+	}, nil
+}
+
+// checkCount rejects routes with more static counters than one check takes.
+func checkCount(r *route) error {
+	if len(r.counters) > bucket.MaxCountersPerCheck {
+		return fmt.Errorf("%d limits apply, at most %d can", len(r.counters), bucket.MaxCountersPerCheck)
+	}
+	return nil
+}
+
+// lookup returns the route of a request. pattern is the Echo route pattern
+// (or net/http's Request.Pattern); it is never a raw URL, so the set of
+// patterns, and of cached default routes, is bounded by the routes served.
+func (c *compiled) lookup(method, pattern string) *route {
+	if pr := c.paths[pattern]; pr != nil {
+		if r := pr.byMethod[method]; r != nil {
+			return r
+		}
+		if pr.any != nil {
+			return pr.any
+		}
+	}
+	if v, ok := c.defaultRoutes.Load(pattern); ok {
+		return v.(*route)
+	}
+	scope := pattern
+	if scope == "" {
+		scope = scopeUnmatched
+	}
+	r := &route{cost: 1}
+	r.counters, r.metas = c.app.appendTo(nil, nil, scopeApp)
+	r.counters, r.metas = c.defaults.appendTo(r.counters, r.metas, scope)
+	if c.nDefault.Load() < maxDefaultRoutes {
+		if v, loaded := c.defaultRoutes.LoadOrStore(pattern, r); loaded {
+			return v.(*route)
+		}
+		c.nDefault.Add(1)
+	}
+	return r
+}
+
+// dynamicGroup parses a dynamic limit string, through the cache. fresh
+// reports that it was parsed now, so that a bad string is logged once.
+func (c *compiled) dynamicGroup(s string) (d *dynamicGroup, fresh bool) {
+	if v, ok := c.dynamicLimits.Load(s); ok {
+		return v.(*dynamicGroup), false
+	}
+	g, err := parseGroup("route", s)
+	d = &dynamicGroup{g: g, err: err}
+	if c.nDynamicLimits.Load() < maxDynamicLimits {
+		if v, loaded := c.dynamicLimits.LoadOrStore(s, d); loaded {
+			return v.(*dynamicGroup), false
+		}
+		c.nDynamicLimits.Add(1)
+	}
+	return d, true
+}

@@ -1,0 +1,34 @@
+// This test drives Echo's own middleware.RateLimiter, which needs
+// golang.org/x/time in go.mod; run it with -tags echomiddleware once the
+// module lists it.
+
+package httpapi_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
+)
+
+var _ middleware.RateLimiterStore = (*httpapi.RateLimiterStore)(nil)
+
+func TestEchoRateLimiterOneLineSwitch(t *testing.T) {
+	n := startNode(t, "echomw")
+	ips := &httpapi.ClientIP{}
+	e := echo.New()
+	e.IPExtractor = ips.Extractor()
+	e.Use(middleware.RateLimiter(httpapi.NewRateLimiterStore(n, bucket.Limit{Amount: 2, Period: time.Minute})))
+	e.GET("/", ok)
+	for i, want := range []int{200, 200, http.StatusTooManyRequests} {
+		// A spoofed X-Forwarded-For does not make a new visitor.
+		rec := do(e, "GET", "/", "192.0.2.90:1", "X-Forwarded-For", "10.0.0."+itoa(i))
+		if rec.Code != want {
+			t.Fatalf("request %d: %d, want %d", i, rec.Code, want)
+		}
+	}
+}

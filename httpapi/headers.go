@@ -1,0 +1,201 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// Headers switches the header families the middleware writes. The zero
+// value writes all of them.
+type Headers struct {
+	// NoLegacy drops X-RateLimit-Limit, X-RateLimit-Remaining and
+	// X-RateLimit-Reset (epoch seconds).
+	NoLegacy bool
+	// NoRetryAfter drops Retry-After (seconds) on 429 responses.
+	NoRetryAfter bool
+	// NoDraft drops the IETF fields of draft-ietf-httpapi-ratelimit-headers-11:
+	// RateLimit-Policy and RateLimit.
+	NoDraft bool
+}
+
+// ParseHeaders reads a comma-separated list of the families to write:
+// "legacy", "retry-after", "draft"; "all" is every one, "none" (or "")
+// none.
+func ParseHeaders(s string) (Headers, error) {
+	h := Headers{NoLegacy: true, NoRetryAfter: true, NoDraft: true}
+	for _, f := range strings.Split(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "", "none":
+		case "all":
+			h = Headers{}
+		case "legacy":
+			h.NoLegacy = false
+		case "retry-after":
+			h.NoRetryAfter = false
+		case "draft":
+			h.NoDraft = false
+		default:
+			return Headers{}, fmt.Errorf("header family %q: want legacy, retry-after, draft, all or none", f)
+		}
+	}
+	return h, nil
+}
+
+// Canonical header names, so that the map writes need no canonicalization.
+const (
+	hdrLimit      = "X-Ratelimit-Limit"
+	hdrRemaining  = "X-Ratelimit-Remaining"
+	hdrReset      = "X-Ratelimit-Reset"
+	hdrRetryAfter = "Retry-After"
+	hdrPolicy     = "Ratelimit-Policy"
+	hdrRateLimit  = "Ratelimit"
+)
+
+// meta is what the headers say about one counter, precomputed when the
+// policy is built.
+type meta struct {
+	name   string // the quoted draft item name, e.g. `"route"`
+	amount string // X-RateLimit-Limit
+	policy string // RateLimit-Policy
+}
+
+// newMeta prepares the headers of limit l in a group of kind. Draft item
+// names are the kind ("app", "default", "route" or the shared scope), with
+// the window in seconds appended when the group holds several limits, so
+// that "10 per minute; 200 per day" reads "route-60" and "route-86400".
+func newMeta(kind string, l bucket.Limit, several bool) meta {
+	w := ceilSeconds(l.Period)
+	if several {
+		kind += "-" + strconv.FormatInt(w, 10)
+	}
+	name := quoteSF(kind)
+	return meta{
+		name:   name,
+		amount: strconv.FormatInt(l.Amount, 10),
+		policy: name + ";q=" + strconv.FormatInt(l.Amount, 10) + ";w=" + strconv.FormatInt(w, 10),
+	}
+}
+
+// quoteSF renders s as a structured-field string (RFC 8941): quoted, with
+// backslash and quote escaped and anything outside printable ASCII
+// replaced, since sf-strings cannot carry it.
+func quoteSF(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case ch == '"' || ch == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(ch)
+		case ch < 0x20 || ch > 0x7e:
+			b.WriteByte('_')
+		default:
+			b.WriteByte(ch)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// ceilSeconds rounds d up to whole seconds, at least 0.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// epochCeil is t in epoch seconds, rounded up so that a client waiting
+// until then is never early.
+func epochCeil(t time.Time) int64 {
+	if t.Nanosecond() > 0 {
+		return t.Unix() + 1
+	}
+	return t.Unix()
+}
+
+// retryAfter is the wait a denied status asks for. A cost larger than the
+// limit can never pass (bucket.RetryNever); clients are then told to wait
+// one window, not forever.
+func retryAfter(s *bucket.Status) time.Duration {
+	if s.RetryAfter == bucket.RetryNever {
+		return s.Limit.Period
+	}
+	return s.RetryAfter
+}
+
+// pick chooses the status the headers describe: the one that denied (the
+// longest wait, if several did), otherwise the one with least remaining.
+// Ties go to the first. It returns -1 for no statuses.
+func pick(statuses []bucket.Status, allowed bool) int {
+	best := -1
+	if !allowed {
+		for i := range statuses {
+			if statuses[i].RetryAfter > 0 && (best < 0 || statuses[i].RetryAfter > statuses[best].RetryAfter) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return best
+		}
+	}
+	for i := range statuses {
+		if best < 0 || statuses[i].Remaining < statuses[best].Remaining {
+			best = i
+		}
+	}
+	return best
+}
+
+// write sets the headers of status s (described by m) on h. The numbers
+// are formatted with strconv into one buffer that becomes one string, and
+// every header value is a substring of it or a precomputed one: two
+// allocations in all, no fmt.
+func (hs Headers) write(h http.Header, m *meta, s *bucket.Status, allowed bool, now time.Time) {
+	remaining := max(s.Remaining, 0)
+	var buf [128]byte
+	b := buf[:0]
+	var cut [4]int // ends of remaining, reset, retry-after and RateLimit in b
+	if !hs.NoLegacy {
+		b = strconv.AppendInt(b, remaining, 10)
+		cut[0] = len(b)
+		b = strconv.AppendInt(b, epochCeil(s.Reset), 10)
+	}
+	cut[1] = len(b)
+	if !allowed && !hs.NoRetryAfter {
+		b = strconv.AppendInt(b, ceilSeconds(retryAfter(s)), 10)
+	}
+	cut[2] = len(b)
+	if !hs.NoDraft {
+		b = append(b, m.name...)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(s.Reset.Sub(now)), 10)
+	}
+	cut[3] = len(b)
+	all := string(b)
+	vals := make([]string, 0, 6)
+	add := func(key, v string) {
+		vals = append(vals, v)
+		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	if !hs.NoLegacy {
+		add(hdrLimit, m.amount)
+		add(hdrRemaining, all[:cut[0]])
+		add(hdrReset, all[cut[0]:cut[1]])
+	}
+	if cut[2] > cut[1] {
+		add(hdrRetryAfter, all[cut[1]:cut[2]])
+	}
+	if !hs.NoDraft {
+		add(hdrPolicy, m.policy)
+		add(hdrRateLimit, all[cut[2]:cut[3]])
+	}
+}

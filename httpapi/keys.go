@@ -1,0 +1,233 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+)
+
+// KeyFunc returns the routing key of a request: the client identity every
+// counter of the request is kept under, such as "ip:192.0.2.1",
+// "apikey:k-123" or "user:alice". An error refuses the request (see
+// KeyError); it never falls back to another identity.
+type KeyFunc func(c echo.Context) (string, error)
+
+// Routing key prefixes of the built-in key functions.
+const (
+	PrefixIP     = "ip:"
+	PrefixAPIKey = "apikey:"
+	PrefixUser   = "user:"
+)
+
+// KeyError is a client identification failure with the HTTP status to
+// answer it with (401 for a bad token).
+type KeyError struct {
+	Status  int
+	Message string
+	Err     error // the cause, for logs; never sent to the client
+}
+
+// Error implements error.
+func (e *KeyError) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+// Unwrap returns the cause.
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// maxKeyPart bounds the client-chosen part of a routing key (an API key or
+// a token subject). Longer values are replaced by their SHA-256, so that a
+// client cannot make the owner store kilobytes per key.
+const maxKeyPart = 128
+
+// keyPart bounds v as described at maxKeyPart.
+func keyPart(prefix, v string) string {
+	if len(v) <= maxKeyPart {
+		return prefix + v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return prefix + "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ClientIP finds the client address of a request. The zero value trusts no
+// proxy: the key is the TCP peer's address, whatever the headers say.
+//
+// Echo's default RealIP believes X-Forwarded-For from anyone, which lets a
+// client choose its own rate-limit key; ClientIP reads the forwarding
+// headers only when the peer is a trusted proxy.
+type ClientIP struct {
+	// Trusted are the proxies whose X-Forwarded-For and X-Real-IP are
+	// believed. A request from one of them is attributed to the rightmost
+	// X-Forwarded-For hop that is not itself trusted (the leftmost when
+	// all are), else to X-Real-IP, else to the proxy.
+	Trusted []netip.Prefix
+}
+
+// ParseTrustedProxies reads CIDRs ("10.0.0.0/8") and bare addresses
+// ("192.0.2.7") into prefixes for ClientIP.Trusted.
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("trusted proxy %q: %w", s, err)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("trusted proxy %q: %w", s, err)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// trusted reports whether a is a trusted proxy.
+func (x *ClientIP) trusted(a netip.Addr) bool {
+	for _, p := range x.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Addr returns the client address of r; ok is false when the peer address
+// cannot be parsed (a Unix socket).
+func (x *ClientIP) Addr(r *http.Request) (addr netip.Addr, ok bool) {
+	peer, ok := parseHost(r.RemoteAddr)
+	if !ok || len(x.Trusted) == 0 || !x.trusted(peer) {
+		return peer, ok
+	}
+	// Walk X-Forwarded-For from the right: each hop was appended by the
+	// proxy to its right, so hops stay believable while they are trusted.
+	client, found := peer, false
+	xff := r.Header.Values(echo.HeaderXForwardedFor)
+	for i := len(xff) - 1; i >= 0; i-- {
+		v := xff[i]
+		for v != "" {
+			hop := v
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				hop, v = v[j+1:], v[:j]
+			} else {
+				v = ""
+			}
+			hop = strings.TrimSpace(hop)
+			if hop == "" {
+				continue
+			}
+			a, ok := parseHop(hop)
+			if !ok {
+				return client, true // garbage left of here came from the client
+			}
+			client, found = a, true
+			if !x.trusted(a) {
+				return client, true
+			}
+		}
+	}
+	if found {
+		return client, true
+	}
+	if a, ok := parseHop(strings.TrimSpace(r.Header.Get(echo.HeaderXRealIP))); ok {
+		return a, true
+	}
+	return peer, true
+}
+
+// parseHost parses the host of a host:port peer address.
+func parseHost(hostport string) (netip.Addr, bool) {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// parseHop parses one forwarding-header address: a bare or bracketed IP,
+// with or without a port.
+func parseHop(s string) (netip.Addr, bool) {
+	if s == "" {
+		return netip.Addr{}, false
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
+		return a.Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+// String returns the client address of r as text; the raw peer address
+// when it is not an IP.
+func (x *ClientIP) String(r *http.Request) string {
+	a, ok := x.Addr(r)
+	if !ok {
+		return r.RemoteAddr
+	}
+	var buf [48]byte
+	return string(a.AppendTo(buf[:0]))
+}
+
+// Key is a KeyFunc: "ip:" and the client address.
+func (x *ClientIP) Key(c echo.Context) (string, error) {
+	r := c.Request()
+	a, ok := x.Addr(r)
+	if !ok {
+		return keyPart(PrefixIP, r.RemoteAddr), nil
+	}
+	var buf [64]byte
+	b := append(buf[:0], PrefixIP...)
+	return string(a.AppendTo(b)), nil
+}
+
+// Extractor returns an echo.IPExtractor with the same rules, so that
+// echo.Context.RealIP (and Echo's own RateLimiter) stop believing
+// forwarding headers from anyone: e.IPExtractor = ips.Extractor().
+func (x *ClientIP) Extractor() echo.IPExtractor {
+	return x.String
+}
+
+// APIKey returns a KeyFunc that identifies clients by the API key in
+// header (the seed's "X-API-KEY"): "apikey:" and the key; requests without
+// one fall back to fallback (usually ClientIP.Key).
+func APIKey(header string, fallback KeyFunc) KeyFunc {
+	header = http.CanonicalHeaderKey(header)
+	return func(c echo.Context) (string, error) {
+		if v := c.Request().Header[header]; len(v) > 0 && v[0] != "" {
+			return keyPart(PrefixAPIKey, v[0]), nil
+		}
+		if fallback == nil {
+			return "", &KeyError{Status: http.StatusUnauthorized, Message: "missing " + header + " header"}
+		}
+		return fallback(c)
+	}
+}

@@ -1,0 +1,55 @@
+package httpapi
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// httpMetrics are the middleware's collectors, resolved once so that the
+// hot path does no label lookups.
+type httpMetrics struct {
+	allowed, denied, unlimited, exempt, keyError, checkError prometheus.Counter
+}
+
+// newHTTPMetrics registers the middleware's collectors with reg (nil: kept
+// but not exported). Several middlewares may share one registry: they then
+// share the collectors.
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ratemesh_http_requests_total",
+		Help: "Requests seen by the rate-limit middleware, by result: allowed, denied, unlimited (no limit applied), exempt, key_error (client not identified, e.g. a bad token) and check_error (the check failed and the request was let through).",
+	}, []string{"result"})
+	vec, err := register(reg, vec)
+	if err != nil {
+		return nil, err
+	}
+	return &httpMetrics{
+		allowed:    vec.WithLabelValues("allowed"),
+		denied:     vec.WithLabelValues("denied"),
+		unlimited:  vec.WithLabelValues("unlimited"),
+		exempt:     vec.WithLabelValues("exempt"),
+		keyError:   vec.WithLabelValues("key_error"),
+		checkError: vec.WithLabelValues("check_error"),
+	}, nil
+}
+
+// register registers c with reg, or returns the collector of the same
+// description already there.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	var zero C
+	return zero, err
+}

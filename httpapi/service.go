@@ -1,0 +1,231 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/ratemesh/ratemesh"
+)
+
+// Routes is where RegisterService mounts the service API; *echo.Echo and
+// *echo.Group both qualify.
+type Routes interface {
+	GET(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+	POST(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+	DELETE(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+}
+
+// ServiceConfig configures the node's HTTP service API. The zero value
+// serves everything but /metrics and the admin endpoint.
+type ServiceConfig struct {
+	// AdminToken guards DELETE /v1/keys/:key, presented as
+	// "Authorization: Bearer <token>". Empty turns the endpoint off (404).
+	AdminToken string
+	// Registry is served on /metrics and receives the service's own
+	// metrics; usually the node's Registry. nil: no /metrics.
+	Registry *prometheus.Registry
+	// MaxBody bounds a /v1/check body in bytes; 0 means 1 MiB.
+	MaxBody int64
+	// MaxBatch bounds the checks of one /v1/check batch; 0 means 1000.
+	MaxBatch int
+	// Logger receives failures; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock reset times are reported against; nil: time.Now.
+	Now func() time.Time
+}
+
+// service serves the API of one node.
+type service struct {
+	node     Cluster
+	admin    [sha256.Size]byte
+	maxBody  int64
+	maxBatch int
+	log      *slog.Logger
+	now      func() time.Time
+	limits   *compiled // cache of parsed limit strings
+	requests *prometheus.CounterVec
+}
+
+// RegisterService mounts the node's HTTP service API on r:
+//
+//	POST   /v1/check            check one {"key","limits","cost","strategy","scope"} or a JSON array of them
+//	GET    /v1/cluster/members  the members this node knows
+//	GET    /v1/cluster/owner    ?key=…: the member owning a routing key
+//	DELETE /v1/keys/:key        reset a routing key cluster-wide (admin token)
+//	GET    /healthz             liveness; never limited
+//	GET    /readyz              200 once joined with a ring, else 503
+//	GET    /metrics             Prometheus exposition of cfg.Registry
+//
+// Errors are JSON {"error": "..."}; bad input to /v1/check is 400 with the
+// offending field in "field".
+func RegisterService(r Routes, node Cluster, cfg ServiceConfig) error {
+	if node == nil {
+		return errors.New("httpapi: RegisterService: node is nil")
+	}
+	s := &service{
+		node:     node,
+		maxBody:  cfg.MaxBody,
+		maxBatch: cfg.MaxBatch,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		limits:   &compiled{},
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = 1 << 20
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = 1000
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var reg prometheus.Registerer // a nil *Registry must stay a nil interface
+	if cfg.Registry != nil {
+		reg = cfg.Registry
+	}
+	var err error
+	s.requests, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ratemesh_http_service_requests_total",
+		Help: "Requests to the node's HTTP service API, by endpoint and status code.",
+	}, []string{"endpoint", "code"}))
+	if err != nil {
+		return err
+	}
+	r.GET("/healthz", s.count("healthz", s.healthz))
+	r.GET("/readyz", s.count("readyz", s.readyz))
+	r.POST("/v1/check", s.count("check", s.check))
+	r.GET("/v1/cluster/members", s.count("members", s.members))
+	r.GET("/v1/cluster/owner", s.count("owner", s.owner))
+	if cfg.AdminToken != "" {
+		s.admin = sha256.Sum256([]byte(cfg.AdminToken))
+		r.DELETE("/v1/keys/:key", s.count("reset", s.reset))
+	}
+	if cfg.Registry != nil {
+		r.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))
+	}
+	return nil
+}
+
+// count wraps h to count its answers.
+func (s *service) count(endpoint string, h echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := h(c)
+		code := c.Response().Status
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			code = he.Code
+		}
+		s.requests.WithLabelValues(endpoint, strconv.Itoa(code)).Inc()
+		return err
+	}
+}
+
+// status is the body of /healthz and /readyz.
+type status struct {
+	Status string `json:"status"`
+	Node   string `json:"node"`
+}
+
+func (s *service) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, status{Status: "ok", Node: s.node.Name()})
+}
+
+func (s *service) readyz(c echo.Context) error {
+	if !s.node.Ready() {
+		return c.JSON(http.StatusServiceUnavailable, status{Status: "not ready", Node: s.node.Name()})
+	}
+	return c.JSON(http.StatusOK, status{Status: "ready", Node: s.node.Name()})
+}
+
+// Member is a cluster member as the service API shows it.
+type Member struct {
+	Name     string `json:"name"`
+	RPCAddr  string `json:"rpc_addr"`
+	HTTPAddr string `json:"http_addr"`
+	State    string `json:"state"`
+	Self     bool   `json:"self"`
+}
+
+// Members is the body of GET /v1/cluster/members.
+type Members struct {
+	Node    string   `json:"node"` // the member that answered
+	Members []Member `json:"members"`
+}
+
+// Owner is the body of GET /v1/cluster/owner.
+type Owner struct {
+	Node  string `json:"node"` // the member that answered
+	Key   string `json:"key"`
+	Owner Member `json:"owner"`
+}
+
+func toMember(m ratemesh.Member) Member {
+	return Member{Name: m.Name, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr, State: m.State, Self: m.Self}
+}
+
+func (s *service) members(c echo.Context) error {
+	ms := s.node.Members()
+	out := Members{Node: s.node.Name(), Members: make([]Member, len(ms))}
+	for i, m := range ms {
+		out.Members[i] = toMember(m)
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *service) owner(c echo.Context) error {
+	key := c.QueryParam("key")
+	if key == "" {
+		return c.JSON(http.StatusBadRequest, fieldError{Error: "key: missing", Field: "key"})
+	}
+	m, ok := s.node.Owner(key)
+	if !ok {
+		return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "no owner: the ring is empty"})
+	}
+	return c.JSON(http.StatusOK, Owner{Node: s.node.Name(), Key: key, Owner: toMember(m)})
+}
+
+// Reset is the body of DELETE /v1/keys/:key.
+type Reset struct {
+	Node  string `json:"node"`
+	Reset string `json:"reset"` // the routing key whose counters were removed
+}
+
+func (s *service) reset(c echo.Context) error {
+	if !s.authorized(c.Request()) {
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
+		return c.JSON(http.StatusUnauthorized, errorBody{Error: "admin token required"})
+	}
+	key, err := url.PathUnescape(c.Param("key"))
+	if err != nil || key == "" {
+		return c.JSON(http.StatusBadRequest, fieldError{Error: "key: not a valid path segment", Field: "key"})
+	}
+	if err := s.node.Reset(c.Request().Context(), key); err != nil {
+		s.log.Warn("ratemesh: reset failed", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "reset failed: " + err.Error()})
+	}
+	return c.JSON(http.StatusOK, Reset{Node: s.node.Name(), Reset: key})
+}
+
+// authorized compares the bearer token with the admin token in constant
+// time (over hashes, so that not even the length leaks).
+func (s *service) authorized(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get(echo.HeaderAuthorization), "Bearer ")
+	if !ok {
+		return false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], s.admin[:]) == 1
+}

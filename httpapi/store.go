@@ -1,0 +1,89 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// RateLimiterStore implements Echo's middleware.RateLimiterStore over a
+// Limiter, so that users of Echo's RateLimiter move to the cluster by
+// changing one line:
+//
+//	e.Use(middleware.RateLimiter(middleware.NewRateLimiterMemoryStore(20)))
+//	e.Use(middleware.RateLimiter(httpapi.NewRateLimiterStore(node, bucket.Limit{Amount: 20, Period: time.Second})))
+//
+// Echo identifies visitors with c.RealIP(), which believes forwarding
+// headers from anyone unless e.IPExtractor is set: set it to
+// ClientIP.Extractor.
+//
+// Set the exported fields before the first Allow.
+type RateLimiterStore struct {
+	// Scope names the counters, so that several stores can share a key.
+	// NewRateLimiterStore sets "echo".
+	Scope string
+	// Strategy is the algorithm of the limits (zero: fixed window).
+	Strategy bucket.Strategy
+	// Prefix is put before Echo's identifier to make the routing key.
+	// NewRateLimiterStore sets "ip:", matching Echo's default extractor.
+	Prefix string
+	// Timeout bounds one check; 0 means one second.
+	Timeout time.Duration
+	// Logger receives check failures; nil discards them.
+	Logger *slog.Logger
+
+	lim    Limiter
+	limits []bucket.Limit
+
+	once     sync.Once
+	counters []bucket.Counter // built at the first Allow; read-only after
+	err      error
+}
+
+// NewRateLimiterStore returns a store checking limits under each visitor's
+// identifier.
+func NewRateLimiterStore(l Limiter, limits ...bucket.Limit) *RateLimiterStore {
+	return &RateLimiterStore{Scope: "echo", Prefix: PrefixIP, lim: l, limits: limits}
+}
+
+// Allow implements middleware.RateLimiterStore. A configuration error (a
+// bad limit) is returned with false, so that Echo's DenyHandler shows it; a
+// cluster failure the node could not absorb with its fail policy lets the
+// request through and is logged.
+func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
+	s.once.Do(s.build)
+	if s.err != nil {
+		return false, s.err
+	}
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := s.lim.Check(ctx, ratemesh.Request{Key: keyPart(s.Prefix, identifier), Counters: s.counters, Cost: 1})
+	if err != nil {
+		if s.Logger != nil {
+			s.Logger.Warn("ratemesh: rate-limit check failed; request allowed", "scope", s.Scope, "err", err)
+		}
+		return true, nil
+	}
+	return res.Allowed, nil
+}
+
+// build prepares the counters from the fields as they are at the first
+// Allow.
+func (s *RateLimiterStore) build() {
+	s.counters = make([]bucket.Counter, len(s.limits))
+	for i, l := range s.limits {
+		s.counters[i] = bucket.Counter{Scope: s.Scope, Limit: l, Strategy: s.Strategy}
+		if err := s.counters[i].Validate(); err != nil {
+			s.err = err
+			return
+		}
+	}
+}
