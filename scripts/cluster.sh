@@ -9,7 +9,8 @@
 #   ./scripts/cluster.sh start K    restart node K; it rejoins
 #
 # Ports: node K uses HTTP_BASE+K-1, GOSSIP_BASE+K-1 and RPC_BASE+K-1
-# (defaults 8081, 7946, 9091). State lives in run/cluster/ (git-ignored).
+# (defaults 8081, 7946, 9091). State (PIDs, logs, the cluster secret) lives in
+# run/cluster/ (git-ignored).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,6 +65,7 @@ start_node() {
 		RATEMESH_RPC_PORT="$(rpc_port "$k")" \
 		RATEMESH_JOIN="$join" \
 		RATEMESH_GOSSIP_PROFILE=local \
+		RATEMESH_SECRET="$(cat "$run_dir/secret")" \
 		nohup "$bin" >>"$run_dir/node$k.log" 2>&1 &
 	echo $! >"$run_dir/node$k.pid"
 }
@@ -106,6 +108,9 @@ cmd_up() {
 	echo "building $bin"
 	(cd "$root" && go build -o "$bin" ./cmd/node)
 	echo "$n" >"$run_dir/size"
+	# One secret per cluster: authenticates RPC, encrypts gossip, and signs
+	# the demo's JWTs the same way on every node.
+	[[ -f "$run_dir/secret" ]] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$run_dir/secret"
 	for ((k = 1; k <= n; k++)); do
 		if [[ "$k" -eq 1 ]]; then
 			start_node 1
@@ -180,6 +185,8 @@ cmd_kill() {
 	need_k "${1:-}"
 	running "$1" || die "node $1 is not running"
 	kill -KILL "$(node_pid "$1")"
+	local deadline=$((SECONDS + 5))
+	while running "$1" && ((SECONDS < deadline)); do sleep 0.05; done
 	echo "node $1 killed (SIGKILL); the others route around it"
 }
 
@@ -207,5 +214,5 @@ status) cmd_status ;;
 logs) shift; cmd_logs "$@" ;;
 kill) shift; cmd_kill "$@" ;;
 start) shift; cmd_start "$@" ;;
-*) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
