@@ -43,6 +43,7 @@ type Cluster struct {
 	leaving   atomic.Bool
 	joinGate  atomic.Pointer[chan struct{}] // open while Join merges state
 	moved     moves                         // keys given away recently, and to whom
+	denied    denyCache                     // checks owners denied, until they may pass
 	pullMu    sync.Mutex
 	pulling   map[string]chan struct{} // keys being pulled, by waiters
 	handoff   chan struct{}            // capacity 1: wakes the handoff loop

@@ -11,6 +11,7 @@ import (
 // The hot path uses pre-resolved children: no label lookups per check.
 type Metrics struct {
 	checksLocal, checksForwarded, checksServed prometheus.Counter
+	checksDenyCached                           prometheus.Counter
 	allowed, denied                            prometheus.Counter
 	fallback                                   *prometheus.CounterVec
 	forwardSeconds                             prometheus.Histogram
@@ -27,18 +28,19 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, keys func() float64) (*Metrics, error) {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_checks_total",
-		Help: "Checks by where they were decided: local (this node owns the key), forwarded (sent to the owner), served (received from a peer).",
+		Help: "Checks by where they were decided: local (this node owns the key), forwarded (sent to the owner), served (received from a peer), deny_cached (denied again here, as the owner said, until its retry-after).",
 	}, []string{"path"})
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_check_results_total",
 		Help: "Checks answered to callers of this node, by result.",
 	}, []string{"result"})
 	m := &Metrics{
-		checksLocal:     checks.WithLabelValues("local"),
-		checksForwarded: checks.WithLabelValues("forwarded"),
-		checksServed:    checks.WithLabelValues("served"),
-		allowed:         results.WithLabelValues("allowed"),
-		denied:          results.WithLabelValues("denied"),
+		checksLocal:      checks.WithLabelValues("local"),
+		checksForwarded:  checks.WithLabelValues("forwarded"),
+		checksServed:     checks.WithLabelValues("served"),
+		checksDenyCached: checks.WithLabelValues("deny_cached"),
+		allowed:          results.WithLabelValues("allowed"),
+		denied:           results.WithLabelValues("denied"),
 		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_fallback_decisions_total",
 			Help: "Checks decided by the fail policy because no owner answered.",

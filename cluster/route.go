@@ -37,13 +37,20 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 			// Not handed off yet: the entry here is still the count.
 			return false, c.decideLocalCounted(req, resp)
 		}
-		client := c.peers.client(owner.Name, owner.Addr)
 		start := time.Now()
-		err = client.Check(ctx, req, resp)
+		if c.denied.lookup(start, req, resp) {
+			c.metrics.checksDenyCached.Inc()
+			c.count(false)
+			return false, nil
+		}
+		err = c.peers.client(owner.Name, owner.Addr).Check(ctx, req, resp)
 		if err == nil {
 			c.metrics.forwardSeconds.Observe(time.Since(start).Seconds())
 			c.metrics.checksForwarded.Inc()
 			c.count(resp.Allowed)
+			if !resp.Allowed {
+				c.denied.store(start, req, resp)
+			}
 			return false, nil
 		}
 		c.metrics.rpcErrors.WithLabelValues("check").Inc()
@@ -115,6 +122,7 @@ func (c *Cluster) decideFallback(ctx context.Context, v *view, req *rpc.CheckReq
 // locally under the fail policy). It returns the first error and goes on.
 func (c *Cluster) Reset(ctx context.Context, key string) error {
 	c.store.Reset(key)
+	c.denied.forget(key)
 	var first error
 	for _, m := range c.Ring().Members() {
 		if m.Name == c.name {
@@ -177,5 +185,6 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 
 func (h handler) Reset(ctx context.Context, key string) error {
 	h.c.store.Reset(key)
+	h.c.denied.forget(key)
 	return nil
 }

@@ -1,0 +1,71 @@
+package ratemesh_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ratemesh/ratemesh"
+)
+
+// checksBy reads a node's ratemesh_checks_total for one path label.
+func checksBy(t *testing.T, n *ratemesh.Node, path string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ratemesh_checks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "path" && lp.GetValue() == path {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// A single key flooded at 20× its limit from every node: exactly the limit
+// is admitted, and once denied, the other nodes stop asking the owner.
+func TestHotKeyFlood(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	key := keyOwnedBy(t, []string{"n0", "n1", "n2"}, "n0")
+	cs := counters(t, "r", "100 per minute")
+	servedBefore := checksBy(t, nodes[0], "served")
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 12; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 2000/12+1; i++ {
+				res, err := nodes[w%3].Check(context.Background(), ratemesh.Request{Key: key, Counters: cs, Cost: 1})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if res.Allowed {
+					allowed.Add(1)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	served := checksBy(t, nodes[0], "served") - servedBefore
+	cached := checksBy(t, nodes[1], "deny_cached") + checksBy(t, nodes[2], "deny_cached")
+	t.Logf("2004 checks: admitted %d; owner served %.0f RPCs; %.0f denials answered from the asking node's cache", allowed.Load(), served, cached)
+	if allowed.Load() != 100 {
+		t.Fatalf("admitted %d, want exactly 100", allowed.Load())
+	}
+	// Without the cache the owner would serve the ~1336 checks made on the
+	// other two nodes.
+	if served > 400 {
+		t.Fatalf("owner served %.0f forwarded checks; the deny cache should keep it near the limit", served)
+	}
+}
