@@ -183,3 +183,49 @@ func TestCheckBadInput(t *testing.T) {
 	}
 	idle.Close(ctx)
 }
+
+func TestFiveNodesInOneProcess(t *testing.T) {
+	nodes := startCluster(t, 5, nil)
+	cs := counters(t, "r", "5 per minute")
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 300; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res, err := nodes[i%5].Check(context.Background(), ratemesh.Request{Key: "ip:10.0.0.1", Counters: cs, Cost: 1})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Allowed {
+				allowed.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if allowed.Load() != 5 {
+		t.Fatalf("5 nodes admitted %d of 300, want 5", allowed.Load())
+	}
+}
+
+// Nodes that would place keys differently (another ring configuration or
+// protocol) gossip with each other but never share a ring.
+func TestMismatchedPlacementKeptOutOfRing(t *testing.T) {
+	a := startNode(t, "a", nil)
+	b := startNode(t, "b", func(c *ratemesh.Config) { c.Ring.PartitionCount = 271 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Join(ctx, a.GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	// Join rebuilt b's ring from the full member list it received.
+	if ms := b.Members(); len(ms) != 1 || ms[0].Name != "b" {
+		t.Fatalf("b's members: %+v, want only itself", ms)
+	}
+	for i := 0; i < 100; i++ {
+		if o, _ := b.Owner(fmt.Sprintf("k%d", i)); o.Name != "b" {
+			t.Fatalf("b routes k%d to %s", i, o.Name)
+		}
+	}
+}
