@@ -5,9 +5,10 @@ package ratemesh
 // Crash stops n as a crash would: no handoff, no leave message; listeners
 // close and peers learn of it only by failing to reach it.
 func Crash(n *Node) {
-	if n.closed.Swap(true) {
+	if n.closing.Swap(true) {
 		return
 	}
+	n.closed.Store(true)
 	close(n.stop)
 	n.cl.Kill()
 	n.wg.Wait()

@@ -65,7 +65,8 @@ type Node struct {
 	reg   *prometheus.Registry
 
 	started atomic.Bool
-	closed  atomic.Bool
+	closing atomic.Bool // Close has begun
+	closed  atomic.Bool // Close is done: checks are refused
 	joined  atomic.Bool
 
 	stop chan struct{}
@@ -120,7 +121,7 @@ func New(cfg Config) (*Node, error) {
 // Start binds the gossip and RPC listeners and starts the node's
 // background work. The node then serves checks as a cluster of one.
 func (n *Node) Start(ctx context.Context) error {
-	if n.closed.Load() {
+	if n.closing.Load() {
 		return ErrClosed
 	}
 	if n.started.Swap(true) {
@@ -273,11 +274,14 @@ func (n *Node) FailPolicy() FailPolicy { return n.cfg.FailPolicy }
 // owner, then the node leaves gossip, closes its listeners and stops its
 // goroutines. Close on a node never started only releases it.
 func (n *Node) Close(ctx context.Context) error {
-	if n.closed.Swap(true) {
+	if n.closing.Swap(true) {
 		return nil
 	}
-	close(n.stop)
+	// Checks keep working until the leave is done: the cluster forwards
+	// them to the keys' new owners. Only then does the node refuse them.
 	err := n.cl.Close(ctx)
+	n.closed.Store(true)
+	close(n.stop)
 	n.wg.Wait()
 	return err
 }
