@@ -147,7 +147,11 @@ func (n *Node) sweep() {
 		case <-n.stop:
 			return
 		case <-t.C:
-			for n.store.Sweep(time.Now(), 4096) == 4096 {
+			// About one full pass per tick, in chunks that hold a shard
+			// lock only briefly.
+			const chunk = 4096
+			for i := n.store.Len()/chunk + 1; i > 0; i-- {
+				n.store.Sweep(time.Now(), chunk)
 				select {
 				case <-n.stop:
 					return
