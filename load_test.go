@@ -13,30 +13,36 @@ import (
 	"github.com/ratemesh/ratemesh/bucket"
 )
 
-// load sends checks of one key from one client per node, as fast as each
-// can, and counts what the cluster admits.
+// load sends checks of one key from one client per node, paced, and counts
+// what the cluster admits.
 type load struct {
 	allowed, checks, fallbacks atomic.Int64
 	errs                       atomic.Int64
 	firstErr                   atomic.Value
 	maxGap                     atomic.Int64 // longest wait for one answer, ns
+	mu                         sync.Mutex
+	byDecider                  map[string]int // admitted, by the node that decided
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
 func startLoad(t *testing.T, nodes []*ratemesh.Node, key string, cs []bucket.Counter) *load {
-	l := &load{stop: make(chan struct{})}
+	l := &load{stop: make(chan struct{}), byDecider: map[string]int{}}
 	for _, n := range nodes {
 		l.wg.Add(1)
 		go func(n *ratemesh.Node) {
 			defer l.wg.Done()
 			req := ratemesh.Request{Key: key, Counters: cs, Cost: 1}
+			// Paced, so that membership changes land mid-window: about
+			// 2,000 checks a second per client.
+			pace := time.NewTicker(500 * time.Microsecond)
+			defer pace.Stop()
 			for {
 				select {
 				case <-l.stop:
 					return
-				default:
+				case <-pace.C:
 				}
 				start := time.Now()
 				res, err := n.Check(context.Background(), req)
@@ -58,6 +64,9 @@ func startLoad(t *testing.T, nodes []*ratemesh.Node, key string, cs []bucket.Cou
 				}
 				if res.Allowed {
 					l.allowed.Add(1)
+					l.mu.Lock()
+					l.byDecider[res.Node]++
+					l.mu.Unlock()
 				}
 			}
 		}(n)
@@ -94,6 +103,8 @@ func (l *load) report(t *testing.T) {
 	if v := l.firstErr.Load(); v != nil {
 		first = v
 	}
-	t.Logf("checks %d, admitted %d, fallbacks %d, errors %d (first: %v), longest answer %v",
-		l.checks.Load(), l.allowed.Load(), l.fallbacks.Load(), l.errs.Load(), first, time.Duration(l.maxGap.Load()))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.Logf("checks %d, admitted %d (by deciding node: %v), fallbacks %d, errors %d (first: %v), longest answer %v",
+		l.checks.Load(), l.allowed.Load(), l.byDecider, l.fallbacks.Load(), l.errs.Load(), first, time.Duration(l.maxGap.Load()))
 }

@@ -25,7 +25,7 @@ import (
 // Errors returned by Node methods.
 var (
 	ErrNotStarted = errors.New("ratemesh: node not started")
-	ErrClosed     = errors.New("ratemesh: node closed")
+	ErrClosed     = cluster.ErrClosed
 )
 
 // Request is one check: the counters of one client identity, decided

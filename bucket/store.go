@@ -174,6 +174,30 @@ func (s *Store) Check(now time.Time, key string, counters []Counter, cost int64,
 	return dst, ok, err
 }
 
+// CheckHeld is Check for a key this store already holds: when it holds no
+// entry for key, it creates nothing and reports held false. A node handing
+// its keys off uses it, so that a check racing with the handoff can never
+// start a second count of a key here.
+func (s *Store) CheckHeld(now time.Time, key string, counters []Counter, cost int64, dst []Status) (_ []Status, allowed, held bool, _ error) {
+	if err := validateCheck(counters, cost); err != nil {
+		return dst, false, false, err
+	}
+	tb := s.table()
+	sh, tag := tb.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e, _ := sh.lookup(tag, key); e == nil {
+		return dst, false, false, nil
+	}
+	var err error
+	if len(counters) == 1 {
+		dst, allowed, err = sh.check1(now, tag, key, &counters[0], cost, dst, tb.maxPerKey)
+	} else {
+		dst, allowed, err = sh.check(now, tag, key, counters, cost, dst, tb.maxPerKey)
+	}
+	return dst, allowed, true, err
+}
+
 func validateCheck(counters []Counter, cost int64) error {
 	switch {
 	case cost < 0:

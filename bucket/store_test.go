@@ -341,3 +341,26 @@ func TestConcurrentMaintenance(t *testing.T) {
 		t.Fatalf("Len %d after everything expired", s.Len())
 	}
 }
+
+func TestCheckHeld(t *testing.T) {
+	s := NewStore(StoreConfig{})
+	t0 := time.Unix(100, 0)
+	cs := []Counter{{Scope: "r", Limit: Limit{Amount: 2, Period: time.Minute}}}
+	if _, _, held, err := s.CheckHeld(t0, "k", cs, 1, nil); held || err != nil {
+		t.Fatalf("absent key: held=%v err=%v", held, err)
+	}
+	if s.Has("k") {
+		t.Fatal("CheckHeld created an entry")
+	}
+	s.Check(t0, "k", cs, 1, nil)
+	st, ok, held, err := s.CheckHeld(t0, "k", cs, 1, nil)
+	if !held || !ok || err != nil || st[0].Remaining != 0 {
+		t.Fatalf("held key: %+v ok=%v held=%v err=%v", st, ok, held, err)
+	}
+	if _, ok, held, _ := s.CheckHeld(t0, "k", cs, 1, nil); !held || ok {
+		t.Fatalf("third hit of 2: ok=%v held=%v", ok, held)
+	}
+	if _, _, _, err := s.CheckHeld(t0, "k", cs, -1, nil); err == nil {
+		t.Fatal("negative cost accepted")
+	}
+}

@@ -41,9 +41,11 @@ type Cluster struct {
 	rebuildMu sync.Mutex // serialises ring rebuilds
 	peers     peerSet
 	leaving   atomic.Bool
+	stopped   atomic.Bool                   // the leave is done: checks are refused
 	joinGate  atomic.Pointer[chan struct{}] // open while Join merges state
 	moved     moves                         // keys given away recently, and to whom
 	denied    denyCache                     // checks owners denied, until they may pass
+	served    atomic.Int64                  // checks received from peers, for quiesce
 	pullMu    sync.Mutex
 	pulling   map[string]chan struct{} // keys being pulled, by waiters
 	handoff   chan struct{}            // capacity 1: wakes the handoff loop

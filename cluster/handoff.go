@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
@@ -82,6 +83,7 @@ func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry
 		if err == nil {
 			close(mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(es)))
+			c.log.Debug("handed off", "to", to.Name, "keys", len(es))
 			continue
 		}
 		for _, k := range keys {
@@ -104,6 +106,44 @@ func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry
 		c.metrics.handoffKeys.WithLabelValues("dropped").Add(float64(len(es)))
 		c.log.Error("handoff failed while leaving; counts dropped", "peer", to.Name, "keys", len(es), "err", err)
 	}
+}
+
+// maxLeavingHops bounds how often a check is passed on by leaving nodes:
+// two nodes leaving at once may each still route to the other.
+const maxLeavingHops = 3
+
+// serveLeaving decides a check on a node that is handing its keys off. A
+// key still held here is decided here (its entry goes to the new owner
+// later, count included); any other check goes to the key's new owner,
+// after the key's entry if it is on its way. Nothing new is counted here.
+func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	var held bool
+	var err error
+	resp.Statuses, resp.Allowed, held, err = c.store.CheckHeld(c.now(), req.Key, req.Counters, req.Cost, resp.Statuses[:0])
+	if held || err != nil {
+		resp.Node = c.name
+		c.metrics.checksLocal.Inc()
+		return err
+	}
+	to, ok := v.routing.Owner(req.Key)
+	if mv := c.moved.get(req.Key, c.now()); mv != nil {
+		mv.wait(ctx)
+		to, ok = mv.to, true
+	}
+	if !ok || to.Name == c.name || req.Hops >= maxLeavingHops {
+		// The last node, or a check passed around too often: decide.
+		c.metrics.checksLocal.Inc()
+		return c.decideLocal(req, resp)
+	}
+	req.Hops++
+	if err := c.peers.client(to.Name, to.Addr).Check(ctx, req, resp); err != nil {
+		if !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		return c.decideFallback(ctx, v, req, resp, to.Name, err)
+	}
+	c.metrics.checksForwarded.Inc()
+	return nil
 }
 
 // mergeHere adds entries to this node's table. Their keys are counted here
@@ -136,6 +176,8 @@ func (c *Cluster) Close(ctx context.Context) error {
 		timeout = time.Until(dl)
 	}
 	err := c.ml.leave(max(timeout, 10*time.Millisecond))
+	c.quiesce(ctx)
+	c.stopped.Store(true) // from here on checks are refused, not half-served
 	c.cancel()
 	if serr := c.server.Close(); err == nil {
 		err = serr
@@ -145,12 +187,42 @@ func (c *Cluster) Close(ctx context.Context) error {
 	return err
 }
 
+// quiesce waits, within ctx and at most quiesceMax, until peers have
+// stopped sending checks here (none for quietFor): their rings drop this
+// node as the leave message reaches them. Until then it keeps passing their
+// checks to the new owners, so none of them meets a closed port and
+// mistakes a graceful leave for a crash.
+func (c *Cluster) quiesce(ctx context.Context) {
+	const (
+		poll       = 10 * time.Millisecond
+		quietFor   = 100 * time.Millisecond
+		quiesceMax = 2 * time.Second
+	)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	deadline := time.Now().Add(quiesceMax)
+	last, quietSince := c.served.Load(), time.Now()
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n := c.served.Load(); n != last {
+				last, quietSince = n, now
+			} else if now.Sub(quietSince) >= quietFor {
+				return
+			}
+		}
+	}
+}
+
 // Kill stops the node without leaving or handing anything off, as a crash
 // would. It exists for fault tests.
 func (c *Cluster) Kill() {
 	if c.ml == nil || c.leaving.Swap(true) {
 		return
 	}
+	c.stopped.Store(true)
 	c.ml.ml.Shutdown()
 	c.cancel()
 	c.server.Close()

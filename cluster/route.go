@@ -16,26 +16,23 @@ import (
 // owner answers — the key's owner by gossip is suspected by this node —
 // the fail policy decides and fallback is true.
 func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) (fallback bool, err error) {
+	if c.stopped.Load() {
+		return false, ErrClosed
+	}
 	var owner ring.Member
 	for attempt := 0; attempt < 2; attempt++ {
 		v := c.settledView(ctx)
 		var ok bool
 		owner, ok = v.routing.Owner(req.Key)
+		if c.leaving.Load() {
+			return false, c.serveLeaving(ctx, v, req, resp)
+		}
 		if !ok || owner.Name == c.name {
 			if real, ok := v.full.Owner(req.Key); ok && real.Name != c.name && v.routing != v.full {
 				return true, c.decideFallback(ctx, v, req, resp, real.Name, err)
 			}
-			if c.leaving.Load() || !ok {
-				// No ring without this node (the last one leaving):
-				// decide here.
-				return false, c.decideLocalCounted(req, resp)
-			}
 			c.metrics.checksLocal.Inc()
 			return false, c.serveLocal(ctx, v, req, resp)
-		}
-		if c.leaving.Load() && c.store.Has(req.Key) {
-			// Not handed off yet: the entry here is still the count.
-			return false, c.decideLocalCounted(req, resp)
 		}
 		start := time.Now()
 		if c.denied.lookup(start, req, resp) {
@@ -65,11 +62,6 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 		}
 	}
 	return true, c.decideFallback(ctx, c.view.Load(), req, resp, owner.Name, err)
-}
-
-func (c *Cluster) decideLocalCounted(req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
-	c.metrics.checksLocal.Inc()
-	return c.decideLocal(req, resp)
 }
 
 // decideLocal decides req on this node's own table.
@@ -135,6 +127,9 @@ func (c *Cluster) Reset(ctx context.Context, key string) error {
 	return first
 }
 
+// ErrClosed is returned by Check once the node has left the cluster.
+var ErrClosed = errors.New("ratemesh: node closed")
+
 // errLeaving refuses a merge into a node that is leaving.
 var errLeaving = errors.New("node is leaving the cluster; send counts to the next owner")
 
@@ -144,7 +139,12 @@ type handler struct{ c *Cluster }
 
 func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	c := h.c
+	c.served.Add(1)
 	v := c.settledView(ctx)
+	if c.leaving.Load() {
+		rpc.Blocking(ctx)
+		return c.serveLeaving(ctx, v, req, resp)
+	}
 	if req.Hops < maxHops {
 		// The sender's ring and ours disagree (one of us has not caught
 		// up with gossip yet). If the key is not here, pass the check to
@@ -178,6 +178,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		// route around this node and send them to the next owner.
 		return errLeaving
 	}
+	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))
 	h.c.mergeHere(req.Entries)
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil

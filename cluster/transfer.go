@@ -192,6 +192,7 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) {
 		c.log.Debug("pull failed; deciding on what is here", "key", key, "from", from.Name, "err", err)
 		return
 	}
+	c.log.Debug("pulled", "key", key, "from", from.Name, "found", found)
 	if found {
 		c.mergeHere([]bucket.Entry{entry})
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
