@@ -3,6 +3,7 @@ package ratemesh_test
 import (
 	"context"
 	"fmt"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,13 +14,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// memberlist's transport goroutines end shortly after Shutdown.
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
-		// A probe in flight at Shutdown waits out its timeout.
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
-	)
+	goleak.VerifyTestMain(m, clustertest.LeakOptions()...)
 }
 
 func TestExactAcrossThreeNodes(t *testing.T) {

@@ -1,93 +1,31 @@
 package demo_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// memberlist's transport goroutines end shortly after Shutdown.
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
-	)
+	goleak.VerifyTestMain(m, clustertest.LeakOptions()...)
 }
 
 // startNodes starts size real nodes on 127.0.0.1, joined together, and
-// waits until every ring holds all of them.
+// waits until every ring holds all of them. They are named after the test
+// and keep LocalConfig's forward timeout.
 func startNodes(t *testing.T, size int) []*ratemesh.Node {
 	t.Helper()
-	nodes := make([]*ratemesh.Node, size)
-	for i := range nodes {
-		cfg := ratemesh.LocalConfig()
-		cfg.Name = fmt.Sprintf("%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), i)
-		n, err := ratemesh.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := n.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			n.Close(ctx)
-		})
-		if i > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := n.Join(ctx, nodes[0].GossipAddr())
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		nodes[i] = n
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !converged(nodes) {
-		if time.Now().After(deadline) {
-			t.Fatal("the cluster did not converge")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nodes
-}
-
-// converged reports whether every node sees all alive and names the same
-// owners.
-func converged(nodes []*ratemesh.Node) bool {
-	for _, n := range nodes {
-		ms := n.Members()
-		if len(ms) != len(nodes) {
-			return false
-		}
-		for _, m := range ms {
-			if m.State != "alive" {
-				return false
-			}
-		}
-	}
-	for k := 0; k < 100; k++ {
-		key := fmt.Sprintf("ip:10.0.0.%d", k)
-		first, ok := nodes[0].Owner(key)
-		if !ok {
-			return false
-		}
-		for _, n := range nodes[1:] {
-			if o, ok := n.Owner(key); !ok || o.Name != first.Name {
-				return false
-			}
-		}
-	}
-	return true
+	prefix := strings.ReplaceAll(t.Name(), "/", "-")
+	return clustertest.Start(t, size, func(c *ratemesh.Config) {
+		c.Name = prefix + "-" + strings.TrimPrefix(c.Name, "n") // <test>-0, <test>-1, …
+		c.ForwardTimeout = ratemesh.LocalConfig().ForwardTimeout
+	})
 }
 
 // step is one request and what must come back.

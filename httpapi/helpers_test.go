@@ -1,101 +1,37 @@
 package httpapi_test
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// memberlist's transport goroutines end shortly after Shutdown.
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
-		goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
-	)
+	goleak.VerifyTestMain(m, clustertest.LeakOptions()...)
 }
 
-// startNode starts one real node with the local preset, closed at cleanup.
+// startNode starts one real node with the test preset, closed at cleanup.
 func startNode(t testing.TB, name string) *ratemesh.Node {
 	t.Helper()
-	cfg := ratemesh.LocalConfig()
-	cfg.Name = name
-	n, err := ratemesh.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Close(ctx)
-	})
-	return n
+	return clustertest.StartNode(t, name, nil)
 }
 
 // startCluster starts size real nodes joined together on 127.0.0.1 and
-// waits until every ring holds all of them.
+// waits until every ring holds all of them. They are named after the test
+// and keep LocalConfig's forward timeout.
 func startCluster(t testing.TB, size int) []*ratemesh.Node {
 	t.Helper()
-	nodes := make([]*ratemesh.Node, size)
-	for i := range nodes {
-		nodes[i] = startNode(t, fmt.Sprintf("%s-n%d", strings.ReplaceAll(t.Name(), "/", "-"), i))
-		if i > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := nodes[i].Join(ctx, nodes[0].GossipAddr())
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	eventually(t, 15*time.Second, "cluster did not converge", func() bool {
-		for _, n := range nodes {
-			if len(n.Members()) != size {
-				return false
-			}
-			for _, m := range n.Members() {
-				if m.State != "alive" {
-					return false
-				}
-			}
-		}
-		for k := 0; k < 100; k++ {
-			key := fmt.Sprintf("k%d", k)
-			first, ok := nodes[0].Owner(key)
-			if !ok {
-				return false
-			}
-			for _, n := range nodes[1:] {
-				if o, ok := n.Owner(key); !ok || o.Name != first.Name {
-					return false
-				}
-			}
-		}
-		return true
+	prefix := strings.ReplaceAll(t.Name(), "/", "-")
+	return clustertest.Start(t, size, func(c *ratemesh.Config) {
+		c.Name = prefix + "-" + c.Name // <test>-n0, <test>-n1, …
+		c.ForwardTimeout = ratemesh.LocalConfig().ForwardTimeout
 	})
-	return nodes
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // do serves one request through e from peer.

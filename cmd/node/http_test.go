@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"go.uber.org/goleak"
 )
 
@@ -49,24 +50,10 @@ func TestHTTPFlags(t *testing.T) {
 	}
 }
 
-// startedNode is one real node with the local preset.
+// startedNode is one real node with the test preset.
 func startedNode(t *testing.T) *ratemesh.Node {
 	t.Helper()
-	cfg := ratemesh.LocalConfig()
-	cfg.Name = "http-" + t.Name()
-	n, err := ratemesh.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Close(ctx)
-	})
-	return n
+	return clustertest.StartNode(t, "http-"+t.Name(), nil)
 }
 
 // get sends one request to the server.
