@@ -15,7 +15,7 @@ import (
 // second under "10 per second" limits, and logs the live heap and the keys
 // held every interval: with expired counters swept, both level off at
 // about rate × window instead of growing. It runs only when
-// RATEMESH_SOAK is a duration (e.g. RATEMESH_SOAK=10m).
+// RATEMESH_SOAK is a duration: RATEMESH_SOAK=10m go test -timeout 15m -run Soak -v .
 func TestSoakFreshKeys(t *testing.T) {
 	d, err := time.ParseDuration(os.Getenv("RATEMESH_SOAK"))
 	if err != nil || d <= 0 {
