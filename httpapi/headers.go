@@ -62,6 +62,10 @@ type meta struct {
 	name   string // the quoted draft item name, e.g. `"route"`
 	amount string // X-RateLimit-Limit
 	policy string // RateLimit-Policy
+	// limit and denyBody are for DefaultDenyHandler: its JSON body up to
+	// the retry_after value, for this limit.
+	limit    bucket.Limit
+	denyBody string
 }
 
 // newMeta prepares the headers of limit l in a group of kind. Draft item
@@ -75,9 +79,11 @@ func newMeta(kind string, l bucket.Limit, several bool) meta {
 	}
 	name := quoteSF(kind)
 	return meta{
-		name:   name,
-		amount: strconv.FormatInt(l.Amount, 10),
-		policy: name + ";q=" + strconv.FormatInt(l.Amount, 10) + ";w=" + strconv.FormatInt(w, 10),
+		name:     name,
+		amount:   strconv.FormatInt(l.Amount, 10),
+		policy:   name + ";q=" + strconv.FormatInt(l.Amount, 10) + ";w=" + strconv.FormatInt(w, 10),
+		limit:    l,
+		denyBody: denyBodyPrefix(l),
 	}
 }
 
@@ -156,46 +162,63 @@ func pick(statuses []bucket.Status, allowed bool) int {
 // write sets the headers of status s (described by m) on h. The numbers
 // are formatted with strconv into one buffer that becomes one string, and
 // every header value is a substring of it or a precomputed one: two
-// allocations in all, no fmt.
-func (hs Headers) write(h http.Header, m *meta, s *bucket.Status, allowed bool, now time.Time) {
+// allocations in all (the text and the header values' backing array), no
+// fmt. The remaining count is formatted once: X-RateLimit-Remaining is the
+// digits after "r=" in RateLimit. now is read only for RateLimit.
+func (hs Headers) write(h http.Header, m *meta, s *bucket.Status, allowed bool, now func() time.Time) {
 	remaining := max(s.Remaining, 0)
 	var buf [128]byte
 	b := buf[:0]
-	var cut [4]int // ends of remaining, reset, retry-after and RateLimit in b
+	// b holds, in order: reset, retry-after, then the RateLimit value
+	// (name;r=<remaining>;t=<seconds>) or, without it, the bare remaining.
+	var resetEnd, retryEnd, remStart, remEnd int
 	if !hs.NoLegacy {
-		b = strconv.AppendInt(b, remaining, 10)
-		cut[0] = len(b)
 		b = strconv.AppendInt(b, epochCeil(s.Reset), 10)
 	}
-	cut[1] = len(b)
+	resetEnd = len(b)
 	if !allowed && !hs.NoRetryAfter {
 		b = strconv.AppendInt(b, ceilSeconds(retryAfter(s)), 10)
 	}
-	cut[2] = len(b)
+	retryEnd = len(b)
 	if !hs.NoDraft {
 		b = append(b, m.name...)
 		b = append(b, ";r="...)
+		remStart = len(b)
 		b = strconv.AppendInt(b, remaining, 10)
+		remEnd = len(b)
 		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, ceilSeconds(s.Reset.Sub(now)), 10)
+		b = strconv.AppendInt(b, ceilSeconds(s.Reset.Sub(now())), 10)
+	} else if !hs.NoLegacy {
+		remStart = len(b)
+		b = strconv.AppendInt(b, remaining, 10)
+		remEnd = len(b)
 	}
-	cut[3] = len(b)
 	all := string(b)
-	vals := make([]string, 0, 6)
+	n := 0
+	if !hs.NoLegacy {
+		n += 3
+	}
+	if retryEnd > resetEnd {
+		n++
+	}
+	if !hs.NoDraft {
+		n += 2
+	}
+	vals := make([]string, 0, n)
 	add := func(key, v string) {
 		vals = append(vals, v)
 		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if !hs.NoLegacy {
 		add(hdrLimit, m.amount)
-		add(hdrRemaining, all[:cut[0]])
-		add(hdrReset, all[cut[0]:cut[1]])
+		add(hdrRemaining, all[remStart:remEnd])
+		add(hdrReset, all[:resetEnd])
 	}
-	if cut[2] > cut[1] {
-		add(hdrRetryAfter, all[cut[1]:cut[2]])
+	if retryEnd > resetEnd {
+		add(hdrRetryAfter, all[resetEnd:retryEnd])
 	}
 	if !hs.NoDraft {
 		add(hdrPolicy, m.policy)
-		add(hdrRateLimit, all[cut[2]:cut[3]])
+		add(hdrRateLimit, all[retryEnd:])
 	}
 }
