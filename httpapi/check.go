@@ -102,7 +102,9 @@ func (s *service) check(c echo.Context) error {
 		}
 		res, err := s.node.Check(c.Request().Context(), ratemesh.Request{Key: reqs[i].Key, Counters: counters[i], Cost: cost})
 		if err != nil {
-			s.log.Warn("ratemesh: /v1/check failed", "err", err)
+			if c.Request().Context().Err() == nil { // not a client that hung up
+				s.log.Warn("ratemesh: /v1/check failed", "err", err)
+			}
 			return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "check failed: " + err.Error()})
 		}
 		out[i] = CheckResponse{Allowed: res.Allowed, Key: reqs[i].Key, Node: res.Node, Fallback: res.Fallback, Limits: make([]CheckLimit, len(res.Statuses))}

@@ -52,6 +52,7 @@ type Middleware struct {
 	now      func() time.Time
 	metrics  *httpMetrics
 	scratch  sync.Pool // *scratch, for requests with dynamic limits
+	bodies   sync.Pool // *[]byte, for DefaultDenyHandler's bodies
 	echo     *echo.Echo
 }
 
@@ -103,6 +104,7 @@ func New(cfg Config) (*Middleware, error) {
 		m.now = time.Now
 	}
 	m.scratch.New = func() any { return new(scratch) }
+	m.bodies.New = func() any { b := make([]byte, 0, 128); return &b }
 	return m, nil
 }
 
@@ -183,7 +185,11 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 		// The node has applied its fail policy already; what is left
 		// must not become a 500 for the client.
 		m.metrics.checkError.Inc()
-		m.log.Warn("ratemesh: rate-limit check failed; request allowed", "route", r.scope, "err", err)
+		if c.Request().Context().Err() == nil {
+			// A client that hung up is no news; logging each one would
+			// let clients flood the log.
+			m.log.Warn("ratemesh: rate-limit check failed; request allowed", "route", r.scope, "err", err)
+		}
 		return false, nil
 	}
 	i := -1
@@ -191,7 +197,7 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 		i = pick(res.Statuses, res.Allowed)
 	}
 	if i >= 0 {
-		m.headers.write(c.Response().Header(), &metas[i], &res.Statuses[i], res.Allowed, m.now())
+		m.headers.write(c.Response().Header(), &metas[i], &res.Statuses[i], res.Allowed, m.now)
 	}
 	if res.Allowed {
 		m.metrics.allowed.Inc()
@@ -202,6 +208,7 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 	if i >= 0 {
 		d.Limit = res.Statuses[i].Limit
 		d.RetryAfter = retryAfter(&res.Statuses[i])
+		d.body, d.bodyLimit, d.buffers = metas[i].denyBody, metas[i].limit, &m.bodies
 	}
 	return true, m.onDeny(c, d)
 }
