@@ -18,13 +18,12 @@ func TestMain(m *testing.M) {
 
 // startNodes starts size real nodes on 127.0.0.1, joined together, and
 // waits until every ring holds all of them. They are named after the test
-// and keep LocalConfig's forward timeout.
+// and use the test preset (a forward timeout that load cannot trip).
 func startNodes(t *testing.T, size int) []*ratemesh.Node {
 	t.Helper()
 	prefix := strings.ReplaceAll(t.Name(), "/", "-")
 	return clustertest.Start(t, size, func(c *ratemesh.Config) {
 		c.Name = prefix + "-" + strings.TrimPrefix(c.Name, "n") // <test>-0, <test>-1, …
-		c.ForwardTimeout = ratemesh.LocalConfig().ForwardTimeout
 	})
 }
 

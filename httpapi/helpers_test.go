@@ -24,13 +24,12 @@ func startNode(t testing.TB, name string) *ratemesh.Node {
 
 // startCluster starts size real nodes joined together on 127.0.0.1 and
 // waits until every ring holds all of them. They are named after the test
-// and keep LocalConfig's forward timeout.
+// and use the test preset (a forward timeout that load cannot trip).
 func startCluster(t testing.TB, size int) []*ratemesh.Node {
 	t.Helper()
 	prefix := strings.ReplaceAll(t.Name(), "/", "-")
 	return clustertest.Start(t, size, func(c *ratemesh.Config) {
 		c.Name = prefix + "-" + c.Name // <test>-n0, <test>-n1, …
-		c.ForwardTimeout = ratemesh.LocalConfig().ForwardTimeout
 	})
 }
 
