@@ -133,7 +133,7 @@ func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckReque
 	if !ok || to.Name == c.name || req.Hops >= maxLeavingHops {
 		// The last node, or a check passed around too often: decide.
 		c.metrics.checksLocal.Inc()
-		return c.decideLocal(req, resp)
+		return c.decideLocal(c.now(), req, resp)
 	}
 	req.Hops++
 	if err := c.peers.client(to.Name, to.Addr).Check(ctx, req, resp); err != nil {

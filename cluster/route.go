@@ -65,9 +65,9 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 }
 
 // decideLocal decides req on this node's own table.
-func (c *Cluster) decideLocal(req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+func (c *Cluster) decideLocal(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	var err error
-	resp.Statuses, resp.Allowed, err = c.store.Check(c.now(), req.Key, req.Counters, req.Cost, resp.Statuses[:0])
+	resp.Statuses, resp.Allowed, err = c.store.Check(now, req.Key, req.Counters, req.Cost, resp.Statuses[:0])
 	resp.Node = c.name
 	if err == nil {
 		c.count(resp.Allowed)
@@ -92,7 +92,7 @@ func (c *Cluster) decideFallback(ctx context.Context, v *view, req *rpc.CheckReq
 	}
 	c.peers.logFallback(policy, peer, cause)
 	if policy == FailLocal {
-		return c.decideLocal(req, resp)
+		return c.decideLocal(c.now(), req, resp)
 	}
 	now := c.now()
 	resp.Node = c.name

@@ -127,8 +127,9 @@ func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest
 	if from, ok := v.inboundFrom(req.Key, now); ok && !c.store.Has(req.Key) {
 		rpc.Blocking(ctx)
 		c.pull(ctx, req.Key, from)
+		now = c.now() // the pull took a round trip
 	}
-	return c.decideLocal(req, resp)
+	return c.decideLocal(now, req, resp)
 }
 
 // settledView returns the view to route by. While Join merges the cluster's
