@@ -3,6 +3,7 @@ package cluster
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -20,6 +21,7 @@ import (
 // Entries are per routing key and match only the same counters and a cost
 // at least as large; the table is sharded and bounded.
 type denyCache struct {
+	n      atomic.Int64 // entries, read without a lock: most checks find none
 	shards [denyShards]denyShard
 }
 
@@ -49,6 +51,9 @@ func (d *denyCache) shard(key string) *denyShard {
 // lookup answers req from the cache if the owner denied the same check
 // (or a cheaper one) and it cannot pass yet.
 func (d *denyCache) lookup(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) bool {
+	if d.n.Load() == 0 {
+		return false
+	}
 	s := d.shard(req.Key)
 	s.mu.Lock()
 	e := s.m[req.Key]
@@ -58,6 +63,7 @@ func (d *denyCache) lookup(now time.Time, req *rpc.CheckRequest, resp *rpc.Check
 	}
 	if !now.Before(e.until) {
 		delete(s.m, req.Key)
+		d.n.Add(-1)
 		s.mu.Unlock()
 		return false
 	}
@@ -100,7 +106,8 @@ func (d *denyCache) store(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckR
 	if s.m == nil {
 		s.m = make(map[string]*denied)
 	}
-	if len(s.m) >= denyPerShard {
+	before := len(s.m)
+	if before >= denyPerShard {
 		for k, old := range s.m { // drop the expired; failing that, any
 			if !now.Before(old.until) || len(s.m) >= denyPerShard {
 				delete(s.m, k)
@@ -108,6 +115,7 @@ func (d *denyCache) store(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckR
 		}
 	}
 	s.m[req.Key] = e
+	d.n.Add(int64(len(s.m) - before))
 	s.mu.Unlock()
 }
 
@@ -115,6 +123,9 @@ func (d *denyCache) store(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckR
 func (d *denyCache) forget(key string) {
 	s := d.shard(key)
 	s.mu.Lock()
-	delete(s.m, key)
+	if _, ok := s.m[key]; ok {
+		delete(s.m, key)
+		d.n.Add(-1)
+	}
 	s.mu.Unlock()
 }

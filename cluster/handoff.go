@@ -140,7 +140,7 @@ func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckReque
 		if !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
-		return c.decideFallback(ctx, v, req, resp, to.Name, err)
+		return c.decideFallback(req, resp, to.Name, err)
 	}
 	c.metrics.checksForwarded.Inc()
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"strings"
@@ -247,15 +246,14 @@ func newStdLogger(l *slog.Logger) *log.Logger {
 
 type slogWriter struct{ l *slog.Logger }
 
-var logPrefixes = [...]struct {
-	prefix string
-	level  slog.Level
-}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
-
 func (w slogWriter) Write(p []byte) (int, error) {
 	s := strings.TrimSpace(string(p))
+	prefixes := [...]struct {
+		prefix string
+		level  slog.Level
+	}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
 	level := slog.LevelInfo
-	for _, p := range logPrefixes {
+	for _, p := range prefixes {
 		if strings.HasPrefix(s, p.prefix) {
 			level, s = p.level, strings.TrimSpace(s[len(p.prefix):])
 			break
@@ -264,5 +262,3 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	w.l.Log(context.Background(), level, strings.TrimPrefix(s, "memberlist: "), "component", "gossip")
 	return len(p), nil
 }
-
-var _ io.Writer = slogWriter{}

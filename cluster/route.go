@@ -19,17 +19,21 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 	if c.stopped.Load() {
 		return false, ErrClosed
 	}
+	if c.leaving.Load() {
+		return false, c.serveLeaving(ctx, c.view.Load(), req, resp)
+	}
 	var owner ring.Member
 	for attempt := 0; attempt < 2; attempt++ {
 		v := c.settledView(ctx)
 		var ok bool
 		owner, ok = v.routing.Owner(req.Key)
-		if c.leaving.Load() {
-			return false, c.serveLeaving(ctx, v, req, resp)
-		}
 		if !ok || owner.Name == c.name {
-			if real, ok := v.full.Owner(req.Key); ok && real.Name != c.name && v.routing != v.full {
-				return true, c.decideFallback(ctx, v, req, resp, real.Name, err)
+			// Only while this node suspects a peer can the key's owner by
+			// gossip differ from where it routes: then no owner answered.
+			if v.routing != v.full {
+				if real, ok := v.full.Owner(req.Key); ok && real.Name != c.name {
+					return true, c.decideFallback(req, resp, real.Name, err)
+				}
 			}
 			c.metrics.checksLocal.Inc()
 			return false, c.serveLocal(ctx, v, req, resp)
@@ -61,7 +65,7 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 			c.metrics.failovers.Inc()
 		}
 	}
-	return true, c.decideFallback(ctx, c.view.Load(), req, resp, owner.Name, err)
+	return true, c.decideFallback(req, resp, owner.Name, err)
 }
 
 // decideLocal decides req on this node's own table.
@@ -84,7 +88,7 @@ func (c *Cluster) count(allowed bool) {
 }
 
 // decideFallback applies the fail policy when no owner answered.
-func (c *Cluster) decideFallback(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse, peer string, cause error) error {
+func (c *Cluster) decideFallback(req *rpc.CheckRequest, resp *rpc.CheckResponse, peer string, cause error) error {
 	policy := c.cfg.FailPolicy
 	c.metrics.fallback.WithLabelValues(policy.String()).Inc()
 	if cause == nil {
@@ -133,8 +137,10 @@ var ErrClosed = errors.New("ratemesh: node closed")
 // errLeaving refuses a merge into a node that is leaving.
 var errLeaving = errors.New("node is leaving the cluster; send counts to the next owner")
 
-// handler serves RPCs from peers. It never forwards: at most one hop, even
-// when this node's ring disagrees with the sender's.
+// handler serves RPCs from peers. A forwarded check is served here, except
+// that a node whose ring disagrees with the sender's and does not hold the
+// key passes it once more, to the owner it knows (maxHops), and a leaving
+// node passes on what it no longer holds (maxLeavingHops): never a loop.
 type handler struct{ c *Cluster }
 
 func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
