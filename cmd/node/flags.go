@@ -116,6 +116,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
 	o.http.bind = o.bind
+	o.http.clusterSecret = o.secret
 	if o.gossipProfile != "lan" && o.gossipProfile != "local" {
 		return nil, fmt.Errorf("--gossip-profile %q: want lan or local", o.gossipProfile)
 	}

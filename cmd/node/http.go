@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -25,6 +24,7 @@ import (
 // the demo and its rate-limit policy.
 type httpOptions struct {
 	bind           string // set from --bind by parseOptions
+	clusterSecret  string // set from --secret by parseOptions
 	port           int
 	demo           bool
 	adminToken     string
@@ -32,13 +32,10 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
-
-	fs *flag.FlagSet // to read --secret, from which a JWT secret is derived
 }
 
 // register adds the HTTP flags.
 func (h *httpOptions) register(e *envFlags) {
-	h.fs = e.fs
 	e.Int(&h.port, "http-port", "RATEMESH_HTTP_PORT", 8081, "HTTP API port; 0: any free port")
 	e.Bool(&h.demo, "demo", "RATEMESH_DEMO", true, "serve the products demo (/products, /login, /orders, ...) on this node; demo logins: free/free-demo, paid/paid-demo, admin/admin-demo")
 	e.String(&h.adminToken, "admin-token", "RATEMESH_ADMIN_TOKEN", "", "bearer token for DELETE /v1/keys/{key}; empty: the endpoint is off")
@@ -158,8 +155,8 @@ func (h *httpOptions) demoJWTSecret(log *slog.Logger) []byte {
 	if h.jwtSecret != "" {
 		return []byte(h.jwtSecret)
 	}
-	if f := h.secretFlag(); f != nil && f.Value.String() != "" {
-		mac := hmac.New(sha256.New, []byte(f.Value.String()))
+	if h.clusterSecret != "" {
+		mac := hmac.New(sha256.New, []byte(h.clusterSecret))
 		mac.Write([]byte("ratemesh demo jwt secret"))
 		return mac.Sum(nil)
 	}
@@ -167,12 +164,4 @@ func (h *httpOptions) demoJWTSecret(log *slog.Logger) []byte {
 	rand.Read(b)
 	log.Warn("no --jwt-secret or --secret: demo tokens are valid on this node only")
 	return b
-}
-
-// secretFlag is the --secret flag, if the options came from flags.
-func (h *httpOptions) secretFlag() *flag.Flag {
-	if h.fs == nil {
-		return nil
-	}
-	return h.fs.Lookup("secret")
 }
