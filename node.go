@@ -40,6 +40,11 @@ type Request struct {
 	// Cost is how much the request consumes from each counter; 0 only
 	// looks. Negative costs are refused.
 	Cost int64
+	// StatusBuf, when its capacity holds len(Counters) statuses, becomes
+	// the backing array of Result.Statuses instead of a new one, so a
+	// caller that checks often can reuse one buffer (and must not reuse it
+	// while it still reads the Result). Optional: nil allocates.
+	StatusBuf []bucket.Status
 }
 
 // Result is the decision on a Request.
@@ -193,7 +198,11 @@ func (n *Node) Check(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	creq := rpc.CheckRequest{Key: req.Key, Counters: req.Counters, Cost: req.Cost}
-	resp := rpc.CheckResponse{Statuses: make([]bucket.Status, 0, len(req.Counters))}
+	buf := req.StatusBuf[:0]
+	if cap(buf) < len(req.Counters) {
+		buf = make([]bucket.Status, 0, len(req.Counters))
+	}
+	resp := rpc.CheckResponse{Statuses: buf}
 	fallback, err := n.cl.Check(ctx, &creq, &resp)
 	if err != nil {
 		return Result{}, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
 	"go.uber.org/goleak"
 )
 
@@ -177,6 +178,41 @@ func TestCheckBadInput(t *testing.T) {
 		t.Fatalf("check before Start: %v", err)
 	}
 	idle.Close(ctx)
+}
+
+// TestCheckStatusBuf: a caller's buffer backs Result.Statuses, for a key
+// decided here and for one decided by its owner over RPC; a buffer too
+// small is left alone.
+func TestCheckStatusBuf(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	remote := forwardedKey(t, nodes[0])
+	local := forwardedKey(t, nodes[1])
+	cs := counters(t, "r", "10 per minute;100 per hour")
+	ctx := context.Background()
+	for _, key := range []string{local, remote} {
+		buf := make([]bucket.Status, 0, 2)
+		res, err := nodes[0].Check(ctx, ratemesh.Request{Key: key, Counters: cs, Cost: 1, StatusBuf: buf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Statuses) != 2 || &res.Statuses[0] != &buf[:1][0] {
+			t.Errorf("key %s decided by %s: statuses %v do not use the caller's buffer", key, res.Node, res.Statuses)
+		}
+		if res.Statuses[0].Remaining != 9 || res.Statuses[1].Remaining != 99 {
+			t.Errorf("key %s: remaining %d, %d; want 9, 99", key, res.Statuses[0].Remaining, res.Statuses[1].Remaining)
+		}
+		small := make([]bucket.Status, 0, 1)
+		res, err = nodes[0].Check(ctx, ratemesh.Request{Key: key, Counters: cs, Cost: 1, StatusBuf: small})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Statuses) != 2 || res.Statuses[1].Remaining != 98 {
+			t.Errorf("key %s with a small buffer: %v", key, res.Statuses)
+		}
+		if small[:1][0] != (bucket.Status{}) {
+			t.Errorf("key %s: a buffer too small was written to: %v", key, small[:1])
+		}
+	}
 }
 
 func TestFiveNodesInOneProcess(t *testing.T) {

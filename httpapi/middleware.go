@@ -60,6 +60,7 @@ type Middleware struct {
 type scratch struct {
 	counters []bucket.Counter
 	metas    []meta
+	statuses []bucket.Status // the check's result, while limit runs
 }
 
 // New validates cfg, parses every limit string of the policy once, and
@@ -166,10 +167,10 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 		m.metrics.keyError.Inc()
 		return true, m.onKeyErr(c, err)
 	}
+	s := m.scratch.Get().(*scratch)
+	defer m.scratch.Put(s)
 	counters, metas := r.counters, r.metas
 	if r.dynamic != nil {
-		s := m.scratch.Get().(*scratch)
-		defer m.scratch.Put(s)
 		counters, metas = m.addDynamic(c, r, s)
 	}
 	if len(counters) == 0 {
@@ -180,7 +181,10 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 	if r.costFunc != nil {
 		cost = max(r.costFunc(c), 0)
 	}
-	res, err := m.lim.Check(c.Request().Context(), ratemesh.Request{Key: key, Counters: counters, Cost: cost})
+	if cap(s.statuses) < len(counters) {
+		s.statuses = make([]bucket.Status, 0, len(counters))
+	}
+	res, err := m.lim.Check(c.Request().Context(), ratemesh.Request{Key: key, Counters: counters, Cost: cost, StatusBuf: s.statuses})
 	if err != nil {
 		// The node has applied its fail policy already; what is left
 		// must not become a 500 for the client.
@@ -204,6 +208,8 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 		return false, nil
 	}
 	m.metrics.denied.Inc()
+	// res.Statuses is the pooled buffer: Denial documents that its
+	// Statuses are valid only during the handler call.
 	d := Denial{Key: key, Statuses: res.Statuses}
 	if i >= 0 {
 		d.Limit = res.Statuses[i].Limit
