@@ -260,7 +260,9 @@ func TestSweep(t *testing.T) {
 	}
 	for i := range s.table().shards {
 		sh := &s.table().shards[i]
-		if len(sh.index.slots) > 16 || cap(sh.entries) > 64 {
+		// The shard hashing is seeded at random, so a shard may hold any of
+		// the 10 keys left: its index may keep up to 4 slots a key.
+		if len(sh.index.slots) > max(16, 4*len(sh.entries)) || cap(sh.entries) > 64 {
 			t.Errorf("shard %d not shrunk: %d slots, cap %d", i, len(sh.index.slots), cap(sh.entries))
 		}
 	}
