@@ -157,8 +157,12 @@ func (sh *shard) tag(key string) uint32 {
 // error wrapping ErrInvalidCost, ErrNoCounters, ErrTooManyCounters or
 // ErrInvalidCounter, and dst unchanged.
 func (s *Store) Check(now time.Time, key string, counters []Counter, cost int64, dst []Status) ([]Status, bool, error) {
-	if err := validateCheck(counters, cost); err != nil {
-		return dst, false, err
+	// The common single valid counter is checked inline; anything else
+	// takes the loop that also explains what is wrong.
+	if len(counters) != 1 || cost < 0 || !counters[0].valid() {
+		if err := validateCheck(counters, cost); err != nil {
+			return dst, false, err
+		}
 	}
 	tb := s.table()
 	sh, tag := tb.shard(key)
@@ -334,7 +338,11 @@ func (sh *shard) check1(now time.Time, tag uint32, key string, c *Counter, cost 
 // new element in place rather than copying a temporary.
 func (st *state) report(dst []Status, c *Counter, now time.Time, t, cost, used int64, consumed, denied bool) []Status {
 	rem, reset, retry := st.status(c, t, cost, used, consumed, denied)
-	dst = append(dst, Status{})
+	if n := len(dst); n < cap(dst) {
+		dst = dst[:n+1] // every field is written below: no zeroing
+	} else {
+		dst = append(dst, Status{})
+	}
 	out := &dst[len(dst)-1]
 	out.Limit = c.Limit
 	out.Remaining = rem
