@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,5 +65,57 @@ func BenchmarkForwardedCheck(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "checks/s")
+	})
+}
+
+// BenchmarkOwnerCheck measures checks a node decides itself, from all Ps
+// over 1000 keys it owns: on a node alone ("settled"), and on a node that
+// has just joined a cluster ("after-join"), where for pullWindow every
+// check first asks whether the key is here or must be pulled from its
+// previous owner; and on that previous owner ("after-giving"), which
+// remembers for moveTTL where each key it gave away went.
+func BenchmarkOwnerCheck(b *testing.B) {
+	ls, _ := bucket.Parse("1000000000 per hour")
+	cs := []bucket.Counter{{Scope: "bench", Limit: ls[0]}}
+	ctx := context.Background()
+	owned := func(b *testing.B, n *ratemesh.Node) []string {
+		var keys []string
+		for i := 0; len(keys) < 1000; i++ {
+			k := fmt.Sprintf("ip:10.1.%d.%d", i/256, i%256)
+			if o, _ := n.Owner(k); o.Name == n.Name() {
+				keys = append(keys, k)
+			}
+		}
+		for _, k := range keys { // the first check of a key may pull it
+			if _, err := n.Check(ctx, ratemesh.Request{Key: k, Counters: cs, Cost: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return keys
+	}
+	run := func(b *testing.B, n *ratemesh.Node) {
+		keys := owned(b, n)
+		b.ReportAllocs()
+		b.ResetTimer()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			req := ratemesh.Request{Counters: cs, Cost: 1, StatusBuf: make([]bucket.Status, 0, 1)}
+			i := int(next.Add(1)) * 7919
+			for pb.Next() {
+				req.Key = keys[i%len(keys)]
+				i++
+				if _, err := n.Check(ctx, req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("settled", func(b *testing.B) { run(b, startNode(b, "solo", nil)) })
+	b.Run("after-join", func(b *testing.B) { run(b, startCluster(b, 2, nil)[1]) })
+	b.Run("after-giving", func(b *testing.B) {
+		nodes := startCluster(b, 2, nil)
+		owned(b, nodes[1]) // pulls 1000 keys: nodes[0] remembers where they went
+		run(b, nodes[0])
 	})
 }
