@@ -1,7 +1,6 @@
 package bucket
 
 import (
-	"fmt"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -166,14 +165,20 @@ func (s *Store) Check(now time.Time, key string, counters []Counter, cost int64,
 	}
 	tb := s.table()
 	sh, tag := tb.shard(key)
-	sh.mu.Lock()
-	var ok bool
-	var err error
 	if len(counters) == 1 {
-		dst, ok, err = sh.check1(now, tag, key, &counters[0], cost, dst, tb.maxPerKey)
-	} else {
-		dst, ok, err = sh.check(now, tag, key, counters, cost, dst, tb.maxPerKey)
+		// The common case, kept short: the lock is held for the decision
+		// only, and the Status is built after it.
+		c := &counters[0]
+		sh.mu.Lock()
+		out, err := sh.check1(now.UnixNano(), tag, key, c, cost, tb.maxPerKey)
+		sh.mu.Unlock()
+		if err != nil {
+			return dst, false, err
+		}
+		return out.append(dst, c.Limit, now.Location()), out.allowed, nil
 	}
+	sh.mu.Lock()
+	dst, ok, err := sh.check(now, tag, key, counters, cost, dst, tb.maxPerKey)
 	sh.mu.Unlock()
 	return dst, ok, err
 }
@@ -193,174 +198,16 @@ func (s *Store) CheckHeld(now time.Time, key string, counters []Counter, cost in
 	if e, _ := sh.lookup(tag, key); e == nil {
 		return dst, false, false, nil
 	}
-	var err error
 	if len(counters) == 1 {
-		dst, allowed, err = sh.check1(now, tag, key, &counters[0], cost, dst, tb.maxPerKey)
-	} else {
-		dst, allowed, err = sh.check(now, tag, key, counters, cost, dst, tb.maxPerKey)
+		out, err := sh.check1(now.UnixNano(), tag, key, &counters[0], cost, tb.maxPerKey)
+		if err != nil {
+			return dst, false, true, err
+		}
+		return out.append(dst, counters[0].Limit, now.Location()), out.allowed, true, nil
 	}
+	var err error
+	dst, allowed, err = sh.check(now, tag, key, counters, cost, dst, tb.maxPerKey)
 	return dst, allowed, true, err
-}
-
-func validateCheck(counters []Counter, cost int64) error {
-	switch {
-	case cost < 0:
-		return fmt.Errorf("%w: cost %d is negative (use 0 to peek)", ErrInvalidCost, cost)
-	case len(counters) == 0:
-		return fmt.Errorf("%w: a check needs at least one counter", ErrNoCounters)
-	case len(counters) > MaxCountersPerCheck:
-		return fmt.Errorf("%w: %d counters in one check, at most %d", ErrTooManyCounters, len(counters), MaxCountersPerCheck)
-	}
-	for i := range counters {
-		if !counters[i].valid() {
-			return counters[i].Validate()
-		}
-	}
-	return nil
-}
-
-// check runs under sh.mu. Phase one normalizes the counters (harmless) and
-// decides; phase two consumes, creating missing counters, and reports.
-func (sh *shard) check(now time.Time, tag uint32, key string, cs []Counter, cost int64, dst []Status, maxPerKey int) ([]Status, bool, error) {
-	t := now.UnixNano()
-	var slot [MaxCountersPerCheck]int16 // position in the entry, -1 = missing
-	e, pos := sh.lookup(tag, key)
-	allowed := true
-	for pass := 0; ; pass++ {
-		allowed = true
-		missing := 0
-		for i := range cs {
-			c := &cs[i]
-			j := -1
-			if e != nil {
-				j = e.find(c)
-			}
-			slot[i] = int16(j)
-			var st *state
-			var zero state
-			if j >= 0 {
-				st = &e.at(j).st
-			} else {
-				st = &zero
-				missing++
-			}
-			st.normalize(c, t)
-			if !fits(c.Limit.Amount, st.used(c, t), cost) {
-				allowed = false
-			}
-		}
-		if e == nil || !allowed || cost == 0 || e.len()+missing <= maxPerKey {
-			break
-		}
-		if pass > 0 {
-			return dst, false, fmt.Errorf("%w: routing key %q would hold more than %d live counters",
-				ErrTooManyCounters, key, maxPerKey)
-		}
-		// Make room: drop this key's expired counters, then decide again.
-		if e.prune(t) {
-			sh.removeAt(pos)
-			e = nil
-		}
-	}
-	consume := allowed && cost > 0
-	if consume && e == nil {
-		e = sh.insert(tag, key, &cs[0])
-		slot[0] = 0
-	}
-	base := len(dst)
-	for i := range cs {
-		c := &cs[i]
-		if d := dupOf(cs, i); d >= 0 {
-			dst = append(dst, dst[base+d])
-			continue
-		}
-		var st *state
-		var zero state
-		switch {
-		case slot[i] >= 0:
-			st = &e.at(int(slot[i])).st
-		case consume:
-			st = &e.add(sh.internCounter(c)).st
-		default:
-			st = &zero
-		}
-		st.normalize(c, t)
-		used := st.used(c, t)
-		if consume {
-			st.consume(c, t, cost)
-		}
-		dst = st.report(dst, c, now, t, cost, used, consume, !allowed)
-	}
-	return dst, allowed, nil
-}
-
-// check1 is check for the common single-counter case, without the
-// bookkeeping several counters need.
-func (sh *shard) check1(now time.Time, tag uint32, key string, c *Counter, cost int64, dst []Status, maxPerKey int) ([]Status, bool, error) {
-	t := now.UnixNano()
-	e, pos := sh.lookup(tag, key)
-	var st *state
-	var zero state
-	if e != nil {
-		if j := e.find(c); j >= 0 {
-			st = &e.at(j).st
-		}
-	}
-	if st == nil {
-		st = &zero
-	}
-	st.normalize(c, t)
-	used := st.used(c, t)
-	allowed := fits(c.Limit.Amount, used, cost)
-	if allowed && cost > 0 && st == &zero {
-		switch {
-		case e == nil:
-			st = &sh.insert(tag, key, c).first.st
-		case e.len() >= maxPerKey && e.prune(t):
-			sh.removeAt(pos)
-			st = &sh.insert(tag, key, c).first.st
-		case e.len() >= maxPerKey:
-			return dst, false, fmt.Errorf("%w: routing key %q would hold more than %d live counters",
-				ErrTooManyCounters, key, maxPerKey)
-		default:
-			st = &e.add(sh.internCounter(c)).st
-		}
-		st.normalize(c, t)
-	}
-	consume := allowed && cost > 0
-	if consume {
-		st.consume(c, t, cost)
-	}
-	return st.report(dst, c, now, t, cost, used, consume, !allowed), allowed, nil
-}
-
-// report appends the Status of a normalized st (see status), filling the
-// new element in place rather than copying a temporary.
-func (st *state) report(dst []Status, c *Counter, now time.Time, t, cost, used int64, consumed, denied bool) []Status {
-	rem, reset, retry := st.status(c, t, cost, used, consumed, denied)
-	if n := len(dst); n < cap(dst) {
-		dst = dst[:n+1] // every field is written below: no zeroing
-	} else {
-		dst = append(dst, Status{})
-	}
-	out := &dst[len(dst)-1]
-	out.Limit = c.Limit
-	out.Remaining = rem
-	// Cheaper than now.Add; keeps now's location, drops the monotonic
-	// reading (Reset is a wall-clock instant meant for clients).
-	out.Reset = time.Unix(0, reset).In(now.Location())
-	out.RetryAfter = time.Duration(retry)
-	return dst
-}
-
-// dupOf returns the index of an earlier counter equal to cs[i], or -1.
-func dupOf(cs []Counter, i int) int {
-	for j := 0; j < i; j++ {
-		if cs[j] == cs[i] {
-			return j
-		}
-	}
-	return -1
 }
 
 // lookup returns key's entry and its position, or nil, -1.

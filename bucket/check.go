@@ -1,0 +1,180 @@
+package bucket
+
+// The decision of one check under its shard's lock: every counter of a
+// routing key at once (check), or the common single counter (check1).
+
+import (
+	"fmt"
+	"time"
+)
+
+// validateCheck explains what is wrong with a check's input, if anything.
+func validateCheck(counters []Counter, cost int64) error {
+	switch {
+	case cost < 0:
+		return fmt.Errorf("%w: cost %d is negative (use 0 to peek)", ErrInvalidCost, cost)
+	case len(counters) == 0:
+		return fmt.Errorf("%w: a check needs at least one counter", ErrNoCounters)
+	case len(counters) > MaxCountersPerCheck:
+		return fmt.Errorf("%w: %d counters in one check, at most %d", ErrTooManyCounters, len(counters), MaxCountersPerCheck)
+	}
+	for i := range counters {
+		if !counters[i].valid() {
+			return counters[i].Validate()
+		}
+	}
+	return nil
+}
+
+// check runs under sh.mu. Phase one normalizes the counters (harmless) and
+// decides; phase two consumes, creating missing counters, and reports.
+func (sh *shard) check(now time.Time, tag uint32, key string, cs []Counter, cost int64, dst []Status, maxPerKey int) ([]Status, bool, error) {
+	t := now.UnixNano()
+	var slot [MaxCountersPerCheck]int16 // position in the entry, -1 = missing
+	e, pos := sh.lookup(tag, key)
+	allowed := true
+	for pass := 0; ; pass++ {
+		allowed = true
+		missing := 0
+		for i := range cs {
+			c := &cs[i]
+			j := -1
+			if e != nil {
+				j = e.find(c)
+			}
+			slot[i] = int16(j)
+			var st *state
+			var zero state
+			if j >= 0 {
+				st = &e.at(j).st
+			} else {
+				st = &zero
+				missing++
+			}
+			st.normalize(c, t)
+			if !fits(c.Limit.Amount, st.used(c, t), cost) {
+				allowed = false
+			}
+		}
+		if e == nil || !allowed || cost == 0 || e.len()+missing <= maxPerKey {
+			break
+		}
+		if pass > 0 {
+			return dst, false, fmt.Errorf("%w: routing key %q would hold more than %d live counters",
+				ErrTooManyCounters, key, maxPerKey)
+		}
+		// Make room: drop this key's expired counters, then decide again.
+		if e.prune(t) {
+			sh.removeAt(pos)
+			e = nil
+		}
+	}
+	consume := allowed && cost > 0
+	if consume && e == nil {
+		e = sh.insert(tag, key, &cs[0])
+		slot[0] = 0
+	}
+	base := len(dst)
+	for i := range cs {
+		c := &cs[i]
+		if d := dupOf(cs, i); d >= 0 {
+			dst = append(dst, dst[base+d])
+			continue
+		}
+		var st *state
+		var zero state
+		switch {
+		case slot[i] >= 0:
+			st = &e.at(int(slot[i])).st
+		case consume:
+			st = &e.add(sh.internCounter(c)).st
+		default:
+			st = &zero
+		}
+		st.normalize(c, t)
+		used := st.used(c, t)
+		if consume {
+			st.consume(c, t, cost)
+		}
+		dst = st.report(dst, c, now, t, cost, used, consume, !allowed)
+	}
+	return dst, allowed, nil
+}
+
+// check1 is check for the common single-counter case, without the
+// bookkeeping several counters need; t is now in Unix nanoseconds.
+func (sh *shard) check1(t int64, tag uint32, key string, c *Counter, cost int64, maxPerKey int) (outcome, error) {
+	e, pos := sh.lookup(tag, key)
+	if e != nil {
+		if j := e.find(c); j >= 0 {
+			return e.at(j).st.decide(c, t, cost), nil
+		}
+	}
+	// No such counter yet: decide on a fresh state, and create the
+	// counter only if the check consumes from it.
+	var zero state
+	out := zero.decide(c, t, cost)
+	if !out.allowed || cost == 0 {
+		return out, nil
+	}
+	var st *state
+	switch {
+	case e == nil:
+		st = &sh.insert(tag, key, c).first.st
+	case e.len() >= maxPerKey && e.prune(t):
+		sh.removeAt(pos)
+		st = &sh.insert(tag, key, c).first.st
+	case e.len() >= maxPerKey:
+		return outcome{}, fmt.Errorf("%w: routing key %q would hold more than %d live counters",
+			ErrTooManyCounters, key, maxPerKey)
+	default:
+		st = &e.add(sh.internCounter(c)).st
+	}
+	*st = zero // zero.decide consumed cost from the fresh state
+	return out, nil
+}
+
+// outcome is one counter's decision: whether it allowed the check, the
+// quota remaining, and the reset instant (Unix nanoseconds) and the
+// retry-after (nanoseconds) of its Status.
+type outcome struct {
+	allowed           bool
+	remaining         int64
+	reset, retryAfter int64
+}
+
+// decide checks cost against st at t and consumes it if it fits.
+func (st *state) decide(c *Counter, t, cost int64) outcome {
+	st.normalize(c, t)
+	used := st.used(c, t)
+	allowed := fits(c.Limit.Amount, used, cost)
+	consume := allowed && cost > 0
+	if consume {
+		st.consume(c, t, cost)
+	}
+	rem, reset, retry := st.status(c, t, cost, used, consume, !allowed)
+	return outcome{allowed: allowed, remaining: rem, reset: reset, retryAfter: retry}
+}
+
+// append appends o's Status for limit l, with Reset in loc. Reset is a
+// wall-clock instant meant for clients: it carries no monotonic reading.
+func (o *outcome) append(dst []Status, l Limit, loc *time.Location) []Status {
+	return append(dst, Status{Limit: l, Remaining: o.remaining, Reset: time.Unix(0, o.reset).In(loc), RetryAfter: time.Duration(o.retryAfter)})
+}
+
+// report appends the Status of a normalized st (see status).
+func (st *state) report(dst []Status, c *Counter, now time.Time, t, cost, used int64, consumed, denied bool) []Status {
+	rem, reset, retry := st.status(c, t, cost, used, consumed, denied)
+	o := outcome{remaining: rem, reset: reset, retryAfter: retry}
+	return o.append(dst, c.Limit, now.Location())
+}
+
+// dupOf returns the index of an earlier counter equal to cs[i], or -1.
+func dupOf(cs []Counter, i int) int {
+	for j := 0; j < i; j++ {
+		if cs[j] == cs[i] {
+			return j
+		}
+	}
+	return -1
+}
