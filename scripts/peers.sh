@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Compares ratemesh with the alternatives through a side-by-side harness:
+# a directory whose run.sh runs one target under wrk and prints a SUMMARY
+# line (bare Echo, Echo + Redis, Gubernator, or any command via "cmd:").
+#
+#   ./scripts/peers.sh HARNESS_DIR
+#
+# Each round runs every target once, in order, so that the machine's drift
+# spreads over all of them; the table gives each round's req/s and, at the
+# end, the medians and the median of the per-round ratios to bare Echo and
+# to Echo + Redis. ratemesh runs as 3 nodes on this host (every node hit,
+# 2 of 3 checks forwarded), started by the harness through "cmd:".
+#
+# Environment: ROUNDS=5, DURATION=10s, TARGETS="bare redis ratemesh" (add
+# gubernator for Gubernator), HEADERS=legacy (the nodes' --headers:
+# X-RateLimit-* only, what the harness's limiting servers send; "legacy,
+# retry-after,draft" is the nodes' default), PORT=18181 (HTTP ports PORT..
+# PORT+2; RPC and gossip at PORT+10.. and PORT+20..), ACCURACY=1 to add the
+# harness's accuracy run (1 key at 100/min, 10 s over every node) for
+# ratemesh after the rounds.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROUNDS="${ROUNDS:-5}"
+DURATION="${DURATION:-10s}"
+TARGETS="${TARGETS:-bare redis ratemesh}"
+HEADERS="${HEADERS:-legacy}"
+PORT="${PORT:-18181}"
+
+die() {
+	echo "peers.sh: $*" >&2
+	exit 1
+}
+
+harness="${1:-}"
+[[ -n "$harness" && -x "$harness/run.sh" ]] || die "usage: $0 HARNESS_DIR (a directory holding an executable run.sh)"
+harness="$(cd "$harness" && pwd)"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$ROUNDS'"
+if ! [[ "$PORT" =~ ^[1-9][0-9]*$ ]] || ((PORT + 22 >= 65536)); then
+	die "PORT must leave room for 23 ports below 65536, not '$PORT'"
+fi
+for p in $(seq "$PORT" $((PORT + 2))) $(seq $((PORT + 10)) $((PORT + 12))) $(seq $((PORT + 20)) $((PORT + 22))); do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		die "port $p is taken; set PORT to a free range"
+	fi
+done
+
+work="$(mktemp -d -t ratemesh-peers.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+bin="$work/ratemesh-node"
+echo "== building ratemesh-node"
+(cd "$root" && go build -o "$bin" ./cmd/node)
+
+# The harness runs this in its own process group, with BENCH_LIMIT and
+# BENCH_WINDOW (e.g. 1m) set, and stops the group after each mode.
+cat >"$work/cluster3.sh" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+window="\${BENCH_WINDOW:-1m}"
+case "\$window" in
+*s) unit=second ;;
+*m) unit=minute ;;
+*h) unit=hour ;;
+*) echo "cluster3.sh: cannot read BENCH_WINDOW '\$window'" >&2; exit 1 ;;
+esac
+dir="\$(mktemp -d "$work/run.XXXXXX")"
+printf 'routes:\n  - method: GET\n    path: /products\n    limits: "%s per %s %s"\n' \\
+	"\${BENCH_LIMIT:-1000000}" "\${window%?}" "\$unit" >"\$dir/policy.yaml"
+secret="\$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+for i in 0 1 2; do
+	args=(--name "node\$i" --bind 127.0.0.1 --http-port \$(($PORT + i)) --rpc-port \$(($PORT + 10 + i))
+		--gossip-port \$(($PORT + 20 + i)) --gossip-profile local --secret "\$secret" --demo=true
+		--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn)
+	((i == 0)) || args+=(--join "127.0.0.1:$((PORT + 20))")
+	"$bin" "\${args[@]}" >>"\$dir/node\$i.log" 2>&1 &
+done
+wait
+EOF
+chmod +x "$work/cluster3.sh"
+addrs="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
+
+# run TARGET prints "rps p50_us p99_us" of one throughput run.
+run() {
+	local spec="$1" line
+	[[ "$1" == ratemesh ]] && spec="cmd:$work/cluster3.sh@$addrs"
+	line="$(MODES=throughput LABEL="$1" "$harness/run.sh" "$spec" "$DURATION" 2>"$work/run.log" | grep '^SUMMARY ')" ||
+		die "no SUMMARY from the harness for $1: $(tail -n 5 "$work/run.log")"
+	if [[ " $line" != *" 429s=0 "* || " $line" != *" errors=0"* ]]; then
+		echo "peers.sh: warning: not every answer was a 200 in the throughput run of $1: $line" >&2
+	fi
+	for f in rps p50_us p99_us; do
+		grep -o " $f=[0-9]*" <<<" $line" | cut -d= -f2
+	done | paste -sd' '
+}
+
+# median prints the median of its arguments (the mean of the middle two
+# for an even count).
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2)}'
+}
+
+echo "== $ROUNDS round(s) of $DURATION per target: $TARGETS ($(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"
+printf '%-6s %-12s %8s %8s %8s %7s %7s\n' round target req/s p50_us p99_us x_bare x_redis
+declare -A rps_of ratios
+for ((round = 1; round <= ROUNDS; round++)); do
+	declare -A this=()
+	for t in $TARGETS; do
+		out="$(run "$t")"
+		read -r rps p50 p99 <<<"$out"
+		this[$t]="$rps"
+		rps_of[$t]+=" $rps"
+		printf '%-6s %-12s %8s %8s %8s' "$round" "$t" "$rps" "$p50" "$p99"
+		for base in bare redis; do
+			if [[ -n "${this[$base]:-}" ]]; then
+				r="$(awk -v a="$rps" -v b="${this[$base]}" 'BEGIN {printf "%.3f", a / b}')"
+				ratios[$t.$base]+=" $r"
+				printf ' %7s' "$r"
+			else
+				printf ' %7s' -
+			fi
+		done
+		echo
+	done
+	unset this
+done
+
+echo "== medians"
+printf '%-12s %8s %7s %7s\n' target req/s x_bare x_redis
+for t in $TARGETS; do
+	# shellcheck disable=SC2086 # the lists are space-separated numbers
+	printf '%-12s %8s %7s %7s\n' "$t" "$(median ${rps_of[$t]})" \
+		"$([[ -n "${ratios[$t.bare]:-}" ]] && median ${ratios[$t.bare]} || echo -)" \
+		"$([[ -n "${ratios[$t.redis]:-}" ]] && median ${ratios[$t.redis]} || echo -)"
+done
+
+if [[ "${ACCURACY:-0}" == 1 ]]; then
+	echo "== accuracy: 1 key at 100 per minute, 10 s over every node"
+	MODES=accuracy LABEL=ratemesh "$harness/run.sh" "cmd:$work/cluster3.sh@$addrs" 2>"$work/run.log" | grep '^SUMMARY ' ||
+		die "no SUMMARY from the harness's accuracy run: $(tail -n 5 "$work/run.log")"
+fi
