@@ -29,8 +29,16 @@ func (l *hitLog) at(i int) int64 {
 }
 
 // prune drops hits that left the window (t, now]: those at or before now-P,
-// as the reference counts a hit while it is newer than now - period.
+// as the reference counts a hit while it is newer than now - period. The
+// common case, nothing to drop, is one comparison and inlined.
 func (l *hitLog) prune(now, P int64) {
+	if l.n > 0 && now-l.buf[l.head] >= P {
+		l.drop(now, P)
+	}
+}
+
+// drop is prune's loop, for when at least the oldest hit has left.
+func (l *hitLog) drop(now, P int64) {
 	for l.n > 0 && now-l.buf[l.head] >= P {
 		l.head++
 		if l.head == len(l.buf) {
@@ -46,6 +54,26 @@ func (l *hitLog) prune(now, P int64) {
 // push logs k hits at now, growing the ring up to limit entries; callers
 // ensure n+k <= limit.
 func (l *hitLog) push(now int64, k, limit int) {
+	if k == 1 && l.n > 0 && l.n < len(l.buf) {
+		// One hit with room for it: the common case, without the
+		// general loop.
+		last := l.head + l.n - 1
+		if last >= len(l.buf) {
+			last -= len(l.buf)
+		}
+		j := last + 1
+		if j == len(l.buf) {
+			j = 0
+		}
+		l.buf[j] = max(now, l.buf[last])
+		l.n++
+		return
+	}
+	l.pushSlow(now, k, limit)
+}
+
+// pushSlow is push for several hits, an empty log or a full ring.
+func (l *hitLog) pushSlow(now int64, k, limit int) {
 	if l.n > 0 {
 		now = max(now, l.at(l.n-1))
 	}
