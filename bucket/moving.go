@@ -57,15 +57,11 @@ func (l *hitLog) push(now int64, k, limit int) {
 	if k == 1 && l.n > 0 && l.n < len(l.buf) {
 		// One hit with room for it: the common case, without the
 		// general loop.
-		last := l.head + l.n - 1
-		if last >= len(l.buf) {
-			last -= len(l.buf)
+		j := l.head + l.n
+		if j >= len(l.buf) {
+			j -= len(l.buf)
 		}
-		j := last + 1
-		if j == len(l.buf) {
-			j = 0
-		}
-		l.buf[j] = max(now, l.buf[last])
+		l.buf[j] = max(now, l.at(l.n-1))
 		l.n++
 		return
 	}
