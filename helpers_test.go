@@ -1,6 +1,9 @@
 package ratemesh_test
 
 import (
+	"context"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,4 +51,43 @@ func ownersAgree(nodes []*ratemesh.Node, keys int) bool {
 func counters(t testing.TB, scope, limits string) []bucket.Counter {
 	t.Helper()
 	return clustertest.Counters(t, scope, limits)
+}
+
+// flooded is what flood saw: admissions, errors (the first kept) and
+// answers decided by the fail policy.
+type flooded struct {
+	allowed, errors, fallbacks atomic.Int64
+	mu                         sync.Mutex
+	first                      error
+}
+
+// flood makes checks concurrent checks of req from workers goroutines,
+// check i on nodes[i%len(nodes)].
+func flood(nodes []*ratemesh.Node, req ratemesh.Request, checks, workers int) *flooded {
+	f := &flooded{}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < checks; i += workers {
+				res, err := nodes[i%len(nodes)].Check(context.Background(), req)
+				switch {
+				case err != nil:
+					if f.errors.Add(1) == 1 {
+						f.mu.Lock()
+						f.first = err
+						f.mu.Unlock()
+					}
+				case res.Allowed:
+					f.allowed.Add(1)
+				}
+				if err == nil && res.Fallback {
+					f.fallbacks.Add(1)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	return f
 }

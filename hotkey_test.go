@@ -1,9 +1,6 @@
 package ratemesh_test
 
 import (
-	"context"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/ratemesh/ratemesh"
@@ -38,30 +35,16 @@ func TestHotKeyFlood(t *testing.T) {
 	key := keyOwnedBy(t, []string{"n0", "n1", "n2"}, "n0")
 	cs := counters(t, "r", "100 per minute")
 	servedBefore := checksBy(t, nodes[0], "served")
-	var allowed atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < 12; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < 2000/12+1; i++ {
-				res, err := nodes[w%3].Check(context.Background(), ratemesh.Request{Key: key, Counters: cs, Cost: 1})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if res.Allowed {
-					allowed.Add(1)
-				}
-			}
-		}(w)
+	// 12 workers, each on one node (12 is a multiple of 3), 167 checks each.
+	f := flood(nodes, ratemesh.Request{Key: key, Counters: cs, Cost: 1}, 12*(2000/12+1), 12)
+	if f.errors.Load() != 0 {
+		t.Errorf("%d checks failed; the first: %v", f.errors.Load(), f.first)
 	}
-	wg.Wait()
 	served := checksBy(t, nodes[0], "served") - servedBefore
 	cached := checksBy(t, nodes[1], "deny_cached") + checksBy(t, nodes[2], "deny_cached")
-	t.Logf("2004 checks: admitted %d; owner served %.0f RPCs; %.0f denials answered from the asking node's cache", allowed.Load(), served, cached)
-	if allowed.Load() != 100 {
-		t.Fatalf("admitted %d, want exactly 100", allowed.Load())
+	t.Logf("2004 checks: admitted %d; owner served %.0f RPCs; %.0f denials answered from the asking node's cache", f.allowed.Load(), served, cached)
+	if f.allowed.Load() != 100 {
+		t.Fatalf("admitted %d, want exactly 100", f.allowed.Load())
 	}
 	// Without the cache the owner would serve the ~1336 checks made on the
 	// other two nodes.

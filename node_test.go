@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,28 +19,9 @@ func TestMain(m *testing.M) {
 func TestExactAcrossThreeNodes(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
 	cs := counters(t, "GET /products", "5 per minute")
-	var allowed, failed atomic.Int64
-	var wg sync.WaitGroup
-	for i := 0; i < 300; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			res, err := nodes[i%3].Check(context.Background(), ratemesh.Request{Key: "apikey:one", Counters: cs, Cost: 1})
-			if err != nil {
-				failed.Add(1)
-				return
-			}
-			if res.Fallback {
-				failed.Add(1)
-			}
-			if res.Allowed {
-				allowed.Add(1)
-			}
-		}(i)
-	}
-	wg.Wait()
-	if failed.Load() != 0 || allowed.Load() != 5 {
-		t.Fatalf("allowed %d of 300 (want exactly 5), %d errors or fallbacks", allowed.Load(), failed.Load())
+	f := flood(nodes, ratemesh.Request{Key: "apikey:one", Counters: cs, Cost: 1}, 300, 300)
+	if failed := f.errors.Load() + f.fallbacks.Load(); failed != 0 || f.allowed.Load() != 5 {
+		t.Fatalf("allowed %d of 300 (want exactly 5), %d errors or fallbacks (first error: %v)", f.allowed.Load(), failed, f.first)
 	}
 }
 
@@ -218,25 +197,12 @@ func TestCheckStatusBuf(t *testing.T) {
 func TestFiveNodesInOneProcess(t *testing.T) {
 	nodes := startCluster(t, 5, nil)
 	cs := counters(t, "r", "5 per minute")
-	var allowed atomic.Int64
-	var wg sync.WaitGroup
-	for i := 0; i < 300; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			res, err := nodes[i%5].Check(context.Background(), ratemesh.Request{Key: "ip:10.0.0.1", Counters: cs, Cost: 1})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if res.Allowed {
-				allowed.Add(1)
-			}
-		}(i)
+	f := flood(nodes, ratemesh.Request{Key: "ip:10.0.0.1", Counters: cs, Cost: 1}, 300, 300)
+	if f.errors.Load() != 0 {
+		t.Errorf("%d checks failed; the first: %v", f.errors.Load(), f.first)
 	}
-	wg.Wait()
-	if allowed.Load() != 5 {
-		t.Fatalf("5 nodes admitted %d of 300, want 5", allowed.Load())
+	if f.allowed.Load() != 5 {
+		t.Fatalf("5 nodes admitted %d of 300, want 5", f.allowed.Load())
 	}
 }
 
