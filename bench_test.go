@@ -12,16 +12,6 @@ import (
 	"github.com/ratemesh/ratemesh/bucket"
 )
 
-// forwardedKey returns a key that node from does not own.
-func forwardedKey(b testing.TB, from *ratemesh.Node) string {
-	for i := 0; ; i++ {
-		key := fmt.Sprintf("ip:10.0.%d.%d", i/256, i%256)
-		if o, _ := from.Owner(key); o.Name != from.Name() {
-			return key
-		}
-	}
-}
-
 // BenchmarkForwardedCheck measures a check that travels to the key's owner
 // over the RPC: sequential latency (p50/p99) and parallel throughput.
 func BenchmarkForwardedCheck(b *testing.B) {

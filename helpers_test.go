@@ -2,6 +2,7 @@ package ratemesh_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,4 +91,14 @@ func flood(nodes []*ratemesh.Node, req ratemesh.Request, checks, workers int) *f
 	}
 	wg.Wait()
 	return f
+}
+
+// forwardedKey returns a key that node from does not own.
+func forwardedKey(t testing.TB, from *ratemesh.Node) string {
+	for i := 0; ; i++ {
+		key := fmt.Sprintf("ip:10.0.%d.%d", i/256, i%256)
+		if o, _ := from.Owner(key); o.Name != from.Name() {
+			return key
+		}
+	}
 }
