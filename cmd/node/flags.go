@@ -24,6 +24,7 @@ type options struct {
 	joinTimeout           time.Duration
 	leaveTimeout          time.Duration
 	logLevel              slog.Level
+	nodes                 int
 	http                  httpOptions
 }
 
@@ -97,6 +98,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.Duration(&o.joinTimeout, "join-timeout", "RATEMESH_JOIN_TIMEOUT", 30*time.Second, "how long to keep retrying --join seeds")
 	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
 	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
+	e.Int(&o.nodes, "nodes", "RATEMESH_NODES", 1, "run this many nodes in this one process, joined to each other, node i on every port + i and named NAME-i; for a cluster on one host without one Go runtime per node")
 	o.http.register(e)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -120,7 +122,44 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	if o.gossipProfile != "lan" && o.gossipProfile != "local" {
 		return nil, fmt.Errorf("--gossip-profile %q: want lan or local", o.gossipProfile)
 	}
+	if o.nodes < 1 || o.nodes > maxNodes {
+		return nil, fmt.Errorf("--nodes %d: want 1 to %d", o.nodes, maxNodes)
+	}
+	if o.nodes > 1 {
+		for _, p := range []struct {
+			flag string
+			port int
+		}{{"--gossip-port", o.gossipPort}, {"--rpc-port", o.rpcPort}, {"--http-port", o.http.port}} {
+			if p.port != 0 && p.port+o.nodes-1 > 65535 {
+				return nil, fmt.Errorf("%s %d: with --nodes %d the last node's port would pass 65535", p.flag, p.port, o.nodes)
+			}
+		}
+	}
 	return o, nil
+}
+
+// maxNodes bounds --nodes: more nodes on one host than this is a mistake.
+const maxNodes = 64
+
+// member returns the options of node i of --nodes: every port shifted by
+// i (0 stays 0, any free port) and the name suffixed with -i. Node 0 of a
+// single node keeps the options as they are.
+func (o *options) member(i int) *options {
+	if o.nodes == 1 {
+		return o
+	}
+	m := *o
+	shift := func(p int) int {
+		if p == 0 {
+			return 0
+		}
+		return p + i
+	}
+	m.gossipPort, m.rpcPort, m.http.port = shift(o.gossipPort), shift(o.rpcPort), shift(o.http.port)
+	if o.name != "" {
+		m.name = o.name + "-" + strconv.Itoa(i)
+	}
+	return &m
 }
 
 // nodeConfig translates the options into a ratemesh.Config.

@@ -46,56 +46,95 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs the node until ctx ends, then leaves the cluster gracefully.
+// serve runs the node (--nodes of them) until ctx ends, then leaves the
+// cluster gracefully.
 func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	var peers []*peer
+	for i := 0; i < o.nodes; i++ {
+		m, seeds, l := o.member(i), o.join, log
+		if i > 0 {
+			// Node 0 has joined the seeds; joining it is joining them.
+			seeds = []string{peers[0].node.GossipAddr()}
+		}
+		if o.nodes > 1 {
+			l = log.With("node_index", i)
+		}
+		p, err := start(ctx, m, seeds, l)
+		if err != nil {
+			shutdown(peers, o.leaveTimeout)
+			return err
+		}
+		peers = append(peers, p)
+	}
+	<-ctx.Done()
+	log.Info("signal received; leaving the cluster", "timeout", o.leaveTimeout)
+	return shutdown(peers, o.leaveTimeout)
+}
+
+// peer is one running node and its HTTP server.
+type peer struct {
+	node *ratemesh.Node
+	web  *httpServer
+	log  *slog.Logger
+}
+
+// start starts one node and its HTTP server, and joins seeds; on an error
+// it stops what it started.
+func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*peer, error) {
 	cfg, err := o.nodeConfig(log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	node, err := ratemesh.New(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := node.Start(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	web, err := startHTTP(node, &o.http, log)
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), o.leaveTimeout)
 		defer cancel()
 		node.Close(closeCtx)
-		return err
+		return nil, err
 	}
-	if len(o.join) > 0 {
+	p := &peer{node: node, web: web, log: log}
+	if len(seeds) > 0 {
 		joinCtx, cancel := context.WithTimeout(ctx, o.joinTimeout)
-		err := node.Join(joinCtx, o.join...)
+		err := node.Join(joinCtx, seeds...)
 		cancel()
 		if err != nil {
 			log.Error("join failed", "err", err)
-			shutdown(node, web, o.leaveTimeout, log)
-			return err
+			shutdown([]*peer{p}, o.leaveTimeout)
+			return nil, err
 		}
 	}
 	log.Info("ratemesh node ready", "name", node.Name(), "gossip", node.GossipAddr(), "rpc", node.RPCAddr(), "http", web.Addr())
-	<-ctx.Done()
-	log.Info("signal received; leaving the cluster", "timeout", o.leaveTimeout)
-	return shutdown(node, web, o.leaveTimeout, log)
+	return p, nil
 }
 
-// shutdown hands the node's counters off and leaves, then stops HTTP, all
-// within timeout. HTTP stays up during the leave so that clients routed
-// here are still answered (their checks forwarded to the new owners).
-func shutdown(node *ratemesh.Node, web *httpServer, timeout time.Duration, log *slog.Logger) error {
+// shutdown makes each node hand its counters off and leave, then stops its
+// HTTP, all within timeout. HTTP stays up during the leave so that clients
+// routed here are still answered (their checks forwarded to the new
+// owners). Nodes leave one by one, last started first, so that each hands
+// off to members that are still up.
+func shutdown(peers []*peer, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := node.Close(ctx)
-	if herr := web.Shutdown(ctx); err == nil {
-		err = herr
+	var errs []error
+	for i := len(peers) - 1; i >= 0; i-- {
+		p := peers[i]
+		err := p.node.Close(ctx)
+		if herr := p.web.Shutdown(ctx); err == nil {
+			err = herr
+		}
+		if err != nil {
+			p.log.Error("shutdown", "err", err)
+			errs = append(errs, fmt.Errorf("node %s: %w", p.node.Name(), err))
+			continue
+		}
+		p.log.Info("left the cluster")
 	}
-	if err != nil {
-		log.Error("shutdown", "err", err)
-		return err
-	}
-	log.Info("left the cluster")
-	return nil
+	return errors.Join(errs...)
 }
