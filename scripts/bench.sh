@@ -16,6 +16,8 @@
 #   cluster          3 nodes, limit lifted, wrk threads spread round-robin
 #                    over the three nodes (2 of 3 checks are forwarded)
 #   cluster-limited  3 nodes, the demo's policy
+#   cluster-1p       3 nodes in one process (--nodes 3), limit lifted: the
+#                    same cluster without a Go runtime per node
 #
 # and prints req/s, p50, p99, the ratio to the unlimited run with as many
 # nodes (x_unlim) and the ratio to the bare run with as many wrk threads
@@ -45,7 +47,7 @@ ROUNDS="${ROUNDS:-1}"
 BENCHTIME="${BENCHTIME:-1s}"
 WAIT_SECONDS="${WAIT_SECONDS:-30}"
 HEADERS="${HEADERS:-legacy,retry-after,draft}"
-SCENARIOS="${SCENARIOS:-bare unlimited limited bare-t3 cluster cluster-limited}"
+SCENARIOS="${SCENARIOS:-bare unlimited limited bare-t3 cluster cluster-limited cluster-1p}"
 
 die() {
 	echo "bench.sh: $*" >&2
@@ -116,14 +118,16 @@ go_benchmarks() {
 
 # ---------------------------------------------------------------- HTTP
 
-# start_node NAME POLICY JOIN starts one node (POLICY: a policy file, or ""
-# for the demo's own; JOIN: a gossip address, or "") and waits until it
-# serves. It sets node_http and node_gossip to the node's addresses.
+# start_node NAME POLICY JOIN [NODES] starts one node process (POLICY: a
+# policy file, or "" for the demo's own; JOIN: a gossip address, or "";
+# NODES: how many nodes the process runs, default 1) and waits until its
+# nodes serve. It sets node_http (space-separated, one per node) and
+# node_gossip (the first node's) to their addresses.
 start_node() {
-	local name="$1" policy="$2" join="$3" log="$work/$scenario_name.r$round.$1.log" pid line
+	local name="$1" policy="$2" join="$3" nodes="${4:-1}" log="$work/$scenario_name.r$round.$1.log" pid lines
 	local args=(--name "$name" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
 		--gossip-profile local --secret "$secret" --demo=true --headers "$HEADERS"
-		--leave-timeout 2s --log-level info)
+		--leave-timeout 2s --log-level info --nodes "$nodes")
 	[[ -n "$policy" ]] && args+=(--policy "$policy")
 	[[ -n "$join" ]] && args+=(--join "$join")
 	: >"$log" # before the start, so that no older log is read
@@ -131,7 +135,7 @@ start_node() {
 	pid=$!
 	pids+=("$pid")
 	local deadline=$((SECONDS + WAIT_SECONDS))
-	until line="$(grep -m1 'msg="ratemesh node ready"' "$log")"; do
+	until lines="$(grep 'msg="ratemesh node ready"' "$log")" && (($(wc -l <<<"$lines") == nodes)); do
 		kill -0 "$pid" 2>/dev/null || {
 			cat "$log" >&2
 			die "node $name exited during start"
@@ -139,22 +143,28 @@ start_node() {
 		((SECONDS < deadline)) || die "node $name not ready after ${WAIT_SECONDS}s; see $log"
 		sleep 0.05
 	done
-	node_http="$(grep -o ' http=[^ ]*' <<<"$line" | cut -d= -f2)"
-	node_gossip="$(grep -o ' gossip=[^ ]*' <<<"$line" | cut -d= -f2)"
-	[[ -n "$node_http" && -n "$node_gossip" ]] || die "cannot read the addresses of node $name from: $line"
+	node_http="$(grep -o ' http=[^ ]*' <<<"$lines" | cut -d= -f2 | paste -sd' ')"
+	node_gossip="$(grep -m1 -o ' gossip=[^ ]*' <<<"$lines" | cut -d= -f2)"
+	[[ -n "$node_http" && -n "$node_gossip" ]] || die "cannot read the addresses of node $name from: $lines"
 }
 
-# start_cluster N POLICY starts N nodes joined into one cluster and waits
-# until every node reports N members and is ready. It sets addrs to the
-# comma-separated HTTP addresses.
+# start_cluster N POLICY [ONE_PROCESS] starts N nodes joined into one
+# cluster, as N processes or, with ONE_PROCESS=1, as one process running N
+# nodes, and waits until every node reports N members and is ready. It sets
+# addrs to the comma-separated HTTP addresses.
 start_cluster() {
-	local n="$1" policy="$2" seed="" k a members
+	local n="$1" policy="$2" one="${3:-0}" seed="" k a members
 	local list=()
-	for ((k = 1; k <= n; k++)); do
-		start_node "node$k" "$policy" "$seed"
-		[[ -z "$seed" ]] && seed="$node_gossip"
-		list+=("$node_http")
-	done
+	if ((one)); then
+		start_node nodes "$policy" "" "$n"
+		read -r -a list <<<"$node_http"
+	else
+		for ((k = 1; k <= n; k++)); do
+			start_node "node$k" "$policy" "$seed"
+			[[ -z "$seed" ]] && seed="$node_gossip"
+			list+=("$node_http")
+		done
+	fi
 	local deadline=$((SECONDS + WAIT_SECONDS))
 	for a in "${list[@]}"; do
 		while :; do
@@ -203,13 +213,14 @@ field() {
 
 # scenario NAME runs one scenario and appends its row to the results.
 scenario() {
-	local name="$1" nodes=1 policy="" t="$THREADS"
+	local name="$1" nodes=1 policy="" t="$THREADS" one=0
 	scenario_name="$name"
 	case "$name" in
 	bare | bare-t3) policy="$work/exempt.yaml" ;;
 	unlimited | cluster) policy="$work/lifted.yaml" ;;
+	cluster-1p) policy="$work/lifted.yaml" one=1 ;;
 	limited | cluster-limited) policy="" ;;
-	*) die "unknown scenario '$name' (want: bare unlimited limited bare-t3 cluster cluster-limited)" ;;
+	*) die "unknown scenario '$name' (want: bare unlimited limited bare-t3 cluster cluster-limited cluster-1p)" ;;
 	esac
 	case "$name" in
 	cluster*) nodes=3 ;;
@@ -219,7 +230,7 @@ scenario() {
 	esac
 	local c=$((CONNS / t * t))
 	((c >= t)) || c="$t"
-	start_cluster "$nodes" "$policy"
+	start_cluster "$nodes" "$policy" "$one"
 	run_wrk "$name" "$t" "$c"
 	stop_nodes
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$nodes" "$t" "$c" \
@@ -228,7 +239,8 @@ scenario() {
 
 # report prints the rows of round R (or, for R = median, the medians of
 # every round) with their ratios: to the unlimited run of the same round
-# with as many nodes, and to the bare run of the same round with as many
+# with as many nodes (none for cluster-1p, which has no unlimited twin in
+# one process), and to the bare run of the same round with as many
 # threads.
 report() {
 	awk -F'\t' -v want="$1" '
@@ -244,7 +256,7 @@ report() {
 			split(row[i], f, "\t")
 			r = f[1]; s = f[2]
 			bare = (thr[s] == thr["bare-t3"] && thr[s] != thr["bare"]) ? "bare-t3" : "bare"
-			unl = (f[3] > 1) ? "cluster" : "unlimited"
+			unl = (s == "cluster-1p") ? "" : (f[3] > 1) ? "cluster" : "unlimited"
 			xu = ((r, unl) in rps) ? sprintf("%.3f", f[6] / rps[r, unl]) : "-"
 			xb = ((r, bare) in rps) ? sprintf("%.3f", f[6] / rps[r, bare]) : "-"
 			if (want == "median") {

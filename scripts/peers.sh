@@ -9,10 +9,13 @@
 # spreads over all of them; the table gives each round's req/s and, at the
 # end, the medians and the median of the per-round ratios to bare Echo and
 # to Echo + Redis. ratemesh runs as 3 nodes on this host (every node hit,
-# 2 of 3 checks forwarded), started by the harness through "cmd:".
+# 2 of 3 checks forwarded), started by the harness through "cmd:": as 3
+# processes (target ratemesh), and as 3 nodes in one process (target
+# ratemesh-1p, --nodes 3), which is how the harness runs Gubernator's 3
+# daemons.
 #
-# Environment: ROUNDS=5, DURATION=10s, TARGETS="bare redis ratemesh" (add
-# gubernator for Gubernator), HEADERS=legacy (the nodes' --headers:
+# Environment: ROUNDS=5, DURATION=10s, TARGETS="bare redis ratemesh
+# ratemesh-1p" (add gubernator for Gubernator), HEADERS=legacy (the nodes' --headers:
 # X-RateLimit-* only, what the harness's limiting servers send; "legacy,
 # retry-after,draft" is the nodes' default), PORT=18181 (HTTP ports PORT..
 # PORT+2; RPC and gossip at PORT+10.. and PORT+20..), ACCURACY=1 to add the
@@ -23,7 +26,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROUNDS="${ROUNDS:-5}"
 DURATION="${DURATION:-10s}"
-TARGETS="${TARGETS:-bare redis ratemesh}"
+TARGETS="${TARGETS:-bare redis ratemesh ratemesh-1p}"
 HEADERS="${HEADERS:-legacy}"
 PORT="${PORT:-18181}"
 
@@ -52,7 +55,8 @@ echo "== building ratemesh-node"
 (cd "$root" && go build -o "$bin" ./cmd/node)
 
 # The harness runs this in its own process group, with BENCH_LIMIT and
-# BENCH_WINDOW (e.g. 1m) set, and stops the group after each mode.
+# BENCH_WINDOW (e.g. 1m) set, and stops the group after each mode. With
+# the argument 1p it runs the 3 nodes in one process.
 cat >"$work/cluster3.sh" <<EOF
 #!/usr/bin/env bash
 set -euo pipefail
@@ -67,6 +71,11 @@ dir="\$(mktemp -d "$work/run.XXXXXX")"
 printf 'routes:\n  - method: GET\n    path: /products\n    limits: "%s per %s %s"\n' \\
 	"\${BENCH_LIMIT:-1000000}" "\${window%?}" "\$unit" >"\$dir/policy.yaml"
 secret="\$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+if [[ "\${1:-}" == 1p ]]; then
+	exec "$bin" --nodes 3 --name node --bind 127.0.0.1 --http-port $PORT --rpc-port $((PORT + 10)) \\
+		--gossip-port $((PORT + 20)) --gossip-profile local --secret "\$secret" --demo=true \\
+		--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn >>"\$dir/nodes.log" 2>&1
+fi
 for i in 0 1 2; do
 	args=(--name "node\$i" --bind 127.0.0.1 --http-port \$(($PORT + i)) --rpc-port \$(($PORT + 10 + i))
 		--gossip-port \$(($PORT + 20 + i)) --gossip-profile local --secret "\$secret" --demo=true
@@ -83,6 +92,7 @@ addrs="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
 run() {
 	local spec="$1" line
 	[[ "$1" == ratemesh ]] && spec="cmd:$work/cluster3.sh@$addrs"
+	[[ "$1" == ratemesh-1p ]] && spec="cmd:$work/cluster3.sh 1p@$addrs"
 	line="$(MODES=throughput LABEL="$1" "$harness/run.sh" "$spec" "$DURATION" 2>"$work/run.log" | grep '^SUMMARY ')" ||
 		die "no SUMMARY from the harness for $1: $(tail -n 5 "$work/run.log")"
 	if [[ " $line" != *" 429s=0 "* || " $line" != *" errors=0"* ]]; then
@@ -135,6 +145,8 @@ done
 
 if [[ "${ACCURACY:-0}" == 1 ]]; then
 	echo "== accuracy: 1 key at 100 per minute, 10 s over every node"
-	MODES=accuracy LABEL=ratemesh "$harness/run.sh" "cmd:$work/cluster3.sh@$addrs" 2>"$work/run.log" | grep '^SUMMARY ' ||
-		die "no SUMMARY from the harness's accuracy run: $(tail -n 5 "$work/run.log")"
+	for arg in "" " 1p"; do
+		MODES=accuracy LABEL="ratemesh${arg:+-1p}" "$harness/run.sh" "cmd:$work/cluster3.sh$arg@$addrs" 2>"$work/run.log" | grep '^SUMMARY ' ||
+			die "no SUMMARY from the harness's accuracy run: $(tail -n 5 "$work/run.log")"
+	done
 fi
