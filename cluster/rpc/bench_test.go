@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"sort"
 	"sync/atomic"
@@ -185,4 +186,49 @@ func BenchmarkCodec(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkLoopbackFloor is the floor under BenchmarkRPCCheck: one
+// goroutine writes a check-sized frame to a plain TCP echo over loopback
+// and reads it back, with no framing, codec, multiplexing or goroutine
+// hand-off. What BenchmarkRPCCheck spends above it is ours.
+func BenchmarkLoopbackFloor(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = io.Copy(conn, conn)
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame := make([]byte, 64) // about the size of a one-counter check
+	var h latencies
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		start := time.Now()
+		if _, err := conn.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, frame); err != nil {
+			b.Fatal(err)
+		}
+		h.add(time.Since(start))
+	}
+	b.StopTimer()
+	conn.Close()
+	<-done
+	b.ReportMetric(h.quantile(0.50), "p50-µs")
+	b.ReportMetric(h.quantile(0.99), "p99-µs")
 }
