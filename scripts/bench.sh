@@ -13,6 +13,8 @@
 #                    to 1000000000 per minute so nothing is denied
 #   limited          1 node, the demo's own policy (5 per minute per key)
 #   bare-t3          as bare, with the cluster's thread count (a multiple of 3)
+#   bare-x3          3 node processes, /products exempt: the ceiling of any
+#                    3-process cluster on this machine
 #   cluster          3 nodes, limit lifted, wrk threads spread round-robin
 #                    over the three nodes (2 of 3 checks are forwarded)
 #   cluster-limited  3 nodes, the demo's policy
@@ -28,9 +30,18 @@
 # Nodes listen on ports the system picks, are restarted for every scenario
 # and are always stopped on exit.
 #
+# Who gets the CPU: by default wrk runs in this script's session, with the
+# nodes, so the kernel shares the CPUs thread by thread and the figures
+# show what the nodes cost. With WRK_SESSION=own, wrk runs in a session of
+# its own (setsid); where the kernel shares CPU between sessions (Linux's
+# autogroup), wrk and the nodes then get half the machine each whatever
+# their thread counts. That is how a harness that starts every server under
+# setsid measures, and one node then often saturates wrk, not itself.
+#
 # Environment: DURATION=5s (each measured wrk run), WARMUP=1s (0: none),
 # THREADS=2, CONNS=64, KEYS=10000, ROUNDS=1, SCENARIOS (a subset, in order),
-# HEADERS (the nodes' --headers; default: every family), BENCHTIME=1s
+# HEADERS (the nodes' --headers; default: every family), WRK_SESSION
+# (shared or own, above; default shared), BENCHTIME=1s
 # (go test -benchtime), WAIT_SECONDS=30 (node readiness).
 set -euo pipefail
 
@@ -47,7 +58,8 @@ ROUNDS="${ROUNDS:-1}"
 BENCHTIME="${BENCHTIME:-1s}"
 WAIT_SECONDS="${WAIT_SECONDS:-30}"
 HEADERS="${HEADERS:-legacy,retry-after,draft}"
-SCENARIOS="${SCENARIOS:-bare unlimited limited bare-t3 cluster cluster-limited cluster-1p}"
+SCENARIOS="${SCENARIOS:-bare unlimited limited bare-t3 bare-x3 cluster cluster-limited cluster-1p}"
+WRK_SESSION="${WRK_SESSION:-shared}"
 
 die() {
 	echo "bench.sh: $*" >&2
@@ -57,6 +69,11 @@ die() {
 for v in THREADS CONNS KEYS ROUNDS WAIT_SECONDS; do
 	[[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, not '${!v}'"
 done
+case "$WRK_SESSION" in
+shared) wrk=(wrk) ;;
+own) wrk=(setsid -w wrk) ;;
+*) die "WRK_SESSION must be shared or own, not '$WRK_SESSION'" ;;
+esac
 
 work=""
 pids=()
@@ -189,11 +206,11 @@ run_wrk() {
 	local url="http://${addrs%%,*}/products"
 	if [[ "$WARMUP" != 0 ]]; then
 		BENCH_ADDRS="$addrs" BENCH_KEYS="$KEYS" BENCH_PREFIX="r$round-" \
-			wrk -t"$t" -c"$c" -d"$WARMUP" -s "$lua" "$url" >"$log.warmup" 2>&1 ||
+			"${wrk[@]}" -t"$t" -c"$c" -d"$WARMUP" -s "$lua" "$url" >"$log.warmup" 2>&1 ||
 			die "wrk warm-up failed: $(cat "$log.warmup")"
 	fi
 	BENCH_ADDRS="$addrs" BENCH_KEYS="$KEYS" BENCH_PREFIX="r$round-" \
-		wrk -t"$t" -c"$c" -d"$DURATION" -s "$lua" "$url" >"$log" 2>&1 ||
+		"${wrk[@]}" -t"$t" -c"$c" -d"$DURATION" -s "$lua" "$url" >"$log" 2>&1 ||
 		die "wrk failed: $(cat "$log")"
 	line="$(grep '^RESULT ' "$log" | tail -n1)" || die "no RESULT line from wrk: $(cat "$log")"
 	r_rps="$(field rps "$line")"
@@ -216,17 +233,17 @@ scenario() {
 	local name="$1" nodes=1 policy="" t="$THREADS" one=0
 	scenario_name="$name"
 	case "$name" in
-	bare | bare-t3) policy="$work/exempt.yaml" ;;
+	bare | bare-t3 | bare-x3) policy="$work/exempt.yaml" ;;
 	unlimited | cluster) policy="$work/lifted.yaml" ;;
 	cluster-1p) policy="$work/lifted.yaml" one=1 ;;
 	limited | cluster-limited) policy="" ;;
-	*) die "unknown scenario '$name' (want: bare unlimited limited bare-t3 cluster cluster-limited cluster-1p)" ;;
+	*) die "unknown scenario '$name' (want: bare unlimited limited bare-t3 bare-x3 cluster cluster-limited cluster-1p)" ;;
 	esac
 	case "$name" in
-	cluster*) nodes=3 ;;
+	cluster* | bare-x3) nodes=3 ;;
 	esac
 	case "$name" in
-	cluster* | bare-t3) t=$(((THREADS + 2) / 3 * 3)) ;; # threads are spread over 3 nodes
+	cluster* | bare-t3 | bare-x3) t=$(((THREADS + 2) / 3 * 3)) ;; # threads are spread over 3 nodes
 	esac
 	local c=$((CONNS / t * t))
 	((c >= t)) || c="$t"
@@ -239,9 +256,8 @@ scenario() {
 
 # report prints the rows of round R (or, for R = median, the medians of
 # every round) with their ratios: to the unlimited run of the same round
-# with as many nodes (none for cluster-1p, which has no unlimited twin in
-# one process), and to the bare run of the same round with as many
-# threads.
+# with as many nodes (none for cluster-1p and bare-x3, which have no
+# such twin), and to the bare run of the same round with as many threads.
 report() {
 	awk -F'\t' -v want="$1" '
 	function median(list,   a, n, i, j, t) {
@@ -256,7 +272,7 @@ report() {
 			split(row[i], f, "\t")
 			r = f[1]; s = f[2]
 			bare = (thr[s] == thr["bare-t3"] && thr[s] != thr["bare"]) ? "bare-t3" : "bare"
-			unl = (s == "cluster-1p") ? "" : (f[3] > 1) ? "cluster" : "unlimited"
+			unl = (s == "cluster-1p" || s == "bare-x3") ? "" : (f[3] > 1) ? "cluster" : "unlimited"
 			xu = ((r, unl) in rps) ? sprintf("%.3f", f[6] / rps[r, unl]) : "-"
 			xb = ((r, bare) in rps) ? sprintf("%.3f", f[6] / rps[r, bare]) : "-"
 			if (want == "median") {

@@ -12,7 +12,10 @@
 # 2 of 3 checks forwarded), started by the harness through "cmd:": as 3
 # processes (target ratemesh), and as 3 nodes in one process (target
 # ratemesh-1p, --nodes 3), which is how the harness runs Gubernator's 3
-# daemons.
+# daemons. The harness starts each server under setsid, so where the kernel
+# shares CPU between sessions (Linux's autogroup) every target gets about
+# the CPU that wrk gets: the 3 ratemesh processes share one session's
+# share, while Echo + Redis runs in two sessions (Echo and redis-server).
 #
 # Environment: ROUNDS=5, DURATION=10s, TARGETS="bare redis ratemesh
 # ratemesh-1p" (add gubernator for Gubernator), HEADERS=legacy (the nodes' --headers:
