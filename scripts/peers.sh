@@ -74,15 +74,16 @@ dir="\$(mktemp -d "$work/run.XXXXXX")"
 printf 'routes:\n  - method: GET\n    path: /products\n    limits: "%s per %s %s"\n' \\
 	"\${BENCH_LIMIT:-1000000}" "\${window%?}" "\$unit" >"\$dir/policy.yaml"
 secret="\$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+common=(--bind 127.0.0.1 --gossip-profile local --secret "\$secret" --demo=true
+	--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn)
 if [[ "\${1:-}" == 1p ]]; then
-	exec "$bin" --nodes 3 --name node --bind 127.0.0.1 --http-port $PORT --rpc-port $((PORT + 10)) \\
-		--gossip-port $((PORT + 20)) --gossip-profile local --secret "\$secret" --demo=true \\
-		--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn >>"\$dir/nodes.log" 2>&1
+	# --nodes puts node i on every port + i, as the loop below does.
+	exec "$bin" --nodes 3 --name node --http-port $PORT --rpc-port $((PORT + 10)) \\
+		--gossip-port $((PORT + 20)) "\${common[@]}" >>"\$dir/nodes.log" 2>&1
 fi
 for i in 0 1 2; do
-	args=(--name "node\$i" --bind 127.0.0.1 --http-port \$(($PORT + i)) --rpc-port \$(($PORT + 10 + i))
-		--gossip-port \$(($PORT + 20 + i)) --gossip-profile local --secret "\$secret" --demo=true
-		--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn)
+	args=(--name "node\$i" --http-port \$(($PORT + i)) --rpc-port \$(($PORT + 10 + i))
+		--gossip-port \$(($PORT + 20 + i)) "\${common[@]}")
 	((i == 0)) || args+=(--join "127.0.0.1:$((PORT + 20))")
 	"$bin" "\${args[@]}" >>"\$dir/node\$i.log" 2>&1 &
 done
