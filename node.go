@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/cluster"
-	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
 // Errors returned by Node methods.

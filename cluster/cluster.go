@@ -1,6 +1,6 @@
 // Package cluster joins ratemesh nodes into one limiter: memberlist gossip
 // for membership, a consistent-hash ring for ownership, and the msgpack RPC
-// of cluster/rpc to forward each check to its key's owner.
+// of internal/rpc to forward each check to its key's owner.
 package cluster
 
 import (
@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
 // denyCache remembers checks the owner denied, until the owner said they

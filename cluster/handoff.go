@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
 

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ratemesh/ratemesh/cluster/rpc"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
 // peerSet holds one RPC client per peer and the peers this node suspects.

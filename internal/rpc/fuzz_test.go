@@ -19,7 +19,7 @@ const fuzzMax = 4096
 // and the reader's buffer never grows beyond it. The 64-byte read buffer
 // makes frames above it take the incremental path.
 //
-//	go test -run='^$' -fuzz=FuzzFrame -fuzztime=10s ./cluster/rpc
+//	go test -run='^$' -fuzz=FuzzFrame -fuzztime=10s ./internal/rpc
 func FuzzFrame(f *testing.F) {
 	for _, seed := range fuzzSeeds() {
 		f.Add(seed)
