@@ -10,12 +10,13 @@ import (
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 )
 
 // BenchmarkForwardedCheck measures a check that travels to the key's owner
 // over the RPC: sequential latency (p50/p99) and parallel throughput.
 func BenchmarkForwardedCheck(b *testing.B) {
-	nodes := startCluster(b, 2, nil)
+	nodes := clustertest.Start(b, 2, nil)
 	key := forwardedKey(b, nodes[0])
 	ls, _ := bucket.Parse("1000000000 per hour")
 	req := ratemesh.Request{Key: key, Counters: []bucket.Counter{{Scope: "bench", Limit: ls[0]}}, Cost: 1}
@@ -101,10 +102,10 @@ func BenchmarkOwnerCheck(b *testing.B) {
 			}
 		})
 	}
-	b.Run("settled", func(b *testing.B) { run(b, startNode(b, "solo", nil)) })
-	b.Run("after-join", func(b *testing.B) { run(b, startCluster(b, 2, nil)[1]) })
+	b.Run("settled", func(b *testing.B) { run(b, clustertest.StartNode(b, "solo", nil)) })
+	b.Run("after-join", func(b *testing.B) { run(b, clustertest.Start(b, 2, nil)[1]) })
 	b.Run("after-giving", func(b *testing.B) {
-		nodes := startCluster(b, 2, nil)
+		nodes := clustertest.Start(b, 2, nil)
 		owned(b, nodes[1]) // pulls 1000 keys: nodes[0] remembers where they went
 		run(b, nodes[0])
 	})

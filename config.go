@@ -1,31 +1,15 @@
 package ratemesh
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/cluster"
 	"github.com/ratemesh/ratemesh/ring"
 )
-
-// FailPolicy says what a node decides when no owner of a key answers.
-type FailPolicy = cluster.FailPolicy
-
-// The fail policies. FailLocal, the zero value, is the default.
-const (
-	// FailLocal decides on the asking node's own counters: limits hold per
-	// node instead of per cluster until the owner answers again.
-	FailLocal = cluster.FailLocal
-	// FailOpen allows the request.
-	FailOpen = cluster.FailOpen
-	// FailClosed denies it, with a retry-after of one second.
-	FailClosed = cluster.FailClosed
-)
-
-// ParseFailPolicy reads "local", "open" or "closed" ("" is local).
-func ParseFailPolicy(s string) (FailPolicy, error) { return cluster.ParseFailPolicy(s) }
 
 // Config configures a Node. The zero value is usable: a node on 127.0.0.1
 // with ports chosen by the system, LAN gossip timings, no secret, and the
@@ -69,8 +53,13 @@ type Config struct {
 	DeadNodeReclaimTime time.Duration
 	// ForwardTimeout bounds one forwarded check. A peer that does not
 	// answer in time is routed around at once (see FailPolicy). 0 means
-	// 50 ms.
+	// DefaultForwardTimeout.
 	ForwardTimeout time.Duration
+	// DialTimeout bounds connecting to a peer. 0 means ForwardTimeout.
+	DialTimeout time.Duration
+	// ProbeInterval is how often a peer this node routes around is pinged
+	// to see whether it answers again. 0 means DefaultProbeInterval.
+	ProbeInterval time.Duration
 	// FailPolicy decides checks no owner answers. The zero value is
 	// FailLocal.
 	FailPolicy FailPolicy
@@ -82,24 +71,75 @@ type Config struct {
 	// defaults.
 	Store bucket.StoreConfig
 	// SweepInterval is how often expired counters are removed. 0 means
-	// one second.
+	// DefaultSweepInterval.
 	SweepInterval time.Duration
 
-	// Logger receives the node's logs. nil discards them.
+	// Logger receives the node's logs. Nil discards them.
 	Logger *slog.Logger
-	// Registry receives the node's Prometheus metrics. nil means a new
+	// Registerer receives the node's Prometheus metrics. Nil means a new
 	// registry owned by the node (see Node.Registry); never the global one.
-	Registry *prometheus.Registry
+	Registerer prometheus.Registerer
+	// Clock returns the current time for every decision and timer of the
+	// node. Nil means time.Now; tests pass time in.
+	Clock func() time.Time
+}
+
+// Defaults for zero fields of Config.
+const (
+	DefaultBindAddr       = "127.0.0.1"
+	DefaultForwardTimeout = 50 * time.Millisecond
+	DefaultProbeInterval  = 250 * time.Millisecond
+	DefaultSweepInterval  = time.Second
+)
+
+// withDefaults checks cfg and fills its zero fields: the one place where
+// the node's defaults are applied.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.SweepInterval < 0 || cfg.ForwardTimeout < 0 || cfg.DialTimeout < 0 || cfg.ProbeInterval < 0 || cfg.DeadNodeReclaimTime < 0 {
+		return cfg, errors.New("ratemesh: negative duration in Config")
+	}
+	if cfg.GossipPort < 0 || cfg.GossipPort > 65535 || cfg.RPCPort < 0 || cfg.RPCPort > 65535 {
+		return cfg, fmt.Errorf("ratemesh: ports must be 0..65535 (gossip %d, rpc %d)", cfg.GossipPort, cfg.RPCPort)
+	}
+	if cfg.GossipPort != 0 && cfg.GossipPort == cfg.RPCPort {
+		return cfg, fmt.Errorf("ratemesh: gossip and RPC ports are both %d", cfg.RPCPort)
+	}
+	if cfg.FailPolicy > FailClosed {
+		return cfg, fmt.Errorf("ratemesh: unknown fail policy %d", cfg.FailPolicy)
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = DefaultBindAddr
+	}
+	if cfg.ForwardTimeout == 0 {
+		cfg.ForwardTimeout = DefaultForwardTimeout
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = cfg.ForwardTimeout
+	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = DefaultSweepInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return cfg, nil
 }
 
 // DefaultConfig returns the preset for a node on a LAN: 127.0.0.1,
-// gossip on 7946, RPC on 9091, memberlist's LAN timings, FailLocal.
+// gossip on 7946, RPC on 9091, memberlist's LAN timings, FailLocal, and the
+// Default* values above. The node command's flags default to it.
 func DefaultConfig() Config {
 	return Config{
-		BindAddr:            "127.0.0.1",
+		BindAddr:            DefaultBindAddr,
 		GossipPort:          7946,
 		RPCPort:             9091,
-		ForwardTimeout:      50 * time.Millisecond,
+		ForwardTimeout:      DefaultForwardTimeout,
 		DeadNodeReclaimTime: 10 * time.Second,
 	}
 }
@@ -109,9 +149,9 @@ func DefaultConfig() Config {
 // memberlist's local timings.
 func LocalConfig() Config {
 	return Config{
-		BindAddr:            "127.0.0.1",
+		BindAddr:            DefaultBindAddr,
 		LocalTimings:        true,
-		ForwardTimeout:      50 * time.Millisecond,
+		ForwardTimeout:      DefaultForwardTimeout,
 		DeadNodeReclaimTime: time.Second,
 	}
 }

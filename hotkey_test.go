@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // checksBy reads a node's ratemesh_checks_total for one path label.
@@ -31,9 +33,9 @@ func checksBy(t *testing.T, n *ratemesh.Node, path string) float64 {
 // A single key flooded at 20× its limit from every node: exactly the limit
 // is admitted, and once denied, the other nodes stop asking the owner.
 func TestHotKeyFlood(t *testing.T) {
-	nodes := startCluster(t, 3, nil)
-	key := keyOwnedBy(t, []string{"n0", "n1", "n2"}, "n0")
-	cs := counters(t, "r", "100 per minute")
+	nodes := clustertest.Start(t, 3, nil)
+	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n0")
+	cs := testkit.Counters(t, "r", "100 per minute")
 	servedBefore := checksBy(t, nodes[0], "served")
 	// 12 workers, each on one node (12 is a multiple of 3), 167 checks each.
 	f := flood(nodes, ratemesh.Request{Key: key, Counters: cs, Cost: 1}, 12*(2000/12+1), 12)

@@ -59,20 +59,16 @@ type Result struct {
 	Fallback bool
 }
 
-// Member is a cluster member as a node sees it.
-type Member = cluster.Member
-
 // Node is one ratemesh peer. Its methods are safe for concurrent use.
 type Node struct {
 	cfg   Config
 	store *bucket.Store
 	cl    *cluster.Cluster
-	reg   *prometheus.Registry
+	reg   *prometheus.Registry // the node's own, when Config.Registerer is nil
 
 	started atomic.Bool
 	closing atomic.Bool // Close has begun
 	closed  atomic.Bool // Close is done: checks are refused
-	joined  atomic.Bool
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -80,27 +76,31 @@ type Node struct {
 
 // New checks cfg and builds a node; it binds nothing until Start.
 func New(cfg Config) (*Node, error) {
-	if cfg.SweepInterval < 0 || cfg.ForwardTimeout < 0 || cfg.DeadNodeReclaimTime < 0 {
-		return nil, errors.New("ratemesh: negative duration in Config")
-	}
-	if cfg.GossipPort < 0 || cfg.GossipPort > 65535 || cfg.RPCPort < 0 || cfg.RPCPort > 65535 {
-		return nil, fmt.Errorf("ratemesh: ports must be 0..65535 (gossip %d, rpc %d)", cfg.GossipPort, cfg.RPCPort)
-	}
-	if cfg.GossipPort != 0 && cfg.GossipPort == cfg.RPCPort {
-		return nil, fmt.Errorf("ratemesh: gossip and RPC ports are both %d", cfg.RPCPort)
-	}
-	if cfg.SweepInterval == 0 {
-		cfg.SweepInterval = time.Second
-	}
-	n := &Node{cfg: cfg, store: bucket.NewStore(cfg.Store), reg: cfg.Registry, stop: make(chan struct{})}
-	if n.reg == nil {
-		n.reg = prometheus.NewRegistry()
-	}
-	m, err := cluster.NewMetrics(n.reg, func() float64 { return float64(n.store.Len()) })
+	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	n.cl, err = cluster.New(cluster.Config{
+	n := &Node{cfg: cfg, store: bucket.NewStore(cfg.Store), stop: make(chan struct{})}
+	reg := cfg.Registerer
+	if reg == nil {
+		n.reg = prometheus.NewRegistry()
+		reg = n.reg
+	}
+	m, err := cluster.NewMetrics(reg, n.store.Usage)
+	if err != nil {
+		return nil, err
+	}
+	n.cl, err = cluster.New(n.clusterConfig(m))
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// clusterConfig is the cluster's part of the node's Config.
+func (n *Node) clusterConfig(m *cluster.Metrics) cluster.Config {
+	cfg, store := n.cfg, n.store
+	return cluster.Config{
 		Name:                cfg.Name,
 		BindAddr:            cfg.BindAddr,
 		AdvertiseAddr:       cfg.AdvertiseAddr,
@@ -111,16 +111,18 @@ func New(cfg Config) (*Node, error) {
 		LocalTimings:        cfg.LocalTimings,
 		DeadNodeReclaimTime: cfg.DeadNodeReclaimTime,
 		ForwardTimeout:      cfg.ForwardTimeout,
-		FailPolicy:          cfg.FailPolicy,
+		DialTimeout:         cfg.DialTimeout,
+		ProbeInterval:       cfg.ProbeInterval,
 		Ring:                cfg.Ring,
-		Store:               n.store,
+		Store:               store,
 		Logger:              cfg.Logger,
 		Metrics:             m,
-	})
-	if err != nil {
-		return nil, err
+		Clock:               cfg.Clock,
+		Fallback: func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+			return cfg.FailPolicy.decide(store, now, req, resp)
+		},
+		FallbackName: cfg.FailPolicy.String(),
 	}
-	return n, nil
 }
 
 // Start binds the gossip and RPC listeners and starts the node's
@@ -132,7 +134,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.started.Swap(true) {
 		return errors.New("ratemesh: node already started")
 	}
-	if err := n.cl.Start(); err != nil {
+	if err := n.cl.Start(ctx); err != nil {
 		n.started.Store(false)
 		return err
 	}
@@ -156,7 +158,7 @@ func (n *Node) sweep() {
 			// lock only briefly.
 			const chunk = 4096
 			for i := n.store.Len()/chunk + 1; i > 0; i-- {
-				n.store.Sweep(time.Now(), chunk)
+				n.store.Sweep(n.cfg.Clock(), chunk)
 				select {
 				case <-n.stop:
 					return
@@ -174,11 +176,7 @@ func (n *Node) Join(ctx context.Context, seeds ...string) error {
 	if !n.started.Load() {
 		return ErrNotStarted
 	}
-	if err := n.cl.Join(ctx, seeds...); err != nil {
-		return err
-	}
-	n.joined.Store(true)
-	return nil
+	return n.cl.Join(ctx, seeds...)
 }
 
 // Check decides req on the owner of req.Key.
@@ -233,7 +231,12 @@ func (n *Node) Members() []Member {
 	if !n.started.Load() {
 		return nil
 	}
-	return n.cl.Members()
+	ms := n.cl.Members()
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = memberOf(m)
+	}
+	return out
 }
 
 // Owner reports which member owns routing key key in this node's ring.
@@ -247,10 +250,10 @@ func (n *Node) Owner(key string) (Member, bool) {
 	}
 	for _, m := range n.cl.Members() {
 		if m.Name == o.Name {
-			return m, true
+			return memberOf(m), true
 		}
 	}
-	return Member{Name: o.Name, RPCAddr: o.Addr, State: "alive"}, true
+	return Member{Name: o.Name, RPCAddr: o.Addr, State: StateAlive}, true
 }
 
 // Name is the node's name in the cluster (known after Start).
@@ -276,7 +279,8 @@ func (n *Node) Ready() bool {
 	return false
 }
 
-// Registry is the Prometheus registry holding the node's metrics.
+// Registry is the Prometheus registry the node made for its metrics when
+// Config.Registerer was nil; nil otherwise (the metrics are there).
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 // FailPolicy is the policy the node applies when no owner answers.

@@ -2,10 +2,13 @@ package ratemesh_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
@@ -17,8 +20,8 @@ func TestMain(m *testing.M) {
 }
 
 func TestExactAcrossThreeNodes(t *testing.T) {
-	nodes := startCluster(t, 3, nil)
-	cs := counters(t, "GET /products", "5 per minute")
+	nodes := clustertest.Start(t, 3, nil)
+	cs := testkit.Counters(t, "GET /products", "5 per minute")
 	f := flood(nodes, ratemesh.Request{Key: "apikey:one", Counters: cs, Cost: 1}, 300, 300)
 	if failed := f.errors.Load() + f.fallbacks.Load(); failed != 0 || f.allowed.Load() != 5 {
 		t.Fatalf("allowed %d of 300 (want exactly 5), %d errors or fallbacks (first error: %v)", f.allowed.Load(), failed, f.first)
@@ -26,11 +29,11 @@ func TestExactAcrossThreeNodes(t *testing.T) {
 }
 
 func TestManyKeysExactAndSpread(t *testing.T) {
-	manyKeysExact(t, startCluster(t, 3, nil))
+	manyKeysExact(t, clustertest.Start(t, 3, nil))
 }
 
 func manyKeysExact(t *testing.T, nodes []*ratemesh.Node) {
-	cs := counters(t, "r", "3 per minute")
+	cs := testkit.Counters(t, "r", "3 per minute")
 	deciders := map[string]int{}
 	for k := 0; k < 1000; k++ {
 		key := fmt.Sprintf("user:%d", k)
@@ -66,16 +69,16 @@ func manyKeysExact(t *testing.T, nodes []*ratemesh.Node) {
 }
 
 func TestJoinAndLeave(t *testing.T) {
-	nodes := startCluster(t, 3, nil)
-	fourth := startNode(t, "n3", nil)
+	nodes := clustertest.Start(t, 3, nil)
+	fourth := clustertest.StartNode(t, "n3", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := fourth.Join(ctx, nodes[1].GossipAddr()); err != nil {
 		t.Fatal(err)
 	}
 	all := append(nodes[:3:3], fourth)
-	waitConverged(t, all)
-	if !ownersAgree(all, 1000) {
+	clustertest.WaitConverged(t, all)
+	if !clustertest.OwnersAgree(all, 1000) {
 		t.Fatal("4 nodes disagree on owners of 1000 keys")
 	}
 
@@ -83,8 +86,8 @@ func TestJoinAndLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	rest := []*ratemesh.Node{nodes[0], nodes[1], fourth}
-	waitConverged(t, rest)
-	cs := counters(t, "r", "2 per minute")
+	clustertest.WaitConverged(t, rest)
+	cs := testkit.Counters(t, "r", "2 per minute")
 	for i, n := range rest {
 		res, err := n.Check(ctx, ratemesh.Request{Key: fmt.Sprintf("k%d", i), Counters: cs, Cost: 1})
 		if err != nil || !res.Allowed || res.Fallback {
@@ -94,8 +97,8 @@ func TestJoinAndLeave(t *testing.T) {
 }
 
 func TestDuplicateNameRefused(t *testing.T) {
-	a := startNode(t, "same", nil)
-	b := startNode(t, "same", nil)
+	a := clustertest.StartNode(t, "same", nil)
+	b := clustertest.StartNode(t, "same", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := b.Join(ctx, a.GossipAddr())
@@ -106,8 +109,8 @@ func TestDuplicateNameRefused(t *testing.T) {
 }
 
 func TestDifferentSecretsNeverJoin(t *testing.T) {
-	a := startNode(t, "a", func(c *ratemesh.Config) { c.Secret = "one" })
-	b := startNode(t, "b", func(c *ratemesh.Config) { c.Secret = "two" })
+	a := clustertest.StartNode(t, "a", func(c *ratemesh.Config) { c.Secret = "one" })
+	b := clustertest.StartNode(t, "b", func(c *ratemesh.Config) { c.Secret = "two" })
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	if err := b.Join(ctx, a.GossipAddr()); err == nil {
@@ -117,14 +120,14 @@ func TestDifferentSecretsNeverJoin(t *testing.T) {
 		t.Fatalf("members: a %d, b %d; want 1 each", len(a.Members()), len(b.Members()))
 	}
 	// With the same secret they do.
-	c := startNode(t, "c", func(c *ratemesh.Config) { c.Secret = "one" })
+	c := clustertest.StartNode(t, "c", func(c *ratemesh.Config) { c.Secret = "one" })
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	if err := c.Join(ctx2, a.GossipAddr()); err != nil {
 		t.Fatal(err)
 	}
-	waitConverged(t, []*ratemesh.Node{a, c})
-	cs := counters(t, "r", "1 per minute")
+	clustertest.WaitConverged(t, []*ratemesh.Node{a, c})
+	cs := testkit.Counters(t, "r", "1 per minute")
 	for _, key := range []string{"x", "y", "z", "w"} {
 		r1, err1 := a.Check(ctx2, ratemesh.Request{Key: key, Counters: cs, Cost: 1})
 		r2, err2 := c.Check(ctx2, ratemesh.Request{Key: key, Counters: cs, Cost: 1})
@@ -135,8 +138,8 @@ func TestDifferentSecretsNeverJoin(t *testing.T) {
 }
 
 func TestCheckBadInput(t *testing.T) {
-	n := startNode(t, "solo", nil)
-	cs := counters(t, "r", "1 per minute")
+	n := clustertest.StartNode(t, "solo", nil)
+	cs := testkit.Counters(t, "r", "1 per minute")
 	ctx := context.Background()
 	for name, req := range map[string]ratemesh.Request{
 		"empty key":     {Counters: cs, Cost: 1},
@@ -163,10 +166,10 @@ func TestCheckBadInput(t *testing.T) {
 // decided here and for one decided by its owner over RPC; a buffer too
 // small is left alone.
 func TestCheckStatusBuf(t *testing.T) {
-	nodes := startCluster(t, 2, nil)
+	nodes := clustertest.Start(t, 2, nil)
 	remote := forwardedKey(t, nodes[0])
 	local := forwardedKey(t, nodes[1])
-	cs := counters(t, "r", "10 per minute;100 per hour")
+	cs := testkit.Counters(t, "r", "10 per minute;100 per hour")
 	ctx := context.Background()
 	for _, key := range []string{local, remote} {
 		buf := make([]bucket.Status, 0, 2)
@@ -195,8 +198,8 @@ func TestCheckStatusBuf(t *testing.T) {
 }
 
 func TestFiveNodesInOneProcess(t *testing.T) {
-	nodes := startCluster(t, 5, nil)
-	cs := counters(t, "r", "5 per minute")
+	nodes := clustertest.Start(t, 5, nil)
+	cs := testkit.Counters(t, "r", "5 per minute")
 	f := flood(nodes, ratemesh.Request{Key: "ip:10.0.0.1", Counters: cs, Cost: 1}, 300, 300)
 	if f.errors.Load() != 0 {
 		t.Errorf("%d checks failed; the first: %v", f.errors.Load(), f.first)
@@ -209,8 +212,8 @@ func TestFiveNodesInOneProcess(t *testing.T) {
 // Nodes that would place keys differently (another ring configuration or
 // protocol) gossip with each other but never share a ring.
 func TestMismatchedPlacementKeptOutOfRing(t *testing.T) {
-	a := startNode(t, "a", nil)
-	b := startNode(t, "b", func(c *ratemesh.Config) { c.Ring.PartitionCount = 271 })
+	a := clustertest.StartNode(t, "a", nil)
+	b := clustertest.StartNode(t, "b", func(c *ratemesh.Config) { c.Ring.PartitionCount = 271 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := b.Join(ctx, a.GossipAddr()); err != nil {
@@ -223,6 +226,37 @@ func TestMismatchedPlacementKeptOutOfRing(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		if o, _ := b.Owner(fmt.Sprintf("k%d", i)); o.Name != "b" {
 			t.Fatalf("b routes k%d to %s", i, o.Name)
+		}
+	}
+}
+
+// The counter table's bounds come from Config.Store; a check past them
+// fails with ErrStoreFull (never allowed), and the gauges show the usage.
+func TestStoreBoundsAndGauges(t *testing.T) {
+	n := clustertest.StartNode(t, "n0", func(c *ratemesh.Config) { c.Store.MaxKeys = 3 })
+	cs := testkit.Counters(t, "r", "5 per minute")
+	for i := 0; i < 4; i++ {
+		res, err := n.Check(context.Background(), ratemesh.Request{Key: fmt.Sprintf("ip:%d", i), Counters: cs, Cost: 1})
+		if i < 3 && (err != nil || !res.Allowed) {
+			t.Fatalf("key %d: %+v %v", i, res, err)
+		}
+		if i == 3 && (!errors.Is(err, bucket.ErrStoreFull) || res.Allowed) {
+			t.Fatalf("key 4 of MaxKeys 3: allowed=%v err=%v; want ErrStoreFull", res.Allowed, err)
+		}
+	}
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) == 1 && mf.GetMetric()[0].GetGauge() != nil {
+			got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{"ratemesh_keys": 3, "ratemesh_counters": 3, "ratemesh_moving_window_slots": 0} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // TestSoakFreshKeys floods one node with keys never seen before, 100,000 a
@@ -21,8 +23,8 @@ func TestSoakFreshKeys(t *testing.T) {
 	if err != nil || d <= 0 {
 		t.Skip("set RATEMESH_SOAK=10m to run the fresh-key soak")
 	}
-	n := startNode(t, "soak", nil)
-	cs := counters(t, "r", "10 per second")
+	n := clustertest.StartNode(t, "soak", nil)
+	cs := testkit.Counters(t, "r", "10 per second")
 	ctx := context.Background()
 	keysHeld := func() float64 {
 		mfs, _ := n.Registry().Gather()
@@ -66,8 +68,8 @@ func TestSoakFreshKeys(t *testing.T) {
 
 // The node's sweeper gives expired counters back without being asked.
 func TestNodeSweepsExpiredCounters(t *testing.T) {
-	n := startNode(t, "sweeper", func(c *ratemesh.Config) { c.SweepInterval = 20 * time.Millisecond })
-	cs := counters(t, "r", "1 per second")
+	n := clustertest.StartNode(t, "sweeper", func(c *ratemesh.Config) { c.SweepInterval = 20 * time.Millisecond })
+	cs := testkit.Counters(t, "r", "1 per second")
 	for i := 0; i < 20000; i++ {
 		if _, err := n.Check(context.Background(), ratemesh.Request{Key: "ip:" + strconv.Itoa(i), Counters: cs, Cost: 1}); err != nil {
 			t.Fatal(err)
@@ -85,5 +87,5 @@ func TestNodeSweepsExpiredCounters(t *testing.T) {
 	if h := held(); h == 0 {
 		t.Fatal("held no keys right after creating 20000")
 	}
-	eventually(t, 10*time.Second, "expired keys were not swept", func() bool { return held() == 0 })
+	testkit.Eventually(t, 10*time.Second, "expired keys were not swept", func() bool { return held() == 0 })
 }

@@ -35,6 +35,11 @@ const (
 // SlidingWindowCounter for them.
 const MaxMovingWindowAmount = 4096
 
+// MaxScopeLen bounds the length in bytes of a Counter's Scope. Scopes are
+// kept with every counter (and interned), and a node's API lets clients name
+// them, so their size must be bounded like any other client input.
+const MaxScopeLen = 256
+
 // MaxCountersPerCheck bounds the counters of one Store.Check, so a check
 // stays a short critical section.
 const MaxCountersPerCheck = 32
@@ -67,7 +72,7 @@ func ParseStrategy(s string) (Strategy, error) {
 	case "token-bucket":
 		return TokenBucket, nil
 	}
-	return 0, errors.New("bucket: unknown strategy " + strconv.Quote(s) +
+	return 0, errors.New("bucket: unknown strategy " + quote(s) +
 		"; expected fixed-window, sliding-window-counter, moving-window or token-bucket")
 }
 
@@ -99,9 +104,9 @@ type Counter struct {
 }
 
 // Validate reports why c cannot be checked: an unknown strategy, a period
-// that is not positive or exceeds MaxPeriod, a negative amount, or a
-// moving-window amount above MaxMovingWindowAmount. Errors wrap
-// ErrInvalidCounter.
+// that is not positive or exceeds MaxPeriod, a negative amount, a scope
+// longer than MaxScopeLen, or a moving-window amount above
+// MaxMovingWindowAmount. Errors wrap ErrInvalidCounter.
 func (c Counter) Validate() error {
 	switch {
 	case c.Strategy > TokenBucket:
@@ -112,6 +117,9 @@ func (c Counter) Validate() error {
 		return c.invalid("period " + c.Limit.Period.String() + " exceeds the maximum of 10 years (MaxPeriod)")
 	case c.Limit.Amount < 0:
 		return c.invalid("amount " + strconv.FormatInt(c.Limit.Amount, 10) + " is negative")
+	case len(c.Scope) > MaxScopeLen:
+		return c.invalid("the scope is " + strconv.Itoa(len(c.Scope)) + " bytes long, at most " +
+			strconv.Itoa(MaxScopeLen) + " (MaxScopeLen)")
 	case c.Strategy == MovingWindow && c.Limit.Amount > MaxMovingWindowAmount:
 		return c.invalid("moving-window stores one timestamp per request, so its amount is bounded by " +
 			strconv.Itoa(MaxMovingWindowAmount) + "; got " + strconv.FormatInt(c.Limit.Amount, 10) +
@@ -122,7 +130,7 @@ func (c Counter) Validate() error {
 
 // valid is the hot path's inlinable form of Validate() == nil.
 func (c *Counter) valid() bool {
-	return c.Strategy <= TokenBucket && c.Limit.Period > 0 && c.Limit.Period <= MaxPeriod &&
+	return c.Strategy <= TokenBucket && c.Limit.Period > 0 && c.Limit.Period <= MaxPeriod && len(c.Scope) <= MaxScopeLen &&
 		c.Limit.Amount >= 0 && (c.Strategy != MovingWindow || c.Limit.Amount <= MaxMovingWindowAmount)
 }
 
@@ -132,14 +140,19 @@ func (c *Counter) same(o *Counter) bool {
 }
 
 func (c Counter) invalid(why string) error {
-	return &counterError{scope: c.Scope, why: why}
+	return &counterError{scope: clip(c.Scope), scopeLen: len(c.Scope), why: why}
 }
 
-// counterError wraps ErrInvalidCounter with the scope and the reason.
-type counterError struct{ scope, why string }
+// counterError wraps ErrInvalidCounter with the scope (at most MaxQuoted
+// bytes of it) and the reason.
+type counterError struct {
+	scope    string
+	scopeLen int
+	why      string
+}
 
 func (e *counterError) Error() string {
-	return "bucket: invalid counter " + strconv.Quote(e.scope) + ": " + e.why
+	return "bucket: invalid counter " + quoteLen(e.scope, e.scopeLen) + ": " + e.why
 }
 
 func (e *counterError) Unwrap() error { return ErrInvalidCounter }

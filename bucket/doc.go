@@ -42,4 +42,15 @@
 // owner calls from a ticker. Snapshot, Extract and Merge move counters
 // between owners when the ring changes: Entry and CounterState are plain
 // exported structs ready for any encoder.
+//
+// # Hostile input
+//
+// Whatever its clients send, a Store's memory is bounded: StoreConfig's
+// MaxKeys, MaxCounters and MaxMovingWindowSlots bound the whole table (a
+// check that would go beyond fails with a *FullError, ErrStoreFull; Merge
+// alone may exceed them, rather than forget hits), MaxCountersPerKey one key,
+// MaxScopeLen a scope, MaxMovingWindowHitsPerCheck the timestamps one check
+// logs, and MaxScopeBytes the table of interned scopes. Usage reports the
+// figures. Errors quote at most MaxQuoted bytes of any input, and
+// Limit.ValidatePeriod bounds the windows a node lets its API clients choose.
 package bucket

@@ -1,6 +1,8 @@
 package bucket
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 	"unicode"
@@ -18,6 +20,28 @@ type Limit struct {
 // The bound keeps every instant the algorithms compute (a window end, twice a
 // period ahead for the sliding window) far inside int64 nanoseconds.
 const MaxPeriod = 10 * 360 * 24 * time.Hour
+
+// DefaultMaxClientPeriod is the longest period a limit sent by a client
+// (rather than configured by the operator) should have: a client choosing
+// ten-year windows makes the owner keep its counters for ten years.
+const DefaultMaxClientPeriod = 24 * time.Hour
+
+// ErrPeriodTooLong is wrapped by Limit.ValidatePeriod's error.
+var ErrPeriodTooLong = errors.New("bucket: period too long")
+
+// ValidatePeriod reports a period longer than max (max <= 0 means
+// DefaultMaxClientPeriod), wrapping ErrPeriodTooLong. A node applies it to
+// limits its API clients supply; the operator's configured limits are only
+// bound by MaxPeriod. Other defects of the limit are Counter.Validate's.
+func (l Limit) ValidatePeriod(max time.Duration) error {
+	if max <= 0 {
+		max = DefaultMaxClientPeriod
+	}
+	if l.Period <= max {
+		return nil
+	}
+	return fmt.Errorf("%w: limit %q has a period of %v, at most %v is allowed", ErrPeriodTooLong, l.String(), l.Period, max)
+}
 
 // numUnits is the number of grammar units; unit(i) lists them smallest first.
 const numUnits = 6
@@ -65,16 +89,20 @@ func (l Limit) String() string {
 	return string(append(b, l.Period.String()...))
 }
 
-// ParseError reports a limit string that Parse rejects.
+// ParseError reports a limit string that Parse rejects. It keeps a bounded
+// copy of the input, so an error kept in a cache or a log does not pin a
+// large string a client sent.
 type ParseError struct {
-	Input  string // the whole string given to Parse
-	Offset int    // byte offset in Input where parsing stopped
+	Input  string // at most MaxQuoted bytes of the string given to Parse (a copy)
+	Len    int    // the length in bytes of the whole string given to Parse
+	Offset int    // byte offset in the whole string where parsing stopped
 	Msg    string // what was found and what was expected instead
 }
 
-// Error quotes the input and says what was expected.
+// Error quotes the input, at most MaxQuoted bytes of it, and says what was
+// expected.
 func (e *ParseError) Error() string {
-	return "bucket: invalid limit " + strconv.Quote(e.Input) + ": " + e.Msg
+	return "bucket: invalid limit " + quoteLen(e.Input, e.Len) + ": " + e.Msg
 }
 
 // Parse reads limits written in the language of Flask-Limiter's limits
@@ -129,26 +157,29 @@ type parser struct {
 }
 
 func (p *parser) fail(msg string) error {
-	return &ParseError{Input: p.s, Offset: p.i, Msg: msg + " (at byte " + strconv.Itoa(p.i) + ")"}
+	return &ParseError{Input: clip(p.s), Len: len(p.s), Offset: p.i, Msg: msg + " (at byte " + strconv.Itoa(p.i) + ")"}
 }
 
-// found quotes the token at the current position for an error message.
+// found quotes the token at the current position for an error message, at
+// most maxQuotedToken bytes of it ("…" marks a cut): the message already
+// quotes the input's prefix, so this is only a pointer into it.
 func (p *parser) found() string {
 	if p.i >= len(p.s) {
 		return "the end of the string"
 	}
 	j := p.i
-	for j < len(p.s) && j-p.i < 24 {
+	for j < len(p.s) && j-p.i <= maxQuotedToken {
 		c := p.s[j]
 		if c == ';' || c == ',' || c == '|' || (j > p.i && isSpaceByte(c)) {
 			break
 		}
 		j++
 	}
-	for j < len(p.s) && !utf8.RuneStart(p.s[j]) {
-		j++ // do not cut a rune in half
+	q, cut := quotePrefix(p.s[p.i:j], maxQuotedToken)
+	if cut {
+		q += "…"
 	}
-	return strconv.Quote(p.s[p.i:j])
+	return q
 }
 
 // isSpaceByte reports ASCII whitespace as Python's str.isspace does, which

@@ -160,8 +160,8 @@ func FuzzParse(f *testing.F) {
 		limits, err := Parse(s)
 		if err != nil {
 			var pe *ParseError
-			if !errors.As(err, &pe) || !strings.Contains(err.Error(), strconv.Quote(s)) {
-				t.Fatalf("Parse(%q) error %v does not quote the input", s, err)
+			if !errors.As(err, &pe) || !strings.Contains(err.Error(), quote(s)) || len(err.Error()) > 250 {
+				t.Fatalf("Parse(%q) error %v does not quote the input's prefix, or is long", s, err)
 			}
 			return
 		}
@@ -180,4 +180,101 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) = %v, but its String form %q parses to %v, %v", s, limits, strings.Join(parts, "; "), back, err)
 		}
 	})
+}
+
+// TestErrorsQuoteBoundedInput: an error about a huge input quotes at most
+// MaxQuoted bytes of it, once, says how long it was, and keeps no reference
+// to it, so a cache of errors or an error reply cannot be a multiple of what
+// a client sent.
+func TestErrorsQuoteBoundedInput(t *testing.T) {
+	const mb = 1 << 20
+	del := strings.Repeat("\x7f", mb)  // escaping makes each byte four
+	cont := strings.Repeat("\x80", mb) // continuation bytes: no rune starts
+	s := NewStore(StoreConfig{MaxCountersPerKey: MaxCountersPerCheck})
+	for i := 0; i < MaxCountersPerCheck; i++ {
+		if _, _, err := s.Check(t0, del, []Counter{{Scope: strconv.Itoa(i), Limit: Limit{1, time.Hour}}}, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, keyErr := s.Check(t0, del, []Counter{{Scope: "one more", Limit: Limit{1, time.Hour}}}, 1, nil)
+	_, parseDel := Parse(del)
+	_, parseCont := Parse(cont)
+	_, parseTail := Parse("1 per second; " + del)
+	_, parseUnit := Parse("1 per " + cont)
+	_, stratErr := ParseStrategy(del)
+	tests := []struct {
+		name string
+		err  error
+		is   error
+	}{
+		{"Parse(1 MB of DEL)", parseDel, nil},
+		{"Parse(1 MB of continuation bytes)", parseCont, nil},
+		{"Parse(a limit, then 1 MB)", parseTail, nil},
+		{"Parse(a unit of 1 MB)", parseUnit, nil},
+		{"ParseStrategy", stratErr, nil},
+		{"Counter.Validate", Counter{Scope: del, Limit: Limit{1, time.Second}}.Validate(), ErrInvalidCounter},
+		{"Check, too many counters", keyErr, ErrTooManyCounters},
+	}
+	for _, tt := range tests {
+		if tt.err == nil || (tt.is != nil && !errors.Is(tt.err, tt.is)) {
+			t.Errorf("%s: err = %v, want an error wrapping %v", tt.name, tt.err, tt.is)
+			continue
+		}
+		msg := tt.err.Error()
+		if len(msg) >= 200 || strings.Count(msg, `\x7f`)+strings.Count(msg, `\x80`) > (MaxQuoted+maxQuotedToken)/4 {
+			t.Errorf("%s: %d-byte error %q; want under 200 bytes quoting at most %d input bytes", tt.name, len(msg), msg, MaxQuoted)
+		}
+		if tt.name != "Parse(a limit, then 1 MB)" && tt.name != "Parse(a unit of 1 MB)" && !strings.Contains(msg, "…("+strconv.Itoa(mb)) {
+			t.Errorf("%s: error %q does not give the input's length", tt.name, msg)
+		}
+		var pe *ParseError
+		if errors.As(tt.err, &pe) && (len(pe.Input) > MaxQuoted || pe.Len < mb) {
+			t.Errorf("%s: ParseError keeps %d bytes of input, Len %d; want at most %d, the whole length", tt.name, len(pe.Input), pe.Len, MaxQuoted)
+		}
+	}
+}
+
+// TestQuote pins the cut: at a rune boundary, within MaxQuoted bytes both
+// of input and of escaped text.
+func TestQuote(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"short", `"short"`},
+		{strings.Repeat("a", MaxQuoted), `"` + strings.Repeat("a", MaxQuoted) + `"`},
+		{strings.Repeat("a", MaxQuoted+1), `"` + strings.Repeat("a", MaxQuoted) + `"…(41 bytes)`},
+		{strings.Repeat("é", 30), `"` + strings.Repeat("é", 20) + `"…(60 bytes)`},
+		{strings.Repeat("a", 39) + "é", `"` + strings.Repeat("a", 39) + `"…(41 bytes)`},
+		{strings.Repeat("\x7f", 11), `"` + strings.Repeat(`\x7f`, 10) + `"…(11 bytes)`},
+		{"", `""`},
+	}
+	for _, tt := range tests {
+		if got := quote(tt.in); got != tt.want {
+			t.Errorf("quote(%q) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestValidatePeriod: client limits are bound by the given maximum or, for
+// max <= 0, by DefaultMaxClientPeriod.
+func TestValidatePeriod(t *testing.T) {
+	tests := []struct {
+		l    Limit
+		max  time.Duration
+		want error
+	}{
+		{Limit{1, 24 * time.Hour}, 0, nil},
+		{Limit{1, 24*time.Hour + time.Second}, 0, ErrPeriodTooLong},
+		{Limit{1, MaxPeriod}, -1, ErrPeriodTooLong},
+		{Limit{1, time.Hour}, time.Minute, ErrPeriodTooLong},
+		{Limit{1, time.Minute}, time.Minute, nil},
+	}
+	for _, tt := range tests {
+		err := tt.l.ValidatePeriod(tt.max)
+		if !errors.Is(err, tt.want) || (err == nil) != (tt.want == nil) {
+			t.Errorf("%v.ValidatePeriod(%v) = %v, want %v", tt.l, tt.max, err, tt.want)
+		}
+	}
+	err := Limit{5, 2 * 24 * time.Hour}.ValidatePeriod(0)
+	if want := `bucket: period too long: limit "5 per 2 day" has a period of 48h0m0s, at most 24h0m0s is allowed`; err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
 }

@@ -19,6 +19,32 @@ func (l *hitLog) len() int {
 	return l.n
 }
 
+// capacity is the hits the ring has room for: the slots it costs. Nil-safe.
+func (l *hitLog) capacity() int {
+	if l == nil {
+		return 0
+	}
+	return len(l.buf)
+}
+
+// fits reports whether k more hits fit the ring as it is (nil-safe): the
+// common case, in which logging them needs no new slots.
+func (l *hitLog) fits(k int64) bool {
+	return l != nil && int64(l.n)+k <= int64(len(l.buf))
+}
+
+// grown returns the ring's capacity once k more hits are pushed (push grows
+// it to exactly this); nil-safe, a nil log being empty.
+func (l *hitLog) grown(k, limit int) int {
+	if l == nil {
+		return min(limit, max(k, 4))
+	}
+	if need := l.n + k; need > len(l.buf) {
+		return min(limit, max(need, 2*len(l.buf), 4))
+	}
+	return len(l.buf)
+}
+
 // at returns the i-th oldest hit.
 func (l *hitLog) at(i int) int64 {
 	j := l.head + i
@@ -51,8 +77,9 @@ func (l *hitLog) drop(now, P int64) {
 	}
 }
 
-// push logs k hits at now, growing the ring up to limit entries; callers
-// ensure n+k <= limit.
+// push logs k hits at now, growing the ring up to limit entries (to
+// grown(k, limit), which the caller has accounted for); callers ensure
+// n+k <= limit.
 func (l *hitLog) push(now int64, k, limit int) {
 	if k == 1 && l.n > 0 && l.n < len(l.buf) {
 		// One hit with room for it: the common case, without the
@@ -73,8 +100,8 @@ func (l *hitLog) pushSlow(now int64, k, limit int) {
 	if l.n > 0 {
 		now = max(now, l.at(l.n-1))
 	}
-	if need := l.n + k; need > len(l.buf) {
-		l.resize(min(limit, max(need, 2*len(l.buf), 4)))
+	if c := l.grown(k, limit); c > len(l.buf) {
+		l.resize(c)
 	}
 	for ; k > 0; k-- {
 		j := l.head + l.n

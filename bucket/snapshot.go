@@ -146,6 +146,10 @@ func (e *entry) export(t int64) (Entry, bool) {
 // emptier state (the later TAT), moving-window logs merge keeping the newest
 // Amount hits. Expired counters are dropped, and so are invalid ones
 // (Counter.Validate fails) and those beyond the key's MaxCountersPerKey.
+// The store-wide bounds (MaxKeys, MaxCounters, MaxMovingWindowSlots) do not
+// apply: Merge may take the store beyond them rather than forget hits
+// another owner admitted; checks then fail to create until Sweep has
+// reclaimed enough.
 func (s *Store) Merge(now time.Time, entries []Entry) {
 	t := now.UnixNano()
 	tb := s.table()
@@ -170,25 +174,30 @@ func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int) {
 		if !live {
 			continue
 		}
-		if e == nil {
-			e, pos = sh.insert(tag, en.Key, &c), len(sh.entries)-1
-			e.first.st = in
-			continue
+		if e != nil {
+			if j := e.find(&c); j >= 0 {
+				own := &e.at(j).st
+				before := own.log.capacity()
+				own.normalize(&c, t)
+				own.merge(&c, &in)
+				sh.acct.force(0, 0, int64(own.log.capacity()-before))
+				continue
+			}
 		}
-		if j := e.find(&c); j >= 0 {
-			own := &e.at(j).st
-			own.normalize(&c, t)
-			own.merge(&c, &in)
-			continue
-		}
-		if e.len() >= maxPerKey && e.prune(t) {
+		if e != nil && e.len() >= maxPerKey && sh.prune(e, t) {
 			sh.removeAt(pos)
+			e = nil
+		}
+		// The store-wide bounds do not apply: these hits were admitted by
+		// the previous owner, and forgetting them would admit them again.
+		switch {
+		case e == nil:
 			e, pos = sh.insert(tag, en.Key, &c), len(sh.entries)-1
 			e.first.st = in
-			continue
-		}
-		if e.len() < maxPerKey {
+			sh.acct.force(1, 1, int64(in.log.capacity()))
+		case e.len() < maxPerKey:
 			e.add(sh.internCounter(&c)).st = in
+			sh.acct.force(0, 1, int64(in.log.capacity()))
 		}
 	}
 }
@@ -258,6 +267,7 @@ func newHitLog(sorted []int64, limit int) *hitLog {
 	if len(sorted) == 0 {
 		return nil
 	}
-	buf := slices.Clone(sorted)
+	buf := make([]int64, len(sorted)) // exactly: its length is the slots it is charged
+	copy(buf, sorted)
 	return &hitLog{buf: buf, n: len(buf)}
 }

@@ -15,9 +15,6 @@ const DefaultShards = 256
 // config names no bound.
 const DefaultMaxCountersPerKey = 256
 
-// maxInternedScopes bounds each shard's table of interned scope strings.
-const maxInternedScopes = 256
-
 // StoreConfig configures a Store. The zero value selects the defaults.
 type StoreConfig struct {
 	// Shards is the number of independently locked parts of the table,
@@ -30,6 +27,19 @@ type StoreConfig struct {
 	// 0 means DefaultMaxCountersPerKey; values below MaxCountersPerCheck are
 	// raised to it.
 	MaxCountersPerKey int
+	// MaxKeys bounds the routing keys of the whole store; 0 means
+	// DefaultMaxKeys.
+	MaxKeys int
+	// MaxCounters bounds the counters of all keys together; 0 means
+	// DefaultMaxCounters.
+	MaxCounters int
+	// MaxMovingWindowSlots bounds the timestamps (8 bytes each) all
+	// moving-window logs together have room for; 0 means
+	// DefaultMaxMovingWindowSlots.
+	MaxMovingWindowSlots int
+	// MaxScopeBytes bounds the table of interned scopes; 0 means
+	// DefaultMaxScopeBytes.
+	MaxScopeBytes int
 }
 
 // Store is the owner's counter table: routing key → the key's counters, in
@@ -40,8 +50,11 @@ type StoreConfig struct {
 // concurrent use; it never starts goroutines. Expired counters are dropped
 // lazily by Check and reclaimed by Sweep, which the owner calls periodically.
 //
-// The Store keeps its own copy of every routing key and interns scopes, so
-// callers may pass strings that alias larger buffers.
+// The Store keeps its own copy of every routing key and interns scopes (up
+// to MaxScopeBytes, each for as long as a counter uses it), so callers may
+// pass strings that alias larger buffers. Its size is bounded by
+// StoreConfig's MaxKeys, MaxCounters and MaxMovingWindowSlots; Usage reports
+// what it holds.
 //
 // The zero value is an empty Store with the default configuration. A Store
 // must not be copied after first use.
@@ -58,19 +71,22 @@ type table struct {
 	mask      uint64
 	shards    []shard
 	maxPerKey int
+	acct      account
 }
 
 // shard is one locked part of the table. Entries live in a dense slice, not
 // behind pointers: no per-key allocation header, and Sweep walks it with a
 // cursor. index maps a routing key to its position in entries.
 type shard struct {
-	mu      sync.Mutex
-	index   keyIndex
-	entries []entry
-	scopes  map[string]string // interned Counter.Scope values
-	cursor  int               // next entry Sweep examines
-	seed    maphash.Seed      // the table's, to re-hash keys that move
-	_       [40]byte          // 128-byte stride: keep neighbouring shards' locks off one cache line
+	mu         sync.Mutex
+	index      keyIndex
+	entries    []entry
+	scopes     map[string]*scopeRef // interned Counter.Scope values
+	scopeBytes int                  // what scopes costs, against acct.shardScopeBytes
+	cursor     int                  // next entry Sweep examines
+	seed       maphash.Seed         // the table's, to re-hash keys that move
+	acct       *account             // the table's
+	_          [24]byte             // 128-byte stride: keep neighbouring shards' locks off one cache line
 }
 
 // entry holds one routing key's counters: the first inline (the common case
@@ -114,8 +130,10 @@ func newTable(cfg StoreConfig) *table {
 		tb.maxPerKey = DefaultMaxCountersPerKey
 	}
 	tb.maxPerKey = max(tb.maxPerKey, MaxCountersPerCheck)
+	tb.acct.init(&cfg, p)
 	for i := range tb.shards {
 		tb.shards[i].seed = tb.seed
+		tb.shards[i].acct = &tb.acct
 	}
 	return tb
 }
@@ -158,7 +176,7 @@ func (sh *shard) tag(key string) uint32 {
 func (s *Store) Check(now time.Time, key string, counters []Counter, cost int64, dst []Status) ([]Status, bool, error) {
 	// The common single valid counter is checked inline; anything else
 	// takes the loop that also explains what is wrong.
-	if len(counters) != 1 || cost < 0 || !counters[0].valid() {
+	if len(counters) != 1 || cost < 0 || cost > MaxMovingWindowHitsPerCheck || !counters[0].valid() {
 		if err := validateCheck(counters, cost); err != nil {
 			return dst, false, err
 		}
@@ -219,7 +237,8 @@ func (sh *shard) lookup(tag uint32, key string) (*entry, int) {
 	return &sh.entries[pos], pos
 }
 
-// insert adds an entry for key holding a fresh counter c and returns it.
+// insert adds an entry for key holding a fresh counter c and returns it. The
+// caller accounts for the key and the counter.
 func (sh *shard) insert(tag uint32, key string, c *Counter) *entry {
 	key = strings.Clone(key)
 	sh.entries = append(sh.entries, entry{key: key, first: counter{id: sh.internCounter(c)}})
@@ -228,8 +247,10 @@ func (sh *shard) insert(tag uint32, key string, c *Counter) *entry {
 	return &sh.entries[i]
 }
 
-// removeAt deletes the i-th entry, moving the last entry into its place.
+// removeAt deletes the i-th entry, moving the last entry into its place, and
+// gives back what it held.
 func (sh *shard) removeAt(i int) {
+	sh.forget(&sh.entries[i])
 	slot, _ := sh.index.find(sh.tag(sh.entries[i].key), sh.entries[i].key, sh.entries)
 	sh.index.remove(slot)
 	last := len(sh.entries) - 1
@@ -241,24 +262,11 @@ func (sh *shard) removeAt(i int) {
 	sh.entries = sh.entries[:last]
 }
 
-// internCounter returns c with its scope replaced by the shard's shared copy,
-// so a million keys under one scope share its bytes.
+// internCounter returns c with its scope replaced by the shard's shared copy
+// (see intern).
 func (sh *shard) internCounter(c *Counter) Counter {
 	out := *c
-	if out.Scope == "" {
-		return out
-	}
-	if v, ok := sh.scopes[out.Scope]; ok {
-		out.Scope = v
-		return out
-	}
-	out.Scope = strings.Clone(out.Scope)
-	if len(sh.scopes) < maxInternedScopes {
-		if sh.scopes == nil {
-			sh.scopes = make(map[string]string)
-		}
-		sh.scopes[out.Scope] = out.Scope
-	}
+	out.Scope = sh.intern(out.Scope)
 	return out
 }
 
@@ -292,7 +300,8 @@ func (e *entry) find(c *Counter) int {
 	return -1
 }
 
-// add appends a fresh counter; the pointer is valid until the next add.
+// add appends a fresh counter; the pointer is valid until the next add. The
+// caller accounts for it.
 func (e *entry) add(c Counter) *counter {
 	if e.more == nil {
 		e.more = new([]counter)

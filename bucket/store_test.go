@@ -153,6 +153,8 @@ func TestBadInput(t *testing.T) {
 		{"negative amount", []Counter{{Limit: Limit{-1, time.Second}}}, 1, ErrInvalidCounter, "amount -1 is negative"},
 		{"moving window over bound", []Counter{{Limit: Limit{MaxMovingWindowAmount + 1, time.Hour}, Strategy: MovingWindow}}, 1,
 			ErrInvalidCounter, "bounded by 4096; got 4097"},
+		{"scope too long", []Counter{{Scope: strings.Repeat("s", MaxScopeLen+1), Limit: ok.Limit}}, 1, ErrInvalidCounter,
+			"the scope is 257 bytes long, at most 256 (MaxScopeLen)"},
 		{"one bad among good", []Counter{ok, {Limit: Limit{1, 0}}}, 1, ErrInvalidCounter, "must be positive"},
 	}
 	for _, tt := range tests {

@@ -40,7 +40,7 @@ func (s *Store) Sweep(now time.Time, max int) int {
 func (sh *shard) sweep(t int64, budget int) (removed, examined int, done bool) {
 	for sh.cursor < len(sh.entries) && examined < budget {
 		examined++
-		if sh.entries[sh.cursor].prune(t) {
+		if sh.prune(&sh.entries[sh.cursor], t) {
 			sh.removeAt(sh.cursor) // the last entry moved here: examine it next
 			removed++
 			continue
@@ -67,14 +67,17 @@ func (sh *shard) shrink() {
 	sh.index.shrink()
 }
 
-// prune drops e's expired counters and shrinks moving-window logs; it
-// reports whether no counter is left. Counter positions may change.
-func (e *entry) prune(t int64) (empty bool) {
+// prune drops e's expired counters and shrinks moving-window logs, giving
+// back what they held; it reports whether no counter is left (the last one
+// is then still in e, for removeAt to give back). Counter positions may
+// change.
+func (sh *shard) prune(e *entry, t int64) (empty bool) {
 	if e.more != nil {
 		m := *e.more
 		k := 0
 		for i := range m {
-			if m[i].expire(t) {
+			if sh.expire(&m[i], t) {
+				sh.forgetCounter(&m[i])
 				continue
 			}
 			m[k] = m[i]
@@ -90,10 +93,11 @@ func (e *entry) prune(t int64) (empty bool) {
 			*e.more = m[:k]
 		}
 	}
-	if e.first.expire(t) {
+	if sh.expire(&e.first, t) {
 		if e.more == nil {
 			return true
 		}
+		sh.forgetCounter(&e.first)
 		m := *e.more
 		e.first = m[len(m)-1]
 		m[len(m)-1] = counter{}
@@ -107,12 +111,16 @@ func (e *entry) prune(t int64) (empty bool) {
 }
 
 // expire reports whether c's state is back to fresh at t, after pruning and
-// compacting its moving-window log.
-func (c *counter) expire(t int64) bool {
+// compacting its moving-window log (and accounting for the slots freed).
+func (sh *shard) expire(c *counter, t int64) bool {
 	if l := c.st.log; l != nil {
+		before := len(l.buf)
 		l.prune(t, int64(c.id.Limit.Period))
 		if l.compact() {
 			c.st.log = nil
+		}
+		if after := c.st.log.capacity(); after != before {
+			sh.acct.force(0, 0, int64(after-before))
 		}
 	}
 	return t >= c.st.deadline(&c.id)

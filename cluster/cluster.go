@@ -5,20 +5,16 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
 
@@ -26,16 +22,17 @@ import (
 // some keys (decided on its Store), forwards checks of the others to their
 // owners, and serves checks forwarded to it.
 type Cluster struct {
-	cfg     Config
-	name    string
-	now     func() time.Time
-	log     *slog.Logger
-	store   *bucket.Store
-	metrics *Metrics
-
-	ln     net.Listener
-	server *rpc.Server
-	ml     *membership
+	cfg       Config
+	name      string
+	now       func() time.Time
+	log       *slog.Logger
+	store     *bucket.Store
+	metrics   *Metrics
+	transport Transport
+	rpcAddr   string
+	// newGossip starts the membership; tests replace it before Start.
+	newGossip func(Meta) (gossip, error)
+	gossip    gossip
 
 	view      atomic.Pointer[view]
 	rebuildMu sync.Mutex // serialises ring rebuilds
@@ -56,103 +53,84 @@ type Cluster struct {
 	wg     sync.WaitGroup
 }
 
-// New validates cfg and binds nothing yet.
+// New checks cfg and binds nothing yet.
 func New(cfg Config) (*Cluster, error) {
-	if cfg.Store == nil {
-		return nil, errors.New("cluster: Config.Store is nil")
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	if cfg.FailPolicy > FailClosed {
-		return nil, fmt.Errorf("cluster: unknown fail policy %d", cfg.FailPolicy)
-	}
-	if cfg.BindAddr == "" {
-		cfg.BindAddr = "127.0.0.1"
-	}
-	if cfg.ForwardTimeout <= 0 {
-		cfg.ForwardTimeout = 50 * time.Millisecond
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = cfg.ForwardTimeout
-	}
-	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = 250 * time.Millisecond
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
-	m := cfg.Metrics
-	if m == nil {
-		var err error
-		if m, err = NewMetrics(nil, nil); err != nil {
-			return nil, err
-		}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = NewTCPTransport(TCPConfig{BindAddr: cfg.BindAddr, Port: cfg.RPCPort, Secret: rpcSecret(cfg.Secret),
+			DialTimeout: cfg.DialTimeout, CallTimeout: cfg.ForwardTimeout, Logger: cfg.Logger})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Cluster{cfg: cfg, now: now, log: log, store: cfg.Store, metrics: m,
-		handoff: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	c := &Cluster{cfg: cfg, now: cfg.Clock, log: cfg.Logger, store: cfg.Store, metrics: cfg.Metrics,
+		transport: tr, handoff: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	c.newGossip = func(meta Meta) (gossip, error) { return newMembership(&c.cfg, meta, c.log) }
 	c.peers.init(c)
 	return c, nil
 }
 
 // Start binds the RPC listener, starts gossip and the background loops.
-// The node is then a cluster of one until Join.
-func (c *Cluster) Start() error {
-	addr := net.JoinHostPort(c.cfg.BindAddr, strconv.Itoa(c.cfg.RPCPort))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("cluster: listen for RPC on %s: %w", addr, err)
+// The node is then a cluster of one until Join. It gives up, releasing
+// what it bound, when ctx ends first.
+func (c *Cluster) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("cluster: start: %w", err)
 	}
-	c.ln = ln
-	rpcAddr := ln.Addr().String()
+	bound, err := c.transport.Listen(handler{c})
+	if err != nil {
+		return err
+	}
+	c.rpcAddr = bound
 	if c.cfg.AdvertiseAddr != "" {
-		rpcAddr = net.JoinHostPort(c.cfg.AdvertiseAddr, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		if _, port, err := net.SplitHostPort(bound); err == nil {
+			c.rpcAddr = net.JoinHostPort(c.cfg.AdvertiseAddr, port)
+		}
 	}
 	c.name = c.cfg.Name
 	if c.name == "" {
 		// The RPC address is bound, so it is unique on this host, and
 		// other nodes on the same host cannot collide with it.
-		c.name = rpcAddr
+		c.name = c.rpcAddr
 	}
 	c.cfg.Name = c.name
 	c.log = c.log.With("node", c.name)
-	c.server = rpc.NewServer(handler{c}, rpc.ServerConfig{Secret: c.secret(), Logger: c.log})
-	c.ml, err = newMembership(&c.cfg, Meta{Protocol: ProtocolVersion, RPCAddr: rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring)}, c.log)
+	meta := Meta{Protocol: ProtocolVersion, RPCAddr: c.rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring)}
+	if c.gossip, err = c.newGossip(meta); err == nil && ctx.Err() != nil {
+		c.gossip.leave(0)
+		err = fmt.Errorf("cluster: start: %w", ctx.Err())
+	}
 	if err != nil {
-		ln.Close()
+		c.transport.Close()
 		return err
 	}
 	c.rebuild()
-	c.wg.Add(4)
-	go func() { defer c.wg.Done(); c.server.Serve(ln) }()
+	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.ringLoop() }()
 	go func() { defer c.wg.Done(); c.probeLoop() }()
 	go func() { defer c.wg.Done(); c.handoffLoop() }()
-	c.log.Info("node started", "rpc", rpcAddr, "gossip", c.GossipAddr())
+	c.log.Info("node started", "rpc", c.rpcAddr, "gossip", c.GossipAddr())
 	return nil
 }
 
-func (c *Cluster) secret() []byte {
-	if len(c.cfg.Secret) == 0 {
+// rpcSecret derives the RPC handshake key from the cluster secret; none
+// without a secret.
+func rpcSecret(secret []byte) []byte {
+	if len(secret) == 0 {
 		return nil
 	}
-	return rpcKey(c.cfg.Secret)
+	return rpcKey(secret)
 }
 
 // Name is this node's unique name in the cluster.
 func (c *Cluster) Name() string { return c.name }
 
 // GossipAddr is the host:port other nodes join through.
-func (c *Cluster) GossipAddr() string {
-	n := c.ml.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (c *Cluster) GossipAddr() string { return c.gossip.addr() }
 
-// RPCAddr is the address the RPC server listens on.
-func (c *Cluster) RPCAddr() string { return c.ln.Addr().String() }
+// RPCAddr is the address peers reach this node's RPC at.
+func (c *Cluster) RPCAddr() string { return c.rpcAddr }
 
 // Join contacts the seeds (gossip host:port), retrying with backoff until
 // one answers or ctx ends.
@@ -167,7 +145,7 @@ func (c *Cluster) Join(ctx context.Context, seeds ...string) error {
 		close(gate)
 		c.joinGate.Store(nil)
 	}()
-	if err := c.ml.join(ctx, seeds); err != nil {
+	if err := c.gossip.join(ctx, seeds); err != nil {
 		return err
 	}
 	c.rebuild()
@@ -193,20 +171,8 @@ type view struct {
 // Ring returns the ring this node routes by.
 func (c *Cluster) Ring() *ring.Ring { return c.view.Load().routing }
 
-// Member is a cluster member as this node sees it.
-type Member struct {
-	Name     string
-	RPCAddr  string
-	HTTPAddr string
-	// State is memberlist's view ("alive", "suspect"); "unreachable" when
-	// this node's forwards to it failed and it is out of this node's ring
-	// until it answers again; "leaving" for this node during Close.
-	State string
-	Self  bool
-}
-
 // Members lists the members gossip knew at the last ring rebuild, this
-// node included. Members in State "alive" or "suspect" are in the ring.
+// node included. Members Alive or Suspect are in the ring.
 func (c *Cluster) Members() []Member {
 	return slices.Clone(c.view.Load().members)
 }
@@ -217,7 +183,7 @@ func (c *Cluster) ringLoop() {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-c.ml.changed:
+		case <-c.gossip.changes():
 		}
 		c.rebuild()
 	}
@@ -228,7 +194,7 @@ func (c *Cluster) ringLoop() {
 func (c *Cluster) rebuild() {
 	c.rebuildMu.Lock()
 	defer c.rebuildMu.Unlock()
-	ps := c.ml.peers()
+	ps := c.gossip.peers()
 	v := &view{members: make([]Member, 0, len(ps))}
 	var full, routing []ring.Member
 	live := make(map[string]string, len(ps))
@@ -239,9 +205,9 @@ func (c *Cluster) rebuild() {
 		rm := ring.Member{Name: p.Name, Addr: p.Meta.RPCAddr}
 		switch {
 		case p.Self && c.leaving.Load():
-			m.State = "leaving"
+			m.State = Leaving
 		case !p.Self && c.peers.isSuspect(p.Name):
-			m.State = "unreachable"
+			m.State = Unreachable
 			full = append(full, rm)
 			suspected = true
 		default:

@@ -42,20 +42,6 @@ func TestRingSignatureNamesPlacement(t *testing.T) {
 	}
 }
 
-func TestParseFailPolicy(t *testing.T) {
-	for in, want := range map[string]FailPolicy{"": FailLocal, "local": FailLocal, "open": FailOpen, "closed": FailClosed} {
-		if got, err := ParseFailPolicy(in); err != nil || got != want {
-			t.Errorf("ParseFailPolicy(%q) = %v, %v", in, got, err)
-		}
-		if in != "" && want.String() != in {
-			t.Errorf("%v.String() = %q", want, want.String())
-		}
-	}
-	if _, err := ParseFailPolicy("sometimes"); err == nil || !strings.Contains(err.Error(), "sometimes") {
-		t.Errorf("bad policy: %v", err)
-	}
-}
-
 func TestDenyCache(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	lim := bucket.Limit{Amount: 5, Period: time.Minute}

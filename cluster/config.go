@@ -1,56 +1,21 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
 
-// FailPolicy says what a node decides when no owner of a key can answer.
-type FailPolicy uint8
-
-const (
-	// FailLocal decides on this node's own counter table, as Flask-Limiter
-	// falls back to memory when its storage is down. Limits then hold per
-	// node rather than per cluster until the owner answers again.
-	FailLocal FailPolicy = iota
-	// FailOpen allows the request.
-	FailOpen
-	// FailClosed denies the request, with a retry-after of one second.
-	FailClosed
-)
-
-// String returns "local", "open" or "closed".
-func (p FailPolicy) String() string {
-	switch p {
-	case FailLocal:
-		return "local"
-	case FailOpen:
-		return "open"
-	case FailClosed:
-		return "closed"
-	}
-	return fmt.Sprintf("FailPolicy(%d)", uint8(p))
-}
-
-// ParseFailPolicy reads "local", "open" or "closed"; "" means local.
-func ParseFailPolicy(s string) (FailPolicy, error) {
-	switch s {
-	case "", "local":
-		return FailLocal, nil
-	case "open":
-		return FailOpen, nil
-	case "closed":
-		return FailClosed, nil
-	}
-	return 0, fmt.Errorf("fail policy %q: want local, open or closed", s)
-}
-
-// Config configures a Cluster. The root package's Config documents each
-// field for users; this is its translation.
+// Config is what a Cluster runs with. The root package builds it from the
+// user's ratemesh.Config, where every field is documented and every default
+// is applied, once: New applies no defaults of its own and refuses a Config
+// that lacks a value it needs, so a setting cannot silently mean one thing
+// here and another there.
 type Config struct {
 	Name                string
 	BindAddr            string
@@ -64,11 +29,49 @@ type Config struct {
 	ForwardTimeout      time.Duration
 	DialTimeout         time.Duration
 	ProbeInterval       time.Duration
-	FailPolicy          FailPolicy
 	Ring                ring.Config
 	Store               *bucket.Store
 	Logger              *slog.Logger
 	Metrics             *Metrics
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+	// Clock returns the current time. Every time the cluster reads goes
+	// through it, so tests can pass time in.
+	Clock func() time.Time
+	// Fallback decides a check when no owner of its key answers (the
+	// user's fail policy); FallbackName labels those decisions in metrics
+	// and logs.
+	Fallback     Fallback
+	FallbackName string
+	// Transport carries the RPC between nodes. Nil means TCP on BindAddr
+	// and RPCPort (see NewTCPTransport); tests pass an in-memory one.
+	Transport Transport
+}
+
+// Fallback decides req without its owner, at now, filling resp.
+type Fallback func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error
+
+// validate reports the first missing or impossible setting.
+func (cfg *Config) validate() error {
+	switch {
+	case cfg.Store == nil:
+		return errors.New("cluster: Config.Store is nil")
+	case cfg.Logger == nil:
+		return errors.New("cluster: Config.Logger is nil")
+	case cfg.Metrics == nil:
+		return errors.New("cluster: Config.Metrics is nil")
+	case cfg.Clock == nil:
+		return errors.New("cluster: Config.Clock is nil")
+	case cfg.Fallback == nil:
+		return errors.New("cluster: Config.Fallback is nil")
+	case cfg.BindAddr == "":
+		return errors.New("cluster: Config.BindAddr is empty")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ForwardTimeout", cfg.ForwardTimeout}, {"DialTimeout", cfg.DialTimeout}, {"ProbeInterval", cfg.ProbeInterval}} {
+		if d.v <= 0 {
+			return fmt.Errorf("cluster: Config.%s is %v, want > 0", d.name, d.v)
+		}
+	}
+	return nil
 }

@@ -79,7 +79,7 @@ func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		err := c.peers.client(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{Entries: es})
+		err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{Entries: es})
 		if err == nil {
 			close(mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(es)))
@@ -136,7 +136,7 @@ func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckReque
 		return c.decideLocal(c.now(), req, resp)
 	}
 	req.Hops++
-	if err := c.peers.client(to.Name, to.Addr).Check(ctx, req, resp); err != nil {
+	if err := c.peers.get(to.Name, to.Addr).Check(ctx, req, resp); err != nil {
 		if !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
@@ -160,7 +160,7 @@ func (c *Cluster) mergeHere(entries []bucket.Entry) {
 // counter it holds to its new owner, leaves gossip, then closes the RPC
 // server and stops its goroutines.
 func (c *Cluster) Close(ctx context.Context) error {
-	if c.ml == nil { // never started
+	if c.gossip == nil { // never started
 		c.cancel()
 		return nil
 	}
@@ -173,13 +173,13 @@ func (c *Cluster) Close(ctx context.Context) error {
 	}
 	timeout := time.Second
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+		timeout = dl.Sub(c.now())
 	}
-	err := c.ml.leave(max(timeout, 10*time.Millisecond))
+	err := c.gossip.leave(max(timeout, 10*time.Millisecond))
 	c.quiesce(ctx)
 	c.stopped.Store(true) // from here on checks are refused, not half-served
 	c.cancel()
-	if serr := c.server.Close(); err == nil {
+	if serr := c.transport.Close(); err == nil {
 		err = serr
 	}
 	c.peers.closeAll()
@@ -187,49 +187,31 @@ func (c *Cluster) Close(ctx context.Context) error {
 	return err
 }
 
-// quiesce waits, within ctx and at most quiesceMax, until peers have
-// stopped sending checks here (none for quietFor): their rings drop this
-// node as the leave message reaches them. Until then it keeps passing their
-// checks to the new owners, so none of them meets a closed port and
-// mistakes a graceful leave for a crash.
+// quiesce waits, within ctx and at most maxPolls polls, until peers have
+// stopped sending checks here (none for quietPolls polls in a row): their
+// rings drop this node as the leave message reaches them. Until then it
+// keeps passing their checks to the new owners, so none of them meets a
+// closed port and mistakes a graceful leave for a crash. It counts ticks
+// rather than reading the clock: a test's clock may stand still.
 func (c *Cluster) quiesce(ctx context.Context) {
 	const (
 		poll       = 10 * time.Millisecond
-		quietFor   = 100 * time.Millisecond
-		quiesceMax = 2 * time.Second
+		quietPolls = 10  // 100 ms without a check from a peer
+		maxPolls   = 200 // 2 s at most
 	)
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	deadline := time.Now().Add(quiesceMax)
-	last, quietSince := c.served.Load(), time.Now()
-	for time.Now().Before(deadline) {
+	last, quiet := c.served.Load(), 0
+	for range maxPolls {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			if n := c.served.Load(); n != last {
-				last, quietSince = n, now
-			} else if now.Sub(quietSince) >= quietFor {
-				return
-			}
+		case <-t.C:
+		}
+		if n := c.served.Load(); n != last {
+			last, quiet = n, 0
+		} else if quiet++; quiet >= quietPolls {
+			return
 		}
 	}
 }
-
-// Kill stops the node without leaving or handing anything off, as a crash
-// would. It exists for fault tests.
-func (c *Cluster) Kill() {
-	if c.ml == nil || c.leaving.Swap(true) {
-		return
-	}
-	c.stopped.Store(true)
-	c.ml.ml.Shutdown()
-	c.cancel()
-	c.server.Close()
-	c.peers.closeAll()
-	c.wg.Wait()
-}
-
-// CutRPC closes the RPC server while gossip goes on. It exists for fault
-// tests: peers then see this node alive but cannot reach it.
-func (c *Cluster) CutRPC() { c.server.Close() }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +31,22 @@ func rpcKey(secret []byte) []byte {
 	h.Write([]byte("ratemesh rpc key v1\x00"))
 	h.Write(secret)
 	return h.Sum(nil)
+}
+
+// gossip is the membership a cluster builds its ring from: memberlist in a
+// running node (membership below), a list the test sets in unit tests.
+type gossip interface {
+	// peers lists the members believed alive or suspect, this node
+	// included.
+	peers() []peer
+	// changes delivers a value (coalesced) whenever membership changed.
+	changes() <-chan struct{}
+	// join contacts the seeds until one answers or ctx ends.
+	join(ctx context.Context, seeds []string) error
+	// leave announces this node's departure and stops gossip.
+	leave(timeout time.Duration) error
+	// addr is the host:port other nodes join through.
+	addr() string
 }
 
 // membership wraps memberlist. Its delegates never block: they only note
@@ -85,6 +103,13 @@ func newMembership(cfg *Config, meta Meta, log *slog.Logger) (*membership, error
 	}
 	m.ml = ml
 	return m, nil
+}
+
+func (m *membership) changes() <-chan struct{} { return m.changed }
+
+func (m *membership) addr() string {
+	n := m.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
 // signal wakes the ring builder without ever blocking memberlist.
@@ -178,7 +203,7 @@ func (m *membership) join(ctx context.Context, seeds []string) error {
 type peer struct {
 	Name  string
 	Meta  Meta
-	State string
+	State State
 	Self  bool
 }
 
@@ -200,7 +225,11 @@ func (m *membership) peers() []peer {
 			m.noteBad(n.Name, err.Error())
 			continue
 		}
-		out = append(out, peer{Name: n.Name, Meta: meta, State: stateName(n.State), Self: n.Name == m.name})
+		state := Alive
+		if n.State == memberlist.StateSuspect {
+			state = Suspect
+		}
+		out = append(out, peer{Name: n.Name, Meta: meta, State: state, Self: n.Name == m.name})
 	}
 	return out
 }
@@ -215,24 +244,16 @@ func (m *membership) noteBad(name, why string) {
 	m.log.Error("member kept out of the ring", "member", name, "reason", why)
 }
 
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
-}
-
 // leave announces departure and stops gossip. A leave message that could
 // not be confirmed in time (typically: no other member left to hear it) is
 // only logged: the others then detect the departure as a failure.
+//
+// A node refused for taking a member's name leaves silently: its leave
+// message would carry that name, and the others would drop the real member.
 func (m *membership) leave(timeout time.Duration) error {
+	if m.conflictErr() != nil {
+		return m.ml.Shutdown()
+	}
 	if err := m.ml.Leave(timeout); err != nil {
 		m.log.Warn("leave not confirmed by gossip; peers will detect it", "err", err)
 	}

@@ -3,6 +3,8 @@ package cluster
 import (
 	"fmt"
 
+	"github.com/ratemesh/ratemesh/bucket"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,10 +24,10 @@ type Metrics struct {
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: the
-// metrics are kept but not exported). keys reports the number of routing
-// keys this node holds. It fails if reg already holds ratemesh metrics,
+// metrics are kept but not exported). usage reports what this node's
+// counter table holds, against the table's bounds. It fails if reg already holds ratemesh metrics,
 // e.g. a registry shared by two nodes.
-func NewMetrics(reg prometheus.Registerer, keys func() float64) (*Metrics, error) {
+func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics, error) {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_checks_total",
 		Help: "Checks by where they were decided: local (this node owns the key), forwarded (sent to the owner), served (received from a peer), deny_cached (denied again here, as the owner said, until its retry-after).",
@@ -71,11 +73,18 @@ func NewMetrics(reg prometheus.Registerer, keys func() float64) (*Metrics, error
 		return m, nil
 	}
 	cs := []prometheus.Collector{checks, results, m.fallback, m.forwardSeconds, m.rpcErrors, m.failovers, m.members, m.handoffKeys}
-	if keys != nil {
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ratemesh_keys",
-			Help: "Routing keys whose counters this node holds.",
-		}, keys))
+	if usage != nil {
+		for _, g := range []struct {
+			name, help string
+			of         func(bucket.Usage) int
+		}{
+			{"ratemesh_keys", "Routing keys whose counters this node holds (bounded by the store's MaxKeys).", func(u bucket.Usage) int { return u.Keys }},
+			{"ratemesh_counters", "Counters this node holds (bounded by MaxCounters).", func(u bucket.Usage) int { return u.Counters }},
+			{"ratemesh_moving_window_slots", "Hit times kept by moving-window counters, 8 bytes each (bounded by MaxMovingWindowSlots).", func(u bucket.Usage) int { return u.MovingWindowSlots }},
+		} {
+			cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: g.name, Help: g.help},
+				func() float64 { return float64(g.of(usage())) }))
+		}
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -4,65 +4,59 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
-// peerSet holds one RPC client per peer and the peers this node suspects.
+// peerSet holds one Peer per member and the members this node suspects.
 // A suspect is left out of this node's ring at once, without waiting for
 // gossip to agree, and comes back when it answers a ping or gossip reports
 // it joining again.
 type peerSet struct {
 	c        *Cluster
 	mu       sync.Mutex
-	clients  map[string]*peerClient
+	peers    map[string]*dialed
 	suspects map[string]time.Time // name → when suspected
 	lastLog  map[string]time.Time // fallback log limiter, per peer
 }
 
-type peerClient struct {
-	addr   string
-	client *rpc.Client
+// dialed is the Peer of one member at one address.
+type dialed struct {
+	addr string
+	peer Peer
 }
 
 func (s *peerSet) init(c *Cluster) {
 	s.c = c
-	s.clients = map[string]*peerClient{}
+	s.peers = map[string]*dialed{}
 	s.suspects = map[string]time.Time{}
 	s.lastLog = map[string]time.Time{}
 }
 
-// client returns the RPC client for the named peer at addr, creating it (or
-// replacing it, when the peer came back on another address).
-func (s *peerSet) client(name, addr string) *rpc.Client {
+// get returns the Peer of the member name at addr, dialling it (or
+// replacing it, when the member came back on another address).
+func (s *peerSet) get(name, addr string) Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pc := s.clients[name]
-	if pc != nil && pc.addr == addr {
-		return pc.client
+	d := s.peers[name]
+	if d != nil && d.addr == addr {
+		return d.peer
 	}
-	if pc != nil {
-		go pc.client.Close() // not under the lock: Close waits for its goroutines
+	if d != nil {
+		go d.peer.Close() // not under the lock: Close waits for its goroutines
 	}
-	pc = &peerClient{addr: addr, client: rpc.NewClient(addr, rpc.ClientConfig{
-		Secret:      s.c.secret(),
-		DialTimeout: s.c.cfg.DialTimeout,
-		CallTimeout: s.c.cfg.ForwardTimeout,
-		Logger:      s.c.log,
-	})}
-	s.clients[name] = pc
-	return pc.client
+	d = &dialed{addr: addr, peer: s.c.transport.Dial(addr)}
+	s.peers[name] = d
+	return d.peer
 }
 
-// sync closes the clients of peers that are no longer members (live maps
-// each member's name to its RPC address) and forgets their suspicion.
+// sync closes the peers that are no longer members (live maps each
+// member's name to its RPC address) and forgets their suspicion.
 func (s *peerSet) sync(live map[string]string) {
-	var gone []*rpc.Client
+	var gone []Peer
 	s.mu.Lock()
-	for name, pc := range s.clients {
-		if addr, ok := live[name]; !ok || addr != pc.addr {
-			gone = append(gone, pc.client)
-			delete(s.clients, name)
+	for name, d := range s.peers {
+		if addr, ok := live[name]; !ok || addr != d.addr {
+			gone = append(gone, d.peer)
+			delete(s.peers, name)
 		}
 	}
 	for name := range s.suspects {
@@ -71,8 +65,8 @@ func (s *peerSet) sync(live map[string]string) {
 		}
 	}
 	s.mu.Unlock()
-	for _, cl := range gone { // outside the lock: Close waits for its goroutines
-		cl.Close()
+	for _, p := range gone { // outside the lock: Close waits for its goroutines
+		p.Close()
 	}
 }
 
@@ -88,7 +82,7 @@ func (s *peerSet) suspect(name string, cause error) {
 	s.mu.Lock()
 	_, already := s.suspects[name]
 	if !already {
-		s.suspects[name] = time.Now()
+		s.suspects[name] = s.c.now()
 	}
 	s.mu.Unlock()
 	if !already {
@@ -109,9 +103,22 @@ func (s *peerSet) clear(name string) {
 	}
 }
 
+// suspected returns the suspects this node has a Peer for, by name.
+func (s *peerSet) suspected() map[string]Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Peer, len(s.suspects))
+	for name := range s.suspects {
+		if d := s.peers[name]; d != nil {
+			out[name] = d.peer
+		}
+	}
+	return out
+}
+
 // logFallback logs a fail-policy decision at most once per peer per second.
-func (s *peerSet) logFallback(policy FailPolicy, peer string, cause error) {
-	now := time.Now()
+func (s *peerSet) logFallback(peer string, cause error) {
+	now := s.c.now()
 	s.mu.Lock()
 	last, seen := s.lastLog[peer]
 	due := !seen || now.Sub(last) >= time.Second
@@ -123,7 +130,17 @@ func (s *peerSet) logFallback(policy FailPolicy, peer string, cause error) {
 	}
 	s.mu.Unlock()
 	if due {
-		s.c.log.Warn("no owner answered; fail policy decides", "policy", policy.String(), "peer", peer, "err", cause)
+		s.c.log.Warn("no owner answered; fail policy decides", "policy", s.c.cfg.FallbackName, "peer", peer, "err", cause)
+	}
+}
+
+func (s *peerSet) closeAll() {
+	s.mu.Lock()
+	all := s.peers
+	s.peers = map[string]*dialed{}
+	s.mu.Unlock()
+	for _, d := range all {
+		d.peer.Close()
 	}
 }
 
@@ -137,33 +154,19 @@ func (c *Cluster) probeLoop() {
 			return
 		case <-t.C:
 		}
-		c.moved.expire(c.now())
-		c.peers.mu.Lock()
-		var names []string
-		var clients []*rpc.Client
-		for name := range c.peers.suspects {
-			if pc := c.peers.clients[name]; pc != nil {
-				names = append(names, name)
-				clients = append(clients, pc.client)
-			}
-		}
-		c.peers.mu.Unlock()
-		for i, cl := range clients {
-			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ForwardTimeout)
-			err := cl.Ping(ctx)
-			cancel()
-			if err == nil {
-				c.peers.clear(names[i])
-			}
-		}
+		c.probe()
 	}
 }
 
-func (s *peerSet) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for name, pc := range s.clients {
-		pc.client.Close()
-		delete(s.clients, name)
+// probe is one round of probeLoop.
+func (c *Cluster) probe() {
+	c.moved.expire(c.now())
+	for name, p := range c.peers.suspected() {
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ForwardTimeout)
+		err := p.Ping(ctx)
+		cancel()
+		if err == nil {
+			c.peers.clear(name)
+		}
 	}
 }

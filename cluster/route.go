@@ -38,15 +38,15 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 			c.metrics.checksLocal.Inc()
 			return false, c.serveLocal(ctx, v, req, resp)
 		}
-		start := time.Now()
+		start := c.now()
 		if c.denied.lookup(start, req, resp) {
 			c.metrics.checksDenyCached.Inc()
 			c.count(false)
 			return false, nil
 		}
-		err = c.peers.client(owner.Name, owner.Addr).Check(ctx, req, resp)
+		err = c.peers.get(owner.Name, owner.Addr).Check(ctx, req, resp)
 		if err == nil {
-			c.metrics.forwardSeconds.Observe(time.Since(start).Seconds())
+			c.metrics.forwardSeconds.Observe(c.now().Sub(start).Seconds())
 			c.metrics.checksForwarded.Inc()
 			c.count(resp.Allowed)
 			if !resp.Allowed {
@@ -89,25 +89,15 @@ func (c *Cluster) count(allowed bool) {
 
 // decideFallback applies the fail policy when no owner answered.
 func (c *Cluster) decideFallback(req *rpc.CheckRequest, resp *rpc.CheckResponse, peer string, cause error) error {
-	policy := c.cfg.FailPolicy
-	c.metrics.fallback.WithLabelValues(policy.String()).Inc()
+	c.metrics.fallback.WithLabelValues(c.cfg.FallbackName).Inc()
 	if cause == nil {
 		cause = errors.New("peer suspected by this node")
 	}
-	c.peers.logFallback(policy, peer, cause)
-	if policy == FailLocal {
-		return c.decideLocal(c.now(), req, resp)
-	}
-	now := c.now()
+	c.peers.logFallback(peer, cause)
 	resp.Node = c.name
-	resp.Allowed = policy == FailOpen
 	resp.Statuses = resp.Statuses[:0]
-	for _, ctr := range req.Counters {
-		st := bucket.Status{Limit: ctr.Limit, Remaining: ctr.Limit.Amount, Reset: now}
-		if !resp.Allowed {
-			st = bucket.Status{Limit: ctr.Limit, Reset: now.Add(time.Second), RetryAfter: time.Second}
-		}
-		resp.Statuses = append(resp.Statuses, st)
+	if err := c.cfg.Fallback(c.now(), req, resp); err != nil {
+		return err
 	}
 	c.count(resp.Allowed)
 	return nil
@@ -124,7 +114,7 @@ func (c *Cluster) Reset(ctx context.Context, key string) error {
 		if m.Name == c.name {
 			continue
 		}
-		if err := c.peers.client(m.Name, m.Addr).Reset(ctx, key); err != nil && first == nil {
+		if err := c.peers.get(m.Name, m.Addr).Reset(ctx, key); err != nil && first == nil {
 			first = err
 		}
 	}
@@ -141,32 +131,59 @@ var errLeaving = errors.New("node is leaving the cluster; send counts to the nex
 // that a node whose ring disagrees with the sender's and does not hold the
 // key passes it once more, to the owner it knows (maxHops), and a leaving
 // node passes on what it no longer holds (maxLeavingHops): never a loop.
+//
+// TryCheck is the RPC server's fast path: it runs on the connection's
+// reader and answers only what this node decides from memory at once. Any
+// check that may have to wait — for a join, a transfer, a pull, another
+// peer — is declined and served by Check, which the server runs on a
+// goroutine of its own, so no check can stall a peer's connection.
 type handler struct{ c *Cluster }
+
+// TryCheck implements rpc.FastChecker.
+func (h handler) TryCheck(req *rpc.CheckRequest, resp *rpc.CheckResponse) (bool, error) {
+	c := h.c
+	if c.leaving.Load() || c.joinGate.Load() != nil {
+		return false, nil
+	}
+	now := c.now()
+	v := c.view.Load()
+	if c.passOn(v, req) || !c.decidable(v, req, now) {
+		return false, nil
+	}
+	c.served.Add(1)
+	c.metrics.checksServed.Inc()
+	return true, c.decideLocal(now, req, resp)
+}
+
+// passOn reports whether a forwarded check should go on to the owner this
+// node knows: the sender's ring and ours disagree (one of us has not caught
+// up with gossip yet) and the key is not here.
+func (c *Cluster) passOn(v *view, req *rpc.CheckRequest) bool {
+	if req.Hops >= maxHops {
+		return false
+	}
+	o, ok := v.routing.Owner(req.Key)
+	return ok && o.Name != c.name && !c.store.Has(req.Key)
+}
 
 func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	c := h.c
 	c.served.Add(1)
 	v := c.settledView(ctx)
 	if c.leaving.Load() {
-		rpc.Blocking(ctx)
 		return c.serveLeaving(ctx, v, req, resp)
 	}
-	if req.Hops < maxHops {
-		// The sender's ring and ours disagree (one of us has not caught
-		// up with gossip yet). If the key is not here, pass the check to
-		// the owner we know; it serves it whatever its own ring says.
-		if o, ok := v.routing.Owner(req.Key); ok && o.Name != c.name && !c.store.Has(req.Key) {
-			rpc.Blocking(ctx)
-			req.Hops++
-			err := c.peers.client(o.Name, o.Addr).Check(ctx, req, resp)
-			if err == nil || !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
-				return err
-			}
-			// The owner we know is unreachable: route around it and serve
-			// here, as the sender asked.
-			c.peers.suspect(o.Name, err)
-			v = c.view.Load()
+	if c.passOn(v, req) {
+		o, _ := v.routing.Owner(req.Key)
+		req.Hops++
+		err := c.peers.get(o.Name, o.Addr).Check(ctx, req, resp)
+		if err == nil || !errors.Is(err, rpc.ErrUnavailable) || ctx.Err() != nil {
+			return err
 		}
+		// The owner we know is unreachable: route around it and serve
+		// here, as the sender asked.
+		c.peers.suspect(o.Name, err)
+		v = c.view.Load()
 	}
 	c.metrics.checksServed.Inc()
 	return c.serveLocal(ctx, v, req, resp)

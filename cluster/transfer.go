@@ -107,6 +107,17 @@ func (mv *move) wait(ctx context.Context) {
 	}
 }
 
+// decidable reports whether serveLocal would decide req at once, from this
+// node's table: the key is neither moving away nor possibly still on its
+// previous owner.
+func (c *Cluster) decidable(v *view, req *rpc.CheckRequest, now time.Time) bool {
+	if req.Hops < maxHops && c.moved.get(req.Key, now) != nil {
+		return false
+	}
+	_, inbound := v.inboundFrom(req.Key, now)
+	return !inbound || c.store.Has(req.Key)
+}
+
 // serveLocal decides req here, as the key's owner (or as the node a check
 // was forwarded to). If the key left this node recently, the check goes
 // where it went; if it may still be on its previous owner, it is fetched
@@ -114,10 +125,9 @@ func (mv *move) wait(ctx context.Context) {
 func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	now := c.now()
 	if mv := c.moved.get(req.Key, now); mv != nil && req.Hops < maxHops {
-		rpc.Blocking(ctx) // no-op unless serving a peer's RPC
 		mv.wait(ctx)
 		req.Hops++
-		err := c.peers.client(mv.to.Name, mv.to.Addr).Check(ctx, req, resp)
+		err := c.peers.get(mv.to.Name, mv.to.Addr).Check(ctx, req, resp)
 		if err == nil {
 			return nil
 		}
@@ -125,7 +135,6 @@ func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest
 		c.moved.forget(req.Key)
 	}
 	if from, ok := v.inboundFrom(req.Key, now); ok && !c.store.Has(req.Key) {
-		rpc.Blocking(ctx)
 		c.pull(ctx, req.Key, from)
 		now = c.now() // the pull took a round trip
 	}
@@ -137,7 +146,6 @@ func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest
 // pull a key's count wrongly: checks wait (briefly) for the full ring.
 func (c *Cluster) settledView(ctx context.Context) *view {
 	if gate := c.joinGate.Load(); gate != nil {
-		rpc.Blocking(ctx) // no-op unless serving a peer's RPC
 		t := time.NewTimer(c.cfg.ForwardTimeout / 2)
 		select {
 		case <-*gate:
@@ -187,7 +195,7 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) {
 		c.pullMu.Unlock()
 		close(ch)
 	}()
-	entry, found, err := c.peers.client(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
+	entry, found, err := c.peers.get(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
 	if err != nil {
 		c.metrics.rpcErrors.WithLabelValues("take").Inc()
 		c.log.Debug("pull failed; deciding on what is here", "key", key, "from", from.Name, "err", err)

@@ -9,6 +9,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/httpapi/jwtauth"
 )
 
 // Tiers of the demo users, as carried in their token's "tier" claim.
@@ -122,19 +123,24 @@ type OrdersResponse struct {
 }
 
 // orders answers GET /orders for the token's subject. The middleware has
-// verified the token as the route's key; if a policy made the route
-// exempt, the handler verifies it itself.
-func orders(j *httpapi.JWT) echo.HandlerFunc {
+// verified the token as the route's key and attached its claims; if a
+// policy made the route exempt, the handler verifies it itself.
+func orders(key httpapi.KeyFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if httpapi.Claims(c) == nil {
-			if _, err := j.Key(c); err != nil {
-				return httpapi.DefaultKeyErrorHandler(c, err)
+		ctx := c.Request().Context()
+		if jwtauth.Claims(ctx) == nil {
+			_, kctx, err := key(c.Request())
+			if err != nil {
+				httpapi.DefaultKeyErrorHandler(c.Response(), c.Request(), err)
+				return nil
+			}
+			if kctx != nil {
+				ctx = kctx
 			}
 		}
-		sub := httpapi.ClaimString(c, "sub")
 		return c.JSON(http.StatusOK, OrdersResponse{
-			User:   sub,
-			Tier:   httpapi.ClaimString(c, "tier"),
+			User:   jwtauth.ClaimString(ctx, "sub"),
+			Tier:   jwtauth.ClaimString(ctx, "tier"),
 			Orders: []Order{{ID: 1, ProductID: 1, Quantity: 2}, {ID: 2, ProductID: 3, Quantity: 10}},
 		})
 	}

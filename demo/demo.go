@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/httpapi/jwtauth"
 )
 
 // Product is one item of the catalogue.
@@ -37,8 +38,8 @@ func Products() []Product {
 
 // Config configures the demo.
 type Config struct {
-	// Limiter decides the checks; usually the node. Required.
-	Limiter httpapi.Limiter
+	// Cluster decides the checks; usually the node. Required.
+	Cluster httpapi.Cluster
 	// Policy replaces Policy(); nil means the seed's.
 	Policy *httpapi.Policy
 	// JWTSecret signs and verifies the HS256 tokens of /login and /orders;
@@ -58,8 +59,8 @@ type Config struct {
 
 // DenyHandler is the seed's custom 429 handler:
 // {"error":"Too many requests. Please try again later.","limit":"5 per 1 minute"}.
-func DenyHandler(c echo.Context, d httpapi.Denial) error {
-	return c.JSON(http.StatusTooManyRequests, denyBody{
+func DenyHandler(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {
+	httpapi.WriteJSON(w, http.StatusTooManyRequests, denyBody{
 		Error: "Too many requests. Please try again later.",
 		Limit: d.Limit.String(),
 	})
@@ -83,10 +84,11 @@ func Register(r httpapi.Routes, cfg Config) error {
 	if now == nil {
 		now = time.Now
 	}
-	jwtKey, err := httpapi.NewJWT(httpapi.JWTConfig{Secret: cfg.JWTSecret, Now: now})
+	verifier, err := jwtauth.New(jwtauth.Config{Secret: cfg.JWTSecret, Now: now})
 	if err != nil {
 		return err
 	}
+	jwtKey := httpapi.JWTKey(verifier, nil)
 	var p httpapi.Policy
 	if cfg.Policy != nil {
 		p = clonePolicy(*cfg.Policy)
@@ -95,12 +97,12 @@ func Register(r httpapi.Routes, cfg Config) error {
 	}
 	attach(&p, http.MethodGet, "/rb-products", func(r *httpapi.Route) { r.Tier = apiKeyTier })
 	attach(&p, http.MethodGet, "/orders", func(r *httpapi.Route) {
-		r.Key = jwtKey.Key
-		r.Tier = func(c echo.Context) string { return httpapi.ClaimString(c, "tier") }
+		r.Key = jwtKey
+		r.Tier = func(r *http.Request) string { return jwtauth.ClaimString(r.Context(), "tier") }
 	})
 	clients := cfg.Clients
 	mw, err := httpapi.New(httpapi.Config{
-		Limiter:    cfg.Limiter,
+		Cluster:    cfg.Cluster,
 		Policy:     p,
 		Key:        httpapi.APIKey("X-API-KEY", clients.Key),
 		Headers:    cfg.Headers,
@@ -127,8 +129,8 @@ func Register(r httpapi.Routes, cfg Config) error {
 }
 
 // apiKeyTier is the seed's role_based_limit: the admin key is "admin".
-func apiKeyTier(c echo.Context) string {
-	if c.Request().Header.Get("X-API-KEY") == AdminAPIKey {
+func apiKeyTier(r *http.Request) string {
+	if r.Header.Get("X-API-KEY") == AdminAPIKey {
 		return "admin"
 	}
 	return ""

@@ -12,6 +12,7 @@ import (
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/demo"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 )
 
 var secret = []byte("demo-test-secret")
@@ -31,7 +32,7 @@ func servers(t *testing.T, nodes []*ratemesh.Node) *roundRobin {
 	for _, n := range nodes {
 		e := echo.New()
 		err := demo.Register(e, demo.Config{
-			Limiter:   n,
+			Cluster:   n,
 			JWTSecret: secret,
 			Clients:   httpapi.ClientIP{Trusted: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
 		})
@@ -44,13 +45,13 @@ func servers(t *testing.T, nodes []*ratemesh.Node) *roundRobin {
 }
 
 func TestDemoOneNode(t *testing.T) {
-	scenarios(t, servers(t, startNodes(t, 1)))
+	scenarios(t, servers(t, clustertest.StartNamed(t, 1)))
 }
 
 // TestDemoThreeNodes runs the same scenarios with every request going to
 // the next of three nodes: the answers must be exactly the same.
 func TestDemoThreeNodes(t *testing.T) {
-	scenarios(t, servers(t, startNodes(t, 3)))
+	scenarios(t, servers(t, clustertest.StartNamed(t, 3)))
 }
 
 func scenarios(t *testing.T, rr *roundRobin) {

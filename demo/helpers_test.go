@@ -7,24 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, clustertest.LeakOptions()...)
-}
-
-// startNodes starts size real nodes on 127.0.0.1, joined together, and
-// waits until every ring holds all of them. They are named after the test
-// and use the test preset (a forward timeout that load cannot trip).
-func startNodes(t *testing.T, size int) []*ratemesh.Node {
-	t.Helper()
-	prefix := strings.ReplaceAll(t.Name(), "/", "-")
-	return clustertest.Start(t, size, func(c *ratemesh.Config) {
-		c.Name = prefix + "-" + strings.TrimPrefix(c.Name, "n") // <test>-0, <test>-1, …
-	})
 }
 
 // step is one request and what must come back.

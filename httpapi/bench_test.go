@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 )
 
 // discard is a ResponseWriter that keeps nothing but its header map.
@@ -20,8 +21,8 @@ func (d *discard) WriteHeader(int)             {}
 // benchServer is one node with GET /products limited (or exempt), keyed
 // by client IP, with the seed's default on top.
 func benchServer(b *testing.B, exempt bool) *echo.Echo {
-	n := startNode(b, "bench")
-	mw, err := httpapi.New(httpapi.Config{Limiter: n, Policy: httpapi.Policy{
+	n := clustertest.StartNode(b, "bench", nil)
+	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{
 		Default: "100 per hour",
 		Routes:  []httpapi.Route{{Method: "GET", Path: "/products", Limits: "1000000000 per minute", Exempt: exempt}},
 	}})
@@ -34,7 +35,7 @@ func benchServer(b *testing.B, exempt bool) *echo.Echo {
 	return e
 }
 
-func benchServe(b *testing.B, e *echo.Echo, clients int) {
+func benchServe(b *testing.B, e http.Handler, clients int) {
 	reqs := make([]*http.Request, clients)
 	for i := range reqs {
 		reqs[i] = httptest.NewRequest(http.MethodGet, "/products", nil)
@@ -67,9 +68,9 @@ func BenchmarkMiddlewareExempt(b *testing.B) {
 // BenchmarkMiddlewareDynamic adds a dynamic limit (scratch slices from the
 // pool, the parse cache).
 func BenchmarkMiddlewareDynamic(b *testing.B) {
-	n := startNode(b, "bench-dyn")
-	mw, err := httpapi.New(httpapi.Config{Limiter: n, Policy: httpapi.Policy{
-		Routes: []httpapi.Route{{Method: "GET", Path: "/products", Dynamic: func(echo.Context) string { return "1000000000 per minute" }}},
+	n := clustertest.StartNode(b, "bench-dyn", nil)
+	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{
+		Routes: []httpapi.Route{{Method: "GET", Path: "/products", Dynamic: func(*http.Request) string { return "1000000000 per minute" }}},
 	}})
 	if err != nil {
 		b.Fatal(err)
@@ -78,4 +79,20 @@ func BenchmarkMiddlewareDynamic(b *testing.B) {
 	e.Use(mw.Handler)
 	e.GET("/products", func(c echo.Context) error { return c.String(http.StatusOK, "[]") })
 	benchServe(b, e, 10000)
+}
+
+// BenchmarkMiddlewareNetHTTP is BenchmarkMiddleware through the net/http
+// adapter on an http.ServeMux.
+func BenchmarkMiddlewareNetHTTP(b *testing.B) {
+	n := clustertest.StartNode(b, "bench-nethttp", nil)
+	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{
+		Default: "100 per hour",
+		Routes:  []httpapi.Route{{Path: "GET /products", Limits: "1000000000 per minute"}},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /products", mw.HTTP(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("[]")) })))
+	benchServe(b, mux, 10000)
 }

@@ -2,11 +2,11 @@ package httpapi
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/bucket"
 )
 
@@ -27,11 +27,11 @@ type route struct {
 	// request.
 	counters []bucket.Counter
 	metas    []meta
-	dynamic  func(echo.Context) string
+	dynamic  func(*http.Request) string
 	scope    string // scope of the dynamic counters
 	strategy bucket.Strategy
 	cost     int64
-	costFunc func(echo.Context) int64
+	costFunc func(*http.Request) int64
 	key      KeyFunc
 }
 
@@ -169,7 +169,7 @@ func (c *compiled) compileRoute(r *Route, shared map[string]group, strategy stri
 
 // tierFunc turns Tiers into a dynamic limit function, validating every
 // limit string now so that a bad one stops the start, not a request.
-func tierFunc(r *Route, st bucket.Strategy) (func(echo.Context) string, error) {
+func tierFunc(r *Route, st bucket.Strategy) (func(*http.Request) string, error) {
 	tiers := make(map[string]string, len(r.Tiers))
 	for name, limits := range r.Tiers {
 		g, err := parseGroup("route", limits)
@@ -184,8 +184,8 @@ func tierFunc(r *Route, st bucket.Strategy) (func(echo.Context) string, error) {
 		tiers[name] = limits
 	}
 	tier, fallback := r.Tier, r.Limits
-	return func(c echo.Context) string {
-		if s, ok := tiers[tier(c)]; ok {
+	return func(req *http.Request) string {
+		if s, ok := tiers[tier(req)]; ok {
 			return s
 		}
 		return fallback

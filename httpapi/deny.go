@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/bucket"
 )
 
@@ -35,16 +34,16 @@ type Denial struct {
 // DenyHandler answers a denied request. The rate-limit headers are set
 // before it runs. The seed's custom handler, for instance:
 //
-//	func(c echo.Context, d httpapi.Denial) error {
-//		return c.JSON(http.StatusTooManyRequests, map[string]string{
+//	func(w http.ResponseWriter, r *http.Request, d httpapi.Denial) {
+//		httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{
 //			"error": "Too many requests. Please try again later.",
 //			"limit": d.Limit.String(),
 //		})
 //	}
-type DenyHandler func(c echo.Context, d Denial) error
+type DenyHandler func(w http.ResponseWriter, r *http.Request, d Denial)
 
-// TooManyRequests is the body of the default 429 answer.
-type TooManyRequests struct {
+// TooManyRequestsResponse is the body of the default 429 answer.
+type TooManyRequestsResponse struct {
 	Error      string `json:"error"`
 	Limit      string `json:"limit"`
 	RetryAfter int64  `json:"retry_after"`
@@ -55,40 +54,25 @@ const tooManyRequests = "Too many requests. Please try again later."
 
 // DefaultDenyHandler answers 429 with
 // {"error":"Too many requests. Please try again later.","limit":"5 per 1 minute","retry_after":60}.
-func DefaultDenyHandler(c echo.Context, d Denial) error {
-	if d.body != "" && d.buffers != nil && d.Limit == d.bodyLimit && plainJSON(c) {
+func DefaultDenyHandler(w http.ResponseWriter, _ *http.Request, d Denial) {
+	if d.body != "" && d.buffers != nil && d.Limit == d.bodyLimit {
 		// The body the middleware prepared, finished in a pooled buffer:
-		// what c.JSON writes, without encoding the struct per request.
-		// The response copies the bytes, as io.Writer promises.
+		// what WriteJSON writes, without encoding the struct per
+		// request. The writer copies the bytes, as io.Writer promises.
 		bp := d.buffers.Get().(*[]byte)
 		b := append((*bp)[:0], d.body...)
 		b = strconv.AppendInt(b, ceilSeconds(d.RetryAfter), 10)
 		b = append(b, "}\n"...)
-		err := c.JSONBlob(http.StatusTooManyRequests, b)
+		writeJSONBytes(w, http.StatusTooManyRequests, b) // a client that hung up is no news
 		*bp = b
 		d.buffers.Put(bp)
-		return err
+		return
 	}
-	return c.JSON(http.StatusTooManyRequests, TooManyRequests{
+	WriteJSON(w, http.StatusTooManyRequests, TooManyRequestsResponse{
 		Error:      tooManyRequests,
 		Limit:      d.Limit.String(),
 		RetryAfter: ceilSeconds(d.RetryAfter),
 	})
-}
-
-// plainJSON reports whether c.JSON would write Echo's default compact
-// encoding: the default serializer, not in debug mode, and no query (that
-// might ask for ?pretty).
-func plainJSON(c echo.Context) bool {
-	e := c.Echo()
-	if e == nil || e.Debug || c.Request().URL.RawQuery != "" {
-		return false
-	}
-	switch e.JSONSerializer.(type) {
-	case *echo.DefaultJSONSerializer, echo.DefaultJSONSerializer:
-		return true
-	}
-	return false
 }
 
 // denyBodyPrefix is DefaultDenyHandler's JSON body for limit l, up to the
@@ -99,17 +83,12 @@ func denyBodyPrefix(l bucket.Limit) string {
 }
 
 // KeyErrorHandler answers a request whose client could not be identified.
-type KeyErrorHandler func(c echo.Context, err error) error
-
-// errorBody is the JSON of every error answer of this package.
-type errorBody struct {
-	Error string `json:"error"`
-}
+type KeyErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 // DefaultKeyErrorHandler answers a KeyError with its status and
 // {"error": message} (a bad token: 401 with a Bearer challenge); any other
 // error with 403, as Echo's RateLimiter does.
-func DefaultKeyErrorHandler(c echo.Context, err error) error {
+func DefaultKeyErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 	var ke *KeyError
 	if errors.As(err, &ke) {
 		if ke.Status == http.StatusUnauthorized {
@@ -118,9 +97,10 @@ func DefaultKeyErrorHandler(c echo.Context, err error) error {
 			if ke.Err != nil {
 				challenge = `Bearer error="invalid_token"`
 			}
-			c.Response().Header().Set(echo.HeaderWWWAuthenticate, challenge)
+			w.Header().Set("WWW-Authenticate", challenge)
 		}
-		return c.JSON(ke.Status, errorBody{Error: ke.Message})
+		WriteJSON(w, ke.Status, ErrorResponse{Error: ke.Message})
+		return
 	}
-	return c.JSON(http.StatusForbidden, errorBody{Error: "cannot identify client"})
+	WriteJSON(w, http.StatusForbidden, ErrorResponse{Error: "cannot identify client"})
 }

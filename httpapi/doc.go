@@ -1,6 +1,9 @@
-// Package httpapi puts a ratemesh cluster in front of HTTP handlers: an Echo
-// middleware (with adapters for Echo's own RateLimiter and for net/http), the
-// node's HTTP service API, and the metrics endpoint.
+// Package httpapi puts a ratemesh cluster in front of HTTP handlers: a
+// rate-limit middleware written on net/http (Middleware.Serve and
+// Middleware.HTTP) with a thin Echo adapter (Middleware.Handler) and a
+// store for Echo's own RateLimiter, and, apart from it, the node's HTTP
+// service API (RegisterService) with the metrics endpoint. JWT
+// verification is in the subpackage jwtauth.
 //
 // The model is Flask-Limiter's. A Policy names default limits (replaced by a
 // route's own), application limits (always on top), per-route and per-method
@@ -10,7 +13,7 @@
 //
 //	ips := &httpapi.ClientIP{} // the TCP peer; set Trusted behind a proxy
 //	mw, err := httpapi.New(httpapi.Config{
-//		Limiter: node,
+//		Cluster: node,
 //		Key:     httpapi.APIKey("X-API-KEY", ips.Key),
 //		Policy: httpapi.Policy{
 //			Default: "100 per hour",
@@ -22,7 +25,7 @@
 //	})
 //	e.Use(mw.Handler)
 //
-// Every counter of one request travels in one Limiter.Check, under one
+// Every counter of one request travels in one Cluster.Check, under one
 // routing key (the client identity), so a request under three limits costs
 // one round trip to the key's owner, which decides them all-or-nothing.
 package httpapi

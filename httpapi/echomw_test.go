@@ -13,12 +13,13 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 )
 
 var _ middleware.RateLimiterStore = (*httpapi.RateLimiterStore)(nil)
 
 func TestEchoRateLimiterOneLineSwitch(t *testing.T) {
-	n := startNode(t, "echomw")
+	n := clustertest.StartNode(t, "echomw", nil)
 	ips := &httpapi.ClientIP{}
 	e := echo.New()
 	e.IPExtractor = ips.Extractor()

@@ -14,8 +14,8 @@ import (
 
 // *ratemesh.Node is what the middleware and the service API are built on.
 var (
-	_ httpapi.Limiter = (*ratemesh.Node)(nil)
 	_ httpapi.Cluster = (*ratemesh.Node)(nil)
+	_ httpapi.Node    = (*ratemesh.Node)(nil)
 )
 
 // The seed tutorial's Flask-Limiter setup, on Echo and a ratemesh node.
@@ -31,7 +31,7 @@ func Example() {
 
 	ips := &httpapi.ClientIP{}
 	mw, err := httpapi.New(httpapi.Config{
-		Limiter: node,
+		Cluster: node,
 		Key:     httpapi.APIKey("X-API-KEY", ips.Key), // API key, else IP
 		Policy: httpapi.Policy{
 			Default: "100 per hour",
@@ -40,8 +40,8 @@ func Example() {
 				{Method: "GET", Path: "/products", Limits: "5 per minute"},
 				{Method: "GET", Path: "/flash-sale", Limits: "10 per minute; 200 per day"},
 				{Method: "GET", Path: "/popular", Shared: []string{"products"}},
-				{Method: "GET", Path: "/rb-products", Dynamic: func(c echo.Context) string {
-					if c.Request().Header.Get("X-API-KEY") == "admin123" {
+				{Method: "GET", Path: "/rb-products", Dynamic: func(r *http.Request) string {
+					if r.Header.Get("X-API-KEY") == "admin123" {
 						return "100 per minute"
 					}
 					return "10 per minute"
@@ -50,8 +50,8 @@ func Example() {
 			},
 		},
 		// The seed's custom 429 handler.
-		OnDeny: func(c echo.Context, d httpapi.Denial) error {
-			return c.JSON(http.StatusTooManyRequests, map[string]string{
+		OnDeny: func(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {
+			httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{
 				"error": "Too many requests. Please try again later.",
 				"limit": d.Limit.String(),
 			})

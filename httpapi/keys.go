@@ -1,22 +1,30 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 
-	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh/httpapi/jwtauth"
 )
 
 // KeyFunc returns the routing key of a request: the client identity every
 // counter of the request is kept under, such as "ip:192.0.2.1",
 // "apikey:k-123" or "user:alice". An error refuses the request (see
 // KeyError); it never falls back to another identity.
-type KeyFunc func(c echo.Context) (string, error)
+//
+// ctx is nil, or r's context with values the function wants later code
+// to see, such as the claims of a verified token (see JWTKey): Route.Tier,
+// Dynamic and CostFunc and the handler then get the request with it. nil
+// keeps the request as it is and costs nothing, which is why it is not
+// r.Context().
+type KeyFunc func(r *http.Request) (key string, ctx context.Context, err error)
 
 // Routing key prefixes of the built-in key functions.
 const (
@@ -119,7 +127,7 @@ func (x *ClientIP) Addr(r *http.Request) (addr netip.Addr, ok bool) {
 	// Walk X-Forwarded-For from the right: each hop was appended by the
 	// proxy to its right, so hops stay believable while they are trusted.
 	client, found := peer, false
-	xff := r.Header.Values(echo.HeaderXForwardedFor)
+	xff := r.Header.Values("X-Forwarded-For")
 	for i := len(xff) - 1; i >= 0; i-- {
 		v := xff[i]
 		for v != "" {
@@ -146,7 +154,7 @@ func (x *ClientIP) Addr(r *http.Request) (addr netip.Addr, ok bool) {
 	if found {
 		return client, true
 	}
-	if a, ok := parseHop(strings.TrimSpace(r.Header.Get(echo.HeaderXRealIP))); ok {
+	if a, ok := parseHop(strings.TrimSpace(r.Header.Get("X-Real-Ip"))); ok {
 		return a, true
 	}
 	return peer, true
@@ -198,22 +206,14 @@ func (x *ClientIP) String(r *http.Request) string {
 }
 
 // Key is a KeyFunc: "ip:" and the client address.
-func (x *ClientIP) Key(c echo.Context) (string, error) {
-	r := c.Request()
+func (x *ClientIP) Key(r *http.Request) (string, context.Context, error) {
 	a, ok := x.Addr(r)
 	if !ok {
-		return keyPart(PrefixIP, r.RemoteAddr), nil
+		return keyPart(PrefixIP, r.RemoteAddr), nil, nil
 	}
 	var buf [64]byte
 	b := append(buf[:0], PrefixIP...)
-	return string(a.AppendTo(b)), nil
-}
-
-// Extractor returns an echo.IPExtractor with the same rules, so that
-// echo.Context.RealIP (and Echo's own RateLimiter) stop believing
-// forwarding headers from anyone: e.IPExtractor = ips.Extractor().
-func (x *ClientIP) Extractor() echo.IPExtractor {
-	return x.String
+	return string(a.AppendTo(b)), nil, nil
 }
 
 // APIKey returns a KeyFunc that identifies clients by the API key in
@@ -221,13 +221,36 @@ func (x *ClientIP) Extractor() echo.IPExtractor {
 // one fall back to fallback (usually ClientIP.Key).
 func APIKey(header string, fallback KeyFunc) KeyFunc {
 	header = http.CanonicalHeaderKey(header)
-	return func(c echo.Context) (string, error) {
-		if v := c.Request().Header[header]; len(v) > 0 && v[0] != "" {
-			return keyPart(PrefixAPIKey, v[0]), nil
+	return func(r *http.Request) (string, context.Context, error) {
+		if v := r.Header[header]; len(v) > 0 && v[0] != "" {
+			return keyPart(PrefixAPIKey, v[0]), nil, nil
 		}
 		if fallback == nil {
-			return "", &KeyError{Status: http.StatusUnauthorized, Message: "missing " + header + " header"}
+			return "", nil, &KeyError{Status: http.StatusUnauthorized, Message: "missing " + header + " header"}
 		}
-		return fallback(c)
+		return fallback(r)
+	}
+}
+
+// JWTKey returns a KeyFunc that identifies clients by the subject of the
+// bearer token v verifies: "user:" and the subject. It attaches the
+// claims to the request's context (jwtauth.Claims reads them), for
+// Route.Tier and the handlers. A request without a token goes to missing,
+// or is answered 401 when missing is nil; a bad, expired or unsigned token
+// is always a KeyError with status 401, never another identity.
+func JWTKey(v *jwtauth.Verifier, missing KeyFunc) KeyFunc {
+	return func(r *http.Request) (string, context.Context, error) {
+		claims, err := v.Request(r)
+		switch {
+		case errors.Is(err, jwtauth.ErrNoToken):
+			if missing != nil {
+				return missing(r)
+			}
+			return "", nil, &KeyError{Status: http.StatusUnauthorized, Message: "missing bearer token"}
+		case err != nil:
+			return "", nil, &KeyError{Status: http.StatusUnauthorized, Message: "invalid token", Err: err}
+		}
+		sub, _ := claims.GetSubject() // Request verified it is a non-empty string
+		return keyPart(PrefixUser, sub), jwtauth.WithClaims(r.Context(), claims), nil
 	}
 }

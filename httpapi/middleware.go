@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
@@ -15,8 +14,8 @@ import (
 
 // Config configures a Middleware.
 type Config struct {
-	// Limiter decides the checks; usually a *ratemesh.Node. Required.
-	Limiter Limiter
+	// Cluster decides the checks; usually a *ratemesh.Node. Required.
+	Cluster Cluster
 	// Policy says which limits apply where.
 	Policy Policy
 	// Key identifies the client of routes without a Route.Key. nil means
@@ -42,7 +41,7 @@ type Config struct {
 // Middleware limits HTTP requests by a Policy. It is safe for concurrent
 // use; build it once at startup.
 type Middleware struct {
-	lim      Limiter
+	cluster  Cluster
 	pol      *compiled
 	key      KeyFunc
 	headers  Headers
@@ -53,7 +52,6 @@ type Middleware struct {
 	metrics  *httpMetrics
 	scratch  sync.Pool // *scratch, for requests with dynamic limits
 	bodies   sync.Pool // *[]byte, for DefaultDenyHandler's bodies
-	echo     *echo.Echo
 }
 
 // scratch holds the counters of one request with dynamic limits.
@@ -66,8 +64,8 @@ type scratch struct {
 // New validates cfg, parses every limit string of the policy once, and
 // returns the middleware.
 func New(cfg Config) (*Middleware, error) {
-	if cfg.Limiter == nil {
-		return nil, errors.New("httpapi: Config.Limiter is nil")
+	if cfg.Cluster == nil {
+		return nil, errors.New("httpapi: Config.Cluster is nil")
 	}
 	pol, err := compile(cfg.Policy)
 	if err != nil {
@@ -78,7 +76,7 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, err
 	}
 	m := &Middleware{
-		lim:      cfg.Limiter,
+		cluster:  cfg.Cluster,
 		pol:      pol,
 		key:      cfg.Key,
 		headers:  cfg.Headers,
@@ -87,7 +85,6 @@ func New(cfg Config) (*Middleware, error) {
 		log:      cfg.Logger,
 		now:      cfg.Now,
 		metrics:  metrics,
-		echo:     echo.New(),
 	}
 	if m.key == nil {
 		m.key = (&ClientIP{}).Key
@@ -109,103 +106,90 @@ func New(cfg Config) (*Middleware, error) {
 	return m, nil
 }
 
-// Handler is the Echo middleware: e.Use(mw.Handler), or per group or route.
-// Requests are matched to the policy by method and c.Path(), so it must run
-// after routing (Use, not Pre).
-func (m *Middleware) Handler(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		r := m.pol.lookup(c.Request().Method, c.Path())
-		if r.exempt {
-			m.metrics.exempt.Inc()
-			return next(c)
-		}
-		if done, err := m.limit(c, r); done {
-			return err
-		}
-		return next(c)
-	}
-}
-
-// HTTP is the net/http middleware, for servers that are not Echo. Routes
-// are matched by Request.Pattern, which http.ServeMux sets when this wraps
-// a handler registered on it (mux.Handle("GET /x", mw.HTTP(h)), with the
-// Policy path "GET /x"); wrapping the whole mux, Pattern is empty and the
-// default and application limits apply. Key functions see an echo.Context
-// over the request.
+// HTTP is the net/http middleware. Routes are matched by Request.Pattern,
+// which http.ServeMux sets when this wraps a handler registered on it
+// (mux.Handle("GET /x", mw.HTTP(h)), with the Policy path "GET /x");
+// wrapping the whole mux, Pattern is empty and the default and application
+// limits apply.
 func (m *Middleware) HTTP(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		c := m.echo.AcquireContext()
-		c.Reset(req, w)
-		c.SetPath(req.Pattern)
-		defer m.echo.ReleaseContext(c)
-		r := m.pol.lookup(req.Method, req.Pattern)
-		if !r.exempt {
-			done, err := m.limit(c, r)
-			if err != nil {
-				m.echo.HTTPErrorHandler(err, c)
-			}
-			if done {
-				return
-			}
-		} else {
-			m.metrics.exempt.Inc()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r, done := m.Serve(w, r, r.Pattern); !done {
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, req)
 	})
 }
 
-// limit checks request c against route r, sets the headers and, when the
-// request is refused, answers it. done reports that the request must not
-// reach the handler.
-func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
-	keyFn := r.key
+// Serve is the middleware for any router, and the core of HTTP and
+// Handler: it applies the policy of the route pattern (the router's, never
+// the raw URL) to r, sets the rate-limit headers on w and, when the
+// request is refused, answers it. done reports that it answered and the
+// handler must not run. Otherwise the caller runs the handler with out:
+// r, or r with the context the key function returned.
+func (m *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern string) (out *http.Request, done bool) {
+	rt := m.pol.lookup(r.Method, pattern)
+	if rt.exempt {
+		m.metrics.exempt.Inc()
+		return r, false
+	}
+	return m.limit(w, r, rt)
+}
+
+// limit checks request r against route rt, as Serve describes.
+func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*http.Request, bool) {
+	keyFn := rt.key
 	if keyFn == nil {
 		keyFn = m.key
 	}
-	key, err := keyFn(c)
+	key, ctx, err := keyFn(r)
 	if err != nil {
 		m.metrics.keyError.Inc()
-		return true, m.onKeyErr(c, err)
+		m.onKeyErr(w, r, err)
+		return r, true
+	}
+	if ctx != nil {
+		// Before the dynamic limits: a Tier may read what the key
+		// function attached (a token's claims).
+		r = r.WithContext(ctx)
 	}
 	s := m.scratch.Get().(*scratch)
 	defer m.scratch.Put(s)
-	counters, metas := r.counters, r.metas
-	if r.dynamic != nil {
-		counters, metas = m.addDynamic(c, r, s)
+	counters, metas := rt.counters, rt.metas
+	if rt.dynamic != nil {
+		counters, metas = m.addDynamic(r, rt, s)
 	}
 	if len(counters) == 0 {
 		m.metrics.unlimited.Inc()
-		return false, nil
+		return r, false
 	}
-	cost := r.cost
-	if r.costFunc != nil {
-		cost = max(r.costFunc(c), 0)
+	cost := rt.cost
+	if rt.costFunc != nil {
+		cost = max(rt.costFunc(r), 0)
 	}
 	if cap(s.statuses) < len(counters) {
 		s.statuses = make([]bucket.Status, 0, len(counters))
 	}
-	res, err := m.lim.Check(c.Request().Context(), ratemesh.Request{Key: key, Counters: counters, Cost: cost, StatusBuf: s.statuses})
+	res, err := m.cluster.Check(r.Context(), ratemesh.Request{Key: key, Counters: counters, Cost: cost, StatusBuf: s.statuses})
 	if err != nil {
 		// The node has applied its fail policy already; what is left
 		// must not become a 500 for the client.
 		m.metrics.checkError.Inc()
-		if c.Request().Context().Err() == nil {
+		if r.Context().Err() == nil {
 			// A client that hung up is no news; logging each one would
 			// let clients flood the log.
-			m.log.Warn("ratemesh: rate-limit check failed; request allowed", "route", r.scope, "err", err)
+			m.log.Warn("ratemesh: rate-limit check failed; request allowed", "route", rt.scope, "err", err)
 		}
-		return false, nil
+		return r, false
 	}
 	i := -1
 	if len(res.Statuses) == len(metas) {
 		i = pick(res.Statuses, res.Allowed)
 	}
 	if i >= 0 {
-		m.headers.write(c.Response().Header(), &metas[i], &res.Statuses[i], res.Allowed, m.now)
+		m.headers.write(w.Header(), &metas[i], &res.Statuses[i], res.Allowed, m.now)
 	}
 	if res.Allowed {
 		m.metrics.allowed.Inc()
-		return false, nil
+		return r, false
 	}
 	m.metrics.denied.Inc()
 	// res.Statuses is the pooled buffer: Denial documents that its
@@ -216,14 +200,15 @@ func (m *Middleware) limit(c echo.Context, r *route) (done bool, err error) {
 		d.RetryAfter = retryAfter(&res.Statuses[i])
 		d.body, d.bodyLimit, d.buffers = metas[i].denyBody, metas[i].limit, &m.bodies
 	}
-	return true, m.onDeny(c, d)
+	m.onDeny(w, r, d)
+	return r, true
 }
 
 // addDynamic builds the counters of a request with dynamic limits in s.
-func (m *Middleware) addDynamic(c echo.Context, r *route, s *scratch) ([]bucket.Counter, []meta) {
+func (m *Middleware) addDynamic(req *http.Request, r *route, s *scratch) ([]bucket.Counter, []meta) {
 	cs := append(s.counters[:0], r.counters...)
 	ms := append(s.metas[:0], r.metas...)
-	if lim := r.dynamic(c); lim != "" {
+	if lim := r.dynamic(req); lim != "" {
 		d, fresh := m.pol.dynamicGroup(lim)
 		if d.err != nil {
 			if fresh {

@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
 // step is one request and what must come back.
@@ -53,9 +54,9 @@ func repeat(n int, s step) []step {
 
 // server builds an Echo server limited by policy on node, serving "ok" on
 // the given method/path pairs.
-func server(t *testing.T, lim httpapi.Limiter, cfg httpapi.Config, routes ...string) *echo.Echo {
+func server(t *testing.T, lim httpapi.Cluster, cfg httpapi.Config, routes ...string) *echo.Echo {
 	t.Helper()
-	cfg.Limiter = lim
+	cfg.Cluster = lim
 	mw, err := httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +88,7 @@ func itoa(n int) string {
 }
 
 func TestDefaultsReplacedByRouteLimitsAppOnTop(t *testing.T) {
-	n := startNode(t, "defaults")
+	n := clustertest.StartNode(t, "defaults", nil)
 	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{
 		Default:     "3 per hour",
 		Application: "7 per minute",
@@ -117,7 +118,7 @@ func TestDefaultsReplacedByRouteLimitsAppOnTop(t *testing.T) {
 }
 
 func TestPerMethodSharedAndExempt(t *testing.T) {
-	n := startNode(t, "method")
+	n := clustertest.StartNode(t, "method", nil)
 	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{
 		Default: "100 per hour",
 		Shared:  []httpapi.Shared{{Scope: "grp", Limits: "3 per minute"}},
@@ -147,20 +148,20 @@ func TestPerMethodSharedAndExempt(t *testing.T) {
 }
 
 func TestDynamicLimitsAndCost(t *testing.T) {
-	n := startNode(t, "dynamic")
-	var logs bytes.Buffer
+	n := clustertest.StartNode(t, "dynamic", nil)
+	var logs testlog.Buffer
 	e := server(t, n, httpapi.Config{
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Policy: httpapi.Policy{
 			Default: "1 per hour",
 			Routes: []httpapi.Route{
-				{Method: "GET", Path: "/dyn", Dynamic: func(c echo.Context) string {
-					return map[string]string{"gold": "5 per minute", "free": "2 per minute", "bad": "2 per fortnight"}[c.QueryParam("plan")]
+				{Method: "GET", Path: "/dyn", Dynamic: func(r *http.Request) string {
+					return map[string]string{"gold": "5 per minute", "free": "2 per minute", "bad": "2 per fortnight"}[r.URL.Query().Get("plan")]
 				}},
 				{Method: "GET", Path: "/tier", Limits: "1 per minute", Tiers: map[string]string{"pro": "3 per minute", "root": ""},
-					Tier: func(c echo.Context) string { return c.Request().Header.Get("X-Tier") }},
+					Tier: func(r *http.Request) string { return r.Header.Get("X-Tier") }},
 				{Method: "POST", Path: "/upload", Limits: "10 per minute", Cost: 4},
-				{Method: "POST", Path: "/bulk", Limits: "10 per minute", CostFunc: func(c echo.Context) int64 { return int64(len(c.QueryParam("n"))) }},
+				{Method: "POST", Path: "/bulk", Limits: "10 per minute", CostFunc: func(r *http.Request) int64 { return int64(len(r.URL.Query().Get("n"))) }},
 			},
 		}}, "GET", "/dyn", "GET", "/tier", "POST", "/upload", "POST", "/bulk")
 	p := "192.0.2.30:1"
@@ -197,7 +198,7 @@ func TestDynamicLimitsAndCost(t *testing.T) {
 }
 
 func TestStrategyPerRoute(t *testing.T) {
-	n := startNode(t, "strategy")
+	n := clustertest.StartNode(t, "strategy", nil)
 	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{
 		Strategy: "moving-window",
 		Routes: []httpapi.Route{
@@ -218,7 +219,7 @@ func TestStrategyPerRoute(t *testing.T) {
 }
 
 func TestHeadersPickAndSwitch(t *testing.T) {
-	n := startNode(t, "headers")
+	n := clustertest.StartNode(t, "headers", nil)
 	pol := httpapi.Policy{Routes: []httpapi.Route{{Method: "GET", Path: "/f", Limits: "3 per minute; 5 per hour"}}}
 	e := server(t, n, httpapi.Config{Policy: pol}, "GET", "/f")
 	p := "192.0.2.50:1"
@@ -264,11 +265,11 @@ func TestParseHeaders(t *testing.T) {
 }
 
 func TestCustomDenyHandler(t *testing.T) {
-	n := startNode(t, "deny")
+	n := clustertest.StartNode(t, "deny", nil)
 	e := server(t, n, httpapi.Config{
 		Policy: httpapi.Policy{Default: "1 per minute"},
-		OnDeny: func(c echo.Context, d httpapi.Denial) error {
-			return c.JSON(http.StatusTooManyRequests, map[string]string{"error": "Too many requests. Please try again later.", "limit": d.Limit.String()})
+		OnDeny: func(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {
+			httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{"error": "Too many requests. Please try again later.", "limit": d.Limit.String()})
 		},
 	}, "GET", "/d")
 	run(t, e, []step{
@@ -280,7 +281,7 @@ func TestCustomDenyHandler(t *testing.T) {
 func TestCheckErrorNeverFails(t *testing.T) {
 	// A node that is closed answers every check with an error, as one
 	// whose fail policy could not decide would: requests go through.
-	n := startNode(t, "closed")
+	n := clustertest.StartNode(t, "closed", nil)
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +293,7 @@ func TestCheckErrorNeverFails(t *testing.T) {
 	}
 }
 
-// failing is a Limiter whose owner never answers and whose fail policy
+// failing is a Cluster whose owner never answers and whose fail policy
 // could not decide either: the error path the middleware must absorb.
 type failing struct{}
 
@@ -332,7 +333,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 }
 
 func TestPolicyErrors(t *testing.T) {
-	tier := func(echo.Context) string { return "" }
+	tier := func(*http.Request) string { return "" }
 	for _, tc := range []struct {
 		p    httpapi.Policy
 		want string
@@ -354,11 +355,11 @@ func TestPolicyErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Validate(%+v) = %v, want an error containing %q", tc.p, err, tc.want)
 		}
-		if _, err2 := httpapi.New(httpapi.Config{Limiter: failing{}, Policy: tc.p}); err2 == nil || err2.Error() != err.Error() {
+		if _, err2 := httpapi.New(httpapi.Config{Cluster: failing{}, Policy: tc.p}); err2 == nil || err2.Error() != err.Error() {
 			t.Errorf("New and Validate disagree: %v vs %v", err2, err)
 		}
 	}
 	if _, err := httpapi.New(httpapi.Config{}); err == nil {
-		t.Fatal("New without a Limiter succeeded")
+		t.Fatal("New without a Cluster succeeded")
 	}
 }

@@ -3,9 +3,9 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
-	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/bucket"
 )
 
@@ -14,9 +14,10 @@ import (
 // make limits, costs and keys depend on the request. The zero value limits
 // nothing.
 //
-// A request is matched to a Route by its method and Echo route pattern
-// (echo.Context.Path, e.g. "/products/:id"), never by its raw URL, so every
-// counter scope is known when the policy is built.
+// A request is matched to a Route by its method and route pattern (Echo's
+// c.Path(), e.g. "/products/:id", or net/http's Request.Pattern, e.g.
+// "GET /products/{id}"), never by its raw URL, so every counter scope is
+// known when the policy is built.
 type Policy struct {
 	// Default limits apply to every route without limits of its own
 	// (Flask-Limiter's default_limits), counted per route pattern, all
@@ -56,7 +57,8 @@ type Route struct {
 	// Method is the HTTP method ("GET"); empty matches every method not
 	// given an entry of its own, and then all methods count together.
 	Method string `yaml:"method"`
-	// Path is the Echo route pattern, e.g. "/products/:id".
+	// Path is the route pattern, e.g. "/products/:id" under Echo or
+	// "GET /products/{id}" under http.ServeMux.
 	Path string `yaml:"path"`
 	// Limits is the route's limit string, e.g. "10 per minute; 200 per
 	// day". With Tier or Dynamic, it is the fallback for unknown tiers.
@@ -73,16 +75,17 @@ type Route struct {
 	// means unlimited. A tier missing from the map gets Limits.
 	Tiers map[string]string `yaml:"tiers"`
 
-	// Tier names the caller's tier, e.g. from a JWT claim; Tiers turns it
-	// into limits.
-	Tier func(c echo.Context) string `yaml:"-"`
+	// Tier names the caller's tier, e.g. from a JWT claim that the key
+	// function attached to the request's context; Tiers turns it into
+	// limits.
+	Tier func(r *http.Request) string `yaml:"-"`
 	// Dynamic returns the limit string of this request (Flask-Limiter's
 	// callable limits); "" means unlimited. Results are parsed once and
 	// cached by string. It takes precedence over Tier.
-	Dynamic func(c echo.Context) string `yaml:"-"`
+	Dynamic func(r *http.Request) string `yaml:"-"`
 	// CostFunc returns the cost of this request instead of Cost; a
 	// negative result counts as 0 (a peek).
-	CostFunc func(c echo.Context) int64 `yaml:"-"`
+	CostFunc func(r *http.Request) int64 `yaml:"-"`
 	// Key identifies the client on this route instead of Config.Key, e.g.
 	// the JWT subject on a route that requires a login.
 	Key KeyFunc `yaml:"-"`

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -25,6 +26,22 @@ type Routes interface {
 	DELETE(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
 }
 
+// Node is what the service API needs from a node. *ratemesh.Node
+// satisfies it.
+type Node interface {
+	Cluster
+	// Reset forgets every counter of a routing key, cluster-wide.
+	Reset(ctx context.Context, key string) error
+	// Members lists the members this node knows, itself included.
+	Members() []ratemesh.Member
+	// Owner names the member that owns a routing key.
+	Owner(key string) (ratemesh.Member, bool)
+	// Name is this node's name.
+	Name() string
+	// Ready reports whether the node has joined and built its ring.
+	Ready() bool
+}
+
 // ServiceConfig configures the node's HTTP service API. The zero value
 // serves everything but /metrics and the admin endpoint.
 type ServiceConfig struct {
@@ -46,7 +63,7 @@ type ServiceConfig struct {
 
 // service serves the API of one node.
 type service struct {
-	node     Cluster
+	node     Node
 	admin    [sha256.Size]byte
 	maxBody  int64
 	maxBatch int
@@ -68,7 +85,7 @@ type service struct {
 //
 // Errors are JSON {"error": "..."}; bad input to /v1/check is 400 with the
 // offending field in "field".
-func RegisterService(r Routes, node Cluster, cfg ServiceConfig) error {
+func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if node == nil {
 		return errors.New("httpapi: RegisterService: node is nil")
 	}
@@ -133,25 +150,25 @@ func (s *service) count(endpoint string, h echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// status is the body of /healthz and /readyz.
-type status struct {
+// HealthResponse is the body of GET /healthz and GET /readyz.
+type HealthResponse struct {
 	Status string `json:"status"`
 	Node   string `json:"node"`
 }
 
 func (s *service) healthz(c echo.Context) error {
-	return c.JSON(http.StatusOK, status{Status: "ok", Node: s.node.Name()})
+	return c.JSON(http.StatusOK, HealthResponse{Status: "ok", Node: s.node.Name()})
 }
 
 func (s *service) readyz(c echo.Context) error {
 	if !s.node.Ready() {
-		return c.JSON(http.StatusServiceUnavailable, status{Status: "not ready", Node: s.node.Name()})
+		return c.JSON(http.StatusServiceUnavailable, HealthResponse{Status: "not ready", Node: s.node.Name()})
 	}
-	return c.JSON(http.StatusOK, status{Status: "ready", Node: s.node.Name()})
+	return c.JSON(http.StatusOK, HealthResponse{Status: "ready", Node: s.node.Name()})
 }
 
-// Member is a cluster member as the service API shows it.
-type Member struct {
+// MemberResponse is a cluster member as the service API shows it.
+type MemberResponse struct {
 	Name     string `json:"name"`
 	RPCAddr  string `json:"rpc_addr"`
 	HTTPAddr string `json:"http_addr"`
@@ -159,26 +176,26 @@ type Member struct {
 	Self     bool   `json:"self"`
 }
 
-// Members is the body of GET /v1/cluster/members.
-type Members struct {
-	Node    string   `json:"node"` // the member that answered
-	Members []Member `json:"members"`
+// MembersResponse is the body of GET /v1/cluster/members.
+type MembersResponse struct {
+	Node    string           `json:"node"` // the member that answered
+	Members []MemberResponse `json:"members"`
 }
 
-// Owner is the body of GET /v1/cluster/owner.
-type Owner struct {
-	Node  string `json:"node"` // the member that answered
-	Key   string `json:"key"`
-	Owner Member `json:"owner"`
+// OwnerResponse is the body of GET /v1/cluster/owner.
+type OwnerResponse struct {
+	Node  string         `json:"node"` // the member that answered
+	Key   string         `json:"key"`
+	Owner MemberResponse `json:"owner"`
 }
 
-func toMember(m ratemesh.Member) Member {
-	return Member{Name: m.Name, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr, State: m.State, Self: m.Self}
+func toMember(m ratemesh.Member) MemberResponse {
+	return MemberResponse{Name: m.Name, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr, State: string(m.State), Self: m.Self}
 }
 
 func (s *service) members(c echo.Context) error {
 	ms := s.node.Members()
-	out := Members{Node: s.node.Name(), Members: make([]Member, len(ms))}
+	out := MembersResponse{Node: s.node.Name(), Members: make([]MemberResponse, len(ms))}
 	for i, m := range ms {
 		out.Members[i] = toMember(m)
 	}
@@ -188,17 +205,17 @@ func (s *service) members(c echo.Context) error {
 func (s *service) owner(c echo.Context) error {
 	key := c.QueryParam("key")
 	if key == "" {
-		return c.JSON(http.StatusBadRequest, fieldError{Error: "key: missing", Field: "key"})
+		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "key: missing", Field: "key"})
 	}
 	m, ok := s.node.Owner(key)
 	if !ok {
-		return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "no owner: the ring is empty"})
+		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "no owner: the ring is empty"})
 	}
-	return c.JSON(http.StatusOK, Owner{Node: s.node.Name(), Key: key, Owner: toMember(m)})
+	return c.JSON(http.StatusOK, OwnerResponse{Node: s.node.Name(), Key: key, Owner: toMember(m)})
 }
 
-// Reset is the body of DELETE /v1/keys/:key.
-type Reset struct {
+// ResetResponse is the body of DELETE /v1/keys/:key.
+type ResetResponse struct {
 	Node  string `json:"node"`
 	Reset string `json:"reset"` // the routing key whose counters were removed
 }
@@ -206,17 +223,17 @@ type Reset struct {
 func (s *service) reset(c echo.Context) error {
 	if !s.authorized(c.Request()) {
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
-		return c.JSON(http.StatusUnauthorized, errorBody{Error: "admin token required"})
+		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: "admin token required"})
 	}
 	key, err := url.PathUnescape(c.Param("key"))
 	if err != nil || key == "" {
-		return c.JSON(http.StatusBadRequest, fieldError{Error: "key: not a valid path segment", Field: "key"})
+		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "key: not a valid path segment", Field: "key"})
 	}
 	if err := s.node.Reset(c.Request().Context(), key); err != nil {
 		s.log.Warn("ratemesh: reset failed", "err", err)
-		return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "reset failed: " + err.Error()})
+		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "reset failed: " + err.Error()})
 	}
-	return c.JSON(http.StatusOK, Reset{Node: s.node.Name(), Reset: key})
+	return c.JSON(http.StatusOK, ResetResponse{Node: s.node.Name(), Reset: key})
 }
 
 // authorized compares the bearer token with the admin token in constant

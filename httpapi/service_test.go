@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 )
 
 // serviceFor serves the service API of node.
@@ -36,7 +37,7 @@ func send(e http.Handler, method, target, body string, header ...string) *httpte
 }
 
 func TestServiceCheck(t *testing.T) {
-	n := startNode(t, "svc")
+	n := clustertest.StartNode(t, "svc", nil)
 	e := serviceFor(t, n, "")
 	before := time.Now()
 	var got httpapi.CheckResponse
@@ -92,7 +93,7 @@ func equalJSON(a, b any) bool {
 }
 
 func TestServiceCheckBadInput(t *testing.T) {
-	n := startNode(t, "svcbad")
+	n := clustertest.StartNode(t, "svcbad", nil)
 	e := serviceFor(t, n, "")
 	for _, tc := range []struct {
 		body, field string
@@ -138,14 +139,14 @@ func TestServiceCheckBadInput(t *testing.T) {
 }
 
 func TestServiceClusterAndAdmin(t *testing.T) {
-	nodes := startCluster(t, 3)
+	nodes := clustertest.StartNamed(t, 3)
 	services := make([]*echo.Echo, len(nodes))
 	for i, n := range nodes {
 		services[i] = serviceFor(t, n, "adm1n-token")
 	}
 	for i, e := range services {
 		rec := send(e, "GET", "/v1/cluster/members", "")
-		var ms httpapi.Members
+		var ms httpapi.MembersResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &ms); err != nil || rec.Code != 200 {
 			t.Fatalf("members: %d %s", rec.Code, rec.Body)
 		}
@@ -172,7 +173,7 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 	var owner string
 	for i, e := range services {
 		rec := send(e, "GET", "/v1/cluster/owner?key=ip:198.51.100.1", "")
-		var o httpapi.Owner
+		var o httpapi.OwnerResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &o); err != nil || rec.Code != 200 || o.Key != "ip:198.51.100.1" || o.Node != nodes[i].Name() {
 			t.Fatalf("owner: %d %s", rec.Code, rec.Body)
 		}
@@ -218,7 +219,7 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 }
 
 func TestServiceAdminOffHealthMetrics(t *testing.T) {
-	n := startNode(t, "svcmisc")
+	n := clustertest.StartNode(t, "svcmisc", nil)
 	e := serviceFor(t, n, "")
 	if rec := send(e, "DELETE", "/v1/keys/ip:1.2.3.4", "", "Authorization", "Bearer "); rec.Code != 404 {
 		t.Fatalf("admin endpoint without a token configured: %d", rec.Code)

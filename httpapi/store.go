@@ -11,7 +11,7 @@ import (
 )
 
 // RateLimiterStore implements Echo's middleware.RateLimiterStore over a
-// Limiter, so that users of Echo's RateLimiter move to the cluster by
+// Cluster, so that users of Echo's RateLimiter move to the cluster by
 // changing one line:
 //
 //	e.Use(middleware.RateLimiter(middleware.NewRateLimiterMemoryStore(20)))
@@ -36,7 +36,7 @@ type RateLimiterStore struct {
 	// Logger receives check failures; nil discards them.
 	Logger *slog.Logger
 
-	lim    Limiter
+	cl     Cluster
 	limits []bucket.Limit
 
 	once     sync.Once
@@ -46,8 +46,8 @@ type RateLimiterStore struct {
 
 // NewRateLimiterStore returns a store checking limits under each visitor's
 // identifier.
-func NewRateLimiterStore(l Limiter, limits ...bucket.Limit) *RateLimiterStore {
-	return &RateLimiterStore{Scope: "echo", Prefix: PrefixIP, lim: l, limits: limits}
+func NewRateLimiterStore(c Cluster, limits ...bucket.Limit) *RateLimiterStore {
+	return &RateLimiterStore{Scope: "echo", Prefix: PrefixIP, cl: c, limits: limits}
 }
 
 // Allow implements middleware.RateLimiterStore. A configuration error (a
@@ -65,7 +65,7 @@ func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := s.lim.Check(ctx, ratemesh.Request{Key: keyPart(s.Prefix, identifier), Counters: s.counters, Cost: 1})
+	res, err := s.cl.Check(ctx, ratemesh.Request{Key: keyPart(s.Prefix, identifier), Counters: s.counters, Cost: 1})
 	if err != nil {
 		if s.Logger != nil {
 			s.Logger.Warn("ratemesh: rate-limit check failed; request allowed", "scope", s.Scope, "err", err)

@@ -137,7 +137,7 @@ func (h *httpOptions) handler(node *ratemesh.Node, log *slog.Logger) (*echo.Echo
 		return e, nil
 	}
 	err = demo.Register(e, demo.Config{
-		Limiter:    node,
+		Cluster:    node,
 		Policy:     &policy,
 		JWTSecret:  h.demoJWTSecret(log),
 		Clients:    clients,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,11 +8,11 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
 )
 
@@ -60,24 +59,6 @@ func TestNodesFlag(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the log writes of several nodes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestServeNodes runs --nodes 3 in this process: the three nodes form one
 // cluster, a limit holds across their HTTP ports, and all of them leave
 // when the context ends.
@@ -91,7 +72,7 @@ func TestServeNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -113,7 +94,7 @@ func TestServeNodes(t *testing.T) {
 
 	ready := regexp.MustCompile(`msg="ratemesh node ready" node_index=\d name=(t-\d) .* http=(\S+)`)
 	var found [][]string
-	clustertest.Eventually(t, 15*time.Second, "3 nodes ready", func() bool {
+	testkit.Eventually(t, 15*time.Second, "3 nodes ready", func() bool {
 		found = ready.FindAllStringSubmatch(logs.String(), -1)
 		return len(found) == 3
 	})
@@ -127,7 +108,7 @@ func TestServeNodes(t *testing.T) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	for _, a := range addrs {
 		var body string
-		clustertest.Eventually(t, 15*time.Second, a+" sees 3 live members", func() bool {
+		testkit.Eventually(t, 15*time.Second, a+" sees 3 live members", func() bool {
 			code, b, _ := get(t, c, "GET", "http://"+a+"/v1/cluster/members")
 			body = b
 			return code == 200 && strings.Count(body, `"state":"alive"`) == 3

@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 
-	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
 	"go.yaml.in/yaml/v3"
@@ -252,7 +252,7 @@ func (l *policyLoader) route(n *yaml.Node) error {
 		merge(cur, &r, set)
 		check := *cur
 		if len(check.Tiers) > 0 && check.Tier == nil {
-			check.Tier = func(echo.Context) string { return "" } // the demo attaches the real one
+			check.Tier = func(*http.Request) string { return "" } // the demo attaches the real one
 		}
 		if err := l.check(n, httpapi.Policy{Strategy: l.p.Strategy, Shared: l.p.Shared, Routes: []httpapi.Route{check}}); err != nil {
 			return err

@@ -10,14 +10,16 @@ package clustertest
 import (
 	"context"
 	"fmt"
-	"go.uber.org/goleak"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // Config returns the preset of a test node named name: ratemesh.LocalConfig
@@ -84,6 +86,17 @@ func Start(t testing.TB, size int, mod func(*ratemesh.Config)) []*ratemesh.Node 
 	return nodes
 }
 
+// StartNamed starts a cluster of size nodes as Start does, named after
+// the test so that the logs of parallel tests tell them apart:
+// "<test>-n0", "<test>-n1", … (subtest slashes become dashes).
+func StartNamed(t testing.TB, size int) []*ratemesh.Node {
+	t.Helper()
+	prefix := strings.ReplaceAll(t.Name(), "/", "-")
+	return Start(t, size, func(c *ratemesh.Config) {
+		c.Name = prefix + "-" + c.Name
+	})
+}
+
 // WaitConverged waits up to 15 seconds until every node sees exactly the
 // given nodes alive and all agree on the owners of sample keys
 // (OwnersAgree over 200 keys). On timeout it fails the test with what each
@@ -91,7 +104,7 @@ func Start(t testing.TB, size int, mod func(*ratemesh.Config)) []*ratemesh.Node 
 func WaitConverged(t testing.TB, nodes []*ratemesh.Node) {
 	t.Helper()
 	var why string
-	Eventually(t, 15*time.Second, fmt.Sprintf("%d nodes did not converge", len(nodes)), func() bool {
+	testkit.Eventually(t, 15*time.Second, fmt.Sprintf("%d nodes did not converge", len(nodes)), func() bool {
 		for _, n := range nodes {
 			alive := 0
 			for _, m := range n.Members() {
@@ -128,38 +141,6 @@ func OwnersAgree(nodes []*ratemesh.Node, keys int) bool {
 		}
 	}
 	return true
-}
-
-// Eventually polls cond every 5 ms until it holds, or fails the test with
-// what once within has passed. Each why, read at that moment, is appended
-// to the message: cond can leave there why it last failed.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool, why ...*string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			for _, w := range why {
-				what += ": " + *w
-			}
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// Counters parses limits (bucket.Parse syntax, e.g. "5 per minute") into
-// one counter per limit in scope, failing the test if they do not parse.
-func Counters(t testing.TB, scope, limits string) []bucket.Counter {
-	t.Helper()
-	ls, err := bucket.Parse(limits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := make([]bucket.Counter, len(ls))
-	for i, l := range ls {
-		cs[i] = bucket.Counter{Scope: scope, Limit: l}
-	}
-	return cs
 }
 
 // LeakOptions are the goroutines goleak should not count as leaks in tests

@@ -53,9 +53,9 @@ type CheckResponse struct {
 	Fallback bool   `json:"fallback,omitempty"`
 }
 
-// fieldError is the body of a 400: the message and the field it is about
-// ("cost", or "[2].limits" inside a batch).
-type fieldError struct {
+// FieldErrorResponse is the body of a 400 of the service API: the message
+// and the field it is about ("cost", or "[2].limits" inside a batch).
+type FieldErrorResponse struct {
 	Error string `json:"error"`
 	Field string `json:"field"`
 }
@@ -70,9 +70,9 @@ func (s *service) check(c echo.Context) error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return c.JSON(http.StatusRequestEntityTooLarge, fieldError{Error: fmt.Sprintf("body: larger than %d bytes", s.maxBody), Field: "body"})
+			return c.JSON(http.StatusRequestEntityTooLarge, FieldErrorResponse{Error: fmt.Sprintf("body: larger than %d bytes", s.maxBody), Field: "body"})
 		}
-		return c.JSON(http.StatusBadRequest, fieldError{Error: "body: " + err.Error(), Field: "body"})
+		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "body: " + err.Error(), Field: "body"})
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	batch := len(trimmed) > 0 && trimmed[0] == '['
@@ -90,9 +90,9 @@ func (s *service) check(c echo.Context) error {
 	if err != nil {
 		var bf *badField
 		if errors.As(err, &bf) {
-			return c.JSON(http.StatusBadRequest, fieldError{Error: bf.Error(), Field: bf.field})
+			return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: bf.Error(), Field: bf.field})
 		}
-		return c.JSON(http.StatusBadRequest, fieldError{Error: "body: " + err.Error(), Field: "body"})
+		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "body: " + err.Error(), Field: "body"})
 	}
 	out := make([]CheckResponse, len(reqs))
 	for i := range reqs {
@@ -105,7 +105,7 @@ func (s *service) check(c echo.Context) error {
 			if c.Request().Context().Err() == nil { // not a client that hung up
 				s.log.Warn("ratemesh: /v1/check failed", "err", err)
 			}
-			return c.JSON(http.StatusServiceUnavailable, errorBody{Error: "check failed: " + err.Error()})
+			return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "check failed: " + err.Error()})
 		}
 		out[i] = CheckResponse{Allowed: res.Allowed, Key: reqs[i].Key, Node: res.Node, Fallback: res.Fallback, Limits: make([]CheckLimit, len(res.Statuses))}
 		for j := range res.Statuses {

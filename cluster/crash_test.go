@@ -1,0 +1,99 @@
+package cluster
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ratemesh/ratemesh/internal/rpc"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+)
+
+// A crashed owner's checks fail over to the next owner within the forward
+// timeout: no check fails, none waits long, and the limit is kept within
+// what the lost counts allow (the crashed owner's counts are gone).
+func TestCrashOfOwner(t *testing.T) {
+	nodes := startRealCluster(t, 3, 50*time.Millisecond)
+	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n2")
+	cs := testkit.Counters(t, "r", "1000 per minute")
+	l := testkit.StartLoad(t, []testkit.CheckFunc{checker(nodes[0], key, cs), checker(nodes[1], key, cs)})
+	l.WaitAllowed(t, 500)
+	kill(nodes[2])
+	l.WaitChecks(t, 3000)
+	l.Report(t)
+	if n := l.Errs.Load(); n != 0 {
+		t.Errorf("%d checks returned an error", n)
+	}
+	if gap := l.MaxGap(); gap > 200*time.Millisecond {
+		t.Errorf("a check waited %v; want no gap over 200ms", gap)
+	}
+	if got := l.Allowed.Load(); got > 2000 {
+		t.Errorf("admitted %d in the window; want at most 2000", got)
+	}
+}
+
+// A peer alive in gossip whose RPC does not answer is routed around; with
+// no other owner, the fail policy decides on the asking node.
+func TestUnreachablePeerFallsBack(t *testing.T) {
+	nodes := startRealCluster(t, 2, 50*time.Millisecond)
+	cutRPC(nodes[1])
+	key := testkit.KeyOwnedBy(t, []string{"n0", "n1"}, "n1")
+	cs := testkit.Counters(t, "r", "2 per minute")
+	for i, want := range []bool{true, true, false} {
+		req := rpc.CheckRequest{Key: key, Counters: cs, Cost: 1}
+		var resp rpc.CheckResponse
+		fallback, err := nodes[0].Check(context.Background(), &req, &resp)
+		if err != nil || !fallback || resp.Allowed != want || resp.Node != "n0" {
+			t.Fatalf("check %d: allowed=%v fallback=%v node=%s err=%v; want allowed=%v by n0's fail policy", i+1, resp.Allowed, fallback, resp.Node, err, want)
+		}
+	}
+}
+
+// A node restarted after a crash, under its name and on its ports, owns
+// its keys again and counts them exactly.
+func TestRejoinAfterCrash(t *testing.T) {
+	nodes := startRealCluster(t, 3, time.Second)
+	victim := nodes[2]
+	_, gport, _ := net.SplitHostPort(victim.GossipAddr())
+	_, rport, _ := net.SplitHostPort(victim.RPCAddr())
+	kill(victim)
+	waitRing(t, nodes[:2]) // gossip declares it dead
+
+	cfg := realConfig(t, "n2")
+	cfg.GossipPort, _ = strconv.Atoi(gport)
+	cfg.RPCPort, _ = strconv.Atoi(rport)
+	back := startReal(t, cfg)
+	join(t, back, nodes[0])
+	all := []*Cluster{nodes[0], nodes[1], back}
+	waitRing(t, all)
+	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n2")
+	cs := testkit.Counters(t, "r", "5 per minute")
+	var mu sync.Mutex
+	allowed := 0
+	var wg sync.WaitGroup
+	for i := 0; i < 60; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			req := rpc.CheckRequest{Key: key, Counters: cs, Cost: 1}
+			var resp rpc.CheckResponse
+			fallback, err := all[i%3].Check(context.Background(), &req, &resp)
+			if err != nil || fallback || resp.Node != "n2" {
+				t.Errorf("check %d: node=%s fallback=%v err=%v; want decided by n2", i, resp.Node, fallback, err)
+				return
+			}
+			if resp.Allowed {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}(i)
+	}
+	wg.Wait()
+	if allowed != 5 {
+		t.Fatalf("after rejoin: %d of 60 allowed, want 5", allowed)
+	}
+}
