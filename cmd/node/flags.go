@@ -25,6 +25,7 @@ type options struct {
 	leaveTimeout          time.Duration
 	logLevel              slog.Level
 	nodes                 int
+	addrFile              string
 	http                  httpOptions
 }
 
@@ -85,20 +86,23 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e := &envFlags{fs: fs, getenv: getenv}
 	o := &options{}
 	var join, logLevel string
+	// The node's own defaults, so that the flags and the library agree.
+	def := ratemesh.DefaultConfig()
 	e.String(&o.name, "name", "RATEMESH_NAME", "", "unique node name; empty: the node's RPC address")
-	e.String(&o.bind, "bind", "RATEMESH_BIND", "127.0.0.1", "IP address to listen on (gossip, RPC, HTTP)")
+	e.String(&o.bind, "bind", "RATEMESH_BIND", def.BindAddr, "IP address to listen on (gossip, RPC, HTTP)")
 	e.String(&o.advertise, "advertise", "RATEMESH_ADVERTISE", "", "IP address peers reach this node at; empty: --bind")
-	e.Int(&o.gossipPort, "gossip-port", "RATEMESH_GOSSIP_PORT", 7946, "gossip (memberlist) TCP+UDP port; 0: any free port")
-	e.Int(&o.rpcPort, "rpc-port", "RATEMESH_RPC_PORT", 9091, "RPC port for forwarded checks; 0: any free port")
+	e.Int(&o.gossipPort, "gossip-port", "RATEMESH_GOSSIP_PORT", def.GossipPort, "gossip (memberlist) TCP+UDP port; 0: any free port")
+	e.Int(&o.rpcPort, "rpc-port", "RATEMESH_RPC_PORT", def.RPCPort, "RPC port for forwarded checks; 0: any free port")
 	e.String(&join, "join", "RATEMESH_JOIN", "", "comma-separated gossip addresses (host:port) of nodes to join")
 	e.String(&o.secret, "secret", "RATEMESH_SECRET", "", "cluster secret: authenticates RPC and encrypts gossip (all nodes need the same)")
-	e.String(&o.failPolicy, "fail-policy", "RATEMESH_FAIL_POLICY", "local", "when no owner answers: local, open or closed")
-	e.Duration(&o.forwardTimeout, "forward-timeout", "RATEMESH_FORWARD_TIMEOUT", 50*time.Millisecond, "deadline of one forwarded check before failing over")
+	e.String(&o.failPolicy, "fail-policy", "RATEMESH_FAIL_POLICY", def.FailPolicy.String(), "when no owner answers: local, open or closed")
+	e.Duration(&o.forwardTimeout, "forward-timeout", "RATEMESH_FORWARD_TIMEOUT", def.ForwardTimeout, "deadline of one forwarded check before failing over")
 	e.String(&o.gossipProfile, "gossip-profile", "RATEMESH_GOSSIP_PROFILE", "lan", "gossip timings: lan, or local for nodes on one host (faster failure detection)")
 	e.Duration(&o.joinTimeout, "join-timeout", "RATEMESH_JOIN_TIMEOUT", 30*time.Second, "how long to keep retrying --join seeds")
 	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
 	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
 	e.Int(&o.nodes, "nodes", "RATEMESH_NODES", 1, "run this many nodes in this one process, joined to each other, node i on every port + i and named NAME-i; for a cluster on one host without one Go runtime per node")
+	e.String(&o.addrFile, "addr-file", "RATEMESH_ADDR_FILE", "", "write the nodes' addresses as JSON to this file once they are up and joined (written atomically, removed on exit); for scripts that use port 0")
 	o.http.register(e)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -77,11 +77,21 @@ func (s *httpServer) Shutdown(ctx context.Context) error {
 // startHTTP builds the node's Echo server (service API, and the demo
 // unless it is off) and starts serving it.
 func startHTTP(node *ratemesh.Node, h *httpOptions, log *slog.Logger) (*httpServer, error) {
-	e, err := h.handler(node, log)
+	ln, err := net.Listen("tcp", net.JoinHostPort(h.bind, strconv.Itoa(h.port)))
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(h.bind, strconv.Itoa(h.port)))
+	s, err := serveHTTP(node, h, ln, log)
+	if err != nil {
+		ln.Close()
+	}
+	return s, err
+}
+
+// serveHTTP is startHTTP on a listener bound already: the command binds it
+// before the node starts, so that the node gossips the real port.
+func serveHTTP(node *ratemesh.Node, h *httpOptions, ln net.Listener, log *slog.Logger) (*httpServer, error) {
+	e, err := h.handler(node, log)
 	if err != nil {
 		return nil, err
 	}

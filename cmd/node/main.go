@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -47,8 +49,30 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 }
 
 // serve runs the node (--nodes of them) until ctx ends, then leaves the
-// cluster gracefully.
+// cluster gracefully. --addr-file is written once every node is up and
+// joined, and removed once they have stopped.
 func serve(ctx context.Context, o *options, log *slog.Logger) error {
+	af, err := newAddrFile(o.addrFile)
+	if err != nil {
+		return err
+	}
+	peers, err := startAll(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	if err := af.publish(os.Getpid(), addrsOf(peers)); err != nil {
+		shutdown(peers, o.leaveTimeout)
+		return err
+	}
+	<-ctx.Done()
+	log.Info("signal received; leaving the cluster", "timeout", o.leaveTimeout)
+	err = shutdown(peers, o.leaveTimeout)
+	return errors.Join(err, af.remove())
+}
+
+// startAll starts the --nodes nodes, each joined to the ones before it; on
+// an error it stops those it started.
+func startAll(ctx context.Context, o *options, log *slog.Logger) ([]*peer, error) {
 	var peers []*peer
 	for i := 0; i < o.nodes; i++ {
 		m, seeds, l := o.member(i), o.join, log
@@ -62,13 +86,20 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		p, err := start(ctx, m, seeds, l)
 		if err != nil {
 			shutdown(peers, o.leaveTimeout)
-			return err
+			return nil, err
 		}
 		peers = append(peers, p)
 	}
-	<-ctx.Done()
-	log.Info("signal received; leaving the cluster", "timeout", o.leaveTimeout)
-	return shutdown(peers, o.leaveTimeout)
+	return peers, nil
+}
+
+// addrsOf lists where each peer listens, for --addr-file.
+func addrsOf(peers []*peer) []addrNode {
+	out := make([]addrNode, len(peers))
+	for i, p := range peers {
+		out[i] = addrNode{Name: p.node.Name(), HTTP: p.web.Addr(), Gossip: p.node.GossipAddr(), RPC: p.node.RPCAddr()}
+	}
+	return out
 }
 
 // peer is one running node and its HTTP server.
@@ -79,21 +110,25 @@ type peer struct {
 }
 
 // start starts one node and its HTTP server, and joins seeds; on an error
-// it stops what it started.
+// it stops what it started. HTTP is bound first, so that with --http-port 0
+// the node gossips the port it got, not 0.
 func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*peer, error) {
-	cfg, err := o.nodeConfig(log)
+	ln, err := net.Listen("tcp", net.JoinHostPort(o.bind, strconv.Itoa(o.http.port)))
 	if err != nil {
+		return nil, fmt.Errorf("--http-port %d: %w", o.http.port, err)
+	}
+	bound := *o
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		bound.http.port = a.Port
+	}
+	node, err := startNode(ctx, &bound, log)
+	if err != nil {
+		ln.Close()
 		return nil, err
 	}
-	node, err := ratemesh.New(cfg)
+	web, err := serveHTTP(node, &bound.http, ln, log)
 	if err != nil {
-		return nil, err
-	}
-	if err := node.Start(ctx); err != nil {
-		return nil, err
-	}
-	web, err := startHTTP(node, &o.http, log)
-	if err != nil {
+		ln.Close()
 		closeCtx, cancel := context.WithTimeout(context.Background(), o.leaveTimeout)
 		defer cancel()
 		node.Close(closeCtx)
@@ -112,6 +147,22 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 	}
 	log.Info("ratemesh node ready", "name", node.Name(), "gossip", node.GossipAddr(), "rpc", node.RPCAddr(), "http", web.Addr())
 	return p, nil
+}
+
+// startNode creates and starts the node of o.
+func startNode(ctx context.Context, o *options, log *slog.Logger) (*ratemesh.Node, error) {
+	cfg, err := o.nodeConfig(log)
+	if err != nil {
+		return nil, err
+	}
+	node, err := ratemesh.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := node.Start(ctx); err != nil {
+		return nil, err
+	}
+	return node, nil
 }
 
 // shutdown makes each node hand its counters off and leave, then stops its

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
@@ -65,27 +64,14 @@ func TestNodesFlag(t *testing.T) {
 func TestServeNodes(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	policy := writePolicy(t, "routes:\n  - method: GET\n    path: /products\n    limits: \"5 per minute\"\n")
-	o, err := parseOptions([]string{
+	var logs testlog.Buffer
+	stop := serveInBackground(t, []string{
 		"--nodes", "3", "--name", "t", "--gossip-port", "0", "--rpc-port", "0", "--http-port", "0",
 		"--gossip-profile", "local", "--secret", "test-secret-0123456789", "--policy", policy, "--headers", "legacy",
-	}, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs testlog.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, o, log) }()
+	}, &logs)
 	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("serve did not return 20 s after its context ended")
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
 		}
 		if n := strings.Count(logs.String(), `msg="left the cluster"`); n != 3 {
 			t.Errorf("%d nodes left the cluster, want 3:\n%s", n, logs.String())
@@ -131,4 +117,28 @@ func TestServeNodes(t *testing.T) {
 		t.Fatalf("%d of 300 requests admitted over 3 nodes, want exactly 5", admitted)
 	}
 	c.CloseIdleConnections()
+}
+
+// TestFlagDefaults: the flags default to the library's DefaultConfig, so
+// that the node and an embedded ratemesh.Node agree, and --addr-file is
+// off unless asked for.
+func TestFlagDefaults(t *testing.T) {
+	o, err := parseOptions(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := ratemesh.DefaultConfig()
+	if o.bind != def.BindAddr || o.gossipPort != def.GossipPort || o.rpcPort != def.RPCPort ||
+		o.forwardTimeout != def.ForwardTimeout || o.failPolicy != def.FailPolicy.String() || o.addrFile != "" {
+		t.Fatalf("defaults %+v, want those of %+v and no --addr-file", o, def)
+	}
+	o, err = parseOptions(nil, func(k string) string {
+		if k == "RATEMESH_ADDR_FILE" {
+			return "/run/ratemesh/addrs.json"
+		}
+		return ""
+	}, io.Discard)
+	if err != nil || o.addrFile != "/run/ratemesh/addrs.json" {
+		t.Fatalf("RATEMESH_ADDR_FILE: %v, addr file %q", err, o.addrFile)
+	}
 }
