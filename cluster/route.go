@@ -139,6 +139,8 @@ var errLeaving = errors.New("node is leaving the cluster; send counts to the nex
 // goroutine of its own, so no check can stall a peer's connection.
 type handler struct{ c *Cluster }
 
+var _ rpc.FastChecker = handler{}
+
 // TryCheck implements rpc.FastChecker.
 func (h handler) TryCheck(req *rpc.CheckRequest, resp *rpc.CheckResponse) (bool, error) {
 	c := h.c

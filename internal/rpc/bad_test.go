@@ -220,21 +220,35 @@ func TestLogRateBounded(t *testing.T) {
 	}
 }
 
-// A handler that panics loses its connection, not the process.
+// A handler that panics loses its connection, not the process, on the
+// fast path (the reader) as on a goroutine.
 func TestHandlerPanic(t *testing.T) {
-	h := &testHandler{}
-	h.check = func(ctx context.Context, req *CheckRequest, resp *CheckResponse) error {
-		if req.Key == "boom" {
-			panic("handler bug")
-		}
-		return echoCheck(ctx, req, resp)
+	for _, tc := range []struct {
+		name, log string
+		fast      bool
+	}{{"goroutine", "panic in handler", false}, {"fast-path", "panic serving connection", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			th := &testHandler{}
+			th.check = func(ctx context.Context, req *CheckRequest, resp *CheckResponse) error {
+				if req.Key == "boom" {
+					panic("handler bug")
+				}
+				return echoCheck(ctx, req, resp)
+			}
+			var h Handler = th
+			if tc.fast {
+				h = &fastHandler{testHandler: th, try: func(req *CheckRequest, resp *CheckResponse) (bool, error) {
+					return true, th.Check(context.Background(), req, resp)
+				}}
+			}
+			ts := startServer(t, h, ServerConfig{})
+			c, _ := newTestClient(t, ts.addr, ClientConfig{})
+			var resp CheckResponse
+			if err := c.Check(context.Background(), sampleRequest("boom", 1), &resp); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("Check(boom) = %v, want ErrUnavailable", err)
+			}
+			ts.log.waitLog(t, tc.log, "handler bug")
+			waitFor(t, func() bool { return c.Check(context.Background(), sampleRequest("ok", 1), &resp) == nil }, "recovery")
+		})
 	}
-	ts := startServer(t, h, ServerConfig{})
-	c, _ := newTestClient(t, ts.addr, ClientConfig{})
-	var resp CheckResponse
-	if err := c.Check(context.Background(), sampleRequest("boom", 1), &resp); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("Check(boom) = %v, want ErrUnavailable", err)
-	}
-	ts.log.waitLog(t, "panic serving connection", "handler bug")
-	waitFor(t, func() bool { return c.Check(context.Background(), sampleRequest("ok", 1), &resp) == nil }, "recovery")
 }

@@ -28,11 +28,9 @@
 // arrive while a write is in progress travel together in the next one: no
 // timer, no added latency for a lone caller. The server answers all
 // requests of one read before writing, so their responses travel together
-// too. Checks run inline on the server connection's reader: for an
-// in-memory handler that measured two to three times the throughput of a
-// goroutine per request (BenchmarkRPCCheckParallel). A handler that must
-// block calls Blocking, which moves reading to a new goroutine and leaves
-// the current one to the handler.
+// too. The handler's fast checks (FastChecker) run inline on the server
+// connection's reader; every other call runs on a goroutine of its own,
+// bounded per connection, so a handler that blocks delays only its caller.
 //
 // # Deadlines and errors
 //

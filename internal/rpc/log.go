@@ -27,7 +27,7 @@ type logLimiter struct {
 
 func newLogLimiter(l *slog.Logger) *logLimiter {
 	if l == nil {
-		l = slog.Default()
+		l = slog.New(slog.DiscardHandler)
 	}
 	return &logLimiter{log: l, tokens: logBurst}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,9 @@ type Server struct {
 	closed bool
 	wg     sync.WaitGroup // connection goroutines
 	codecs sync.Pool      // *codec, for responses written off the reader
+	calls  sync.Pool      // *serverCall, for checks and resets served off the reader
+
+	callWaits atomic.Int64 // times a reader waited for a free call slot
 }
 
 // NewServer returns a server for h; call Serve to accept connections.
@@ -129,6 +133,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 		flush: make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 		async: make(chan struct{}, maxAsync),
+		calls: make(chan struct{}, maxCalls),
 	}
 	sc.fr.deadline, sc.fr.timeout = nc.SetReadDeadline, s.cfg.IOTimeout
 	sc.ctx, sc.cancel = context.WithCancel(s.ctx)
@@ -154,4 +159,22 @@ func (s *Server) putCodec(c *codec) {
 	}
 	c.src = nil
 	s.codecs.Put(c)
+}
+
+func (s *Server) getCall() *serverCall {
+	if cl, _ := s.calls.Get().(*serverCall); cl != nil {
+		return cl
+	}
+	return new(serverCall)
+}
+
+// putCall keeps a call's slices for reuse, but not slices grown by a huge
+// request. Its key stays, so that decoding the same key again reuses the
+// string.
+func (s *Server) putCall(cl *serverCall) {
+	cl.merge, cl.take = nil, nil
+	if cap(cl.req.Counters) > 64 || cap(cl.resp.Statuses) > 64 {
+		*cl = serverCall{}
+	}
+	s.calls.Put(cl)
 }

@@ -14,40 +14,25 @@ import (
 
 const (
 	maxAsync    = 8    // merges and takes running at once per connection
+	maxCalls    = 256  // checks and resets running on goroutines per connection
 	maxErrorMsg = 1024 // longest handler error message sent back
 )
 
-// errDetached ends a reader loop whose reading moved to another goroutine.
-var errDetached = errors.New("rpc: reading moved to another goroutine")
-
-type readerKey struct{}
-
-// Blocking tells the server that the Check (or Reset) handler running with
-// ctx is about to block, to call a peer or wait for a transfer: reading the
-// connection moves to a new goroutine at once, so the connection's other
-// requests do not wait for this one. Call it from the handler's goroutine,
-// before blocking. Further calls, and calls with any other context, do
-// nothing. The handler's req and resp stay valid until it returns, as
-// always.
-func Blocking(ctx context.Context) {
-	if r, _ := ctx.Value(readerKey{}).(*reader); r != nil && !r.detached {
-		r.detach()
-	}
-}
-
-// serverConn is one connection of a Server. One goroutine at a time reads
-// it (see reader), decoding requests and running checks inline; responses
-// are appended to wbuf, and writeLoop sends what has accumulated in one
-// write.
+// serverConn is one connection of a Server. Its reader goroutine decodes
+// requests and answers the handler's fast checks inline; everything else
+// runs on goroutines of its own, bounded per connection, so no handler can
+// stall the connection. Responses are appended to wbuf, and writeLoop sends
+// what has accumulated in one write.
 type serverConn struct {
 	s      *Server
 	nc     net.Conn
-	fr     *frameReader // used by the current reader only
+	fr     *frameReader // used by the reader only
 	ctx    context.Context
 	cancel context.CancelFunc
 	flush  chan struct{} // capacity 1: wakes writeLoop
 	quit   chan struct{} // closed when the connection ends
 	async  chan struct{} // semaphore of running merges and takes
+	calls  chan struct{} // semaphore of checks and resets on goroutines
 	wg     sync.WaitGroup
 	down   sync.Once
 
@@ -56,21 +41,28 @@ type serverConn struct {
 	werr error // writeLoop's failure, reported instead of the reader's
 }
 
-// reader is the state of the goroutine reading a connection. Blocking
-// leaves it to the handler that called it and starts a fresh one.
+// reader is the state of the goroutine reading a connection.
 type reader struct {
-	sc       *serverConn
-	ctx      context.Context // given to inline handlers; carries r for Blocking
-	codec    *codec
-	req      CheckRequest
-	resp     CheckResponse
-	pending  bool // responses appended but writeLoop not yet woken
-	detached bool // Blocking was called: this goroutine no longer reads
+	sc      *serverConn
+	fast    FastChecker // the handler's fast path, if it has one
+	codec   *codec
+	call    *serverCall // decoded into; handed to a goroutine when Check must run
+	pending bool        // responses appended but writeLoop not yet woken
 }
 
-func (sc *serverConn) newReader(c *codec) *reader {
-	r := &reader{sc: sc, codec: c}
-	r.ctx = context.WithValue(sc.ctx, readerKey{}, r)
+// serverCall is the state of one check or reset served off the reader. Calls are
+// pooled: the reader decodes into one and hands it over whole.
+type serverCall struct {
+	req   CheckRequest
+	resp  CheckResponse
+	key   string        // of a reset
+	merge *MergeRequest // of a merge
+	take  *TakeRequest  // of a take
+}
+
+func (sc *serverConn) newReader() *reader {
+	r := &reader{sc: sc, codec: newCodec(), call: sc.s.getCall()}
+	r.fast, _ = sc.s.h.(FastChecker)
 	return r
 }
 
@@ -85,16 +77,8 @@ func (sc *serverConn) serve() {
 	sc.nc.SetDeadline(time.Time{})
 	sc.wg.Add(1)
 	go sc.writeLoop()
-	sc.read(sc.newReader(newCodec()))
-}
-
-// read runs r on this goroutine, which Server.wg counts, and ends the
-// connection when reading fails, unless reading moved on.
-func (sc *serverConn) read(r *reader) {
 	defer sc.s.wg.Done()
-	if err := r.loop(); err != errDetached {
-		sc.shutdown(err)
-	}
+	sc.shutdown(sc.newReader().loop())
 }
 
 // shutdown ends the connection once, logging why unless the peer hung up
@@ -118,8 +102,7 @@ func (sc *serverConn) shutdown(err error) {
 	})
 }
 
-// loop reads and serves requests until the connection fails or Blocking
-// moves reading elsewhere. A panic below (a handler's, or a decoding bug)
+// loop reads and serves requests until the connection fails. A panic below (a handler's, or a decoding bug)
 // ends only this connection.
 func (r *reader) loop() (err error) {
 	sc := r.sc
@@ -144,19 +127,6 @@ func (r *reader) loop() (err error) {
 	}
 }
 
-// detach hands reading to a new goroutine; this one finishes its handler.
-func (r *reader) detach() {
-	r.detached = true
-	if r.pending {
-		r.pending = false
-		r.sc.wake()
-	}
-	next := r.sc.newReader(r.codec)
-	r.codec = nil
-	r.sc.s.wg.Add(1)
-	go r.sc.read(next)
-}
-
 func (r *reader) handle(body []byte) error {
 	sc := r.sc
 	id, kind, payload := parseHead(body)
@@ -166,53 +136,131 @@ func (r *reader) handle(body []byte) error {
 	case opPing:
 		return r.replied(sc.reply(id, nil, nil))
 	case opCheck:
-		if err := dec.decodeCheckRequest(&r.req); err != nil {
+		cl := r.call
+		if err := dec.decodeCheckRequest(&cl.req); err != nil {
 			return err
 		}
-		r.resp = CheckResponse{Statuses: r.resp.Statuses[:0]}
-		herr := sc.s.h.Check(r.ctx, &r.req, &r.resp)
-		return r.answer(id, herr, &r.resp)
+		if r.fast != nil {
+			cl.resp = CheckResponse{Statuses: cl.resp.Statuses[:0]}
+			if done, herr := r.fast.TryCheck(&cl.req, &cl.resp); done {
+				return r.answer(id, herr, &cl.resp)
+			}
+		}
+		return r.handOff(sc.calls, id, (*serverConn).check)
 	case opReset:
 		key, err := dec.decodeKey()
 		if err != nil {
 			return err
 		}
-		return r.answer(id, sc.s.h.Reset(r.ctx, key), nil)
+		r.call.key = key
+		return r.handOff(sc.calls, id, (*serverConn).reset)
 	case opMerge:
 		req := new(MergeRequest)
 		if err := dec.decodeMergeRequest(req); err != nil {
 			return err
 		}
-		return sc.spawn(func() error { return sc.s.h.Merge(sc.ctx, req) }, id, nil)
+		r.call.merge = req
+		return r.handOff(sc.async, id, (*serverConn).merge)
 	case opTake:
 		req := new(TakeRequest)
 		if err := dec.decodeTakeRequest(req); err != nil {
 			return err
 		}
-		return sc.spawn(nil, id, req)
+		r.call.take = req
+		return r.handOff(sc.async, id, (*serverConn).take)
 	}
 	return protoErr("unknown op %d", kind)
 }
 
-// answer appends the response of an inline handler: a check's when resp is
-// set, else an empty one. After Blocking, this goroutine no longer owns
-// the reader's codec and stops reading.
+// answer appends the response of a fast check.
 func (r *reader) answer(id uint64, herr error, resp *CheckResponse) error {
 	c := r.codec
-	if r.detached {
-		c = r.sc.s.getCodec()
-		defer r.sc.s.putCodec(c)
-	}
 	c.w.b = c.w.b[:0]
-	if herr == nil && resp != nil {
+	if herr == nil {
 		c.encodeCheckResponse(resp)
 	}
-	backlog := r.sc.reply(id, herr, c.w.b)
-	if r.detached {
-		r.sc.wake()
-		return errDetached
+	return r.replied(r.sc.reply(id, herr, c.w.b))
+}
+
+// handOff runs serve with the reader's call on a goroutine of its own,
+// holding a slot of sem (maxCalls for checks and resets, maxAsync for
+// merges and takes); when every slot is taken, the reader waits, which
+// pushes back on the peer through TCP. The reader takes a fresh call for
+// the next request.
+func (r *reader) handOff(sem chan struct{}, id uint64, serve func(*serverConn, *serverCall, *codec) error) error {
+	sc := r.sc
+	select {
+	case sem <- struct{}{}:
+	default:
+		// Full: send what is answered before waiting, not after.
+		sc.s.callWaits.Add(1)
+		if r.pending {
+			r.pending = false
+			sc.wake()
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-sc.ctx.Done():
+			return sc.ctx.Err()
+		}
 	}
-	return r.replied(backlog)
+	cl := r.call
+	r.call = sc.s.getCall()
+	sc.wg.Add(1)
+	go sc.serveCall(sem, id, cl, serve)
+	return nil
+}
+
+// serveCall runs on the goroutine handOff started.
+func (sc *serverConn) serveCall(sem chan struct{}, id uint64, cl *serverCall, serve func(*serverConn, *serverCall, *codec) error) {
+	defer sc.wg.Done()
+	defer func() { <-sem }()
+	defer sc.recoverHandler()
+	c := sc.s.getCodec()
+	defer sc.s.putCodec(c)
+	c.w.b = c.w.b[:0]
+	herr := serve(sc, cl, c)
+	sc.s.putCall(cl)
+	sc.reply(id, herr, c.w.b)
+	sc.wake()
+}
+
+// check runs the handler's Check and encodes its answer into c.
+func (sc *serverConn) check(cl *serverCall, c *codec) error {
+	cl.resp = CheckResponse{Statuses: cl.resp.Statuses[:0]}
+	if err := sc.s.h.Check(sc.ctx, &cl.req, &cl.resp); err != nil {
+		return err
+	}
+	c.encodeCheckResponse(&cl.resp)
+	return nil
+}
+
+// reset runs the handler's Reset; its answer is empty.
+func (sc *serverConn) reset(cl *serverCall, _ *codec) error {
+	return sc.s.h.Reset(sc.ctx, cl.key)
+}
+
+// merge runs the handler's Merge, which owns the request.
+func (sc *serverConn) merge(cl *serverCall, _ *codec) error {
+	return sc.s.h.Merge(sc.ctx, cl.merge)
+}
+
+// take runs the handler's Take and encodes its answer into c.
+func (sc *serverConn) take(cl *serverCall, c *codec) error {
+	ent, found, err := sc.s.h.Take(sc.ctx, cl.take)
+	if err != nil {
+		return err
+	}
+	return c.encodeTakeResponse(&ent, found)
+}
+
+// recoverHandler ends the connection on a handler's panic: the caller sees
+// ErrUnavailable and fails over, and the node keeps running.
+func (sc *serverConn) recoverHandler() {
+	if p := recover(); p != nil {
+		sc.s.log.log.Error("rpc: panic in handler", "remote", sc.nc.RemoteAddr().String(), "panic", p, "stack", string(debug.Stack()))
+		sc.nc.Close()
+	}
 }
 
 // replied notes that a response awaits writing: writeLoop is woken once no
@@ -222,42 +270,6 @@ func (r *reader) replied(backlog int) error {
 	if backlog > 2*r.sc.s.cfg.MaxFrame {
 		return errors.New("response backlog over twice the frame cap: the peer is not reading")
 	}
-	return nil
-}
-
-// spawn runs a merge (fn) or a take (req) on a goroutine of its own, at
-// most maxAsync at once; the reader waits for a free slot.
-func (sc *serverConn) spawn(fn func() error, id uint64, req *TakeRequest) error {
-	select {
-	case sc.async <- struct{}{}:
-	case <-sc.ctx.Done():
-		return sc.ctx.Err()
-	}
-	sc.wg.Add(1)
-	go func() {
-		defer sc.wg.Done()
-		defer func() { <-sc.async }()
-		defer func() {
-			if p := recover(); p != nil {
-				sc.s.log.log.Error("rpc: panic in handler", "remote", sc.nc.RemoteAddr().String(), "panic", p, "stack", string(debug.Stack()))
-				sc.nc.Close()
-			}
-		}()
-		c := sc.s.getCodec()
-		defer sc.s.putCodec(c)
-		c.w.b = c.w.b[:0]
-		var herr error
-		if req == nil {
-			herr = fn()
-		} else {
-			ent, found, err := sc.s.h.Take(sc.ctx, req)
-			if herr = err; herr == nil {
-				herr = c.encodeTakeResponse(&ent, found)
-			}
-		}
-		sc.reply(id, herr, c.w.b)
-		sc.wake()
-	}()
 	return nil
 }
 
