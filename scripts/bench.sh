@@ -44,9 +44,9 @@
 # (shared or own, above; default shared), BENCHTIME=1s
 # (go test -benchtime), WAIT_SECONDS=30 (node readiness).
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="$root/bin/ratemesh-node"
 lua="$root/scripts/bench_keys.lua"
 
 DURATION="${DURATION:-5s}"
@@ -61,14 +61,7 @@ HEADERS="${HEADERS:-legacy,retry-after,draft}"
 SCENARIOS="${SCENARIOS:-bare unlimited limited bare-t3 bare-x3 cluster cluster-limited cluster-1p}"
 WRK_SESSION="${WRK_SESSION:-shared}"
 
-die() {
-	echo "bench.sh: $*" >&2
-	exit 1
-}
-
-for v in THREADS CONNS KEYS ROUNDS WAIT_SECONDS; do
-	[[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, not '${!v}'"
-done
+positive THREADS CONNS KEYS ROUNDS WAIT_SECONDS
 case "$WRK_SESSION" in
 shared) wrk=(wrk) ;;
 own) wrk=(setsid -w wrk) ;;
@@ -78,24 +71,10 @@ esac
 work=""
 pids=()
 
-# stop_nodes sends SIGTERM to every node this script started (a graceful
-# leave), and SIGKILL to those still running after a deadline.
+# stop_nodes stops every node this script started: a graceful leave, and
+# SIGKILL for those still running after a deadline.
 stop_nodes() {
-	local pid deadline=$((SECONDS + 10))
-	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		while kill -0 "$pid" 2>/dev/null; do
-			if ((SECONDS >= deadline)); then
-				echo "bench.sh: node pid $pid did not stop; SIGKILL" >&2
-				kill -KILL "$pid" 2>/dev/null || true
-				break
-			fi
-			sleep 0.05
-		done
-		wait "$pid" 2>/dev/null || true
-	done
+	stop_pids 10 "${pids[@]}"
 	pids=()
 }
 
@@ -138,61 +117,41 @@ go_benchmarks() {
 # start_node NAME POLICY JOIN [NODES] starts one node process (POLICY: a
 # policy file, or "" for the demo's own; JOIN: a gossip address, or "";
 # NODES: how many nodes the process runs, default 1) and waits until its
-# nodes serve. It sets node_http (space-separated, one per node) and
-# node_gossip (the first node's) to their addresses.
+# nodes are up. It sets node_http (one address per node) and node_gossip
+# (the first node's) from the process's address file.
 start_node() {
-	local name="$1" policy="$2" join="$3" nodes="${4:-1}" log="$work/$scenario_name.r$round.$1.log" pid lines
+	local name="$1" policy="$2" join="$3" nodes="${4:-1}"
+	local log="$work/$scenario_name.r$round.$name.log" file="$work/$name.addr.json"
 	local args=(--name "$name" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
-		--gossip-profile local --secret "$secret" --demo=true --headers "$HEADERS"
+		--gossip-profile local --demo=true --headers "$HEADERS"
 		--leave-timeout 2s --log-level info --nodes "$nodes")
 	[[ -n "$policy" ]] && args+=(--policy "$policy")
 	[[ -n "$join" ]] && args+=(--join "$join")
-	: >"$log" # before the start, so that no older log is read
-	"$bin" "${args[@]}" >>"$log" 2>&1 &
-	pid=$!
-	pids+=("$pid")
-	local deadline=$((SECONDS + WAIT_SECONDS))
-	until lines="$(grep 'msg="ratemesh node ready"' "$log")" && (($(wc -l <<<"$lines") == nodes)); do
-		kill -0 "$pid" 2>/dev/null || {
-			cat "$log" >&2
-			die "node $name exited during start"
-		}
-		((SECONDS < deadline)) || die "node $name not ready after ${WAIT_SECONDS}s; see $log"
-		sleep 0.05
-	done
-	node_http="$(grep -o ' http=[^ ]*' <<<"$lines" | cut -d= -f2 | paste -sd' ')"
-	node_gossip="$(grep -m1 -o ' gossip=[^ ]*' <<<"$lines" | cut -d= -f2)"
-	[[ -n "$node_http" && -n "$node_gossip" ]] || die "cannot read the addresses of node $name from: $lines"
+	RATEMESH_SECRET="$secret" launch_node "$log" "$file" "$bin" "${args[@]}"
+	pids+=("$launched_pid")
+	wait_addr_file "$file" "$launched_pid" "$WAIT_SECONDS" "$log"
+	mapfile -t node_http < <(addr_field "$file" http)
+	node_gossip="$(addr_field "$file" gossip | head -n 1)"
 }
 
 # start_cluster N POLICY [ONE_PROCESS] starts N nodes joined into one
 # cluster, as N processes or, with ONE_PROCESS=1, as one process running N
-# nodes, and waits until every node reports N members and is ready. It sets
-# addrs to the comma-separated HTTP addresses.
+# nodes, and waits until every node reports N members alive and is ready. It
+# sets addrs to the comma-separated HTTP addresses.
 start_cluster() {
-	local n="$1" policy="$2" one="${3:-0}" seed="" k a members
+	local n="$1" policy="$2" one="${3:-0}" join="" k
 	local list=()
 	if ((one)); then
 		start_node nodes "$policy" "" "$n"
-		read -r -a list <<<"$node_http"
+		list=("${node_http[@]}")
 	else
 		for ((k = 1; k <= n; k++)); do
-			start_node "node$k" "$policy" "$seed"
-			[[ -z "$seed" ]] && seed="$node_gossip"
-			list+=("$node_http")
+			start_node "node$k" "$policy" "$join"
+			[[ -z "$join" ]] && join="$node_gossip"
+			list+=("${node_http[@]}")
 		done
 	fi
-	local deadline=$((SECONDS + WAIT_SECONDS))
-	for a in "${list[@]}"; do
-		while :; do
-			members="$(curl -fsS --max-time 1 "http://$a/v1/cluster/members" 2>/dev/null | grep -o '"rpc_addr"' | wc -l)" || members=0
-			if ((members == n)) && curl -fsS -o /dev/null --max-time 1 "http://$a/readyz" 2>/dev/null; then
-				break
-			fi
-			((SECONDS < deadline)) || die "$a does not report $n ready members after ${WAIT_SECONDS}s"
-			sleep 0.05
-		done
-	done
+	wait_members "$WAIT_SECONDS" "$n" "${list[@]}"
 	addrs="$(
 		IFS=,
 		echo "${list[*]}"
@@ -293,10 +252,9 @@ report() {
 }
 
 http_benchmarks() {
-	command -v wrk >/dev/null || die "wrk is needed (Debian/Ubuntu: sudo apt-get install wrk)"
-	command -v curl >/dev/null || die "curl is needed (Debian/Ubuntu: sudo apt-get install curl)"
+	need wrk curl jq
 	work="$(mktemp -d -t ratemesh-bench.XXXXXX)"
-	secret="$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+	secret="$(random_secret)"
 	: >"$work/results.tsv"
 	cat >"$work/lifted.yaml" <<'EOF'
 routes:
@@ -311,7 +269,7 @@ routes:
     exempt: true
 EOF
 	echo "== building $bin"
-	(cd "$root" && go build -o "$bin" ./cmd/node)
+	build_node "$bin"
 	echo "== wrk: GET /products, $KEYS client keys, ${DURATION} per run after a ${WARMUP} warm-up, $ROUNDS round(s)"
 	echo "   $(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
 	for ((round = 1; round <= ROUNDS; round++)); do

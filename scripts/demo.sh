@@ -13,28 +13,28 @@
 # list; the tour finds the other nodes through it. Each run uses fresh API
 # keys, so running it again within the minute shows the same behaviour.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HTTP_BASE="${HTTP_BASE:-8081}"
-seed="http://127.0.0.1:$HTTP_BASE"
+positive HTTP_BASE
+entry="127.0.0.1:$HTTP_BASE"
 run="demo-$(date +%s)-$RANDOM"
 
-die() { echo "demo.sh: $*" >&2; exit 1; }
-
-command -v curl >/dev/null || die "curl is needed"
+need curl jq
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # The alive members, sorted by name: names[i] serves HTTP at urls[i].
-members="$(curl -fsS --max-time 3 "$seed/v1/cluster/members")" ||
-	die "no ratemesh node answers at $seed; start a cluster with ./scripts/cluster.sh up (or set HTTP_BASE)"
+members="$(curl -fsS --max-time 3 "http://$entry/v1/cluster/members")" ||
+	die "no ratemesh node answers at $entry; start a cluster with ./scripts/cluster.sh up (or set HTTP_BASE)"
 names=()
 urls=()
 while read -r name addr; do
 	names+=("$name")
 	urls+=("http://$addr")
-done < <(tr '{' '\n' <<<"$members" | grep '"state":"alive"' |
-	sed -E 's/.*"name":"([^"]*)".*"http_addr":"([^"]*)".*/\1 \2/' | sort)
-((${#names[@]} >= 2)) || die "the tour needs a cluster of at least 2 nodes; $seed reports ${#names[@]} alive"
+done < <(jq -r '.members | map(select(.state == "alive")) | sort_by(.name)[] | "\(.name) \(.http_addr)"' <<<"$members")
+((${#names[@]} >= 2)) || die "the tour needs a cluster of at least 2 nodes; $entry reports ${#names[@]} alive"
 
 # ask I METHOD PATH [curl args...] sends one request to node I (taken modulo
 # the cluster size). It prints the node, the request and the status line,
@@ -97,8 +97,8 @@ login() {
 	ask 0 POST /login -H "X-API-KEY: $run-login" -H 'Content-Type: application/json' \
 		-d "{\"username\":\"$1\",\"password\":\"$2\"}"
 	[[ "$code" == 200 ]] || die "login of $1 failed: $body"
-	token="$(sed -E 's/.*"token":"([^"]*)".*/\1/' <<<"$body")"
-	printf '           {"token":"%s...", "tier":"%s"}\n' "${token:0:20}" "$(sed -E 's/.*"tier":"([^"]*)".*/\1/' <<<"$body")"
+	token="$(jq -r .token <<<"$body")"
+	printf '           {"token":"%s...", "tier":"%s"}\n' "${token:0:20}" "$(jq -r .tier <<<"$body")"
 }
 
 printf 'ratemesh demo tour: %d nodes (%s); API keys of this run start with %s\n' \

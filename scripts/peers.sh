@@ -25,37 +25,29 @@
 # harness's accuracy run (1 key at 100/min, 10 s over every node) for
 # ratemesh after the rounds.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROUNDS="${ROUNDS:-5}"
 DURATION="${DURATION:-10s}"
 TARGETS="${TARGETS:-bare redis ratemesh ratemesh-1p}"
 HEADERS="${HEADERS:-legacy}"
 PORT="${PORT:-18181}"
 
-die() {
-	echo "peers.sh: $*" >&2
-	exit 1
-}
-
 harness="${1:-}"
 [[ -n "$harness" && -x "$harness/run.sh" ]] || die "usage: $0 HARNESS_DIR (a directory holding an executable run.sh)"
 harness="$(cd "$harness" && pwd)"
-[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive whole number, not '$ROUNDS'"
-if ! [[ "$PORT" =~ ^[1-9][0-9]*$ ]] || ((PORT + 22 >= 65536)); then
-	die "PORT must leave room for 23 ports below 65536, not '$PORT'"
-fi
+positive ROUNDS PORT
+((PORT + 22 < 65536)) || die "PORT must leave room for 23 ports below 65536, not '$PORT'"
 for p in $(seq "$PORT" $((PORT + 2))) $(seq $((PORT + 10)) $((PORT + 12))) $(seq $((PORT + 20)) $((PORT + 22))); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		die "port $p is taken; set PORT to a free range"
-	fi
+	port_taken "$p" && die "port $p is taken; set PORT to a free range"
 done
 
 work="$(mktemp -d -t ratemesh-peers.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 bin="$work/ratemesh-node"
 echo "== building ratemesh-node"
-(cd "$root" && go build -o "$bin" ./cmd/node)
+build_node "$bin"
 
 # The harness runs this in its own process group, with BENCH_LIMIT and
 # BENCH_WINDOW (e.g. 1m) set, and stops the group after each mode. With
@@ -73,8 +65,8 @@ esac
 dir="\$(mktemp -d "$work/run.XXXXXX")"
 printf 'routes:\n  - method: GET\n    path: /products\n    limits: "%s per %s %s"\n' \\
 	"\${BENCH_LIMIT:-1000000}" "\${window%?}" "\$unit" >"\$dir/policy.yaml"
-secret="\$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-common=(--bind 127.0.0.1 --gossip-profile local --secret "\$secret" --demo=true
+export RATEMESH_SECRET="$(random_secret)"
+common=(--bind 127.0.0.1 --gossip-profile local --demo=true
 	--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn)
 if [[ "\${1:-}" == 1p ]]; then
 	# --nodes puts node i on every port + i, as the loop below does.

@@ -1,0 +1,132 @@
+# shellcheck shell=bash
+# What the scripts in this directory share. Each sources it first:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# It sets root (the repository) and bin (where the node binary is built),
+# and defines:
+#
+#   die MESSAGE...               print "SCRIPT: MESSAGE" on stderr, exit 1
+#   need COMMAND...              die unless every command is installed
+#   positive NAME...             die unless each named variable is a whole number > 0
+#   random_secret                print a fresh cluster secret
+#   build_node OUT               go build the node to OUT
+#   port_taken PORT              true when something listens on 127.0.0.1:PORT
+#   launch_node LOG FILE CMD...  start CMD (the node and its flags) in the
+#                                background with --addr-file FILE, logging to
+#                                LOG; sets launched_pid
+#   wait_addr_file FILE PID SECONDS LOG
+#                                wait until node process PID has written FILE
+#   addr_field FILE FIELD        print FIELD (name, http, gossip or rpc) of
+#                                every node in FILE, one per line
+#   alive_members URL            print how many members the node at
+#                                http://URL reports alive (0 if it does not answer)
+#   wait_members SECONDS N URL...
+#                                wait until every node at URL reports N members
+#                                alive and is ready
+#   stop_pids SECONDS PID...     SIGTERM each process (a graceful leave), then
+#                                SIGKILL those still running after SECONDS
+#
+# Every JSON answer and file is read with jq, by field name.
+
+# shellcheck disable=SC2034 # root and bin are for the scripts that source this
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$root/bin/ratemesh-node"
+lib_script="$(basename "$0")"
+
+die() {
+	echo "$lib_script: $*" >&2
+	exit 1
+}
+
+need() {
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null || die "$c is needed (Debian/Ubuntu: apt-get install $c)"
+	done
+}
+
+positive() {
+	local v
+	for v in "$@"; do
+		[[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive whole number, not '${!v}'"
+	done
+}
+
+random_secret() {
+	od -An -tx1 -N16 /dev/urandom | tr -d ' \n'
+}
+
+build_node() {
+	local out="$1"
+	mkdir -p "$(dirname "$out")"
+	(cd "$root" && go build -o "$out" ./cmd/node) || die "go build ./cmd/node failed"
+}
+
+port_taken() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+launch_node() {
+	local log="$1" file="$2"
+	shift 2
+	# A file left by an earlier run must not pass for this one's.
+	rm -f "$file"
+	"$@" --addr-file "$file" >>"$log" 2>&1 &
+	# shellcheck disable=SC2034 # the result, read by the caller
+	launched_pid=$!
+}
+
+wait_addr_file() {
+	local file="$1" pid="$2" deadline=$((SECONDS + $3)) log="$4"
+	# The node writes the file atomically once it is up and joined; the pid
+	# tells it from a file a killed process left behind.
+	until [[ -f "$file" ]] && jq -e --argjson pid "$pid" '.pid == $pid' "$file" >/dev/null 2>&1; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			tail -n 20 "$log" >&2
+			die "the node (pid $pid) exited during its start; see $log"
+		fi
+		((SECONDS < deadline)) || die "the node (pid $pid) did not start within $3 s; see $log"
+		sleep 0.05
+	done
+}
+
+addr_field() {
+	jq -r --arg f "$2" '.nodes[][$f]' "$1"
+}
+
+alive_members() {
+	curl -fsS --max-time 1 "http://$1/v1/cluster/members" 2>/dev/null |
+		jq '[.members[] | select(.state == "alive")] | length' 2>/dev/null || echo 0
+}
+
+wait_members() {
+	local deadline=$((SECONDS + $1)) want="$2" a
+	shift 2
+	for a in "$@"; do
+		until (($(alive_members "$a") == want)) && curl -fsS -o /dev/null --max-time 1 "http://$a/readyz" 2>/dev/null; do
+			((SECONDS < deadline)) || die "$a does not report $want ready members alive after the wait; members: $(curl -sS --max-time 1 "http://$a/v1/cluster/members" 2>&1)"
+			sleep 0.05
+		done
+	done
+}
+
+stop_pids() {
+	local deadline=$((SECONDS + $1)) pid
+	shift
+	for pid in "$@"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "$@"; do
+		while kill -0 "$pid" 2>/dev/null; do
+			if ((SECONDS >= deadline)); then
+				echo "$lib_script: pid $pid did not stop in time; SIGKILL" >&2
+				kill -KILL "$pid" 2>/dev/null || true
+				break
+			fi
+			sleep 0.05
+		done
+		# Reaps our own children; for others' processes it does nothing.
+		wait "$pid" 2>/dev/null || true
+	done
+}
