@@ -72,6 +72,16 @@ type Node struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// calls recycles the request and response a check passes down: they
+	// reach peers through an interface, so the compiler cannot keep them
+	// on the stack.
+	calls sync.Pool // *checkCall
+}
+
+type checkCall struct {
+	req  rpc.CheckRequest
+	resp rpc.CheckResponse
 }
 
 // New checks cfg and builds a node; it binds nothing until Start.
@@ -195,17 +205,24 @@ func (n *Node) Check(ctx context.Context, req Request) (Result, error) {
 			return Result{}, err
 		}
 	}
-	creq := rpc.CheckRequest{Key: req.Key, Counters: req.Counters, Cost: req.Cost}
 	buf := req.StatusBuf[:0]
 	if cap(buf) < len(req.Counters) {
 		buf = make([]bucket.Status, 0, len(req.Counters))
 	}
-	resp := rpc.CheckResponse{Statuses: buf}
-	fallback, err := n.cl.Check(ctx, &creq, &resp)
+	cc, _ := n.calls.Get().(*checkCall)
+	if cc == nil {
+		cc = new(checkCall)
+	}
+	cc.req = rpc.CheckRequest{Key: req.Key, Counters: req.Counters, Cost: req.Cost}
+	cc.resp = rpc.CheckResponse{Statuses: buf}
+	fallback, err := n.cl.Check(ctx, &cc.req, &cc.resp)
+	res := Result{Allowed: cc.resp.Allowed, Statuses: cc.resp.Statuses, Node: cc.resp.Node, Fallback: fallback}
+	*cc = checkCall{} // the pool keeps none of the caller's memory
+	n.calls.Put(cc)
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Allowed: resp.Allowed, Statuses: resp.Statuses, Node: resp.Node, Fallback: fallback}, nil
+	return res, nil
 }
 
 func (n *Node) usable() error {
