@@ -26,6 +26,7 @@ type options struct {
 	logLevel              slog.Level
 	nodes                 int
 	addrFile              string
+	store                 storeOptions
 	http                  httpOptions
 }
 
@@ -103,6 +104,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
 	e.Int(&o.nodes, "nodes", "RATEMESH_NODES", 1, "run this many nodes in this one process, joined to each other, node i on every port + i and named NAME-i; for a cluster on one host without one Go runtime per node")
 	e.String(&o.addrFile, "addr-file", "RATEMESH_ADDR_FILE", "", "write the nodes' addresses as JSON to this file once they are up and joined (written atomically, removed on exit); for scripts that use port 0")
+	o.store.register(e)
 	o.http.register(e)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -184,5 +186,5 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.LocalTimings = o.gossipProfile == "local"
 	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)
 	cfg.Logger = log
-	return cfg, nil
+	return cfg, o.store.apply(&cfg)
 }

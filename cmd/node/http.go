@@ -10,9 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
@@ -32,6 +32,7 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
+	limits         serverLimits
 }
 
 // register adds the HTTP flags.
@@ -43,6 +44,7 @@ func (h *httpOptions) register(e *envFlags) {
 	e.String(&h.trustedProxies, "trusted-proxies", "RATEMESH_TRUSTED_PROXIES", "", "comma-separated proxy CIDRs or IPs whose X-Forwarded-For / X-Real-IP are believed; empty: the TCP peer is the client")
 	e.String(&h.headers, "headers", "RATEMESH_HEADERS", "legacy,retry-after,draft", "rate-limit header families to send: legacy (X-RateLimit-*), retry-after, draft (RateLimit, RateLimit-Policy), all or none")
 	e.String(&h.policyFile, "policy", "RATEMESH_POLICY", "", "YAML file overriding the demo's default, application and per-route limits and strategies")
+	h.limits.register(e)
 }
 
 // advertisedAddr is the HTTP address gossiped to the other members.
@@ -91,20 +93,17 @@ func startHTTP(node *ratemesh.Node, h *httpOptions, log *slog.Logger) (*httpServ
 // serveHTTP is startHTTP on a listener bound already: the command binds it
 // before the node starts, so that the node gossips the real port.
 func serveHTTP(node *ratemesh.Node, h *httpOptions, ln net.Listener, log *slog.Logger) (*httpServer, error) {
-	e, err := h.handler(node, log)
+	if err := h.limits.resolve(); err != nil {
+		return nil, err
+	}
+	e, trusted, err := h.handler(node, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &httpServer{
-		srv: &http.Server{
-			Handler:           e,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
-		ln:   ln,
-		done: make(chan struct{}),
-	}
+	srv := h.limits.server(e)
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	ln = h.limits.listener(ln, trusted)
+	s := &httpServer{srv: srv, ln: ln, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -115,11 +114,18 @@ func serveHTTP(node *ratemesh.Node, h *httpOptions, ln net.Listener, log *slog.L
 }
 
 // handler builds the node's Echo instance from the options.
-func (h *httpOptions) handler(node *ratemesh.Node, log *slog.Logger) (*echo.Echo, error) {
+// It returns the trusted proxies too, which the connection caps exempt.
+func (h *httpOptions) handler(node *ratemesh.Node, log *slog.Logger) (*echo.Echo, []netip.Prefix, error) {
 	trusted, err := httpapi.ParseTrustedProxies(strings.Split(h.trustedProxies, ","))
 	if err != nil {
-		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+		return nil, nil, fmt.Errorf("--trusted-proxies: %w", err)
 	}
+	e, err := h.echo(node, trusted, log)
+	return e, trusted, err
+}
+
+// echo builds the node's Echo instance for clients behind trusted.
+func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slog.Logger) (*echo.Echo, error) {
 	headers, err := httpapi.ParseHeaders(h.headers)
 	if err != nil {
 		return nil, fmt.Errorf("--headers: %w", err)

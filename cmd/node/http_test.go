@@ -132,7 +132,7 @@ func TestStartHTTP(t *testing.T) {
 
 func TestStartHTTPDemoOffAndErrors(t *testing.T) {
 	n := startedNode(t)
-	e, err := (&httpOptions{headers: "all"}).handler(n, slog.New(slog.DiscardHandler))
+	e, _, err := (&httpOptions{headers: "all"}).handler(n, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestStartHTTPDemoOffAndErrors(t *testing.T) {
 		{httpOptions{headers: "legacy,fancy"}, `--headers: header family "fancy"`},
 		{httpOptions{headers: "all", demo: true, policyFile: writePolicy(t, "routes:\n  - path: /products\n    limits: \"5 per lunar cycle\"\n")}, `policy.yaml:3: limits "5 per lunar cycle"`},
 	} {
-		if _, err := tc.h.handler(n, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, _, err := tc.h.handler(n, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want %q", err, tc.want)
 		}
 	}
