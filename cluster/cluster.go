@@ -166,6 +166,8 @@ type view struct {
 	// pullWindow to their previous owner, while it is still a member.
 	inbound      map[int]ring.Member
 	inboundUntil time.Time
+	// replaced is closed when a newer view replaces this one.
+	replaced chan struct{}
 }
 
 // Ring returns the ring this node routes by.
@@ -195,7 +197,7 @@ func (c *Cluster) rebuild() {
 	c.rebuildMu.Lock()
 	defer c.rebuildMu.Unlock()
 	ps := c.gossip.peers()
-	v := &view{members: make([]Member, 0, len(ps))}
+	v := &view{members: make([]Member, 0, len(ps)), replaced: make(chan struct{})}
 	var full, routing []ring.Member
 	live := make(map[string]string, len(ps))
 	suspected := false
@@ -229,6 +231,9 @@ func (c *Cluster) rebuild() {
 	}
 	v.inbound, v.inboundUntil = c.inbound(old, v)
 	c.view.Store(v)
+	if old != nil {
+		close(old.replaced)
+	}
 	c.metrics.members.Set(float64(v.routing.Len()))
 	if old != nil && len(ring.Diff(old.routing, v.routing)) > 0 {
 		c.log.Info("ring changed", "members", v.routing.Len(), "suspected", len(full)-len(routing))

@@ -192,6 +192,9 @@ func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Che
 }
 
 func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {
+	if err := h.c.awaitMember(ctx, req.To, req.ToAddr); err != nil {
+		return bucket.Entry{}, false, err
+	}
 	e, ok := h.c.take(ctx, req)
 	return e, ok, nil
 }

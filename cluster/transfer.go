@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,6 +207,50 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) {
 		c.mergeHere([]bucket.Entry{entry})
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
 	}
+}
+
+// NotMemberError refuses a pull for a node this one does not know at that
+// address: a take moves a key's count and, for a while, its checks to the
+// puller, so only a member may pull.
+type NotMemberError struct{ Name, Addr string }
+
+func (e *NotMemberError) Error() string {
+	return fmt.Sprintf("take: %q at %q is not a member this node knows", e.Name, e.Addr)
+}
+
+// awaitMember returns once this node's view has a peer name at addr. A
+// node that has just joined may pull before gossip has reached this one,
+// so the view is rebuilt from gossip at once and then awaited briefly
+// (a quarter of ForwardTimeout, the puller's own deadline being about
+// that); after that, or when ctx ends, the pull is refused.
+func (c *Cluster) awaitMember(ctx context.Context, name, addr string) error {
+	v := c.view.Load()
+	if v.hasPeer(name, addr) {
+		return nil
+	}
+	c.rebuild()
+	t := time.NewTimer(c.cfg.ForwardTimeout / 4)
+	defer t.Stop()
+	for v = c.view.Load(); !v.hasPeer(name, addr); v = c.view.Load() {
+		select {
+		case <-v.replaced:
+		case <-t.C:
+			return &NotMemberError{Name: name, Addr: addr}
+		case <-ctx.Done():
+			return &NotMemberError{Name: name, Addr: addr}
+		}
+	}
+	return nil
+}
+
+// hasPeer reports whether name at addr is a member other than this node.
+func (v *view) hasPeer(name, addr string) bool {
+	for _, m := range v.members {
+		if m.Name == name && !m.Self {
+			return m.RPCAddr == addr
+		}
+	}
+	return false
 }
 
 // take serves a peer's pull: it removes key's entry from this node and
