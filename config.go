@@ -60,6 +60,17 @@ type Config struct {
 	// ProbeInterval is how often a peer this node routes around is pinged
 	// to see whether it answers again. 0 means DefaultProbeInterval.
 	ProbeInterval time.Duration
+	// Seeds are gossip addresses (host:port) of members of the cluster to
+	// join at Start. Until the join is done the node is not Ready and its
+	// checks wait for the join (up to their context, then ErrNotJoined):
+	// it never decides alone a key the cluster owns elsewhere. If the join
+	// has not succeeded within JoinTimeout the node logs it and stays
+	// unready (see WaitJoined). Empty: the node is the first of its
+	// cluster and decides at once; Node.Join may still join it later.
+	Seeds []string
+	// JoinTimeout bounds the retries of joining Seeds. 0 means
+	// DefaultJoinTimeout.
+	JoinTimeout time.Duration
 	// FailPolicy decides checks no owner answers. The zero value is
 	// FailLocal.
 	FailPolicy FailPolicy
@@ -90,12 +101,13 @@ const (
 	DefaultForwardTimeout = 50 * time.Millisecond
 	DefaultProbeInterval  = 250 * time.Millisecond
 	DefaultSweepInterval  = time.Second
+	DefaultJoinTimeout    = 30 * time.Second
 )
 
 // withDefaults checks cfg and fills its zero fields: the one place where
 // the node's defaults are applied.
 func (cfg Config) withDefaults() (Config, error) {
-	if cfg.SweepInterval < 0 || cfg.ForwardTimeout < 0 || cfg.DialTimeout < 0 || cfg.ProbeInterval < 0 || cfg.DeadNodeReclaimTime < 0 {
+	if cfg.SweepInterval < 0 || cfg.ForwardTimeout < 0 || cfg.DialTimeout < 0 || cfg.ProbeInterval < 0 || cfg.DeadNodeReclaimTime < 0 || cfg.JoinTimeout < 0 {
 		return cfg, errors.New("ratemesh: negative duration in Config")
 	}
 	if cfg.GossipPort < 0 || cfg.GossipPort > 65535 || cfg.RPCPort < 0 || cfg.RPCPort > 65535 {
@@ -121,6 +133,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = DefaultSweepInterval
+	}
+	if cfg.JoinTimeout == 0 {
+		cfg.JoinTimeout = DefaultJoinTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -72,6 +72,7 @@ type Node struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+	join *joinState
 
 	// calls recycles the request and response a check passes down: they
 	// reach peers through an interface, so the compiler cannot keep them
@@ -90,7 +91,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, store: bucket.NewStore(cfg.Store), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, store: bucket.NewStore(cfg.Store), stop: make(chan struct{}), join: newJoinState(cfg.Seeds)}
 	reg := cfg.Registerer
 	if reg == nil {
 		n.reg = prometheus.NewRegistry()
@@ -150,6 +151,10 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.sweep()
+	if len(n.cfg.Seeds) > 0 {
+		n.wg.Add(1)
+		go n.joinSeeds()
+	}
 	return nil
 }
 
@@ -204,6 +209,9 @@ func (n *Node) Check(ctx context.Context, req Request) (Result, error) {
 		if err := req.Counters[i].Validate(); err != nil {
 			return Result{}, err
 		}
+	}
+	if err := n.join.wait(ctx); err != nil {
+		return Result{}, err
 	}
 	buf := req.StatusBuf[:0]
 	if cap(buf) < len(req.Counters) {
@@ -282,10 +290,11 @@ func (n *Node) GossipAddr() string { return n.cl.GossipAddr() }
 // RPCAddr is the address of the node's RPC server (after Start).
 func (n *Node) RPCAddr() string { return n.cl.RPCAddr() }
 
-// Ready reports whether the node is started, not closing, and in its own
-// ring: it can decide the keys it owns and route the others.
+// Ready reports whether the node is started, not closing, has joined
+// Config.Seeds, and is in its own ring: it can decide the keys it owns and
+// route the others.
 func (n *Node) Ready() bool {
-	if n.usable() != nil {
+	if n.usable() != nil || !n.join.joined() {
 		return false
 	}
 	for _, m := range n.cl.Ring().Members() {

@@ -184,6 +184,7 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.FailPolicy = policy
 	cfg.ForwardTimeout = o.forwardTimeout
 	cfg.LocalTimings = o.gossipProfile == "local"
+	cfg.JoinTimeout = o.joinTimeout
 	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)
 	cfg.Logger = log
 	return cfg, o.store.apply(&cfg)

@@ -121,7 +121,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		bound.http.port = a.Port
 	}
-	node, err := startNode(ctx, &bound, log)
+	node, err := startNode(ctx, &bound, seeds, log)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -136,9 +136,9 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 	}
 	p := &peer{node: node, web: web, log: log}
 	if len(seeds) > 0 {
-		joinCtx, cancel := context.WithTimeout(ctx, o.joinTimeout)
-		err := node.Join(joinCtx, seeds...)
-		cancel()
+		// The node joins in the background and decides nothing until it
+		// has: /readyz says 503 and checks wait meanwhile.
+		err := node.WaitJoined(ctx)
 		if err != nil {
 			log.Error("join failed", "err", err)
 			shutdown([]*peer{p}, o.leaveTimeout)
@@ -150,11 +150,12 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 }
 
 // startNode creates and starts the node of o.
-func startNode(ctx context.Context, o *options, log *slog.Logger) (*ratemesh.Node, error) {
+func startNode(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*ratemesh.Node, error) {
 	cfg, err := o.nodeConfig(log)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Seeds = seeds
 	node, err := ratemesh.New(cfg)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,93 @@
+package ratemesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// ErrNotJoined is returned by Check on a node given Config.Seeds that has
+// not joined them: the check's context ended first, or the join failed.
+// Such a node never decides alone a key it might not own in the cluster
+// it is joining.
+var ErrNotJoined = errors.New("ratemesh: node has not joined its cluster yet")
+
+// joinState tracks a node's join of Config.Seeds. A node with no seeds is
+// the first of its cluster and joined from the start.
+type joinState struct {
+	done chan struct{} // closed when the join succeeded or failed
+	once sync.Once
+	err  error // the join's failure; read after done
+}
+
+func newJoinState(seeds []string) *joinState {
+	j := &joinState{done: make(chan struct{})}
+	if len(seeds) == 0 {
+		j.finish(nil)
+	}
+	return j
+}
+
+func (j *joinState) finish(err error) {
+	j.once.Do(func() {
+		j.err = err
+		close(j.done)
+	})
+}
+
+// joined reports whether the node may decide: its join is done and did
+// not fail.
+func (j *joinState) joined() bool {
+	select {
+	case <-j.done:
+		return j.err == nil
+	default:
+		return false
+	}
+}
+
+// wait returns nil once the node has joined, or ErrNotJoined when ctx
+// ends first or the join failed.
+func (j *joinState) wait(ctx context.Context) error {
+	if j.joined() {
+		return nil
+	}
+	select {
+	case <-j.done:
+		if j.err != nil {
+			return fmt.Errorf("%w: %w", ErrNotJoined, j.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (%w)", ErrNotJoined, ctx.Err())
+	}
+}
+
+// joinSeeds joins Config.Seeds, retrying until JoinTimeout, and records
+// the outcome. On failure the node stays unready and refuses checks: a
+// node that decided alone would count keys its cluster owns elsewhere.
+func (n *Node) joinSeeds() {
+	defer n.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.JoinTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := n.cl.Join(ctx, n.cfg.Seeds...)
+	if err != nil {
+		n.cfg.Logger.Error("join failed; this node stays unready and refuses checks until restarted", "seeds", n.cfg.Seeds, "timeout", n.cfg.JoinTimeout, "err", err)
+	}
+	n.join.finish(err)
+}
+
+// WaitJoined returns once the node has joined Config.Seeds (at once for a
+// node without seeds), or the join's error, or ErrNotJoined when ctx ends
+// first.
+func (n *Node) WaitJoined(ctx context.Context) error {
+	return n.join.wait(ctx)
+}
