@@ -145,12 +145,17 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.started.Swap(true) {
 		return errors.New("ratemesh: node already started")
 	}
+	if n.cfg.DataDir != "" {
+		n.loadCounters()
+	}
 	if err := n.cl.Start(ctx); err != nil {
 		n.started.Store(false)
 		return err
 	}
-	n.wg.Add(1)
-	go n.sweep()
+	n.every(n.cfg.SweepInterval, n.sweep)
+	if n.cfg.DataDir != "" {
+		n.every(n.cfg.SnapshotInterval, func() bool { n.saveCounters(); return true })
+	}
 	if len(n.cfg.Seeds) > 0 {
 		n.wg.Add(1)
 		go n.joinSeeds()
@@ -158,30 +163,41 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-// sweep removes expired counters in small steps, so memory comes back
-// without a pause on the check path.
-func (n *Node) sweep() {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-			// About one full pass per tick, in chunks that hold a shard
-			// lock only briefly.
-			const chunk = 4096
-			for i := n.store.Len()/chunk + 1; i > 0; i-- {
-				n.store.Sweep(n.cfg.Clock(), chunk)
-				select {
-				case <-n.stop:
+// every runs work each interval on a goroutine counted by n.wg, until the
+// node stops. work returns false to end early (the node is stopping).
+func (n *Node) every(interval time.Duration, work func() bool) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-t.C:
+				if !work() {
 					return
-				default:
 				}
 			}
 		}
+	}()
+}
+
+// sweep removes expired counters in small steps, so memory comes back
+// without a pause on the check path: about one full pass per call, in
+// chunks that hold a shard lock only briefly.
+func (n *Node) sweep() bool {
+	const chunk = 4096
+	for i := n.store.Len()/chunk + 1; i > 0; i-- {
+		n.store.Sweep(n.cfg.Clock(), chunk)
+		select {
+		case <-n.stop:
+			return false
+		default:
+		}
 	}
+	return true
 }
 
 // Join contacts the seeds (gossip addresses, host:port), retrying with
@@ -326,5 +342,8 @@ func (n *Node) Close(ctx context.Context) error {
 	n.closed.Store(true)
 	close(n.stop)
 	n.wg.Wait()
+	if n.cfg.DataDir != "" && n.started.Load() {
+		err = errors.Join(err, n.saveCounters())
+	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,8 @@ type options struct {
 	logLevel              slog.Level
 	nodes                 int
 	addrFile              string
+	dataDir               string
+	snapshotInterval      time.Duration
 	store                 storeOptions
 	http                  httpOptions
 }
@@ -104,6 +107,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
 	e.Int(&o.nodes, "nodes", "RATEMESH_NODES", 1, "run this many nodes in this one process, joined to each other, node i on every port + i and named NAME-i; for a cluster on one host without one Go runtime per node")
 	e.String(&o.addrFile, "addr-file", "RATEMESH_ADDR_FILE", "", "write the nodes' addresses as JSON to this file once they are up and joined (written atomically, removed on exit); for scripts that use port 0")
+	e.String(&o.dataDir, "data-dir", "RATEMESH_DATA_DIR", "", "directory where the node keeps its counters across restarts (created if missing; the node refuses to start if it is not writable); empty: memory only. With --nodes, node i uses DIR/node-i")
+	e.Duration(&o.snapshotInterval, "snapshot-interval", "RATEMESH_SNAPSHOT_INTERVAL", ratemesh.DefaultSnapshotInterval, "how often the counters are written to --data-dir (and at shutdown); a crash loses at most this much")
 	o.store.register(e)
 	o.http.register(e)
 	if err := fs.Parse(args); err != nil {
@@ -162,6 +167,9 @@ func (o *options) member(i int) *options {
 		return p + i
 	}
 	m.gossipPort, m.rpcPort, m.http.port = shift(o.gossipPort), shift(o.rpcPort), shift(o.http.port)
+	if o.dataDir != "" {
+		m.dataDir = filepath.Join(o.dataDir, "node-"+strconv.Itoa(i))
+	}
 	if o.name != "" {
 		m.name = o.name + "-" + strconv.Itoa(i)
 	}
@@ -185,6 +193,8 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.ForwardTimeout = o.forwardTimeout
 	cfg.LocalTimings = o.gossipProfile == "local"
 	cfg.JoinTimeout = o.joinTimeout
+	cfg.DataDir = o.dataDir
+	cfg.SnapshotInterval = o.snapshotInterval
 	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)
 	cfg.Logger = log
 	return cfg, o.store.apply(&cfg)

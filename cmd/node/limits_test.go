@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +183,22 @@ func TestLimitFlags(t *testing.T) {
 		if got := autoMaxConns(fds); got != want {
 			t.Errorf("autoMaxConns(%d) = %d, want %d", fds, got, want)
 		}
+	}
+}
+
+func TestDataDirFlags(t *testing.T) {
+	dir := t.TempDir()
+	o, err := parseOptions([]string{"--nodes", "2", "--gossip-port", "0", "--rpc-port", "0", "--http-port", "0", "--snapshot-interval", "3s"}, func(k string) string {
+		return map[string]string{"RATEMESH_DATA_DIR": dir}[k]
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.member(1).nodeConfig(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "node-1"); cfg.DataDir != want || cfg.SnapshotInterval != 3*time.Second {
+		t.Fatalf("node 1: data dir %q every %v, want %q every 3s", cfg.DataDir, cfg.SnapshotInterval, want)
 	}
 }
