@@ -68,6 +68,17 @@ type procCluster struct {
 // if the test failed, prints every node's log.
 func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 	t.Helper()
+	c := newProcCluster(t, bin)
+	for range n {
+		c.startNext(t)
+	}
+	c.waitMembers(t, 20*time.Second, time.Now(), c.nodes)
+	return c
+}
+
+// newProcCluster is a cluster of no nodes yet.
+func newProcCluster(t *testing.T, bin string) *procCluster {
+	t.Helper()
 	c := &procCluster{
 		bin:    bin,
 		dir:    t.TempDir(),
@@ -76,17 +87,34 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 	}
 	t.Cleanup(func() { c.cleanup(t) })
-	for i := 1; i <= n; i++ {
-		p := &nodeProc{name: fmt.Sprintf("node%d", i), logPath: filepath.Join(c.dir, fmt.Sprintf("node%d.log", i))}
-		join := ""
-		if i > 1 {
-			join = c.nodes[0].gossipAddr()
-		}
-		c.nodes = append(c.nodes, p)
-		c.start(t, p, join, true)
-	}
-	c.waitMembers(t, 20*time.Second, time.Now(), c.nodes)
 	return c
+}
+
+// startNext starts node i+1 of a cluster of i, joining the first, and
+// returns once its HTTP API answers (it may not have joined yet).
+func (c *procCluster) startNext(t *testing.T) *nodeProc {
+	t.Helper()
+	p := c.add(t)
+	join := ""
+	if len(c.nodes) > 1 {
+		join = c.nodes[0].gossipAddr()
+	}
+	c.start(t, p, join, true)
+	return p
+}
+
+// add names node i+1 of a cluster of i and picks its ports, without
+// starting it.
+func (c *procCluster) add(t *testing.T) *nodeProc {
+	t.Helper()
+	i := len(c.nodes) + 1
+	p := &nodeProc{name: fmt.Sprintf("node%d", i), logPath: filepath.Join(c.dir, fmt.Sprintf("node%d.log", i))}
+	var err error
+	if p.httpPort, p.gossipPort, p.rpcPort, err = freePorts(); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes = append(c.nodes, p)
+	return p
 }
 
 func randomHex(n int) string {
