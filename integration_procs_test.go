@@ -59,6 +59,7 @@ type procRun struct {
 type procCluster struct {
 	bin, dir, secret string
 	runID            string // keeps the test's rate keys apart between runs
+	dataDirs         bool   // each node keeps its counters in a data dir of its own
 	client           *http.Client
 	nodes            []*nodeProc
 }
@@ -181,6 +182,9 @@ func (c *procCluster) launch(p *nodeProc, join string) error {
 		// spurious failover would count locally and break exact counts. A
 		// dead owner refuses connections at once, so this costs nothing.
 		"--forward-timeout", "1s")
+	if c.dataDirs {
+		cmd.Args = append(cmd.Args, "--data-dir", filepath.Join(c.dir, p.name+".data"))
+	}
 	// The flags alone configure the node, whatever the shell exports (a
 	// RATEMESH_POLICY would change the limits under test).
 	for _, kv := range os.Environ() {

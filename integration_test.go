@@ -87,30 +87,36 @@ func productsExact(t *testing.T, c *procCluster, tag string, n int, nodes []*nod
 	}
 }
 
+// apiAnswer is what the tests read of a /v1/check answer.
+type apiAnswer struct {
+	Allowed bool
+	Limits  []struct {
+		Remaining  int64
+		RetryAfter int64 `json:"retry_after"`
+	}
+	Node     string
+	Fallback bool
+}
+
+// apiCheck sends one /v1/check of key against limits (one limit) to p; it
+// fails the test unless the owner (no fallback) answers 200.
+func (c *procCluster) apiCheck(t *testing.T, p *nodeProc, key, limits string, cost int) apiAnswer {
+	t.Helper()
+	body := fmt.Sprintf(`{"key":%q,"limits":%q,"cost":%d}`, key, limits, cost)
+	r, err := c.do(p, http.MethodPost, "/v1/check", strings.NewReader(body), "Content-Type", "application/json")
+	var a apiAnswer
+	if err != nil || r.status != http.StatusOK || json.Unmarshal(r.body, &a) != nil || len(a.Limits) != 1 || a.Fallback {
+		t.Fatalf("/v1/check on %s: %v %d %s", p.name, err, r.status, r.body)
+	}
+	return a
+}
+
 // checkAPIAgrees spends a /v1/check quota from every node in turn: the
 // remaining count falls by one per call whoever is asked, one owner decides
 // them all, and every node names that owner.
 func checkAPIAgrees(t *testing.T, c *procCluster) {
 	key := "it-b-" + c.runID
-	type answer struct {
-		Allowed bool
-		Limits  []struct {
-			Remaining  int64
-			RetryAfter int64 `json:"retry_after"`
-		}
-		Node     string
-		Fallback bool
-	}
-	check := func(p *nodeProc, cost int) answer {
-		t.Helper()
-		body := fmt.Sprintf(`{"key":%q,"limits":"7 per minute","cost":%d}`, key, cost)
-		r, err := c.do(p, http.MethodPost, "/v1/check", strings.NewReader(body), "Content-Type", "application/json")
-		var a answer
-		if err != nil || r.status != http.StatusOK || json.Unmarshal(r.body, &a) != nil || len(a.Limits) != 1 || a.Fallback {
-			t.Fatalf("/v1/check on %s: %v %d %s", p.name, err, r.status, r.body)
-		}
-		return a
-	}
+	check := func(p *nodeProc, cost int) apiAnswer { return c.apiCheck(t, p, key, "7 per minute", cost) }
 	owner := ""
 	for i := 0; i < 10; i++ {
 		p := c.nodes[i%3]

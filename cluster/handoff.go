@@ -46,15 +46,18 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 		if len(entries) == 0 {
 			return
 		}
-		c.sendEntries(ctx, entries, true)
+		if kept := c.sendEntries(ctx, entries, true); kept == len(entries) {
+			return // no owner took any: the next ring change tries again
+		}
 	}
 }
 
 // sendEntries groups entries by current owner and merges them there. While
 // a batch travels, its keys are marked as moved, so a check of one that
 // still reaches this node waits for the batch and follows it. On failure it
-// retries once (retry true) with the ring as it is then.
-func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry bool) {
+// retries once (retry true) with the ring as it is then. It returns how
+// many entries it kept here.
+func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry bool) (kept int) {
 	byOwner := map[ring.Member][]bucket.Entry{}
 	var mine []bucket.Entry
 	r := c.Ring()
@@ -68,6 +71,7 @@ func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry
 	}
 	if len(mine) > 0 {
 		c.mergeHere(mine)
+		kept += len(mine)
 	}
 	for to, es := range byOwner {
 		keys := make([]string, len(es))
@@ -93,19 +97,23 @@ func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry
 		c.metrics.rpcErrors.WithLabelValues("merge").Inc()
 		c.peers.suspect(to.Name, err)
 		if retry && ctx.Err() == nil {
-			c.sendEntries(ctx, es, false)
+			kept += c.sendEntries(ctx, es, false)
 			continue
 		}
+		// Keep the counts here: the next ring change or handoff pass
+		// sends them on, or, when this node is leaving (a whole cluster
+		// stopping at once refuses every handoff), its data file keeps
+		// them for the restart.
+		c.mergeHere(es)
+		kept += len(es)
 		if !c.leaving.Load() {
-			// Keep the counts here; the next ring change or handoff
-			// pass sends them on.
-			c.mergeHere(es)
 			c.log.Warn("handoff failed; counts kept here for now", "peer", to.Name, "keys", len(es), "err", err)
 			continue
 		}
-		c.metrics.handoffKeys.WithLabelValues("dropped").Add(float64(len(es)))
-		c.log.Error("handoff failed while leaving; counts dropped", "peer", to.Name, "keys", len(es), "err", err)
+		c.metrics.handoffKeys.WithLabelValues("kept").Add(float64(len(es)))
+		c.log.Warn("handoff failed while leaving; counts stay on this node (lost at exit without a data dir)", "peer", to.Name, "keys", len(es), "err", err)
 	}
+	return kept
 }
 
 // maxLeavingHops bounds how often a check is passed on by leaving nodes:

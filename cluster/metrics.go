@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 		}),
 		handoffKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_handoff_keys_total",
-			Help: "Routing keys handed to a new owner (sent), received from an old one (received), or lost because no owner took them (dropped).",
+			Help: "Routing keys handed to a new owner (sent), received from an old one (received), or kept by a leaving node because no owner took them (kept).",
 		}, []string{"result"}),
 	}
 	if reg == nil {
