@@ -30,8 +30,10 @@ type memNet struct {
 	cut      map[string]bool   // addresses whose calls fail as unanswered
 	calls    map[string]int    // "op addr" → calls that reached a handler
 	hops     map[string][]int  // addr → Hops of each check it received
-	members  []string          // the gossip view every node shares, by name
-	sigs     map[string]string // ring signature of each member's meta
+	members  []string            // the gossip view every node shares, by name
+	views    map[string][]string // a node's own view, overriding members (a partition)
+	side     map[string]int      // address → side of a partition; calls across fail
+	sigs     map[string]string   // ring signature of each member's meta
 }
 
 func newMemNet() *memNet {
@@ -60,13 +62,29 @@ func (n *memNet) hopsAt(addr string) []int {
 	return slices.Clone(n.hops[addr])
 }
 
+// partition splits the nodes into sides, by name: calls between sides
+// fail, and each node's gossip view is its own side, as it is once
+// failure detection has run. No sides heal the partition.
+func (n *memNet) partition(sides ...[]string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.side, n.views = map[string]int{}, map[string][]string{}
+	for i, names := range sides {
+		for _, name := range names {
+			n.side[memAddr(name)] = i
+			n.views[name] = slices.Clone(names)
+		}
+	}
+}
+
 // reach returns the handler at addr and counts the call, or an error
-// wrapping rpc.ErrUnavailable as the RPC client's would.
-func (n *memNet) reach(op, addr string) (rpc.Handler, error) {
+// wrapping rpc.ErrUnavailable as the RPC client's would. from is the
+// caller's address.
+func (n *memNet) reach(op, from, addr string) (rpc.Handler, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h := n.handlers[addr]
-	if h == nil || n.cut[addr] {
+	if h == nil || n.cut[addr] || n.side[from] != n.side[addr] {
 		return nil, fmt.Errorf("%w: %s %s: no answer", rpc.ErrUnavailable, op, addr)
 	}
 	n.calls[op+" "+addr]++
@@ -86,7 +104,7 @@ func (t *memTransport) Listen(h rpc.Handler) (string, error) {
 	return t.addr, nil
 }
 
-func (t *memTransport) Dial(addr string) Peer { return &memPeer{net: t.net, addr: addr} }
+func (t *memTransport) Dial(addr string) Peer { return &memPeer{net: t.net, from: t.addr, addr: addr} }
 
 func (t *memTransport) Close() error {
 	t.net.mu.Lock()
@@ -99,11 +117,12 @@ func (t *memTransport) Close() error {
 // then Check; on copies, since a real request crosses the wire.
 type memPeer struct {
 	net  *memNet
+	from string // the caller's address
 	addr string
 }
 
 func (p *memPeer) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
-	h, err := p.net.reach("check", p.addr)
+	h, err := p.net.reach("check", p.from, p.addr)
 	if err != nil {
 		return err
 	}
@@ -135,7 +154,7 @@ func (p *memPeer) answer(err error, out, resp *rpc.CheckResponse) error {
 }
 
 func (p *memPeer) Merge(ctx context.Context, req *rpc.MergeRequest) error {
-	h, err := p.net.reach("merge", p.addr)
+	h, err := p.net.reach("merge", p.from, p.addr)
 	if err != nil {
 		return err
 	}
@@ -143,7 +162,7 @@ func (p *memPeer) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 }
 
 func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {
-	h, err := p.net.reach("take", p.addr)
+	h, err := p.net.reach("take", p.from, p.addr)
 	if err != nil {
 		return bucket.Entry{}, false, err
 	}
@@ -152,7 +171,7 @@ func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry,
 }
 
 func (p *memPeer) Reset(ctx context.Context, key string) error {
-	h, err := p.net.reach("reset", p.addr)
+	h, err := p.net.reach("reset", p.from, p.addr)
 	if err != nil {
 		return err
 	}
@@ -160,7 +179,7 @@ func (p *memPeer) Reset(ctx context.Context, key string) error {
 }
 
 func (p *memPeer) Ping(ctx context.Context) error {
-	_, err := p.net.reach("ping", p.addr)
+	_, err := p.net.reach("ping", p.from, p.addr)
 	return err
 }
 
@@ -184,6 +203,9 @@ func (g *fakeGossip) peers() []peer {
 	names := []string{g.self}
 	if g.joined.Load() {
 		names = g.net.members
+		if v, ok := g.net.views[g.self]; ok {
+			names = v
+		}
 	}
 	var out []peer
 	for _, name := range names {
