@@ -1,6 +1,6 @@
-// This test drives Echo's own middleware.RateLimiter, which needs
-// golang.org/x/time in go.mod; run it with -tags echomiddleware once the
-// module lists it.
+// This test drives Echo's own middleware.RateLimiter (which needs
+// golang.org/x/time, listed in go.mod) over NewRateLimiterStore; it runs
+// with the other tests.
 
 package httpapi_test
 

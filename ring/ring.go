@@ -10,7 +10,7 @@ import (
 )
 
 // Defaults used for zero Config fields. They differ from the library's
-// (271, 20, 1.25); the package documentation gives the measurements behind
+// (271, 20, 1.25); docs/design.md gives the measurements behind
 // them.
 const (
 	// DefaultPartitionCount is the number of partitions keys hash into. A

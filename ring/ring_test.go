@@ -156,7 +156,7 @@ func TestConfigNormalization(t *testing.T) {
 
 // TestLibraryPanics records the configurations consistent v1.0.0 panics
 // on, and checks New survives each. Should a library upgrade stop
-// panicking, the first half fails and the package doc needs an update.
+// panicking, the first half fails and docs/design.md needs an update.
 func TestLibraryPanics(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -271,7 +271,7 @@ func extraMoves(old, new *Ring, changed string) (moved, extra int) {
 // on it, and the partitions placed earlier fill members in a new order.
 // That is why the default Load is 1.5 rather than the library's 1.25: with
 // 200 virtual nodes the cap then practically never binds, and no survey set
-// moved a foreign partition (doc.go). These names are asserted exactly for
+// moved a foreign partition (docs/design.md). These names are asserted exactly for
 // 3 and 10 members; the library's defaults (271, 20, 1.25) are logged for
 // comparison (and do move foreign partitions with 10 members).
 func TestRemoveOneOfThree(t *testing.T) {
@@ -314,7 +314,7 @@ func TestAddFourth(t *testing.T) {
 }
 
 // TestSpread reports how evenly 100k keys spread and bounds the busiest
-// member at 1.5× (3 members) and 2× (10) the idlest; see doc.go for the
+// member at 1.5× (3 members) and 2× (10) the idlest; see docs/design.md for the
 // figures over many sets of names.
 func TestSpread(t *testing.T) {
 	ks := keys(100_000)

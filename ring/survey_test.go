@@ -8,10 +8,12 @@ import (
 
 var survey = flag.Bool("survey", false, "run TestSurvey, which measures spread and extra moves for several configs (slow)")
 
-// TestSurvey produces the table in doc.go: for several configs, over 60
+// TestSurvey produces the table in docs/design.md: for several configs, over 60
 // sets of member names in three naming schemes, the max/min key spread of
 // 100,000 keys and the partitions that move between members that stayed
-// when one member leaves or joins.
+// when one member leaves or joins. Run it with
+//
+//	go test ./ring -run Survey -v -args -survey
 func TestSurvey(t *testing.T) {
 	if !*survey {
 		t.Skip("run with -survey")

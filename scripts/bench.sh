@@ -99,10 +99,10 @@ go_benchmarks() {
 	local log
 	log="$(mktemp -t ratemesh-gobench.XXXXXX)"
 	echo "== Go benchmarks: go test -run='^\$' -bench . -benchmem -benchtime $BENCHTIME"
-	echo "   (./bucket ./ring ./internal/rpc ./httpapi, and BenchmarkForwardedCheck of the root package)"
+	echo "   (./bucket ./ring ./internal/rpc ./httpapi, and BenchmarkForwardedCheck and BenchmarkOwnerCheck of the root package)"
 	if ! (cd "$root" &&
 		go test -run='^$' -bench . -benchmem -benchtime "$BENCHTIME" ./bucket ./ring ./internal/rpc ./httpapi &&
-		go test -run='^$' -bench 'ForwardedCheck' -benchmem -benchtime "$BENCHTIME" .) >"$log" 2>&1; then
+		go test -run='^$' -bench 'ForwardedCheck|OwnerCheck' -benchmem -benchtime "$BENCHTIME" .) >"$log" 2>&1; then
 		cat "$log" >&2
 		rm -f "$log"
 		die "go test -bench failed"

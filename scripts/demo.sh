@@ -25,16 +25,19 @@ need curl jq
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-# The alive members, sorted by name: names[i] serves HTTP at urls[i].
+# The members that answer, sorted by name: names[i] serves HTTP at
+# urls[i]. Gossip takes a moment to notice a crashed node, so each is asked
+# for its health first.
 members="$(curl -fsS --max-time 3 "http://$entry/v1/cluster/members")" ||
 	die "no ratemesh node answers at $entry; start a cluster with ./scripts/cluster.sh up (or set HTTP_BASE)"
 names=()
 urls=()
 while read -r name addr; do
+	curl -fsS -o /dev/null --max-time 1 "http://$addr/healthz" 2>/dev/null || continue
 	names+=("$name")
 	urls+=("http://$addr")
 done < <(jq -r '.members | map(select(.state == "alive")) | sort_by(.name)[] | "\(.name) \(.http_addr)"' <<<"$members")
-((${#names[@]} >= 2)) || die "the tour needs a cluster of at least 2 nodes; $entry reports ${#names[@]} alive"
+((${#names[@]} >= 2)) || die "the tour needs a cluster of at least 2 nodes; ${#names[@]} answer through $entry"
 
 # ask I METHOD PATH [curl args...] sends one request to node I (taken modulo
 # the cluster size). It prints the node, the request and the status line,

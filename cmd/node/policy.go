@@ -11,7 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// A policy file overrides the built-in policy (the seed's). Every key is
+// A policy file overrides the built-in policy (the tutorial's). Every key is
 // optional. A route is matched by path and method (without a method: every
 // entry of the path); only the keys given change it, and routes not yet in
 // the policy are added:

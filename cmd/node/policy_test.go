@@ -33,7 +33,7 @@ func route(t *testing.T, p httpapi.Policy, method, path string) httpapi.Route {
 }
 
 func TestLoadPolicyOverrides(t *testing.T) {
-	file := writePolicy(t, `# overrides of the seed's policy
+	file := writePolicy(t, `# overrides of the tutorial's policy
 default: "50 per hour"
 application: "1000 per minute"
 strategy: sliding-window-counter
@@ -81,7 +81,7 @@ routes:
 		t.Fatalf("/health still exempt")
 	}
 	if len(p.Routes) != len(base.Routes)+1 {
-		t.Fatalf("%d routes, want the seed's and /search", len(p.Routes))
+		t.Fatalf("%d routes, want the tutorial's and /search", len(p.Routes))
 	}
 	if r := route(t, p, "GET", "/flash-sale"); r.Limits != "10 per minute; 200 per day" {
 		t.Fatalf("/flash-sale changed: %+v", r)
