@@ -43,9 +43,19 @@ type nodeProc struct {
 	httpPort, gossipPort, rpcPort int
 	logPath                       string
 	run                           *procRun // the current or last process
+	ip, netns                     string   // set: the node runs in network namespace netns at ip
 }
 
-func (p *nodeProc) gossipAddr() string { return "127.0.0.1:" + strconv.Itoa(p.gossipPort) }
+func (p *nodeProc) gossipAddr() string { return net.JoinHostPort(p.host(), strconv.Itoa(p.gossipPort)) }
+
+// host is the IP the node binds and is reached at: its network
+// namespace's, or loopback.
+func (p *nodeProc) host() string {
+	if p.ip != "" {
+		return p.ip
+	}
+	return "127.0.0.1"
+}
 
 // procRun is one process of a node; err is cmd.Wait's, valid once done is
 // closed.
@@ -174,7 +184,7 @@ func (c *procCluster) launch(p *nodeProc, join string) error {
 	defer log.Close() // the child has its own descriptor
 	fmt.Fprintf(log, "=== %s: start %s (http %d, gossip %d, rpc %d, join %q)\n",
 		time.Now().Format("15:04:05.000"), p.name, p.httpPort, p.gossipPort, p.rpcPort, join)
-	cmd := exec.Command(c.bin, "--name", p.name, "--bind", "127.0.0.1",
+	cmd := exec.Command(c.bin, "--name", p.name, "--bind", p.host(),
 		"--http-port", strconv.Itoa(p.httpPort), "--gossip-port", strconv.Itoa(p.gossipPort), "--rpc-port", strconv.Itoa(p.rpcPort),
 		"--join", join, "--secret", c.secret, "--gossip-profile", "local",
 		// The nodes share two cores with a race-instrumented test: a healthy
@@ -184,6 +194,10 @@ func (c *procCluster) launch(p *nodeProc, join string) error {
 		"--forward-timeout", "1s")
 	if c.dataDirs {
 		cmd.Args = append(cmd.Args, "--data-dir", filepath.Join(c.dir, p.name+".data"))
+	}
+	if p.netns != "" {
+		cmd.Args = append([]string{"ip", "netns", "exec", p.netns}, cmd.Args...)
+		cmd.Path, _ = exec.LookPath("ip")
 	}
 	// The flags alone configure the node, whatever the shell exports (a
 	// RATEMESH_POLICY would change the limits under test).
@@ -319,7 +333,7 @@ type httpReply struct {
 
 // do sends one request to p; header holds name, value pairs.
 func (c *procCluster) do(p *nodeProc, method, path string, body io.Reader, header ...string) (httpReply, error) {
-	req, err := http.NewRequest(method, "http://127.0.0.1:"+strconv.Itoa(p.httpPort)+path, body)
+	req, err := http.NewRequest(method, "http://"+net.JoinHostPort(p.host(), strconv.Itoa(p.httpPort))+path, body)
 	if err != nil {
 		return httpReply{}, err
 	}

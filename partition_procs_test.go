@@ -1,0 +1,86 @@
+//go:build linux
+
+package ratemesh_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Three node processes in network namespaces of their own; the owner of a
+// key is cut off from the other two and then reconnected. During the
+// partition each side decides alone: the two nodes fail over to the next
+// owner, which starts from zero, and the owner counts on. After the heal
+// the counts made apart add up on the owner, and the rest of the window
+// is exact.
+func TestPartitionAcrossNamespaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped in -short mode")
+	}
+	lab := newNetLab(t, 3)
+	c := newProcCluster(t, buildNodeBinary(t))
+	for i := range 3 {
+		p := c.add(t)
+		p.ip, p.netns = lab.ips[i], lab.nss[i]
+		join := ""
+		if i > 0 {
+			join = c.nodes[0].gossipAddr()
+		}
+		c.start(t, p, join, false)
+	}
+	c.waitMembers(t, 20*time.Second, time.Now(), c.nodes)
+	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("part-%s-%d", c.runID, i)
+		if o, err := c.owner(n1, k); err != nil || i == 1000 {
+			t.Fatalf("no key owned by %s: %v", n3.name, err)
+		} else if o == n3.name {
+			key = k
+		}
+	}
+	const limits = "30 per hour"
+	deciders := map[string]int{}
+	spend := func(p *nodeProc, n int) (allowed int) {
+		for range n {
+			a := c.apiCheckAny(t, p, key, limits, 1)
+			deciders[a.Node]++
+			if a.Allowed {
+				allowed++
+			}
+		}
+		return allowed
+	}
+	if got := spend(n1, 4); got != 4 {
+		t.Fatalf("before the partition: %d of 4 allowed", got)
+	}
+
+	lab.split([]int{0, 1}, []int{2})
+	clear(deciders)
+	apart := spend(n1, 5) + spend(n2, 5)
+	if deciders[n3.name] != 0 {
+		t.Fatalf("during the partition the cut-off owner decided %d checks of the other side: %v", deciders[n3.name], deciders)
+	}
+	owners := spend(n3, 6)
+	t.Logf("during the partition: %d of 10 admitted without the owner, %d of 6 by the owner; 4 before; limit 30", apart, owners)
+	if apart != 10 || owners != 6 {
+		t.Fatalf("during the partition: %d of 10 and %d of 6 admitted; want all, each side under the limit", apart, owners)
+	}
+
+	lab.heal([]int{0, 1}, []int{2})
+	c.waitMembers(t, 30*time.Second, time.Now(), c.nodes)
+	waitUntil(t, 15*time.Second, "the counts of both sides on the owner", func() bool {
+		a := c.apiCheckAny(t, n3, key, limits, 0)
+		return a.Node == n3.name && a.Limits[0].Remaining == 10
+	})
+	allowed := 0
+	for i := range 30 {
+		if c.apiCheck(t, c.nodes[i%3], key, limits, 1).Allowed {
+			allowed++
+		}
+	}
+	if allowed != 10 {
+		t.Fatalf("after the heal: %d of 30 allowed, want exactly 10 (4 + 10 + 6 of 30 spent)", allowed)
+	}
+}
