@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -82,8 +83,13 @@ func TestRateLimiterStore(t *testing.T) {
 	}
 	closed := clustertest.StartNode(t, "store-closed", nil)
 	closed.Close(t.Context())
-	if ok, err := httpapi.NewRateLimiterStore(closed, bucket.Limit{Amount: 1, Period: time.Minute}).Allow("x"); !ok || err != nil {
-		t.Fatalf("a failing cluster must let the request through: %v %v", ok, err)
+	if ok, err := httpapi.NewRateLimiterStore(closed, bucket.Limit{Amount: 1, Period: time.Minute}).Allow("x"); ok || !errors.Is(err, ratemesh.ErrClosed) {
+		t.Fatalf("a failing cluster must refuse the request (fail policy local): %v %v", ok, err)
+	}
+	open := clustertest.StartNode(t, "store-open", func(c *ratemesh.Config) { c.FailPolicy = ratemesh.FailOpen })
+	open.Close(t.Context())
+	if ok, err := httpapi.NewRateLimiterStore(open, bucket.Limit{Amount: 1, Period: time.Minute}).Allow("x"); !ok || err != nil {
+		t.Fatalf("a failing cluster with fail policy open lets the request through: %v %v", ok, err)
 	}
 }
 

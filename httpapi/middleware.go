@@ -47,7 +47,8 @@ type Middleware struct {
 	headers  Headers
 	onDeny   DenyHandler
 	onKeyErr KeyErrorHandler
-	log      *slog.Logger
+	log      *logEvery
+	failOpen bool // the node's fail policy is open: a failed check passes
 	now      func() time.Time
 	metrics  *httpMetrics
 	scratch  sync.Pool // *scratch, for requests with dynamic limits
@@ -82,7 +83,7 @@ func New(cfg Config) (*Middleware, error) {
 		headers:  cfg.Headers,
 		onDeny:   cfg.OnDeny,
 		onKeyErr: cfg.OnKeyError,
-		log:      cfg.Logger,
+		failOpen: failPolicyOf(cfg.Cluster) == ratemesh.FailOpen,
 		now:      cfg.Now,
 		metrics:  metrics,
 	}
@@ -95,9 +96,10 @@ func New(cfg Config) (*Middleware, error) {
 	if m.onKeyErr == nil {
 		m.onKeyErr = DefaultKeyErrorHandler
 	}
-	if m.log == nil {
-		m.log = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	m.log = newLogEvery(cfg.Logger, DefaultLogInterval)
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -170,15 +172,18 @@ func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*
 	}
 	res, err := m.cluster.Check(r.Context(), ratemesh.Request{Key: key, Counters: counters, Cost: cost, StatusBuf: s.statuses})
 	if err != nil {
-		// The node has applied its fail policy already; what is left
-		// must not become a 500 for the client.
+		// The node has applied its fail policy already; see failure.go
+		// for why what is left is refused.
 		m.metrics.checkError.Inc()
 		if r.Context().Err() == nil {
-			// A client that hung up is no news; logging each one would
-			// let clients flood the log.
-			m.log.Warn("ratemesh: rate-limit check failed; request allowed", "route", rt.scope, "err", err)
+			// A client that hung up is no news.
+			m.log.warn(m.now(), "check-failed", "ratemesh: rate-limit check failed", "route", rt.scope, "allowed", m.failOpen, "err", err)
 		}
-		return r, false
+		if m.failOpen {
+			return r, false
+		}
+		writeCheckFailed(w)
+		return r, true
 	}
 	i := -1
 	if len(res.Statuses) == len(metas) {
@@ -212,7 +217,7 @@ func (m *Middleware) addDynamic(req *http.Request, r *route, s *scratch) ([]buck
 		d, fresh := m.pol.dynamicGroup(lim)
 		if d.err != nil {
 			if fresh {
-				m.log.Error("ratemesh: bad dynamic limit; route unlimited for it", "route", r.scope, "limits", lim, "err", d.err)
+				m.log.warn(m.now(), "bad-dynamic-limit", "ratemesh: bad dynamic limit; only the route's static limits apply", "route", r.scope, "err", d.err)
 			}
 		} else {
 			for i, l := range d.g.limits {

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testlog"
@@ -278,35 +279,52 @@ func TestCustomDenyHandler(t *testing.T) {
 	})
 }
 
-func TestCheckErrorNeverFails(t *testing.T) {
-	// A node that is closed answers every check with an error, as one
-	// whose fail policy could not decide would: requests go through.
-	n := clustertest.StartNode(t, "closed", nil)
-	if err := n.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{Default: "1 per minute"}, Registerer: reg}, "GET", "/c")
-	run(t, e, repeat(3, step{method: "GET", path: "/c", peer: "192.0.2.70:1", code: 200, body: "ok", want: map[string]string{"X-RateLimit-Limit": ""}}))
-	if got := counterValue(t, reg, "ratemesh_http_requests_total", "check_error"); got != 3 {
-		t.Fatalf("check_error = %v, want 3", got)
-	}
+// failing is a Cluster whose every check fails with err, under the fail
+// policy policy.
+type failing struct {
+	err    error
+	policy ratemesh.FailPolicy
 }
 
-// failing is a Cluster whose owner never answers and whose fail policy
-// could not decide either: the error path the middleware must absorb.
-type failing struct{}
-
-func (failing) Check(context.Context, ratemesh.Request) (ratemesh.Result, error) {
-	return ratemesh.Result{}, context.DeadlineExceeded
+func (f failing) Check(context.Context, ratemesh.Request) (ratemesh.Result, error) {
+	return ratemesh.Result{}, f.err
 }
 
-func TestClusterErrorFollowsFailPolicy(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	e := server(t, failing{}, httpapi.Config{Policy: httpapi.Policy{Default: "1 per minute"}, Registerer: reg}, "GET", "/c")
-	run(t, e, repeat(2, step{method: "GET", path: "/c", peer: "192.0.2.71:1", code: 200, body: "ok"}))
-	if got := counterValue(t, reg, "ratemesh_http_requests_total", "check_error"); got != 2 {
-		t.Fatalf("check_error = %v, want 2", got)
+func (f failing) FailPolicy() ratemesh.FailPolicy { return f.policy }
+
+// A check that fails is never a free pass: a full counter table, too many
+// hits, a node that has not joined, an owner's error or a timeout get a
+// 503 with Retry-After, unless the node's fail policy is open. (Before,
+// every failure let the request through: filling a key's counter table
+// through /v1/check switched its limits off.)
+func TestCheckErrorRefusedUnlessFailOpen(t *testing.T) {
+	full := &bucket.FullError{Bound: "MaxKeys", Max: 10}
+	for _, tc := range []struct {
+		name   string
+		err    error
+		policy ratemesh.FailPolicy
+		code   int
+	}{
+		{"store-full", full, ratemesh.FailLocal, 503},
+		{"too-many-counters", bucket.ErrTooManyCounters, ratemesh.FailLocal, 503},
+		{"too-many-hits", bucket.ErrTooManyHits, ratemesh.FailClosed, 503},
+		{"not-joined", ratemesh.ErrNotJoined, ratemesh.FailLocal, 503},
+		{"timeout", context.DeadlineExceeded, ratemesh.FailClosed, 503},
+		{"store-full-open", full, ratemesh.FailOpen, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			e := server(t, failing{tc.err, tc.policy}, httpapi.Config{Policy: httpapi.Policy{Default: "1 per minute"}, Registerer: reg}, "GET", "/c")
+			st := step{method: "GET", path: "/c", peer: "192.0.2.71:1", code: tc.code, body: "ok"}
+			if tc.code == 503 {
+				st.body = `{"error":"rate limit check failed; try again later"}` + "\n"
+				st.want = map[string]string{"Retry-After": "1"}
+			}
+			run(t, e, repeat(3, st))
+			if got := counterValue(t, reg, "ratemesh_http_requests_total", "check_error"); got != 3 {
+				t.Fatalf("check_error = %v, want 3", got)
+			}
+		})
 	}
 }
 

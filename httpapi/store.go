@@ -41,6 +41,7 @@ type RateLimiterStore struct {
 
 	once     sync.Once
 	counters []bucket.Counter // built at the first Allow; read-only after
+	logs     *logEvery        // built at the first Allow
 	err      error
 }
 
@@ -52,8 +53,9 @@ func NewRateLimiterStore(c Cluster, limits ...bucket.Limit) *RateLimiterStore {
 
 // Allow implements middleware.RateLimiterStore. A configuration error (a
 // bad limit) is returned with false, so that Echo's DenyHandler shows it; a
-// cluster failure the node could not absorb with its fail policy lets the
-// request through and is logged.
+// check that fails after the node's fail policy is refused the same way,
+// unless that policy is open (see failure.go), and logged at most once per
+// DefaultLogInterval.
 func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 	s.once.Do(s.build)
 	if s.err != nil {
@@ -67,10 +69,12 @@ func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 	defer cancel()
 	res, err := s.cl.Check(ctx, ratemesh.Request{Key: keyPart(s.Prefix, identifier), Counters: s.counters, Cost: 1})
 	if err != nil {
-		if s.Logger != nil {
-			s.Logger.Warn("ratemesh: rate-limit check failed; request allowed", "scope", s.Scope, "err", err)
+		open := failPolicyOf(s.cl) == ratemesh.FailOpen
+		s.logs.warn(time.Now(), "check-failed", "ratemesh: rate-limit check failed", "scope", s.Scope, "allowed", open, "err", err)
+		if open {
+			return true, nil
 		}
-		return true, nil
+		return false, err
 	}
 	return res.Allowed, nil
 }
@@ -78,6 +82,10 @@ func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 // build prepares the counters from the fields as they are at the first
 // Allow.
 func (s *RateLimiterStore) build() {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	s.logs = newLogEvery(s.Logger, DefaultLogInterval)
 	s.counters = make([]bucket.Counter, len(s.limits))
 	for i, l := range s.limits {
 		s.counters[i] = bucket.Counter{Scope: s.Scope, Limit: l, Strategy: s.Strategy}
