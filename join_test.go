@@ -32,7 +32,12 @@ func freePort(t *testing.T) int {
 // joined. Cold started under a flood, the cluster admits exactly the limit.
 func TestNoDecisionsBeforeJoin(t *testing.T) {
 	seedPort := freePort(t)
+	// 20 checks reach the owner at once when the join is done; on a busy
+	// machine under -race the owner's first answers can take seconds, and
+	// a failover would count on the late node.
+	patient := func(c *ratemesh.Config) { c.ForwardTimeout = 10 * time.Second }
 	late := clustertest.StartNode(t, "late", func(c *ratemesh.Config) {
+		patient(c)
 		c.Seeds = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(seedPort))}
 	})
 	if late.Ready() {
@@ -64,9 +69,12 @@ func TestNoDecisionsBeforeJoin(t *testing.T) {
 			if res.Node == "late" {
 				decidedLate.Add(1)
 			}
+			if res.Fallback {
+				t.Errorf("a waiting check was decided by the fail policy: %+v", res)
+			}
 		})
 	}
-	first := clustertest.StartNode(t, "first", func(c *ratemesh.Config) { c.GossipPort = seedPort })
+	first := clustertest.StartNode(t, "first", func(c *ratemesh.Config) { patient(c); c.GossipPort = seedPort })
 	for range 3 {
 		if res, err := first.Check(context.Background(), req); err != nil || !res.Allowed {
 			t.Fatalf("check on the owner: %+v %v", res, err)
