@@ -27,7 +27,7 @@ type Product struct {
 	Price int    `json:"price"`
 }
 
-// Products returns the seed's catalogue.
+// Products returns the tutorial's catalogue.
 func Products() []Product {
 	return []Product{
 		{ID: 1, Name: "Amul Butter", Price: 50},
@@ -40,7 +40,7 @@ func Products() []Product {
 type Config struct {
 	// Cluster decides the checks; usually the node. Required.
 	Cluster httpapi.Cluster
-	// Policy replaces Policy(); nil means the seed's.
+	// Policy replaces Policy(); nil means the tutorial's.
 	Policy *httpapi.Policy
 	// JWTSecret signs and verifies the HS256 tokens of /login and /orders;
 	// every node of a cluster needs the same. Required.
@@ -57,7 +57,7 @@ type Config struct {
 	Now func() time.Time
 }
 
-// DenyHandler is the seed's custom 429 handler:
+// DenyHandler is the tutorial's custom 429 handler:
 // {"error":"Too many requests. Please try again later.","limit":"5 per 1 minute"}.
 func DenyHandler(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {
 	httpapi.WriteJSON(w, http.StatusTooManyRequests, denyBody{
@@ -66,7 +66,7 @@ func DenyHandler(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {
 	})
 }
 
-// denyBody is DenyHandler's JSON. A struct rather than the seed's dict:
+// denyBody is DenyHandler's JSON. A struct rather than the tutorial's dict:
 // encoding/json writes it in field order without sorting map keys, about
 // a quarter of the time and none of the allocations.
 type denyBody struct {
@@ -128,7 +128,7 @@ func Register(r httpapi.Routes, cfg Config) error {
 	return nil
 }
 
-// apiKeyTier is the seed's role_based_limit: the admin key is "admin".
+// apiKeyTier is the tutorial's role_based_limit: the admin key is "admin".
 func apiKeyTier(r *http.Request) string {
 	if r.Header.Get("X-API-KEY") == AdminAPIKey {
 		return "admin"

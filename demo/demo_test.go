@@ -19,7 +19,7 @@ var secret = []byte("demo-test-secret")
 
 const products = `[{"id":1,"name":"Amul Butter","price":50},{"id":2,"name":"Tata Tea","price":200},{"id":3,"name":"Parle-G Biscuits","price":10}]` + "\n"
 
-// seed429 is the seed's custom 429 body.
+// seed429 is the tutorial's custom 429 body.
 func seed429(limit string) string {
 	return `{"error":"Too many requests. Please try again later.","limit":"` + limit + `"}` + "\n"
 }

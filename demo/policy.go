@@ -6,14 +6,14 @@ import (
 	"github.com/ratemesh/ratemesh/httpapi"
 )
 
-// AdminAPIKey is the seed's admin API key: X-API-KEY: admin123 lifts
+// AdminAPIKey is the tutorial's admin API key: X-API-KEY: admin123 lifts
 // /rb-products from 10 to 100 requests per minute.
 const AdminAPIKey = "admin123"
 
 // SharedProducts is the scope /popular and /deals count in together.
 const SharedProducts = "products"
 
-// Policy returns the seed's policy as data. A policy file may override any
+// Policy returns the tutorial's policy as data. A policy file may override any
 // of it; Register then attaches the Go parts (tier functions, the JWT key)
 // to the /rb-products and /orders entries.
 //

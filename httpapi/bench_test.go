@@ -19,7 +19,7 @@ func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
 // benchServer is one node with GET /products limited (or exempt), keyed
-// by client IP, with the seed's default on top.
+// by client IP, with the tutorial's default on top.
 func benchServer(b *testing.B, exempt bool) *echo.Echo {
 	n := clustertest.StartNode(b, "bench", nil)
 	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{

@@ -32,7 +32,7 @@ type Denial struct {
 }
 
 // DenyHandler answers a denied request. The rate-limit headers are set
-// before it runs. The seed's custom handler, for instance:
+// before it runs. The tutorial's custom handler, for instance:
 //
 //	func(w http.ResponseWriter, r *http.Request, d httpapi.Denial) {
 //		httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{

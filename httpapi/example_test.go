@@ -18,7 +18,7 @@ var (
 	_ httpapi.Node    = (*ratemesh.Node)(nil)
 )
 
-// The seed tutorial's Flask-Limiter setup, on Echo and a ratemesh node.
+// The tutorial's Flask-Limiter setup, on Echo and a ratemesh node.
 func Example() {
 	node, err := ratemesh.New(ratemesh.LocalConfig())
 	if err != nil {
@@ -49,7 +49,7 @@ func Example() {
 				{Method: "GET", Path: "/health", Exempt: true},
 			},
 		},
-		// The seed's custom 429 handler.
+		// The tutorial's custom 429 handler.
 		OnDeny: func(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {
 			httpapi.WriteJSON(w, http.StatusTooManyRequests, map[string]string{
 				"error": "Too many requests. Please try again later.",

@@ -217,7 +217,7 @@ func (x *ClientIP) Key(r *http.Request) (string, context.Context, error) {
 }
 
 // APIKey returns a KeyFunc that identifies clients by the API key in
-// header (the seed's "X-API-KEY"): "apikey:" and the key; requests without
+// header (the tutorial's "X-API-KEY"): "apikey:" and the key; requests without
 // one fall back to fallback (usually ClientIP.Key).
 func APIKey(header string, fallback KeyFunc) KeyFunc {
 	header = http.CanonicalHeaderKey(header)

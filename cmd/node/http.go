@@ -47,6 +47,27 @@ func (h *httpOptions) register(e *envFlags) {
 	h.limits.register(e)
 }
 
+// preflight checks every HTTP setting that can be wrong (limits, proxies,
+// header families, the policy file), so that a mistake stops the command
+// before a node has started and joined anything.
+func (h *httpOptions) preflight() error {
+	if err := h.limits.resolve(); err != nil {
+		return err
+	}
+	if _, err := httpapi.ParseTrustedProxies(strings.Split(h.trustedProxies, ",")); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if _, err := httpapi.ParseHeaders(h.headers); err != nil {
+		return fmt.Errorf("--headers: %w", err)
+	}
+	if h.policyFile != "" {
+		if _, err := loadPolicy(h.policyFile, demo.Policy()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // advertisedAddr is the HTTP address gossiped to the other members.
 func (h *httpOptions) advertisedAddr(bind, advertise string) string {
 	if advertise != "" {

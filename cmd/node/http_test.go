@@ -160,3 +160,14 @@ func TestStartHTTPDemoOffAndErrors(t *testing.T) {
 		}
 	}
 }
+
+// A bad policy file stops the command before any node starts: nothing
+// joins a cluster only to leave it again.
+func TestBadPolicyStopsBeforeStart(t *testing.T) {
+	var out bytes.Buffer
+	bad := writePolicy(t, "routes:\n  - path: /products\n    limits: \"5 per lunar cycle\"\n")
+	code := run([]string{"--policy", bad, "--gossip-port", "0", "--rpc-port", "0", "--http-port", "0"}, func(string) string { return "" }, &out)
+	if code != 1 || !strings.Contains(out.String(), `policy.yaml:3: limits \"5 per lunar cycle\"`) || strings.Contains(out.String(), "node started") {
+		t.Fatalf("exit %d, output:\n%s\nwant exit 1 naming the file and line, before any node started", code, out.String())
+	}
+}

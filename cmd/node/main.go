@@ -56,6 +56,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := o.http.preflight(); err != nil {
+		return err
+	}
 	peers, err := startAll(ctx, o, log)
 	if err != nil {
 		return err
