@@ -71,7 +71,8 @@ type Rule struct {
 	DetailedMetric  bool     // metrics per request value rather than per descriptor
 	File            string   // where it is configured
 	Line            int
-	counter         bucket.Counter // built once at load
+	counters        []bucket.Counter // the one counter, built once at load; read only
+	override        bool             // the request's own limit, not the config's
 }
 
 // unitPeriod is the length of unit, as the reference counts it: a month
@@ -122,10 +123,9 @@ func counterScope(prefix, path string) string {
 	return s[:bucket.MaxScopeLen-len(tag)] + tag
 }
 
-// newCounter builds the counter of requestsPerUnit per unit.
-func newCounter(scope string, rpu uint32, u pb.RateLimitResponse_RateLimit_Unit) bucket.Counter {
-	p, _ := unitPeriod(u)
-	return bucket.Counter{Scope: scope, Limit: bucket.Limit{Amount: int64(rpu), Period: p}, Strategy: bucket.FixedWindow}
+// newCounter builds the counter of rpu requests per period.
+func newCounter(scope string, rpu uint32, period time.Duration) bucket.Counter {
+	return bucket.Counter{Scope: scope, Limit: bucket.Limit{Amount: int64(rpu), Period: period}, Strategy: bucket.FixedWindow}
 }
 
 // Domains lists the configured domains, sorted.

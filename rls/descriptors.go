@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ratemesh/ratemesh/bucket"
 )
 
 // descFields are a descriptor's YAML fields, gathered before they are
@@ -187,7 +189,8 @@ func (p *fileParser) rateLimit(v, keyNode *yaml.Node, path string, flags descFla
 		}
 	}
 	if !r.Unlimited {
-		r.counter = newCounter(counterScope("rls:", path), r.RequestsPerUnit, r.Unit)
+		period, _ := unitPeriod(r.Unit)
+		r.counters = []bucket.Counter{newCounter(counterScope("rls:", path), r.RequestsPerUnit, period)}
 	}
 	return r, nil
 }

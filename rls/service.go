@@ -1,0 +1,261 @@
+package rls
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/ratemesh/ratemesh"
+)
+
+// Checker decides checks; *ratemesh.Node is one.
+type Checker interface {
+	Check(ctx context.Context, req ratemesh.Request) (ratemesh.Result, error)
+}
+
+// ServiceName is the gRPC name of the rate limit service, also the name
+// its health is reported under.
+const ServiceName = "envoy.service.ratelimit.v3.RateLimitService"
+
+// Defaults of Options.
+const (
+	DefaultMaxDescriptors = 1024
+	DefaultMaxEntries     = 64
+	DefaultParallel       = 32
+	DefaultNearLimitRatio = 0.8
+)
+
+// Options tune a Service. The zero value is the reference's defaults:
+// no global shadow mode, no response headers, near limit at 80 %.
+type Options struct {
+	// Shadow answers OK to every request, and counts in metrics what it
+	// would have denied (the reference's SHADOW_MODE).
+	Shadow bool
+	// NearLimitRatio is the share of a limit above which hits count as
+	// near the limit in metrics; 0 means DefaultNearLimitRatio.
+	NearLimitRatio float64
+	// Headers, when its names are set, adds the limit, remaining and
+	// reset of the descriptor closest to its limit to every response
+	// (response_headers_to_add). Off by default, as in the reference.
+	Headers HeaderNames
+	// MaxDescriptors bounds the descriptors of one request and MaxEntries
+	// the entries of one descriptor; 0 means the defaults. A request over
+	// either is refused with InvalidArgument.
+	MaxDescriptors, MaxEntries int
+	// Parallel bounds the descriptors of one request checked at once; 0
+	// means DefaultParallel.
+	Parallel int
+	// Registerer receives the service's metrics; nil: no metrics.
+	Registerer prometheus.Registerer
+	// Logger receives reloads and failures; nil: discarded.
+	Logger *slog.Logger
+	// Clock is the time duration_until_reset is measured from; nil:
+	// time.Now. It should be the clock of the Checker.
+	Clock func() time.Time
+}
+
+// HeaderNames are the response headers of Options.Headers; empty names
+// add none.
+type HeaderNames struct{ Limit, Remaining, Reset string }
+
+// RateLimitHeaders are the reference's header names.
+func RateLimitHeaders() HeaderNames {
+	return HeaderNames{"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"}
+}
+
+// XRateLimitHeaders are the widespread X- names.
+func XRateLimitHeaders() HeaderNames {
+	return HeaderNames{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+}
+
+func (h HeaderNames) on() bool { return h.Limit != "" && h.Remaining != "" && h.Reset != "" }
+
+// Service answers ShouldRateLimit from a Config over a ratemesh cluster.
+// Its methods are safe for concurrent use.
+type Service struct {
+	pb.UnimplementedRateLimitServiceServer
+	node    Checker
+	opts    Options
+	cfg     atomic.Pointer[Config]
+	health  *health.Server
+	metrics *metrics // nil without Options.Registerer
+}
+
+// New builds a service deciding with node under cfg. Its metrics are
+// registered on o.Registerer, which fails if they already are.
+func New(node Checker, cfg *Config, o Options) (*Service, error) {
+	if node == nil || cfg == nil {
+		return nil, errors.New("rls: New needs a Checker and a Config")
+	}
+	if o.NearLimitRatio <= 0 || o.NearLimitRatio > 1 {
+		o.NearLimitRatio = DefaultNearLimitRatio
+	}
+	o.MaxDescriptors = orDefault(o.MaxDescriptors, DefaultMaxDescriptors)
+	o.MaxEntries = orDefault(o.MaxEntries, DefaultMaxEntries)
+	o.Parallel = orDefault(o.Parallel, DefaultParallel)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	s := &Service{node: node, opts: o, health: health.NewServer()}
+	if o.Registerer != nil {
+		m, err := newMetrics(o.Registerer)
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = m
+	}
+	s.cfg.Store(cfg)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Config is the config in force.
+func (s *Service) Config() *Config { return s.cfg.Load() }
+
+// SetConfig puts cfg in force for requests that start from now on.
+// Counters of descriptors whose path and limit are unchanged carry on.
+func (s *Service) SetConfig(cfg *Config) {
+	if cfg != nil {
+		s.cfg.Store(cfg)
+	}
+}
+
+// Register registers the rate limit service on r.
+func (s *Service) Register(r grpc.ServiceRegistrar) { pb.RegisterRateLimitServiceServer(r, s) }
+
+// RegisterHealth registers the standard gRPC health service on r,
+// reporting SERVING for "" and ServiceName until Shutdown.
+func (s *Service) RegisterHealth(r grpc.ServiceRegistrar) { healthpb.RegisterHealthServer(r, s.health) }
+
+// Shutdown reports NOT_SERVING from now on, so that clients watching
+// health move away before the server stops; call it first when draining.
+func (s *Service) Shutdown() { s.health.Shutdown() }
+
+// plan is one descriptor's part of a request.
+type plan struct {
+	rule   *Rule  // nil: no limit applies
+	key    string // the counter's routing key; "" when nothing is checked
+	hits   uint64 // the descriptor's hits_addend, for metrics
+	cost   int64  // hits as a check's cost
+	metric string // the metrics' name of the descriptor
+	res    ratemesh.Result
+	err    error
+}
+
+// ShouldRateLimit decides a request: every descriptor is one check on
+// its counter's owner, made concurrently.
+func (s *Service) ShouldRateLimit(ctx context.Context, req *pb.RateLimitRequest) (*pb.RateLimitResponse, error) {
+	if err := s.validate(req); err != nil {
+		s.metrics.request("invalid")
+		return nil, err
+	}
+	cfg := s.cfg.Load()
+	plans, err := s.plan(cfg, req)
+	if err != nil {
+		s.metrics.request("invalid")
+		return nil, err
+	}
+	if err := s.checkAll(ctx, plans); err != nil {
+		s.metrics.request("error")
+		if ctx.Err() == nil {
+			s.opts.Logger.Warn("rls: check failed", "domain", req.GetDomain(), "err", err)
+		}
+		return nil, checkError(ctx, err)
+	}
+	resp := s.respond(plans, s.opts.Clock())
+	s.metrics.request(resp.OverallCode.String())
+	return resp, nil
+}
+
+// checkError is the gRPC status of a failed check.
+func checkError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Error(codes.Unavailable, "rls: "+err.Error())
+}
+
+// checkAll makes the checks of plans, at most Options.Parallel at once.
+// The first failure cancels the others.
+func (s *Service) checkAll(ctx context.Context, plans []plan) error {
+	var todo []int
+	for i := range plans {
+		if plans[i].key != "" {
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 1 {
+		s.check(ctx, &plans[todo[0]])
+		return plans[todo[0]].err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := min(s.opts.Parallel, len(todo)); w > 0; w-- {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := next.Add(1) - 1; j < int64(len(todo)); j = next.Add(1) - 1 {
+				p := &plans[todo[j]]
+				if s.check(ctx, p); p.err != nil {
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, i := range todo {
+		if err := plans[i].err; err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (s *Service) check(ctx context.Context, p *plan) {
+	p.res, p.err = s.node.Check(ctx, ratemesh.Request{
+		Key: p.key, Counters: p.rule.counters, Cost: p.cost,
+	})
+}
+
+// hitsOf is a descriptor's hits: its own hits_addend (0 allowed, to only
+// look), else the request's, where 0 means 1.
+func hitsOf(req *pb.RateLimitRequest, i int) uint64 {
+	if h := req.Descriptors[i].GetHitsAddend(); h != nil {
+		return h.GetValue()
+	}
+	return uint64(max(1, req.GetHitsAddend()))
+}
+
+// costOf is hits as a check's cost: beyond int64 it cannot fit any limit
+// anyway.
+func costOf(hits uint64) int64 {
+	if hits > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(hits)
+}
