@@ -16,7 +16,16 @@ import (
 const (
 	maxDefaultRoutes = 4096
 	maxDynamicLimits = 1024
+	// maxDynamicLimitLen bounds a dynamic limit string: a list of 32
+	// limits fits in far less. Longer ones are refused unparsed.
+	maxDynamicLimitLen = 1024
+	// maxDynamicBytes bounds the bytes of the limit strings the cache
+	// keeps, so that clients choosing the strings cannot pin memory.
+	maxDynamicBytes = 256 << 10
 )
+
+// errDynamicTooLong refuses a dynamic limit string over maxDynamicLimitLen.
+var errDynamicTooLong = fmt.Errorf("limits: longer than %d bytes", maxDynamicLimitLen)
 
 // route is the compiled policy of one method and pattern. Read-only after
 // it is built.
@@ -50,8 +59,9 @@ type compiled struct {
 
 	defaultRoutes  sync.Map // pattern -> *route, for patterns without an entry
 	nDefault       atomic.Int64
-	dynamicLimits  sync.Map // limit string -> *dynamicGroup
+	dynamicLimits  sync.Map // limit string -> *dynamicGroup, valid ones only
 	nDynamicLimits atomic.Int64
+	dynamicBytes   atomic.Int64 // of the strings cached
 }
 
 // dynamicGroup is a cached parse of a dynamic limit string.
@@ -232,18 +242,26 @@ func (c *compiled) lookup(method, pattern string) *route {
 }
 
 // dynamicGroup parses a dynamic limit string, through the cache. fresh
-// reports that it was parsed now, so that a bad string is logged once.
+// reports that it was parsed now. Only valid strings are cached, up to
+// maxDynamicLimits of them and maxDynamicBytes in all: a bad or new string
+// costs a parse, never memory that outlives the request.
 func (c *compiled) dynamicGroup(s string) (d *dynamicGroup, fresh bool) {
 	if v, ok := c.dynamicLimits.Load(s); ok {
 		return v.(*dynamicGroup), false
 	}
+	if len(s) > maxDynamicLimitLen {
+		return &dynamicGroup{err: errDynamicTooLong}, true
+	}
 	g, err := parseGroup("route", s)
 	d = &dynamicGroup{g: g, err: err}
-	if c.nDynamicLimits.Load() < maxDynamicLimits {
-		if v, loaded := c.dynamicLimits.LoadOrStore(s, d); loaded {
-			return v.(*dynamicGroup), false
-		}
-		c.nDynamicLimits.Add(1)
+	if err != nil || c.nDynamicLimits.Load() >= maxDynamicLimits || c.dynamicBytes.Load()+int64(len(s)) > maxDynamicBytes {
+		return d, true
 	}
+	s = strings.Clone(s) // not the request's buffer
+	if v, loaded := c.dynamicLimits.LoadOrStore(s, d); loaded {
+		return v.(*dynamicGroup), false
+	}
+	c.nDynamicLimits.Add(1)
+	c.dynamicBytes.Add(int64(len(s)))
 	return d, true
 }

@@ -129,7 +129,7 @@ func compileGroup(kind, limits, strategy, fallback string) (group, error) {
 	g.strategy = st
 	for _, l := range g.limits {
 		if err := (bucket.Counter{Scope: kind, Limit: l, Strategy: st}).Validate(); err != nil {
-			return group{}, fmt.Errorf("limits %q: %w", limits, err)
+			return group{}, fmt.Errorf("limits %.40q: %w", limits, err)
 		}
 	}
 	return g, nil
@@ -142,7 +142,7 @@ func parseGroup(kind, limits string) (group, error) {
 	}
 	ls, err := bucket.Parse(limits)
 	if err != nil {
-		return group{}, fmt.Errorf("limits %q: %w", limits, err)
+		return group{}, fmt.Errorf("limits %.40q: %w", limits, err)
 	}
 	g := group{limits: ls, metas: make([]meta, len(ls))}
 	for i, l := range ls {

@@ -55,22 +55,31 @@ type ServiceConfig struct {
 	MaxBody int64
 	// MaxBatch bounds the checks of one /v1/check batch; 0 means 1000.
 	MaxBatch int
+	// MaxPeriod bounds the period of the limits /v1/check clients send: a
+	// client choosing ten-year windows would make the owner keep its
+	// counters for ten years. 0 means bucket.DefaultMaxClientPeriod (24h).
+	MaxPeriod time.Duration
 	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
-	// Now is the clock reset times are reported against; nil: time.Now.
+	// Now is the clock reset times are reported against, and failed
+	// admin-token attempts are throttled by; nil: time.Now.
 	Now func() time.Time
 }
 
 // service serves the API of one node.
 type service struct {
-	node     Node
-	admin    [sha256.Size]byte
-	maxBody  int64
-	maxBatch int
-	log      *slog.Logger
-	now      func() time.Time
-	limits   *compiled // cache of parsed limit strings
-	requests *prometheus.CounterVec
+	node      Node
+	admin     [sha256.Size]byte
+	maxBody   int64
+	maxBatch  int
+	maxPeriod time.Duration
+	log       *slog.Logger
+	logs      *logEvery
+	now       func() time.Time
+	limits    *compiled // cache of parsed limit strings
+	requests  *prometheus.CounterVec
+
+	adminFailures failureThrottle // of DELETE /v1/keys
 }
 
 // RegisterService mounts the node's HTTP service API on r:
@@ -90,12 +99,13 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		return errors.New("httpapi: RegisterService: node is nil")
 	}
 	s := &service{
-		node:     node,
-		maxBody:  cfg.MaxBody,
-		maxBatch: cfg.MaxBatch,
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		limits:   &compiled{},
+		node:      node,
+		maxBody:   cfg.MaxBody,
+		maxBatch:  cfg.MaxBatch,
+		maxPeriod: cfg.MaxPeriod,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		limits:    &compiled{},
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -106,6 +116,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.logs = newLogEvery(s.log, DefaultLogInterval)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -221,7 +232,14 @@ type ResetResponse struct {
 }
 
 func (s *service) reset(c echo.Context) error {
+	now, addr := s.now(), c.RealIP()
+	if ok, wait := s.adminFailures.allow(now, addr); !ok {
+		c.Response().Header().Set(hdrRetryAfter, strconv.Itoa(int(ceilSeconds(wait))))
+		return c.JSON(http.StatusTooManyRequests, ErrorResponse{Error: "too many failed admin-token attempts; try again later"})
+	}
 	if !s.authorized(c.Request()) {
+		s.adminFailures.failed(now, addr)
+		s.logs.warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
 		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: "admin token required"})
 	}
@@ -229,8 +247,10 @@ func (s *service) reset(c echo.Context) error {
 	if err != nil || key == "" {
 		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "key: not a valid path segment", Field: "key"})
 	}
-	if err := s.node.Reset(c.Request().Context(), key); err != nil {
-		s.log.Warn("ratemesh: reset failed", "err", err)
+	// The key's counters and its /v1/check counters both.
+	err = errors.Join(s.node.Reset(c.Request().Context(), key), s.node.Reset(c.Request().Context(), CheckKeyPrefix+key))
+	if err != nil {
+		s.logs.warn(now, "reset-failed", "ratemesh: reset failed", "err", err)
 		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "reset failed: " + err.Error()})
 	}
 	return c.JSON(http.StatusOK, ResetResponse{Node: s.node.Name(), Reset: key})

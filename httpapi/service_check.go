@@ -17,6 +17,17 @@ import (
 // maxServiceKey bounds the routing key of a /v1/check.
 const maxServiceKey = 512
 
+// maxServiceScope bounds a /v1/check scope: with its "check:" prefix it
+// stays within bucket.MaxScopeLen.
+const maxServiceScope = bucket.MaxScopeLen - len("check:")
+
+// CheckKeyPrefix is put before the key of every /v1/check to make its
+// routing key: the API's counters live apart from the middleware's, so a
+// client of the API cannot fill the counter table of a key the middleware
+// limits ("apikey:alice") and switch its limits off. GET
+// /v1/cluster/owner?key=check|K names the owner of K's API counters.
+const CheckKeyPrefix = "check|"
+
 // CheckRequest is one check of POST /v1/check.
 type CheckRequest struct {
 	// Key is the routing key, e.g. "user:42". Required.
@@ -100,11 +111,12 @@ func (s *service) check(c echo.Context) error {
 		if reqs[i].Cost != nil {
 			cost = *reqs[i].Cost
 		}
-		res, err := s.node.Check(c.Request().Context(), ratemesh.Request{Key: reqs[i].Key, Counters: counters[i], Cost: cost})
+		res, err := s.node.Check(c.Request().Context(), ratemesh.Request{Key: CheckKeyPrefix + reqs[i].Key, Counters: counters[i], Cost: cost})
 		if err != nil {
 			if c.Request().Context().Err() == nil { // not a client that hung up
-				s.log.Warn("ratemesh: /v1/check failed", "err", err)
+				s.logs.warn(s.now(), "check-failed", "ratemesh: /v1/check failed", "err", err)
 			}
+			c.Response().Header().Set(hdrRetryAfter, "1")
 			return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "check failed: " + err.Error()})
 		}
 		out[i] = CheckResponse{Allowed: res.Allowed, Key: reqs[i].Key, Node: res.Node, Fallback: res.Fallback, Limits: make([]CheckLimit, len(res.Statuses))}
@@ -125,23 +137,35 @@ func (s *service) check(c echo.Context) error {
 }
 
 // decodeBatch decodes a JSON array of checks, naming a bad field with
-// its index ("[2].cost").
+// its index ("[2].cost"). It reads the array item by item and stops at
+// the first item over the cap, before decoding the rest.
 func (s *service) decodeBatch(data []byte) ([]CheckRequest, error) {
-	var raw []json.RawMessage
-	if err := decodeStrict(data, &raw, ""); err != nil {
-		return nil, err
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // the '[' the caller saw
+		return nil, &badField{"body", "invalid JSON: " + err.Error()}
 	}
-	switch {
-	case len(raw) == 0:
-		return nil, &badField{"body", "empty batch"}
-	case len(raw) > s.maxBatch:
-		return nil, &badField{"body", fmt.Sprintf("batch of %d checks, at most %d", len(raw), s.maxBatch)}
-	}
-	reqs := make([]CheckRequest, len(raw))
-	for i := range raw {
-		if err := decodeStrict(raw[i], &reqs[i], fmt.Sprintf("[%d].", i)); err != nil {
+	var reqs []CheckRequest
+	for dec.More() {
+		if len(reqs) == s.maxBatch {
+			return nil, &badField{"body", fmt.Sprintf("batch of more than %d checks (the cap)", s.maxBatch)}
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, &badField{"body", "invalid JSON: " + err.Error()}
+		}
+		reqs = append(reqs, CheckRequest{})
+		if err := decodeStrict(raw, &reqs[len(reqs)-1], fmt.Sprintf("[%d].", len(reqs)-1)); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := dec.Token(); err != nil { // ']'
+		return nil, &badField{"body", "invalid JSON: " + err.Error()}
+	}
+	if dec.More() || len(reqs) == 0 {
+		if len(reqs) == 0 {
+			return nil, &badField{"body", "empty batch"}
+		}
+		return nil, &badField{"body", "trailing data after the JSON value"}
 	}
 	return reqs, nil
 }
@@ -175,9 +199,14 @@ func decodeStrict(data []byte, v any, prefix string) error {
 }
 
 // validate checks every request before any is counted, so that a bad one
-// fails the whole batch, and builds their counters.
+// fails the whole batch, and builds their counters. The moving-window hits
+// of the whole batch share one check's budget
+// (bucket.MaxMovingWindowHitsPerCheck): each hit is 8 bytes kept for the
+// window, and a batch of a thousand checks must not pin a thousand times
+// what one may.
 func (s *service) validate(reqs []CheckRequest, batch bool) ([][]bucket.Counter, error) {
 	out := make([][]bucket.Counter, len(reqs))
+	var hits int64
 	for i := range reqs {
 		prefix := ""
 		if batch {
@@ -192,8 +221,26 @@ func (s *service) validate(reqs []CheckRequest, batch bool) ([][]bucket.Counter,
 			return nil, err
 		}
 		out[i] = cs
+		if hits += movingHits(&reqs[i], cs); hits > bucket.MaxMovingWindowHitsPerCheck {
+			return nil, &badField{strings.TrimSuffix(prefix, "."), fmt.Sprintf("the batch would log more than %d moving-window hits (cost × moving-window limits, summed)", bucket.MaxMovingWindowHitsPerCheck)}
+		}
 	}
 	return out, nil
+}
+
+// movingHits is what r would log in moving-window counters.
+func movingHits(r *CheckRequest, cs []bucket.Counter) int64 {
+	cost := int64(1)
+	if r.Cost != nil {
+		cost = *r.Cost
+	}
+	var n int64
+	for i := range cs {
+		if cs[i].Strategy == bucket.MovingWindow {
+			n++
+		}
+	}
+	return min(n*cost, bucket.MaxMovingWindowHitsPerCheck+1)
 }
 
 // counters validates one request and returns its counters.
@@ -205,6 +252,8 @@ func (s *service) counters(r *CheckRequest) ([]bucket.Counter, error) {
 		return nil, &badField{"key", fmt.Sprintf("longer than %d bytes", maxServiceKey)}
 	case strings.TrimSpace(r.Limits) == "":
 		return nil, &badField{"limits", "missing"}
+	case len(r.Scope) > maxServiceScope:
+		return nil, &badField{"scope", fmt.Sprintf("longer than %d bytes", maxServiceScope)}
 	case r.Cost != nil && *r.Cost < 0:
 		return nil, &badField{"cost", fmt.Sprintf("%d is negative", *r.Cost)}
 	}
@@ -225,9 +274,12 @@ func (s *service) counters(r *CheckRequest) ([]bucket.Counter, error) {
 	}
 	cs := make([]bucket.Counter, len(d.g.limits))
 	for i, l := range d.g.limits {
+		if err := l.ValidatePeriod(s.maxPeriod); err != nil {
+			return nil, &badField{"limits", err.Error()}
+		}
 		cs[i] = bucket.Counter{Scope: "check:" + scope, Limit: l, Strategy: st}
 		if err := cs[i].Validate(); err != nil {
-			return nil, &badField{"limits", fmt.Sprintf("%q with %s: %v", r.Limits, st, err)}
+			return nil, &badField{"limits", fmt.Sprintf("%s with %s: %v", l, st, err)}
 		}
 	}
 	return cs, nil

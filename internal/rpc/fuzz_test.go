@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 const fuzzMax = 4096
@@ -158,7 +159,7 @@ func TestCounterStateMinSize(t *testing.T) {
 
 // The client's and server's check paths allocate nothing for a repeated key.
 func TestCheckAllocs(t *testing.T) {
-	if raceEnabled || testing.Short() {
+	if testkit.RaceEnabled || testing.Short() {
 		t.Skip("allocation counts differ under the race detector")
 	}
 	// The fast path allocates nothing; a check served on a goroutine

@@ -1,0 +1,158 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+)
+
+// Attacks from the hostile-clients review, each against a real node.
+
+// Filling an API key's counter table through /v1/check (8 × 32 limits)
+// used to make every new counter of the key fail, and the middleware let
+// those requests through: 8 of 8 with a limit of 5. The check API's
+// counters live under their own routing key now.
+func TestCheckAPICannotExhaustMiddlewareKey(t *testing.T) {
+	n := clustertest.StartNode(t, "exhaust", nil)
+	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{Default: "5 per minute"}, Key: httpapi.APIKey("X-API-KEY", nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	e.GET("/products", ok, mw.Handler)
+	for i := range 8 {
+		var ls []string
+		for j := range 32 {
+			ls = append(ls, fmt.Sprintf("%d per 1 day", 1000+i*32+j))
+		}
+		if rec := send(e, "POST", "/v1/check", fmt.Sprintf(`{"key":"apikey:X","limits":%q}`, strings.Join(ls, "; "))); rec.Code != 200 {
+			t.Fatalf("filling post %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	allowed := 0
+	for range 8 {
+		if rec := do(e, "GET", "/products", "192.0.2.1:1", "X-API-KEY", "X"); rec.Code == 200 {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Fatalf("after 256 API counters on apikey:X: %d of 8 allowed on the route, want exactly 5", allowed)
+	}
+}
+
+// checkJSON is the body of a /v1/check of key "k" against limits.
+func checkJSON(t *testing.T, limits string) string {
+	t.Helper()
+	b, err := json.Marshal(httpapi.CheckRequest{Key: "k", Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// 200 distinct 1 MB bad limit strings used to be cached with errors that
+// quoted them twice (3.27 GB kept) and answered 10 × the request. Now the
+// heap keeps nothing of them and each 400 is short.
+func TestBadLimitStringsKeepNothing(t *testing.T) {
+	n := clustertest.StartNode(t, "badlimits", nil)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	strs := 200
+	if testkit.RaceEnabled {
+		strs = 20 // decoding 200 MB of JSON takes half a minute under -race
+	}
+	before := heapInUse()
+	for i := range strs {
+		bad := fmt.Sprintf("%d", i) + strings.Repeat("A", 1_000_000)
+		rec := send(e, "POST", "/v1/check", checkJSON(t, bad))
+		if rec.Code != 400 || rec.Body.Len() > 1024 || !strings.Contains(rec.Body.String(), "longer than 1024 bytes") {
+			t.Fatalf("bad string %d: %d, %d-byte body %.200s", i, rec.Code, rec.Body.Len(), rec.Body)
+		}
+	}
+	if grew := int64(heapInUse()) - int64(before); grew > 4<<20 {
+		t.Fatalf("the heap kept %d MB after 200 bad 1 MB limit strings, want under 4", grew>>20)
+	}
+	// A bad string short enough to parse is quoted in part only, however
+	// its bytes escape.
+	rec := send(e, "POST", "/v1/check", checkJSON(t, "5 per "+strings.Repeat("\x7f", 1000)))
+	if rec.Code != 400 || rec.Body.Len() > 512 {
+		t.Fatalf("a bad 1 KB string: %d, %d-byte body %s", rec.Code, rec.Body.Len(), rec.Body)
+	}
+}
+
+// A batch is refused at its 1,001st check, before the rest is decoded
+// (here: before the invalid JSON that follows), and the moving-window hits
+// of a batch share one check's budget; client windows are at most a day
+// and scopes short.
+func TestCheckAPIBudgets(t *testing.T) {
+	n := clustertest.StartNode(t, "budgets", nil)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{MaxBody: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	item := `{"key":"k","limits":"5 per minute"}`
+	over := "[" + strings.Repeat(item+",", 1001) + "this is not JSON]"
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"batch-cap", over, "batch of more than 1000 checks (the cap)"},
+		{"moving-hits", `[{"key":"a","limits":"4000 per minute","strategy":"moving-window","cost":9000},{"key":"b","limits":"4000 per minute","strategy":"moving-window","cost":9000}]`, "more than 16384 moving-window hits"},
+		{"period", `{"key":"k","limits":"5 per 2 day"}`, "at most 24h0m0s is allowed"},
+		{"scope", `{"key":"k","limits":"5 per minute","scope":"` + strings.Repeat("s", 251) + `"}`, "scope: longer than 250 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := send(e, "POST", "/v1/check", tc.body)
+			if rec.Code != 400 || !strings.Contains(rec.Body.String(), tc.want) {
+				t.Fatalf("%d %s, want 400 saying %q", rec.Code, rec.Body, tc.want)
+			}
+		})
+	}
+}
+
+// Guessing the admin token: of 1,000 wrong tries in one window, 5 are
+// evaluated (401) and the rest refused unevaluated (429), the right token
+// included; the next window it works.
+func TestAdminTokenThrottled(t *testing.T) {
+	n := clustertest.StartNode(t, "throttle", nil)
+	now := time.Unix(1_700_000_000, 0)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[int]int{}
+	for i := range 1000 {
+		codes[send(e, "DELETE", "/v1/keys/k", "", "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
+	}
+	if codes[401] != httpapi.AdminFailuresPerIP || codes[429] != 1000-httpapi.AdminFailuresPerIP {
+		t.Fatalf("1,000 guesses: %v, want %d × 401 and the rest 429", codes, httpapi.AdminFailuresPerIP)
+	}
+	if rec := send(e, "DELETE", "/v1/keys/k", "", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("the right token while throttled: %d %v", rec.Code, rec.Header())
+	}
+	now = now.Add(httpapi.AdminFailureWindow)
+	if rec := send(e, "DELETE", "/v1/keys/k", "", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+		t.Fatalf("the right token in the next window: %d %s", rec.Code, rec.Body)
+	}
+}
