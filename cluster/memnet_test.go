@@ -27,9 +27,9 @@ import (
 type memNet struct {
 	mu       sync.Mutex
 	handlers map[string]rpc.Handler
-	cut      map[string]bool   // addresses whose calls fail as unanswered
-	calls    map[string]int    // "op addr" → calls that reached a handler
-	hops     map[string][]int  // addr → Hops of each check it received
+	cut      map[string]bool     // addresses whose calls fail as unanswered
+	calls    map[string]int      // "op addr" → calls that reached a handler
+	hops     map[string][]int    // addr → Hops of each check it received
 	members  []string            // the gossip view every node shares, by name
 	views    map[string][]string // a node's own view, overriding members (a partition)
 	side     map[string]int      // address → side of a partition; calls across fail
