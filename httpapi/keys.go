@@ -78,7 +78,17 @@ type ClientIP struct {
 	// X-Forwarded-For hop that is not itself trusted (the leftmost when
 	// all are), else to X-Real-IP, else to the proxy.
 	Trusted []netip.Prefix
+	// IPv6Prefix is how many leading bits of an IPv6 client address make
+	// its key: one holder of a /64 has 2^64 addresses to choose from, so
+	// keying each address would give it that many quotas. 0 means
+	// DefaultIPv6Prefix; 128 keys every address. Zone ids are dropped, and
+	// IPv4-mapped addresses are keyed as IPv4.
+	IPv6Prefix int
 }
+
+// DefaultIPv6Prefix is ClientIP's IPv6Prefix when it is 0: the /64 an ISP
+// gives one subscriber.
+const DefaultIPv6Prefix = 64
 
 // ParseTrustedProxies reads CIDRs ("10.0.0.0/8") and bare addresses
 // ("192.0.2.7") into prefixes for ClientIP.Trusted.
@@ -213,6 +223,16 @@ func (x *ClientIP) Key(r *http.Request) (string, context.Context, error) {
 	}
 	var buf [64]byte
 	b := append(buf[:0], PrefixIP...)
+	if a = a.WithZone(""); a.Is6() {
+		bits := x.IPv6Prefix
+		if bits <= 0 || bits > 128 {
+			bits = DefaultIPv6Prefix
+		}
+		if bits < 128 {
+			p, _ := a.Prefix(bits)
+			return string(p.AppendTo(b)), nil, nil
+		}
+	}
 	return string(a.AppendTo(b)), nil, nil
 }
 

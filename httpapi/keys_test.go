@@ -54,9 +54,16 @@ func TestClientIP(t *testing.T) {
 		{"X-Real-IP from trusted proxy", proxied, "192.0.2.7:80", []string{"X-Real-IP", "198.51.100.10"}, "ip:198.51.100.10"},
 		{"XFF wins over X-Real-IP", proxied, "192.0.2.7:80", []string{"X-Real-IP", "198.51.100.10", "X-Forwarded-For", "198.51.100.11"}, "ip:198.51.100.11"},
 		{"trusted proxy, no headers", proxied, "10.1.2.3:80", nil, "ip:10.1.2.3"},
-		{"IPv6 peer", direct, "[2001:db9::1]:443", nil, "ip:2001:db9::1"},
-		{"IPv6 trusted proxy, bracketed hop with port", proxied, "[2001:db8::1]:443", []string{"X-Forwarded-For", "[2001:db9::5]:1234"}, "ip:2001:db9::5"},
+		{"IPv6 peer: its /64", direct, "[2001:db9:0:7:1:2:3:4]:443", nil, "ip:2001:db9:0:7::/64"},
+		{"another address of the /64: the same key", direct, "[2001:db9:0:7:ffff::9]:443", nil, "ip:2001:db9:0:7::/64"},
+		{"IPv6 /56 configured", &httpapi.ClientIP{IPv6Prefix: 56}, "[2001:db9:0:7ff:1::1]:443", nil, "ip:2001:db9:0:700::/56"},
+		{"IPv6 /128 configured: each address", &httpapi.ClientIP{IPv6Prefix: 128}, "[2001:db9::1]:443", nil, "ip:2001:db9::1"},
+		{"zone id dropped", &httpapi.ClientIP{IPv6Prefix: 128}, "[fe80::1%eth0]:443", nil, "ip:fe80::1"},
+		{"another zone: the same key", &httpapi.ClientIP{IPv6Prefix: 128}, "[fe80::1%eth7]:443", nil, "ip:fe80::1"},
+		{"zone id dropped, /64", direct, "[fe80::1%eth0]:443", nil, "ip:fe80::/64"},
+		{"IPv6 trusted proxy, bracketed hop with port", proxied, "[2001:db8::1]:443", []string{"X-Forwarded-For", "[2001:db9::5]:1234"}, "ip:2001:db9::/64"},
 		{"IPv4-mapped peer", direct, "[::ffff:203.0.113.5]:1", nil, "ip:203.0.113.5"},
+		{"IPv4-mapped hop", proxied, "10.1.2.3:80", []string{"X-Forwarded-For", "::ffff:198.51.100.9"}, "ip:198.51.100.9"},
 		{"not an IP peer", direct, "@", nil, "ip:@"},
 	} {
 		got, err := keyOf(t, tc.ips.Key, tc.peer, tc.header...)

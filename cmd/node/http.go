@@ -32,7 +32,9 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
+	ipv6Prefix     int
 	limits         serverLimits
+	routes         func(*echo.Echo) // more routes (the rate limit service's); nil: none
 }
 
 // register adds the HTTP flags.
@@ -44,6 +46,7 @@ func (h *httpOptions) register(e *envFlags) {
 	e.String(&h.trustedProxies, "trusted-proxies", "RATEMESH_TRUSTED_PROXIES", "", "comma-separated proxy CIDRs or IPs whose X-Forwarded-For / X-Real-IP are believed; empty: the TCP peer is the client")
 	e.String(&h.headers, "headers", "RATEMESH_HEADERS", "legacy,retry-after,draft", "rate-limit header families to send: legacy (X-RateLimit-*), retry-after, draft (RateLimit, RateLimit-Policy), all or none")
 	e.String(&h.policyFile, "policy", "RATEMESH_POLICY", "", "YAML file overriding the demo's default, application and per-route limits and strategies")
+	e.Int(&h.ipv6Prefix, "ipv6-prefix", "RATEMESH_IPV6_PREFIX", httpapi.DefaultIPv6Prefix, "leading bits of an IPv6 client address that make its rate-limit key (64: one key per /64; 128: per address)")
 	h.limits.register(e)
 }
 
@@ -53,6 +56,9 @@ func (h *httpOptions) register(e *envFlags) {
 func (h *httpOptions) preflight() error {
 	if err := h.limits.resolve(); err != nil {
 		return err
+	}
+	if h.ipv6Prefix < 1 || h.ipv6Prefix > 128 {
+		return fmt.Errorf("--ipv6-prefix %d: want 1 to 128", h.ipv6Prefix)
 	}
 	if _, err := httpapi.ParseTrustedProxies(strings.Split(h.trustedProxies, ",")); err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
@@ -157,7 +163,7 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 			return nil, err
 		}
 	}
-	clients := httpapi.ClientIP{Trusted: trusted}
+	clients := httpapi.ClientIP{Trusted: trusted, IPv6Prefix: h.ipv6Prefix}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// c.RealIP() must not believe forwarding headers from anyone either.
@@ -169,6 +175,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	})
 	if err != nil {
 		return nil, err
+	}
+	if h.routes != nil {
+		h.routes(e)
 	}
 	if !h.demo {
 		return e, nil

@@ -179,6 +179,12 @@ func TestLimitFlags(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", tc.l, err, tc.want)
 		}
 	}
+	for _, p := range []int{0, 129} {
+		h := httpOptions{headers: "all", ipv6Prefix: p}
+		if err := h.preflight(); err == nil || err.Error() != fmt.Sprintf("--ipv6-prefix %d: want 1 to 128", p) {
+			t.Errorf("--ipv6-prefix %d: %v", p, err)
+		}
+	}
 	for fds, want := range map[uint64]int{0: minAutoConns, 1024: minAutoConns, 1 << 20: 1<<20 - fdReserve} {
 		if got := autoMaxConns(fds); got != want {
 			t.Errorf("autoMaxConns(%d) = %d, want %d", fds, got, want)
