@@ -19,8 +19,8 @@ var secret = []byte("demo-test-secret")
 
 const products = `[{"id":1,"name":"Amul Butter","price":50},{"id":2,"name":"Tata Tea","price":200},{"id":3,"name":"Parle-G Biscuits","price":10}]` + "\n"
 
-// seed429 is the tutorial's custom 429 body.
-func seed429(limit string) string {
+// tutorial429 is the tutorial's custom 429 body.
+func tutorial429(limit string) string {
 	return `{"error":"Too many requests. Please try again later.","limit":"` + limit + `"}` + "\n"
 }
 
@@ -78,7 +78,7 @@ func productsScenario(t *testing.T, rr *roundRobin) {
 			"Retry-After":           "",
 		}})
 	}
-	rec := rr.do(t, step{method: "GET", path: "/products", peer: p, code: 429, want: seed429("5 per 1 minute"), headers: map[string]string{
+	rec := rr.do(t, step{method: "GET", path: "/products", peer: p, code: 429, want: tutorial429("5 per 1 minute"), headers: map[string]string{
 		"Retry-After":           "60",
 		"X-RateLimit-Limit":     "5",
 		"X-RateLimit-Remaining": "0",
@@ -104,20 +104,20 @@ func detailScenario(t *testing.T, rr *roundRobin) {
 	nf := `{"error":"Product not found"}` + "\n"
 	steps := times(6, step{method: "GET", path: "/products/99", peer: p, code: 404, want: nf}, 0)
 	steps[5].headers = map[string]string{"X-RateLimit-Remaining": "0"}
-	steps = append(steps, step{method: "GET", path: "/products/1", peer: p, code: 429, want: seed429("10 per 1 minute"), headers: map[string]string{"Retry-After": "60"}})
+	steps = append(steps, step{method: "GET", path: "/products/1", peer: p, code: 429, want: tutorial429("10 per 1 minute"), headers: map[string]string{"Retry-After": "60"}})
 	rr.run(t, steps...)
 }
 
 func roleScenario(t *testing.T, rr *roundRobin) {
 	p := "192.0.2.4:5000"
 	rr.run(t, times(10, step{method: "GET", path: "/rb-products", peer: p, code: 200, want: products, headers: map[string]string{"X-RateLimit-Limit": "10"}}, 10)...)
-	rr.run(t, step{method: "GET", path: "/rb-products", peer: p, code: 429, want: seed429("10 per 1 minute")})
+	rr.run(t, step{method: "GET", path: "/rb-products", peer: p, code: 429, want: tutorial429("10 per 1 minute")})
 	admin := []string{"X-API-KEY", demo.AdminAPIKey}
 	rr.run(t, times(100, step{method: "GET", path: "/rb-products", peer: p, header: admin, code: 200, headers: map[string]string{"X-RateLimit-Limit": "100"}}, 100)...)
-	rr.run(t, step{method: "GET", path: "/rb-products", peer: p, header: admin, code: 429, want: seed429("100 per 1 minute"), headers: map[string]string{"Retry-After": "60"}})
+	rr.run(t, step{method: "GET", path: "/rb-products", peer: p, header: admin, code: 429, want: tutorial429("100 per 1 minute"), headers: map[string]string{"Retry-After": "60"}})
 	user := []string{"X-API-KEY", "user-7"}
 	rr.run(t, times(10, step{method: "GET", path: "/rb-products", peer: p, header: user, code: 200, headers: map[string]string{"X-RateLimit-Limit": "10"}}, 10)...)
-	rr.run(t, step{method: "GET", path: "/rb-products", peer: p, header: user, code: 429, want: seed429("10 per 1 minute")})
+	rr.run(t, step{method: "GET", path: "/rb-products", peer: p, header: user, code: 429, want: tutorial429("10 per 1 minute")})
 }
 
 func sharedScenario(t *testing.T, rr *roundRobin) {
@@ -131,8 +131,8 @@ func sharedScenario(t *testing.T, rr *roundRobin) {
 		rr.run(t, s)
 	}
 	rr.run(t,
-		step{method: "GET", path: "/popular", peer: p, code: 429, want: seed429("20 per 1 minute")},
-		step{method: "GET", path: "/deals", peer: p, code: 429, want: seed429("20 per 1 minute")},
+		step{method: "GET", path: "/popular", peer: p, code: 429, want: tutorial429("20 per 1 minute")},
+		step{method: "GET", path: "/deals", peer: p, code: 429, want: tutorial429("20 per 1 minute")},
 	)
 }
 
@@ -142,7 +142,7 @@ func flashScenario(t *testing.T, rr *roundRobin) {
 	// least remaining, so the headers describe it.
 	rr.run(t, times(10, step{method: "GET", path: "/flash-sale", peer: p, code: 200, want: `{"flash_sale":["Tata Tea"]}` + "\n",
 		headers: map[string]string{"X-RateLimit-Limit": "10", "RateLimit-Policy": `"route-60";q=10;w=60`}}, 10)...)
-	rr.run(t, step{method: "GET", path: "/flash-sale", peer: p, code: 429, want: seed429("10 per 1 minute"), headers: map[string]string{"Retry-After": "60", "RateLimit": `"route-60";r=0;t=60`}})
+	rr.run(t, step{method: "GET", path: "/flash-sale", peer: p, code: 429, want: tutorial429("10 per 1 minute"), headers: map[string]string{"Retry-After": "60", "RateLimit": `"route-60";r=0;t=60`}})
 }
 
 func healthScenario(t *testing.T, rr *roundRobin) {
@@ -154,7 +154,7 @@ func defaultScenario(t *testing.T, rr *roundRobin) {
 	p := "192.0.2.8:5000"
 	rr.run(t, times(100, step{method: "GET", path: "/categories", peer: p, code: 200, want: `{"categories":["Dairy","Beverages","Snacks"]}` + "\n",
 		headers: map[string]string{"X-RateLimit-Limit": "100", "RateLimit-Policy": `"default";q=100;w=3600`}}, 100)...)
-	rr.run(t, step{method: "GET", path: "/categories", peer: p, code: 429, want: seed429("100 per 1 hour"), headers: map[string]string{"Retry-After": "3600"}})
+	rr.run(t, step{method: "GET", path: "/categories", peer: p, code: 429, want: tutorial429("100 per 1 hour"), headers: map[string]string{"Retry-After": "3600"}})
 }
 
 // login gets a token through POST /login.
@@ -187,9 +187,9 @@ func jwtScenario(t *testing.T, rr *roundRobin) {
 		rr.run(t, step{method: "GET", path: "/orders", peer: fmt.Sprintf("198.51.100.%d:1", i), header: bearer(free), code: 200, want: ordersBody("free", "free"),
 			headers: map[string]string{"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": fmt.Sprint(9 - i)}})
 	}
-	rr.run(t, step{method: "GET", path: "/orders", peer: "198.51.100.99:1", header: bearer(free), code: 429, want: seed429("10 per 1 minute")})
+	rr.run(t, step{method: "GET", path: "/orders", peer: "198.51.100.99:1", header: bearer(free), code: 429, want: tutorial429("10 per 1 minute")})
 	rr.run(t, times(100, step{method: "GET", path: "/orders", peer: "192.0.2.10:1", header: bearer(paid), code: 200, want: ordersBody("paid", "paid"), headers: map[string]string{"X-RateLimit-Limit": "100"}}, 100)...)
-	rr.run(t, step{method: "GET", path: "/orders", peer: "192.0.2.10:1", header: bearer(paid), code: 429, want: seed429("100 per 1 minute")})
+	rr.run(t, step{method: "GET", path: "/orders", peer: "192.0.2.10:1", header: bearer(paid), code: 429, want: tutorial429("100 per 1 minute")})
 	rr.run(t, times(150, step{method: "GET", path: "/orders", peer: "192.0.2.11:1", header: bearer(admin), code: 200, want: ordersBody("admin", "admin"), headers: map[string]string{"X-RateLimit-Limit": ""}}, 0)...)
 
 	now := time.Now()
