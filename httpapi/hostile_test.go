@@ -156,3 +156,34 @@ func TestAdminTokenThrottled(t *testing.T) {
 		t.Fatalf("the right token in the next window: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// The batch that pinned 1.05 GB (1,000 checks × 32 moving-window limits
+// at cost 4,096) is refused whole; the heap keeps nothing of it, and the
+// node answers /healthz at once meanwhile.
+func TestMovingWindowBatchPinsNothing(t *testing.T) {
+	n := clustertest.StartNode(t, "moving", nil)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	var ls []string
+	for j := range 32 {
+		ls = append(ls, fmt.Sprintf("4096 per %d minute", j+1))
+	}
+	item, _ := json.Marshal(map[string]any{"key": "victim", "limits": strings.Join(ls, "; "), "strategy": "moving-window", "cost": 1})
+	batch := "[" + strings.TrimSuffix(strings.Repeat(string(item)+",", 1000), ",") + "]"
+	before := heapInUse()
+	for range 3 {
+		rec := send(e, "POST", "/v1/check", batch)
+		if rec.Code != 400 || !strings.Contains(rec.Body.String(), "moving-window hits") {
+			t.Fatalf("%d-byte batch: %d %.300s, want 400 naming the moving-window budget", len(batch), rec.Code, rec.Body)
+		}
+		start := time.Now()
+		if rec := send(e, "GET", "/healthz", ""); rec.Code != 200 || time.Since(start) > 100*time.Millisecond {
+			t.Fatalf("/healthz: %d after %v", rec.Code, time.Since(start))
+		}
+	}
+	if grew := int64(heapInUse()) - int64(before); grew > 4<<20 {
+		t.Fatalf("the heap kept %d MB after three 1 GB batches, want under 4", grew>>20)
+	}
+}
