@@ -34,7 +34,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	perKey := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: name, Help: help}, []string{"key"})
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: name + "_total", Help: help}, []string{"key"})
 	}
 	m := &metrics{
 		hits:   perKey("total_hits", "Hits (sum of hits_addend) per descriptor."),
@@ -42,11 +42,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		near:   perKey("near_limit", "Allowed hits above the near-limit ratio per descriptor."),
 		within: perKey("within_limit", "Allowed hits per descriptor."),
 		shadow: perKey("shadow_mode", "Hits over the limit answered OK because the descriptor is in shadow mode."),
-		global: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "global_shadow_mode",
+		global: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "global_shadow_mode_total",
 			Help: "Requests over the limit answered OK because of the global shadow mode."}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "requests",
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "requests_total",
 			Help: "ShouldRateLimit requests by result: OK, OVER_LIMIT, invalid or error."}, []string{"result"}),
-		loads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "config_loads",
+		loads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "config_loads_total",
 			Help: "Config loads and reloads by result: success or error."}, []string{"result"}),
 		series: map[string]struct{}{},
 	}

@@ -33,6 +33,7 @@ type addrNode struct {
 	HTTP   string `json:"http"`
 	Gossip string `json:"gossip"`
 	RPC    string `json:"rpc"`
+	GRPC   string `json:"grpc,omitempty"` // the rate limit service, with --rls-config
 }
 
 // addrFileError is a failure to prepare, write or remove --addr-file.

@@ -31,6 +31,7 @@ type options struct {
 	snapshotInterval      time.Duration
 	store                 storeOptions
 	http                  httpOptions
+	rls                   rlsOptions
 }
 
 // envFlags registers flags whose defaults come from RATEMESH_* variables.
@@ -111,6 +112,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.Duration(&o.snapshotInterval, "snapshot-interval", "RATEMESH_SNAPSHOT_INTERVAL", ratemesh.DefaultSnapshotInterval, "how often the counters are written to --data-dir (and at shutdown); a crash loses at most this much")
 	o.store.register(e)
 	o.http.register(e)
+	o.rls.register(e)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -140,7 +142,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		for _, p := range []struct {
 			flag string
 			port int
-		}{{"--gossip-port", o.gossipPort}, {"--rpc-port", o.rpcPort}, {"--http-port", o.http.port}} {
+		}{{"--gossip-port", o.gossipPort}, {"--rpc-port", o.rpcPort}, {"--http-port", o.http.port}, {"--grpc-port", o.rls.port}} {
 			if p.port != 0 && p.port+o.nodes-1 > 65535 {
 				return nil, fmt.Errorf("%s %d: with --nodes %d the last node's port would pass 65535", p.flag, p.port, o.nodes)
 			}
@@ -167,6 +169,7 @@ func (o *options) member(i int) *options {
 		return p + i
 	}
 	m.gossipPort, m.rpcPort, m.http.port = shift(o.gossipPort), shift(o.rpcPort), shift(o.http.port)
+	m.rls.port = shift(o.rls.port)
 	if o.dataDir != "" {
 		m.dataDir = filepath.Join(o.dataDir, "node-"+strconv.Itoa(i))
 	}

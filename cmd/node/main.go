@@ -59,6 +59,9 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err := o.http.preflight(); err != nil {
 		return err
 	}
+	if err := o.rls.preflight(); err != nil {
+		return err
+	}
 	peers, err := startAll(ctx, o, log)
 	if err != nil {
 		return err
@@ -100,7 +103,7 @@ func startAll(ctx context.Context, o *options, log *slog.Logger) ([]*peer, error
 func addrsOf(peers []*peer) []addrNode {
 	out := make([]addrNode, len(peers))
 	for i, p := range peers {
-		out[i] = addrNode{Name: p.node.Name(), HTTP: p.web.Addr(), Gossip: p.node.GossipAddr(), RPC: p.node.RPCAddr()}
+		out[i] = addrNode{Name: p.node.Name(), HTTP: p.web.Addr(), Gossip: p.node.GossipAddr(), RPC: p.node.RPCAddr(), GRPC: p.rls.Addr()}
 	}
 	return out
 }
@@ -109,6 +112,7 @@ func addrsOf(peers []*peer) []addrNode {
 type peer struct {
 	node *ratemesh.Node
 	web  *httpServer
+	rls  *rlsServer // nil without --rls-config
 	log  *slog.Logger
 }
 
@@ -129,15 +133,21 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		ln.Close()
 		return nil, err
 	}
-	web, err := serveHTTP(node, &bound.http, ln, log)
+	rs, err := startRLS(node, &bound, log)
+	var web *httpServer
+	if err == nil {
+		bound.http.routes = rs.routes
+		web, err = serveHTTP(node, &bound.http, ln, log)
+	}
 	if err != nil {
 		ln.Close()
+		rs.stop(ctx)
 		closeCtx, cancel := context.WithTimeout(context.Background(), o.leaveTimeout)
 		defer cancel()
 		node.Close(closeCtx)
 		return nil, err
 	}
-	p := &peer{node: node, web: web, log: log}
+	p := &peer{node: node, web: web, rls: rs, log: log}
 	if len(seeds) > 0 {
 		// The node joins in the background and decides nothing until it
 		// has: /readyz says 503 and checks wait meanwhile.
@@ -184,6 +194,7 @@ func shutdown(peers []*peer, timeout time.Duration) error {
 		if herr := p.web.Shutdown(ctx); err == nil {
 			err = herr
 		}
+		p.rls.stop(ctx)
 		if err != nil {
 			p.log.Error("shutdown", "err", err)
 			errs = append(errs, fmt.Errorf("node %s: %w", p.node.Name(), err))

@@ -1,0 +1,68 @@
+package rls
+
+import (
+	"errors"
+	"io"
+	"net/http"
+
+	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// MaxJSONBody bounds a POST /json body, as gRPC bounds a message.
+const MaxJSONBody = 4 << 20
+
+// ConfigHandler serves GET /rlconfig: the config in force as text, one
+// line per limit, as the reference's debug page does.
+func (s *Service) ConfigHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, s.Config().Dump())
+	})
+}
+
+// JSONHandler serves POST /json: a RateLimitRequest in protobuf's JSON
+// form, for curl and for clients without gRPC, answered with the
+// RateLimitResponse as JSON and, as the reference does, 200 when the
+// overall code is OK and 429 when it is OVER_LIMIT. A request that does
+// not decode or validate gets 400; a check that fails, 503.
+func (s *Service) JSONHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJSONBody))
+		if err != nil {
+			code := http.StatusBadRequest
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				code = http.StatusRequestEntityTooLarge
+			}
+			http.Error(w, "rls: body: "+err.Error(), code)
+			return
+		}
+		var req pb.RateLimitRequest
+		if err := protojson.Unmarshal(body, &req); err != nil {
+			http.Error(w, "rls: body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := s.ShouldRateLimit(r.Context(), &req)
+		if err != nil {
+			code := http.StatusServiceUnavailable
+			if status.Code(err) == codes.InvalidArgument {
+				code = http.StatusBadRequest
+			}
+			http.Error(w, status.Convert(err).Message(), code)
+			return
+		}
+		out, err := protojson.Marshal(resp)
+		if err != nil {
+			http.Error(w, "rls: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if resp.OverallCode == pb.RateLimitResponse_OVER_LIMIT {
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+		w.Write(out)
+	})
+}
