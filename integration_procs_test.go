@@ -72,6 +72,9 @@ type procCluster struct {
 	dataDirs         bool   // each node keeps its counters in a data dir of its own
 	client           *http.Client
 	nodes            []*nodeProc
+
+	// extraArgs, if set, gives more flags to each process of p.
+	extraArgs func(p *nodeProc) []string
 }
 
 // startProcCluster starts n nodes, each joining the first, and waits until
@@ -194,6 +197,9 @@ func (c *procCluster) launch(p *nodeProc, join string) error {
 		"--forward-timeout", "1s")
 	if c.dataDirs {
 		cmd.Args = append(cmd.Args, "--data-dir", filepath.Join(c.dir, p.name+".data"))
+	}
+	if c.extraArgs != nil {
+		cmd.Args = append(cmd.Args, c.extraArgs(p)...)
 	}
 	if p.netns != "" {
 		cmd.Args = append([]string{"ip", "netns", "exec", p.netns}, cmd.Args...)
