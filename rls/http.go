@@ -1,6 +1,8 @@
 package rls
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -55,6 +57,12 @@ func (s *Service) JSONHandler() http.Handler {
 			return
 		}
 		out, err := protojson.Marshal(resp)
+		var compact bytes.Buffer
+		if err == nil {
+			// protojson varies its spacing on purpose; scripts reading the
+			// answer get one stable form.
+			err = json.Compact(&compact, out)
+		}
 		if err != nil {
 			http.Error(w, "rls: "+err.Error(), http.StatusInternalServerError)
 			return
@@ -63,6 +71,7 @@ func (s *Service) JSONHandler() http.Handler {
 		if resp.OverallCode == pb.RateLimitResponse_OVER_LIMIT {
 			w.WriteHeader(http.StatusTooManyRequests)
 		}
-		w.Write(out)
+		compact.WriteByte('\n')
+		w.Write(compact.Bytes())
 	})
 }
