@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/httpapi"
 )
 
 // Three node processes in network namespaces of their own; the owner of a
@@ -34,7 +36,7 @@ func TestPartitionAcrossNamespaces(t *testing.T) {
 	key := ""
 	for i := 0; key == ""; i++ {
 		k := fmt.Sprintf("part-%s-%d", c.runID, i)
-		if o, err := c.owner(n1, k); err != nil || i == 1000 {
+		if o, err := c.owner(n1, httpapi.CheckKeyPrefix+k); err != nil || i == 1000 {
 			t.Fatalf("no key owned by %s: %v", n3.name, err)
 		} else if o == n3.name {
 			key = k
