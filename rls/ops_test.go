@@ -2,6 +2,7 @@ package rls
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
@@ -174,5 +179,37 @@ func TestNoMetricsWithoutRegisterer(t *testing.T) {
 	}
 	if _, err := New(node, nil, Options{}); err == nil {
 		t.Fatal("New accepted a nil config")
+	}
+}
+
+// failing is a Checker whose checks of keys holding bad fail, and whose
+// others wait for their context.
+type failing struct{ bad string }
+
+func (f failing) Check(ctx context.Context, req ratemesh.Request) (ratemesh.Result, error) {
+	if strings.Contains(req.Key, f.bad) {
+		return ratemesh.Result{}, errors.New("owner unreachable")
+	}
+	<-ctx.Done()
+	return ratemesh.Result{}, ctx.Err()
+}
+
+// TestCheckFailure: a failed check fails the request with Unavailable and
+// cancels its other checks; a request out of time gets DeadlineExceeded.
+func TestCheckFailure(t *testing.T) {
+	svc, err := New(failing{bad: "boom"}, mustConfig(t, serviceConfig), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	descs := []*rlv3.RateLimitDescriptor{desc("user", "a"), desc("user", "boom"), desc("ten", "c")}
+	_, err = svc.ShouldRateLimit(context.Background(), request("edge", descs...))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "owner unreachable") {
+		t.Fatalf("error %v, want Unavailable naming the cause", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err = svc.ShouldRateLimit(ctx, request("edge", desc("user", "a")))
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("error %v, want DeadlineExceeded", err)
 	}
 }
