@@ -190,6 +190,7 @@ func shutdown(peers []*peer, timeout time.Duration) error {
 	var errs []error
 	for i := len(peers) - 1; i >= 0; i-- {
 		p := peers[i]
+		p.rls.drain()
 		err := p.node.Close(ctx)
 		if herr := p.web.Shutdown(ctx); err == nil {
 			err = herr

@@ -137,13 +137,21 @@ func (s *rlsServer) routes(e *echo.Echo) {
 	e.POST("/json", echo.WrapHandler(s.svc.JSONHandler()))
 }
 
+// drain reports NOT_SERVING from now on, so that Envoy's health checks
+// move calls to other nodes while this one still answers them.
+func (s *rlsServer) drain() {
+	if s != nil {
+		s.svc.Shutdown()
+	}
+}
+
 // stop reports NOT_SERVING, lets calls in flight end within ctx, then
 // stops the server and the reloader.
 func (s *rlsServer) stop(ctx context.Context) {
 	if s == nil {
 		return
 	}
-	s.svc.Shutdown()
+	s.drain()
 	s.cancel()
 	done := make(chan struct{})
 	go func() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,9 +17,12 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
+	"github.com/ratemesh/ratemesh/rls"
 )
 
 // TestRLSFlags: the rate limit service's flags, their environment
@@ -137,4 +141,44 @@ func askGRPC(t *testing.T, addr string) pb.RateLimitResponse_Code {
 		t.Fatalf("%s: %v", addr, err)
 	}
 	return r.OverallCode
+}
+
+// TestRLSServerDrain: drain turns gRPC health to NOT_SERVING while the
+// service still answers, and stop closes the port.
+func TestRLSServerDrain(t *testing.T) {
+	// Registered first, so it runs after the node's own cleanup.
+	t.Cleanup(func() { goleak.VerifyNone(t, clustertest.LeakOptions()...) })
+	node := clustertest.StartNode(t, "drain", nil)
+	cfg := filepath.Join(t.TempDir(), "rl.yaml")
+	os.WriteFile(cfg, []byte("domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 2}\n"), 0o644)
+	o := &options{bind: "127.0.0.1", rls: rlsOptions{config: cfg, interval: time.Second}}
+	s, err := startRLS(node, o, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: rls.ServiceName})
+		if err != nil {
+			return err.Error()
+		}
+		return r.Status.String()
+	}
+	if h := health(); h != "SERVING" {
+		t.Fatalf("health %s, want SERVING", h)
+	}
+	s.drain()
+	if h, code := health(), askGRPC(t, s.Addr()); h != "NOT_SERVING" || code != pb.RateLimitResponse_OK {
+		t.Fatalf("draining: health %s, answer %s; want NOT_SERVING and still OK", h, code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.stop(ctx)
+	conn.Close()
 }
