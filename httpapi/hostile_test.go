@@ -135,7 +135,32 @@ func TestCheckAPIBudgets(t *testing.T) {
 // evaluated (401) and the rest refused unevaluated (429), the right token
 // included; the next window it works.
 func TestAdminTokenThrottled(t *testing.T) {
-	n := clustertest.StartNode(t, "throttle", nil)
+	e, now := guessAdminToken(t, "throttle", func(int) string { return "192.0.2.8:1" })
+	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.8:1", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("the right token while throttled: %d %v", rec.Code, rec.Header())
+	}
+	*now = now.Add(httpapi.AdminFailureWindow)
+	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.8:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+		t.Fatalf("the right token in the next window: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// 1,000 wrong tokens from 1,000 addresses of one IPv6 /64 (its holder has
+// 2^64 of them), zone ids varied, get one client's budget, not the global
+// one: 5 evaluated. Before, each address counted apart and 50 were.
+func TestAdminTokenThrottledPerSubnet(t *testing.T) {
+	e, _ := guessAdminToken(t, "throttle-v6", func(i int) string { return fmt.Sprintf("[2001:db8:0:7::%x%%eth%d]:1", i, i%3) })
+	if rec := do(e, "DELETE", "/v1/keys/k", "[2001:db8:0:8::1]:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+		t.Fatalf("the right token from another /64: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// guessAdminToken sends 1,000 wrong admin tokens, the i-th from peer(i),
+// to a node whose clock stands still at the returned time, and requires
+// AdminFailuresPerIP of them evaluated (401) and the rest refused (429).
+func guessAdminToken(t *testing.T, name string, peer func(i int) string) (*echo.Echo, *time.Time) {
+	t.Helper()
+	n := clustertest.StartNode(t, name, nil)
 	now := time.Unix(1_700_000_000, 0)
 	e := echo.New()
 	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
@@ -143,18 +168,12 @@ func TestAdminTokenThrottled(t *testing.T) {
 	}
 	codes := map[int]int{}
 	for i := range 1000 {
-		codes[send(e, "DELETE", "/v1/keys/k", "", "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
+		codes[do(e, "DELETE", "/v1/keys/k", peer(i), "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
 	}
 	if codes[401] != httpapi.AdminFailuresPerIP || codes[429] != 1000-httpapi.AdminFailuresPerIP {
 		t.Fatalf("1,000 guesses: %v, want %d × 401 and the rest 429", codes, httpapi.AdminFailuresPerIP)
 	}
-	if rec := send(e, "DELETE", "/v1/keys/k", "", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
-		t.Fatalf("the right token while throttled: %d %v", rec.Code, rec.Header())
-	}
-	now = now.Add(httpapi.AdminFailureWindow)
-	if rec := send(e, "DELETE", "/v1/keys/k", "", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
-		t.Fatalf("the right token in the next window: %d %s", rec.Code, rec.Body)
-	}
+	return e, &now
 }
 
 // The batch that pinned 1.05 GB (1,000 checks × 32 moving-window limits

@@ -222,18 +222,38 @@ func (x *ClientIP) Key(r *http.Request) (string, context.Context, error) {
 		return keyPart(PrefixIP, r.RemoteAddr), nil, nil
 	}
 	var buf [64]byte
-	b := append(buf[:0], PrefixIP...)
-	if a = a.WithZone(""); a.Is6() {
-		bits := x.IPv6Prefix
-		if bits <= 0 || bits > 128 {
-			bits = DefaultIPv6Prefix
-		}
-		if bits < 128 {
-			p, _ := a.Prefix(bits)
-			return string(p.AppendTo(b)), nil, nil
-		}
+	return string(appendIPKey(append(buf[:0], PrefixIP...), a, x.IPv6Prefix)), nil, nil
+}
+
+// appendIPKey appends what identifies client address a to b: an IPv4
+// address (IPv4-mapped ones included) as itself, an IPv6 address as its
+// first bits bits (DefaultIPv6Prefix when bits is not 1 to 128), without
+// its zone id. Each thing keyed by client address (limits, the admin-token
+// throttle) keys it so, or a client could mint keys from its own /64.
+func appendIPKey(b []byte, a netip.Addr, bits int) []byte {
+	a = a.Unmap().WithZone("")
+	if !a.Is6() {
+		return a.AppendTo(b)
 	}
-	return string(a.AppendTo(b)), nil, nil
+	if bits <= 0 || bits > 128 {
+		bits = DefaultIPv6Prefix
+	}
+	if bits == 128 {
+		return a.AppendTo(b)
+	}
+	p, _ := a.Prefix(bits)
+	return p.AppendTo(b)
+}
+
+// ipKey is appendIPKey of the address in s, a bare or bracketed IP with
+// or without a port; ok is false when s holds none.
+func ipKey(prefix, s string, bits int) (key string, ok bool) {
+	a, ok := parseHop(s)
+	if !ok {
+		return "", false
+	}
+	var buf [64]byte
+	return string(appendIPKey(append(buf[:0], prefix...), a, bits)), true
 }
 
 // APIKey returns a KeyFunc that identifies clients by the API key in

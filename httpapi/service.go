@@ -59,6 +59,10 @@ type ServiceConfig struct {
 	// client choosing ten-year windows would make the owner keep its
 	// counters for ten years. 0 means bucket.DefaultMaxClientPeriod (24h).
 	MaxPeriod time.Duration
+	// IPv6Prefix is how many leading bits of an IPv6 client address
+	// identify one client to the admin-token throttle, as
+	// ClientIP.IPv6Prefix does for limits; 0 means DefaultIPv6Prefix.
+	IPv6Prefix int
 	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock reset times are reported against, and failed
@@ -68,16 +72,17 @@ type ServiceConfig struct {
 
 // service serves the API of one node.
 type service struct {
-	node      Node
-	admin     [sha256.Size]byte
-	maxBody   int64
-	maxBatch  int
-	maxPeriod time.Duration
-	log       *slog.Logger
-	logs      *logEvery
-	now       func() time.Time
-	limits    *compiled // cache of parsed limit strings
-	requests  *prometheus.CounterVec
+	node       Node
+	admin      [sha256.Size]byte
+	maxBody    int64
+	maxBatch   int
+	maxPeriod  time.Duration
+	ipv6Prefix int
+	log        *slog.Logger
+	logs       *logEvery
+	now        func() time.Time
+	limits     *compiled // cache of parsed limit strings
+	requests   *prometheus.CounterVec
 
 	adminFailures failureThrottle // of DELETE /v1/keys
 }
@@ -99,13 +104,14 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		return errors.New("httpapi: RegisterService: node is nil")
 	}
 	s := &service{
-		node:      node,
-		maxBody:   cfg.MaxBody,
-		maxBatch:  cfg.MaxBatch,
-		maxPeriod: cfg.MaxPeriod,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		limits:    &compiled{},
+		node:       node,
+		maxBody:    cfg.MaxBody,
+		maxBatch:   cfg.MaxBatch,
+		maxPeriod:  cfg.MaxPeriod,
+		ipv6Prefix: cfg.IPv6Prefix,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		limits:     &compiled{},
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -233,16 +239,20 @@ type ResetResponse struct {
 
 func (s *service) reset(c echo.Context) error {
 	now, addr := s.now(), c.RealIP()
-	if ok, wait := s.adminFailures.allow(now, addr); !ok {
+	client, isIP := ipKey("", addr, s.ipv6Prefix)
+	if !isIP {
+		client = addr
+	}
+	if ok, wait := s.adminFailures.allow(now, client); !ok {
 		c.Response().Header().Set(hdrRetryAfter, strconv.Itoa(int(ceilSeconds(wait))))
 		return c.JSON(http.StatusTooManyRequests, ErrorResponse{Error: "too many failed admin-token attempts; try again later"})
 	}
 	if !s.authorized(c.Request()) {
-		s.adminFailures.failed(now, addr)
 		s.logs.warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
 		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: "admin token required"})
 	}
+	s.adminFailures.succeeded(now, client)
 	key, err := url.PathUnescape(c.Param("key"))
 	if err != nil || key == "" {
 		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "key: not a valid path segment", Field: "key"})
