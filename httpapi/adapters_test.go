@@ -194,3 +194,27 @@ func TestAdaptersAnswerAlike(t *testing.T) {
 		t.Fatalf("answers %v, want %v", codes, want)
 	}
 }
+
+// Echo's identifier is the client address as c.RealIP() gives it; the
+// store keys it as ClientIP.Key does, so that one holder of a /64 gets one
+// quota, not one per address or zone id. (Before: 4 of 4 allowed.)
+func TestRateLimiterStoreKeysIPv6ByPrefix(t *testing.T) {
+	n := clustertest.StartNode(t, "store-v6", nil)
+	s := httpapi.NewRateLimiterStore(n, bucket.Limit{Amount: 1, Period: time.Minute})
+	for _, tc := range []struct {
+		id      string
+		allowed bool
+	}{
+		{"2001:db8:0:7::1", true},
+		{"2001:db8:0:7:ffff::2", false}, // the same /64
+		{"2001:db8:0:7::1%eth0", false}, // a zone id is no new client
+		{"2001:db8:0:8::1", true},       // the next /64
+		{"198.51.100.7", true},
+		{"::ffff:198.51.100.7", false}, // IPv4-mapped: the same client
+		{"not an address", true},       // other identifiers as they are
+	} {
+		if ok, err := s.Allow(tc.id); ok != tc.allowed || err != nil {
+			t.Fatalf("Allow(%q) = %v, %v; want %v", tc.id, ok, err, tc.allowed)
+		}
+	}
+}

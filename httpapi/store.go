@@ -31,6 +31,11 @@ type RateLimiterStore struct {
 	// Prefix is put before Echo's identifier to make the routing key.
 	// NewRateLimiterStore sets "ip:", matching Echo's default extractor.
 	Prefix string
+	// IPv6Prefix is how many leading bits of an identifier that is an
+	// IPv6 address make the key, as in ClientIP; 0 means DefaultIPv6Prefix.
+	// An identifier that is an IP address is keyed as ClientIP.Key keys it
+	// (zone id dropped, IPv4-mapped as IPv4); any other is used as it is.
+	IPv6Prefix int
 	// Timeout bounds one check; 0 means one second.
 	Timeout time.Duration
 	// Logger receives check failures; nil discards them.
@@ -67,7 +72,11 @@ func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := s.cl.Check(ctx, ratemesh.Request{Key: keyPart(s.Prefix, identifier), Counters: s.counters, Cost: 1})
+	key, isIP := ipKey(s.Prefix, identifier, s.IPv6Prefix)
+	if !isIP {
+		key = keyPart(s.Prefix, identifier)
+	}
+	res, err := s.cl.Check(ctx, ratemesh.Request{Key: key, Counters: s.counters, Cost: 1})
 	if err != nil {
 		open := failPolicyOf(s.cl) == ratemesh.FailOpen
 		s.logs.warn(time.Now(), "check-failed", "ratemesh: rate-limit check failed", "scope", s.Scope, "allowed", open, "err", err)
