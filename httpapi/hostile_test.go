@@ -119,6 +119,7 @@ func TestCheckAPIBudgets(t *testing.T) {
 	}{
 		{"batch-cap", over, "batch of more than 1000 checks (the cap)"},
 		{"moving-hits", `[{"key":"a","limits":"4000 per minute","strategy":"moving-window","cost":9000},{"key":"b","limits":"4000 per minute","strategy":"moving-window","cost":9000}]`, "more than 16384 moving-window hits"},
+		{"moving-hits-overflow", `{"key":"a","limits":"1 per minute; 2 per minute; 3 per minute; 4 per minute","strategy":"moving-window","cost":4611686018427387904}`, "more than 16384 moving-window hits"},
 		{"period", `{"key":"k","limits":"5 per 2 day"}`, "at most 24h0m0s is allowed"},
 		{"scope", `{"key":"k","limits":"5 per minute","scope":"` + strings.Repeat("s", 251) + `"}`, "scope: longer than 250 bytes"},
 	} {
@@ -128,6 +129,27 @@ func TestCheckAPIBudgets(t *testing.T) {
 				t.Fatalf("%d %s, want 400 saying %q", rec.Code, rec.Body, tc.want)
 			}
 		})
+	}
+}
+
+// The moving-window budget of a request is the operator's to choose:
+// with ServiceConfig.MaxMovingWindowHits 100, two checks of 60 hits are
+// refused together and each alone is counted. (Before: the budget was
+// fixed and both were counted.)
+func TestCheckAPIMovingWindowBudgetConfigurable(t *testing.T) {
+	n := clustertest.StartNode(t, "budget-cfg", nil)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{MaxMovingWindowHits: 100}); err != nil {
+		t.Fatal(err)
+	}
+	item := `{"key":"k","limits":"1000 per minute","strategy":"moving-window","cost":60}`
+	if rec := send(e, "POST", "/v1/check", "["+item+","+item+"]"); rec.Code != 400 || !strings.Contains(rec.Body.String(), "more than 100 moving-window hits") {
+		t.Fatalf("120 hits with a budget of 100: %d %s, want 400 naming the budget", rec.Code, rec.Body)
+	}
+	for i := range 2 {
+		if rec := send(e, "POST", "/v1/check", item); rec.Code != 200 || !strings.Contains(rec.Body.String(), fmt.Sprintf(`"remaining":%d`, 1000-60*(i+1))) {
+			t.Fatalf("60 hits, check %d: %d %s", i, rec.Code, rec.Body)
+		}
 	}
 }
 

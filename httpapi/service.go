@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
 )
 
 // Routes is where RegisterService mounts the service API; *echo.Echo and
@@ -59,6 +60,12 @@ type ServiceConfig struct {
 	// client choosing ten-year windows would make the owner keep its
 	// counters for ten years. 0 means bucket.DefaultMaxClientPeriod (24h).
 	MaxPeriod time.Duration
+	// MaxMovingWindowHits bounds the moving-window hits (cost × the
+	// moving-window limits of a check, summed over a batch) of one
+	// /v1/check request: each hit is 8 bytes the owner keeps for the
+	// window. 0 means bucket.MaxMovingWindowHitsPerCheck (16,384), the
+	// most one check may log in any case.
+	MaxMovingWindowHits int64
 	// IPv6Prefix is how many leading bits of an IPv6 client address
 	// identify one client to the admin-token throttle, as
 	// ClientIP.IPv6Prefix does for limits; 0 means DefaultIPv6Prefix.
@@ -77,6 +84,7 @@ type service struct {
 	maxBody    int64
 	maxBatch   int
 	maxPeriod  time.Duration
+	maxHits    int64 // moving-window hits per request
 	ipv6Prefix int
 	log        *slog.Logger
 	logs       *logEvery
@@ -118,6 +126,9 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	}
 	if s.maxBatch <= 0 {
 		s.maxBatch = 1000
+	}
+	if s.maxHits = cfg.MaxMovingWindowHits; s.maxHits <= 0 {
+		s.maxHits = bucket.MaxMovingWindowHitsPerCheck
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -200,10 +200,9 @@ func decodeStrict(data []byte, v any, prefix string) error {
 
 // validate checks every request before any is counted, so that a bad one
 // fails the whole batch, and builds their counters. The moving-window hits
-// of the whole batch share one check's budget
-// (bucket.MaxMovingWindowHitsPerCheck): each hit is 8 bytes kept for the
-// window, and a batch of a thousand checks must not pin a thousand times
-// what one may.
+// of the whole batch share one budget (ServiceConfig.MaxMovingWindowHits):
+// each hit is 8 bytes kept for the window, and a batch of a thousand
+// checks must not pin a thousand times what one may.
 func (s *service) validate(reqs []CheckRequest, batch bool) ([][]bucket.Counter, error) {
 	out := make([][]bucket.Counter, len(reqs))
 	var hits int64
@@ -221,15 +220,16 @@ func (s *service) validate(reqs []CheckRequest, batch bool) ([][]bucket.Counter,
 			return nil, err
 		}
 		out[i] = cs
-		if hits += movingHits(&reqs[i], cs); hits > bucket.MaxMovingWindowHitsPerCheck {
-			return nil, &badField{strings.TrimSuffix(prefix, "."), fmt.Sprintf("the batch would log more than %d moving-window hits (cost × moving-window limits, summed)", bucket.MaxMovingWindowHitsPerCheck)}
+		if hits += movingHits(&reqs[i], cs, s.maxHits); hits > s.maxHits {
+			return nil, &badField{strings.TrimSuffix(prefix, "."), fmt.Sprintf("the batch would log more than %d moving-window hits (cost × moving-window limits, summed)", s.maxHits)}
 		}
 	}
 	return out, nil
 }
 
-// movingHits is what r would log in moving-window counters.
-func movingHits(r *CheckRequest, cs []bucket.Counter) int64 {
+// movingHits is what r would log in moving-window counters, or max+1 if
+// that is more than max (the product could overflow).
+func movingHits(r *CheckRequest, cs []bucket.Counter, max int64) int64 {
 	cost := int64(1)
 	if r.Cost != nil {
 		cost = *r.Cost
@@ -240,7 +240,10 @@ func movingHits(r *CheckRequest, cs []bucket.Counter) int64 {
 			n++
 		}
 	}
-	return min(n*cost, bucket.MaxMovingWindowHitsPerCheck+1)
+	if n > 0 && cost > max/n {
+		return max + 1
+	}
+	return n * cost
 }
 
 // counters validates one request and returns its counters.
