@@ -103,6 +103,30 @@ func TestBadLimitStringsKeepNothing(t *testing.T) {
 	}
 }
 
+// An error quotes little of what the client sent, whichever field it is
+// about: a 100 KB unknown field name came back twice in the 400 (1 MB),
+// a strategy quoted with its bytes escaped (500 KB).
+func TestCheckAPIErrorsQuoteLittle(t *testing.T) {
+	n := clustertest.StartNode(t, "quote", nil)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("\x7f", 100_000) // %q makes each byte four
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown-field", `{"key":"k","limits":"1 per minute","` + long + `":1}`, "unknown field"},
+		{"unknown-field-in-batch", `[{"key":"k","limits":"1 per minute","` + long + `":1}]`, "unknown field"},
+		{"strategy", `{"key":"k","limits":"1 per minute","strategy":"` + long + `"}`, "strategy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := send(e, "POST", "/v1/check", tc.body)
+			if rec.Code != 400 || rec.Body.Len() > 1024 || !strings.Contains(rec.Body.String(), tc.want) {
+				t.Fatalf("%d, %d-byte body %.300s; want 400 under 1 KB saying %q", rec.Code, rec.Body.Len(), rec.Body, tc.want)
+			}
+		})
+	}
+}
+
 // A batch is refused at its 1,001st check, before the rest is decoded
 // (here: before the invalid JSON that follows), and the moving-window hits
 // of a batch share one check's budget; client windows are at most a day

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
@@ -170,6 +171,20 @@ func (s *service) decodeBatch(data []byte) ([]CheckRequest, error) {
 	return reqs, nil
 }
 
+// clip cuts a name the client chose to bucket.MaxQuoted bytes (at a rune
+// boundary) and marks the cut with "…", before an error repeats it: the
+// reply must not be a multiple of the request.
+func clip(s string) string {
+	if len(s) <= bucket.MaxQuoted {
+		return s
+	}
+	k := bucket.MaxQuoted
+	for k > 0 && !utf8.RuneStart(s[k]) {
+		k--
+	}
+	return s[:k] + "…"
+}
+
 // decodeStrict decodes one JSON value, refusing unknown fields, wrong
 // types and trailing data, and names the field at fault.
 func decodeStrict(data []byte, v any, prefix string) error {
@@ -184,7 +199,7 @@ func decodeStrict(data []byte, v any, prefix string) error {
 			return &badField{prefix + te.Field, "want " + te.Type.String() + ", got JSON " + te.Value}
 		}
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return &badField{prefix + strings.Trim(f, `"`), "unknown field"}
+			return &badField{prefix + clip(strings.Trim(f, `"`)), "unknown field"}
 		}
 		field := "body"
 		if prefix != "" {
@@ -262,7 +277,7 @@ func (s *service) counters(r *CheckRequest) ([]bucket.Counter, error) {
 	}
 	st, err := bucket.ParseStrategy(r.Strategy)
 	if err != nil {
-		return nil, &badField{"strategy", fmt.Sprintf("%q: %v", r.Strategy, err)}
+		return nil, &badField{"strategy", err.Error()} // it quotes a little of the strategy
 	}
 	d, _ := s.limits.dynamicGroup(r.Limits)
 	if d.err != nil {
