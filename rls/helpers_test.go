@@ -60,7 +60,7 @@ func serveAll(t *testing.T, nodes []*ratemesh.Node, cfg *Config, o Options) *rls
 
 // serveOne serves svc and its health on a gRPC server on 127.0.0.1:0 and
 // returns a client connection to it; both end with the test.
-func serveOne(t *testing.T, svc *Service) *grpc.ClientConn {
+func serveOne(t testing.TB, svc *Service) *grpc.ClientConn {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -17,6 +17,8 @@
 #   KEYS=10000       user descriptors (limit COLD_LIMIT an hour each)
 #   COLD_LIMIT=5     HOT_LIMIT=1000 (the hot descriptor, an hour)
 #   HOT_EVERY=2      every N-th call is the hot descriptor
+#   ROUNDS=3         runs of each service, alternating, each on fresh
+#                    counters (a busy machine varies from run to run)
 #   BASE_PORT=18000  Redis on +1, the reference's gRPC, HTTP and debug
 #                    ports on +2, +3, +4; the nodes take free ports
 #   FORWARD_TIMEOUT=1s  the nodes' --forward-timeout (see below)
@@ -40,9 +42,10 @@ KEYS="${KEYS:-10000}"
 COLD_LIMIT="${COLD_LIMIT:-5}"
 HOT_LIMIT="${HOT_LIMIT:-1000}"
 HOT_EVERY="${HOT_EVERY:-2}"
+ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-18000}"
 FORWARD_TIMEOUT="${FORWARD_TIMEOUT:-1s}"
-positive DURATION CONCURRENCY KEYS COLD_LIMIT HOT_LIMIT HOT_EVERY BASE_PORT
+positive DURATION CONCURRENCY KEYS COLD_LIMIT HOT_LIMIT HOT_EVERY ROUNDS BASE_PORT
 need go jq curl redis-server redis-cli
 [[ -n "${RATELIMIT_BIN:-}" || -n "${RATELIMIT_SRC:-}" ]] ||
 	die "set RATELIMIT_SRC to a checkout of envoyproxy/ratelimit (or RATELIMIT_BIN to its built service)"
@@ -136,11 +139,16 @@ load() {
 }
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), ${DURATION} s each, $CONCURRENCY calls in flight, $KEYS users + 1 hot descriptor"
-load "envoyproxy/ratelimit + Redis" "127.0.0.1:$ref_grpc" -header
-load "ratemesh, 3 nodes" "$(
+targets="$(
 	IFS=,
 	echo "${grpc_addrs[*]}"
 )"
+header=(-header)
+for ((round = 1; round <= ROUNDS; round++)); do
+	load "envoyproxy/ratelimit + Redis" "127.0.0.1:$ref_grpc" "${header[@]}"
+	header=()
+	load "ratemesh, 3 nodes" "$targets"
+done
 fallbacks=0
 for a in "${http_addrs[@]}"; do
 	n="$(curl -fsS --max-time 5 "http://$a/metrics" | awk '/^ratemesh_fallback_decisions_total/ {s += $2} END {print s + 0}')"
