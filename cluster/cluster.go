@@ -47,6 +47,10 @@ type Cluster struct {
 	pulling   map[string]chan struct{} // keys being pulled, by waiters
 	handoff   chan struct{}            // capacity 1: wakes the handoff loop
 	handoffMu sync.Mutex               // held by the running handoff
+	// movingMu makes taking entries out of the table and marking them
+	// moved one step, for handoffs and pulls alike: a pull never finds a
+	// key neither here nor marked as on its way.
+	movingMu sync.Mutex
 
 	ctx    context.Context // cancelled by Close: stops background loops
 	cancel context.CancelFunc

@@ -42,22 +42,32 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 			o, ok := r.Owner(key)
 			return ok && o.Name != c.name
 		}
+		c.movingMu.Lock()
 		entries := c.store.Extract(c.now(), notMine, handoffBatch)
+		plan, kept := c.planMoves(entries)
+		c.movingMu.Unlock()
 		if len(entries) == 0 {
 			return
 		}
-		if kept := c.sendEntries(ctx, entries, true); kept == len(entries) {
+		if kept += c.send(ctx, plan, true); kept == len(entries) {
 			return // no owner took any: the next ring change tries again
 		}
 	}
 }
 
-// sendEntries groups entries by current owner and merges them there. While
-// a batch travels, its keys are marked as moved, so a check of one that
-// still reaches this node waits for the batch and follows it. On failure it
-// retries once (retry true) with the ring as it is then. It returns how
-// many entries it kept here.
-func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry bool) (kept int) {
+// outbound is the entries going to one owner, and their move record.
+type outbound struct {
+	to ring.Member
+	es []bucket.Entry
+	mv *move
+}
+
+// planMoves groups entries taken out of the table by current owner: those
+// this node owns go back into the table, the others are marked as moving
+// to their owner, so that a check or a pull of one that reaches this node
+// waits for the batch and follows it. Call it with movingMu held, in the
+// same step as taking the entries out.
+func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) {
 	byOwner := map[ring.Member][]bucket.Entry{}
 	var mine []bucket.Entry
 	r := c.Ring()
@@ -71,49 +81,82 @@ func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry
 	}
 	if len(mine) > 0 {
 		c.mergeHere(mine)
-		kept += len(mine)
 	}
+	until := c.now().Add(moveTTL)
 	for to, es := range byOwner {
 		keys := make([]string, len(es))
 		for i, e := range es {
 			keys[i] = e.Key
 		}
-		mv := &move{to: to, done: make(chan struct{}), until: c.now().Add(moveTTL)}
+		mv := &move{to: to, done: make(chan struct{}), until: until}
 		c.moved.add(keys, mv)
+		plan = append(plan, outbound{to: to, es: es, mv: mv})
+	}
+	return plan, len(mine)
+}
+
+// sendEntries sends entries already out of the table to their owners, as
+// handoffAll does. On failure it retries once (retry true) with the ring
+// as it is then. It returns how many entries it kept here.
+func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry bool) int {
+	c.movingMu.Lock()
+	plan, kept := c.planMoves(entries)
+	c.movingMu.Unlock()
+	return kept + c.send(ctx, plan, retry)
+}
+
+// send merges each planned batch into its owner and returns how many
+// entries it kept here.
+func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept int) {
+	for _, o := range plan {
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{Entries: es})
+		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{Entries: o.es})
 		if err == nil {
-			close(mv.done)
-			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(es)))
-			c.log.Debug("handed off", "to", to.Name, "keys", len(es))
+			close(o.mv.done)
+			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))
+			c.log.Debug("handed off", "to", o.to.Name, "keys", len(o.es))
 			continue
 		}
-		for _, k := range keys {
-			c.moved.forget(k)
-		}
-		close(mv.done)
 		c.metrics.rpcErrors.WithLabelValues("merge").Inc()
-		c.peers.suspect(to.Name, err)
+		c.peers.suspect(o.to.Name, err)
 		if retry && ctx.Err() == nil {
-			kept += c.sendEntries(ctx, es, false)
+			// Re-planned in one step with releasing the old move, so
+			// that the keys are never out of the table unmarked.
+			c.movingMu.Lock()
+			again, k := c.planMoves(o.es)
+			close(o.mv.done)
+			c.movingMu.Unlock()
+			kept += k + c.send(ctx, again, false)
 			continue
 		}
 		// Keep the counts here: the next ring change or handoff pass
 		// sends them on, or, when this node is leaving (a whole cluster
 		// stopping at once refuses every handoff), its data file keeps
 		// them for the restart.
-		c.mergeHere(es)
-		kept += len(es)
+		c.movingMu.Lock()
+		c.mergeHere(o.es)
+		c.unmarkLocked(o)
+		c.movingMu.Unlock()
+		kept += len(o.es)
 		if !c.leaving.Load() {
-			c.log.Warn("handoff failed; counts kept here for now", "peer", to.Name, "keys", len(es), "err", err)
+			c.log.Warn("handoff failed; counts kept here for now", "peer", o.to.Name, "keys", len(o.es), "err", err)
 			continue
 		}
-		c.metrics.handoffKeys.WithLabelValues("kept").Add(float64(len(es)))
-		c.log.Warn("handoff failed while leaving; counts stay on this node (lost at exit without a data dir)", "peer", to.Name, "keys", len(es), "err", err)
+		c.metrics.handoffKeys.WithLabelValues("kept").Add(float64(len(o.es)))
+		c.log.Warn("handoff failed while leaving; counts stay on this node (lost at exit without a data dir)", "peer", o.to.Name, "keys", len(o.es), "err", err)
 	}
 	return kept
+}
+
+// unmarkLocked forgets the move of a batch that did not land, and wakes
+// those waiting for it: they find the keys where they are now.
+func (c *Cluster) unmarkLocked(o outbound) {
+	for _, e := range o.es {
+		c.moved.forget(e.Key)
+	}
+	close(o.mv.done)
 }
 
 // maxLeavingHops bounds how often a check is passed on by leaving nodes:

@@ -257,12 +257,15 @@ func (v *view) hasPeer(name, addr string) bool {
 // remembers that the key went to the puller.
 func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool) {
 	now := c.now()
+	c.movingMu.Lock()
 	if mv := c.moved.get(req.Key, now); mv != nil {
+		c.movingMu.Unlock()
 		// Already on its way (a push): let it land, then there is
 		// nothing more to give.
 		mv.wait(ctx)
 		return bucket.Entry{}, false
 	}
+	defer c.movingMu.Unlock()
 	entry, found := c.store.Take(now, req.Key)
 	done := make(chan struct{})
 	close(done)
