@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
@@ -62,7 +63,7 @@ func TestNodesFlag(t *testing.T) {
 // cluster, a limit holds across their HTTP ports, and all of them leave
 // when the context ends.
 func TestServeNodes(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, clustertest.LeakOptions()...)
 	policy := writePolicy(t, "routes:\n  - method: GET\n    path: /products\n    limits: \"5 per minute\"\n")
 	var logs testlog.Buffer
 	stop := serveInBackground(t, []string{
