@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
@@ -64,7 +65,7 @@ func readAddrFile(t *testing.T, path string) addrDoc {
 // with the ports they really bound, every address answers, the members the
 // nodes gossip agree with it, and the file is gone once serve returns.
 func TestAddrFile(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, clustertest.LeakOptions()...)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "addrs.json")
 	var logs testlog.Buffer
@@ -151,7 +152,7 @@ func assertMembersMatch(t *testing.T, doc addrDoc) {
 // TestAddrFileBadPath: a path that cannot be written stops serve before any
 // node starts, with an error that names the flag and the path.
 func TestAddrFileBadPath(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, clustertest.LeakOptions()...)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		path, want string

@@ -80,7 +80,7 @@ func TestBadRLSConfigStopsBeforeStart(t *testing.T) {
 // descriptor allows exactly 2 asked round-robin, GET /rlconfig and POST
 // /json answer on the HTTP ports, and everything stops with serve.
 func TestServeRLS(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, clustertest.LeakOptions()...)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "rl.yaml")
 	os.WriteFile(cfg, []byte("domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 2}\n"), 0o644)
