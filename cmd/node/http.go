@@ -172,6 +172,7 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 		AdminToken: h.adminToken,
 		Registry:   node.Registry(),
 		Logger:     log,
+		IPv6Prefix: h.ipv6Prefix,
 	})
 	if err != nil {
 		return nil, err
