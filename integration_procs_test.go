@@ -72,6 +72,7 @@ type procCluster struct {
 	dataDirs         bool   // each node keeps its counters in a data dir of its own
 	client           *http.Client
 	nodes            []*nodeProc
+	portsGiven       map[int]bool // never given twice: a stopped node may start again on its own
 
 	// extraArgs, if set, gives more flags to each process of p.
 	extraArgs func(p *nodeProc) []string
@@ -94,11 +95,12 @@ func startProcCluster(t *testing.T, bin string, n int) *procCluster {
 func newProcCluster(t *testing.T, bin string) *procCluster {
 	t.Helper()
 	c := &procCluster{
-		bin:    bin,
-		dir:    t.TempDir(),
-		secret: randomHex(16),
-		runID:  randomHex(3),
-		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
+		bin:        bin,
+		dir:        t.TempDir(),
+		secret:     randomHex(16),
+		runID:      randomHex(3),
+		portsGiven: map[int]bool{},
+		client:     &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 	}
 	t.Cleanup(func() { c.cleanup(t) })
 	return c
@@ -124,7 +126,7 @@ func (c *procCluster) add(t *testing.T) *nodeProc {
 	i := len(c.nodes) + 1
 	p := &nodeProc{name: fmt.Sprintf("node%d", i), logPath: filepath.Join(c.dir, fmt.Sprintf("node%d.log", i))}
 	var err error
-	if p.httpPort, p.gossipPort, p.rpcPort, err = freePorts(); err != nil {
+	if p.httpPort, p.gossipPort, p.rpcPort, err = c.freePorts(); err != nil {
 		t.Fatal(err)
 	}
 	c.nodes = append(c.nodes, p)
@@ -166,7 +168,7 @@ func (c *procCluster) start(t *testing.T, p *nodeProc, join string, newPorts boo
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
 		if newPorts {
-			if p.httpPort, p.gossipPort, p.rpcPort, err = freePorts(); err != nil {
+			if p.httpPort, p.gossipPort, p.rpcPort, err = c.freePorts(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -353,6 +355,22 @@ func (c *procCluster) do(p *nodeProc, method, path string, body io.Reader, heade
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return httpReply{status: resp.StatusCode, header: resp.Header, body: b}, err
+}
+
+// freePorts is the package's freePorts, never returning a port it gave to
+// a node of c before: a node that is stopped and starts again on its own
+// ports must find them free of its neighbours.
+func (c *procCluster) freePorts() (httpPort, gossipPort, rpcPort int, err error) {
+	for range 20 {
+		if httpPort, gossipPort, rpcPort, err = freePorts(); err != nil {
+			return 0, 0, 0, err
+		}
+		if !c.portsGiven[httpPort] && !c.portsGiven[gossipPort] && !c.portsGiven[rpcPort] {
+			c.portsGiven[httpPort], c.portsGiven[gossipPort], c.portsGiven[rpcPort] = true, true, true
+			return httpPort, gossipPort, rpcPort, nil
+		}
+	}
+	return 0, 0, 0, errors.New("no ports free that no node of the test has had")
 }
 
 // freePorts picks an HTTP, a gossip and an RPC port that are free now, the

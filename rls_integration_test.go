@@ -54,7 +54,7 @@ func startRLSProcs(t *testing.T, n int) *rlsProcs {
 	r.writeConfig(t, 2)
 	grpcPorts := map[string]int{}
 	r.extraArgs = func(p *nodeProc) []string {
-		port, _, _, err := freePorts()
+		port, _, _, err := r.freePorts()
 		if err != nil {
 			t.Fatal(err)
 		}
