@@ -1,6 +1,7 @@
 package ratemesh
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +72,17 @@ type Config struct {
 	// JoinTimeout bounds the retries of joining Seeds. 0 means
 	// DefaultJoinTimeout.
 	JoinTimeout time.Duration
+	// RejoinInterval is how often a joined node resolves Seeds again and
+	// joins the addresses among them that are not live members: clusters
+	// that formed apart merge, a node the others declared dead comes
+	// back, a cluster whose seeds all restarted finds them again. Seeds
+	// may be DNS names (a Kubernetes headless Service). 0 means
+	// DefaultRejoinInterval; negative turns rejoining off.
+	RejoinInterval time.Duration
+	// Resolve resolves the host names in Seeds to IPs (or to host:port
+	// pairs, which keep their own port). Nil means the system's DNS
+	// resolver; tests pass a function they control.
+	Resolve func(ctx context.Context, host string) ([]string, error)
 	// FailPolicy decides checks no owner answers. The zero value is
 	// FailLocal.
 	FailPolicy FailPolicy
@@ -111,6 +123,7 @@ const (
 	DefaultProbeInterval  = 250 * time.Millisecond
 	DefaultSweepInterval  = time.Second
 	DefaultJoinTimeout    = 30 * time.Second
+	DefaultRejoinInterval = 30 * time.Second
 	// DefaultSnapshotInterval: writing a million keys takes about 2.5 s
 	// of one core, so a shorter default would cost a busy node a lot.
 	DefaultSnapshotInterval = 10 * time.Second
@@ -145,6 +158,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = DefaultSweepInterval
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = DefaultRejoinInterval
 	}
 	if cfg.JoinTimeout == 0 {
 		cfg.JoinTimeout = DefaultJoinTimeout

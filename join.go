@@ -83,6 +83,21 @@ func (n *Node) joinSeeds() {
 		n.cfg.Logger.Error("join failed; this node stays unready and refuses checks until restarted", "seeds", n.cfg.Seeds, "timeout", n.cfg.JoinTimeout, "err", err)
 	}
 	n.join.finish(err)
+	if err == nil && n.cfg.RejoinInterval > 0 {
+		n.every(n.cfg.RejoinInterval, n.rejoin)
+	}
+}
+
+// rejoin joins the seeds' addresses that are not live members, once. A
+// failure is logged (once an interval, as this runs once an interval) and
+// the members the node has are kept.
+func (n *Node) rejoin() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RejoinInterval)
+	defer cancel()
+	if err := n.cl.Rejoin(ctx, n.cfg.Seeds...); err != nil {
+		n.cfg.Logger.Warn("rejoin failed; keeping the members this node has", "seeds", n.cfg.Seeds, "err", err)
+	}
+	return true
 }
 
 // WaitJoined returns once the node has joined Config.Seeds (at once for a

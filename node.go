@@ -129,6 +129,7 @@ func (n *Node) clusterConfig(m *cluster.Metrics) cluster.Config {
 		Logger:              cfg.Logger,
 		Metrics:             m,
 		Clock:               cfg.Clock,
+		Resolve:             cfg.Resolve,
 		Fallback: func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 			return cfg.FailPolicy.decide(store, now, req, resp)
 		},

@@ -41,6 +41,9 @@ type Config struct {
 	// and logs.
 	Fallback     Fallback
 	FallbackName string
+	// Resolve resolves the host names of seeds; nil means the system's
+	// DNS resolver.
+	Resolve Resolver
 	// Transport carries the RPC between nodes. Nil means TCP on BindAddr
 	// and RPCPort (see NewTCPTransport); tests pass an in-memory one.
 	Transport Transport

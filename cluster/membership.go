@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -41,8 +42,12 @@ type gossip interface {
 	peers() []peer
 	// changes delivers a value (coalesced) whenever membership changed.
 	changes() <-chan struct{}
-	// join contacts the seeds until one answers or ctx ends.
+	// join contacts the seeds until one answers or ctx ends. Seeds that
+	// resolve to this node alone make it the first of its cluster.
 	join(ctx context.Context, seeds []string) error
+	// rejoin contacts the seeds' addresses that are not live members and
+	// reports how many answered.
+	rejoin(ctx context.Context, seeds []string) (int, error)
 	// leave announces this node's departure and stops gossip.
 	leave(timeout time.Duration) error
 	// addr is the host:port other nodes join through.
@@ -53,12 +58,13 @@ type gossip interface {
 // that something changed and wake the ring builder, which runs on its own
 // goroutine.
 type membership struct {
-	ml      *memberlist.Memberlist
-	name    string
-	ringSig string
-	meta    []byte
-	log     *slog.Logger
-	changed chan struct{} // capacity 1: coalesces bursts of events
+	ml       *memberlist.Memberlist
+	name     string
+	ringSig  string
+	meta     []byte
+	log      *slog.Logger
+	resolver Resolver
+	changed  chan struct{} // capacity 1: coalesces bursts of events
 
 	mu       sync.Mutex
 	conflict string            // set when another node claims our name
@@ -66,7 +72,10 @@ type membership struct {
 }
 
 func newMembership(cfg *Config, meta Meta, log *slog.Logger) (*membership, error) {
-	m := &membership{name: cfg.Name, ringSig: meta.Ring, log: log, changed: make(chan struct{}, 1), badProto: map[string]string{}}
+	m := &membership{name: cfg.Name, ringSig: meta.Ring, log: log, resolver: cfg.Resolve, changed: make(chan struct{}, 1), badProto: map[string]string{}}
+	if m.resolver == nil {
+		m.resolver = systemResolver
+	}
 	var err error
 	if m.meta, err = meta.encode(); err != nil {
 		return nil, err
@@ -172,12 +181,26 @@ func (m *membership) conflictErr() error {
 	return fmt.Errorf("cluster: %s; give each node a unique name", m.conflict)
 }
 
-// join contacts the seeds, retrying with exponential backoff until one
-// answers or ctx ends.
+// join resolves the seeds and contacts them, retrying both with
+// exponential backoff until one answers or ctx ends. Seeds that resolve to
+// this node's own address and nothing else make it the first node of its
+// cluster: a StatefulSet's first pod, whose seed names itself.
 func (m *membership) join(ctx context.Context, seeds []string) error {
 	backoff := 50 * time.Millisecond
 	for {
-		n, err := m.ml.Join(seeds)
+		addrs, onlySelf, err := m.resolve(ctx, seeds)
+		if onlySelf && err == nil {
+			m.log.Info("the seeds name only this node: it is the first of its cluster", "seeds", seeds)
+			return nil
+		}
+		n := 0
+		if len(addrs) > 0 {
+			var joinErr error
+			n, joinErr = m.ml.Join(addrs)
+			err = errors.Join(err, joinErr)
+		} else if err == nil {
+			err = ErrNoSeedAddrs
+		}
 		if n > 0 {
 			if err := m.conflictErr(); err != nil {
 				return err

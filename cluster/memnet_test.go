@@ -218,7 +218,9 @@ func (g *fakeGossip) peers() []peer {
 	return out
 }
 
-func (g *fakeGossip) changes() <-chan struct{} { return g.changed }
+func (g *fakeGossip) changes() <-chan struct{}                      { return g.changed }
+func (g *fakeGossip) rejoin(context.Context, []string) (int, error) { return 0, nil }
+
 func (g *fakeGossip) join(ctx context.Context, _ []string) error {
 	g.joined.Store(true)
 	return ctx.Err()

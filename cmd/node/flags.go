@@ -23,6 +23,7 @@ type options struct {
 	forwardTimeout        time.Duration
 	gossipProfile         string
 	joinTimeout           time.Duration
+	rejoinInterval        time.Duration
 	leaveTimeout          time.Duration
 	logLevel              slog.Level
 	nodes                 int
@@ -104,6 +105,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.Duration(&o.forwardTimeout, "forward-timeout", "RATEMESH_FORWARD_TIMEOUT", def.ForwardTimeout, "deadline of one forwarded check before failing over")
 	e.String(&o.gossipProfile, "gossip-profile", "RATEMESH_GOSSIP_PROFILE", "lan", "gossip timings: lan, or local for nodes on one host (faster failure detection)")
 	e.Duration(&o.joinTimeout, "join-timeout", "RATEMESH_JOIN_TIMEOUT", 30*time.Second, "how long to keep retrying --join seeds")
+	e.Duration(&o.rejoinInterval, "rejoin-interval", "RATEMESH_REJOIN_INTERVAL", ratemesh.DefaultRejoinInterval,
+		"how often to resolve --join again and join addresses that are not members (negative: never)")
 	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
 	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
 	e.Int(&o.nodes, "nodes", "RATEMESH_NODES", 1, "run this many nodes in this one process, joined to each other, node i on every port + i and named NAME-i; for a cluster on one host without one Go runtime per node")
@@ -196,6 +199,7 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.ForwardTimeout = o.forwardTimeout
 	cfg.LocalTimings = o.gossipProfile == "local"
 	cfg.JoinTimeout = o.joinTimeout
+	cfg.RejoinInterval = o.rejoinInterval
 	cfg.DataDir = o.dataDir
 	cfg.SnapshotInterval = o.snapshotInterval
 	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)
