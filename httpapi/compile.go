@@ -42,6 +42,12 @@ type route struct {
 	cost     int64
 	costFunc func(*http.Request) int64
 	key      KeyFunc
+	shadow   bool // a dry run: see shadow.go
+	// countWhen, when set, defers the count until the handler has
+	// answered (see countwhen.go); inFlight bounds the requests of one
+	// key between check and count on this node.
+	countWhen func(status int) bool
+	inFlight  int
 }
 
 // pathRoutes are the entries of one pattern.
@@ -56,6 +62,7 @@ type compiled struct {
 	defaults group
 	strategy bucket.Strategy
 	paths    map[string]*pathRoutes
+	shadow   bool // Policy.Shadow, for routes without an entry
 
 	defaultRoutes  sync.Map // pattern -> *route, for patterns without an entry
 	nDefault       atomic.Int64
@@ -77,7 +84,7 @@ func compile(p Policy) (*compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: strategy %q: %w", p.Strategy, err)
 	}
-	c.strategy = st
+	c.strategy, c.shadow = st, p.Shadow
 	if c.app, err = compileGroup("app", p.Application, "", p.Strategy); err != nil {
 		return nil, fmt.Errorf("policy: application: %w", err)
 	}
@@ -105,6 +112,7 @@ func compile(p Policy) (*compiled, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy: route %q: %w", r.name(), err)
 		}
+		cr.shadow = cr.shadow || p.Shadow
 		pr := c.paths[r.Path]
 		if pr == nil {
 			pr = &pathRoutes{}
@@ -140,9 +148,13 @@ func (c *compiled) compileRoute(r *Route, shared map[string]group, strategy stri
 	if r.Cost < 0 {
 		return nil, fmt.Errorf("cost %d is negative", r.Cost)
 	}
-	cr := &route{cost: r.Cost, costFunc: r.CostFunc, key: r.Key, scope: r.name()}
+	cr := &route{cost: r.Cost, costFunc: r.CostFunc, key: r.Key, scope: r.name(), shadow: r.Shadow}
 	if cr.cost == 0 {
 		cr.cost = 1
+	}
+	var err error
+	if cr.countWhen, cr.inFlight, err = countRule(r); err != nil {
+		return nil, err
 	}
 	cr.counters, cr.metas = c.app.appendTo(nil, nil, scopeApp)
 	if !r.ownLimits() {
@@ -229,7 +241,7 @@ func (c *compiled) lookup(method, pattern string) *route {
 	if scope == "" {
 		scope = scopeUnmatched
 	}
-	r := &route{cost: 1}
+	r := &route{cost: 1, scope: scope, shadow: c.shadow}
 	r.counters, r.metas = c.app.appendTo(nil, nil, scopeApp)
 	r.counters, r.metas = c.defaults.appendTo(r.counters, r.metas, scope)
 	if c.nDefault.Load() < maxDefaultRoutes {

@@ -1,6 +1,11 @@
 package httpapi
 
-import "github.com/labstack/echo/v4"
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
 
 // Handler is the Echo middleware: e.Use(mw.Handler), or per group or
 // route. Requests are matched to the policy by method and c.Path(), so it
@@ -17,7 +22,14 @@ func (m *Middleware) Handler(next echo.HandlerFunc) echo.HandlerFunc {
 		if r != req {
 			c.SetRequest(r)
 		}
-		return next(c)
+		if !owes(r) {
+			return next(c)
+		}
+		var err error
+		// Deferred, so that a handler that panics still frees its place.
+		defer func() { m.Finish(r, echoStatus(c, err)) }()
+		err = next(c)
+		return err
 	}
 }
 
@@ -26,4 +38,18 @@ func (m *Middleware) Handler(next echo.HandlerFunc) echo.HandlerFunc {
 // forwarding headers from anyone: e.IPExtractor = ips.Extractor().
 func (x *ClientIP) Extractor() echo.IPExtractor {
 	return x.String
+}
+
+// echoStatus is the status of the answer to c once its handler has
+// returned err: the one written, else the one Echo's error handler will
+// write.
+func echoStatus(c echo.Context, err error) int {
+	if c.Response().Committed || err == nil {
+		return c.Response().Status
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return he.Code
+	}
+	return http.StatusInternalServerError
 }

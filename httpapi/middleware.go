@@ -51,6 +51,7 @@ type Middleware struct {
 	failOpen bool // the node's fail policy is open: a failed check passes
 	now      func() time.Time
 	metrics  *httpMetrics
+	gates    gates     // count-when requests in flight, per client and route
 	scratch  sync.Pool // *scratch, for requests with dynamic limits
 	bodies   sync.Pool // *[]byte, for DefaultDenyHandler's bodies
 }
@@ -115,9 +116,17 @@ func New(cfg Config) (*Middleware, error) {
 // limits apply.
 func (m *Middleware) HTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r, done := m.Serve(w, r, r.Pattern); !done {
-			next.ServeHTTP(w, r)
+		r, done := m.Serve(w, r, r.Pattern)
+		if done {
+			return
 		}
+		if !owes(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() { m.Finish(r, sw.status) }()
+		next.ServeHTTP(sw, r)
 	})
 }
 
@@ -126,7 +135,8 @@ func (m *Middleware) HTTP(next http.Handler) http.Handler {
 // the raw URL) to r, sets the rate-limit headers on w and, when the
 // request is refused, answers it. done reports that it answered and the
 // handler must not run. Otherwise the caller runs the handler with out:
-// r, or r with the context the key function returned.
+// r, or r with the context the key function returned, and then calls
+// Finish(out, status) (needed on count-when routes).
 func (m *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern string) (out *http.Request, done bool) {
 	rt := m.pol.lookup(r.Method, pattern)
 	if rt.exempt {
@@ -170,7 +180,33 @@ func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*
 	if cap(s.statuses) < len(counters) {
 		s.statuses = make([]bucket.Status, 0, len(counters))
 	}
-	res, err := m.cluster.Check(r.Context(), ratemesh.Request{Key: key, Counters: counters, Cost: cost, StatusBuf: s.statuses})
+	req := ratemesh.Request{Key: key, Counters: counters, Cost: cost, StatusBuf: s.statuses}
+	if rt.countWhen == nil {
+		res, err := m.cluster.Check(r.Context(), req)
+		return r, !m.answer(w, r, rt, key, res, err, metas)
+	}
+	// A count-when route looks now and counts after the handler.
+	release, err := m.gates.acquire(r.Context(), rt.scope+"\x00"+key, rt.inFlight)
+	if err != nil {
+		m.metrics.checkError.Inc()
+		writeCheckFailed(w)
+		return r, true
+	}
+	req.Cost = 0
+	res, err := m.cluster.Check(r.Context(), req)
+	if err == nil {
+		spend(&res, cost, m.now())
+	}
+	if !m.answer(w, r, rt, key, res, err, metas) {
+		release()
+		return r, true
+	}
+	return owe(r, rt, key, counters, cost, release), false
+}
+
+// answer applies the result of r's check: headers, metrics, the deny
+// handler. It reports whether the handler may run.
+func (m *Middleware) answer(w http.ResponseWriter, r *http.Request, rt *route, key string, res ratemesh.Result, err error, metas []meta) bool {
 	if err != nil {
 		// The node has applied its fail policy already; see failure.go
 		// for why what is left is refused.
@@ -179,22 +215,25 @@ func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*
 			// A client that hung up is no news.
 			m.log.warn(m.now(), "check-failed", "ratemesh: rate-limit check failed", "route", rt.scope, "allowed", m.failOpen, "err", err)
 		}
-		if m.failOpen {
-			return r, false
+		if !m.failOpen {
+			writeCheckFailed(w)
 		}
-		writeCheckFailed(w)
-		return r, true
+		return m.failOpen
 	}
 	i := -1
 	if len(res.Statuses) == len(metas) {
 		i = pick(res.Statuses, res.Allowed)
+	}
+	if rt.shadow {
+		m.shadowAnswer(w, r, rt, &res, i)
+		return true
 	}
 	if i >= 0 {
 		m.headers.write(w.Header(), &metas[i], &res.Statuses[i], res.Allowed, m.now)
 	}
 	if res.Allowed {
 		m.metrics.allowed.Inc()
-		return r, false
+		return true
 	}
 	m.metrics.denied.Inc()
 	// res.Statuses is the pooled buffer: Denial documents that its
@@ -206,7 +245,7 @@ func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*
 		d.body, d.bodyLimit, d.buffers = metas[i].denyBody, metas[i].limit, &m.bodies
 	}
 	m.onDeny(w, r, d)
-	return r, true
+	return false
 }
 
 // addDynamic builds the counters of a request with dynamic limits in s.

@@ -36,6 +36,10 @@ type Policy struct {
 	Shared []Shared `yaml:"shared"`
 	// Routes are the per-route entries. At most one per method and path.
 	Routes []Route `yaml:"routes"`
+	// Shadow makes every limit a dry run (see Route.Shadow), so that a
+	// whole new policy can be watched on live traffic before it is
+	// enforced.
+	Shadow bool `yaml:"shadow"`
 }
 
 // Shared is a named limit counted across every route that names it.
@@ -74,6 +78,18 @@ type Route struct {
 	// Tiers maps a tier name (as Tier returns it) to a limit string; ""
 	// means unlimited. A tier missing from the map gets Limits.
 	Tiers map[string]string `yaml:"tiers"`
+	// Shadow makes the route's limits a dry run: every request is
+	// allowed, and those the limits would have denied are counted in
+	// ratemesh_http_shadow_denials_total{route,limit} (see shadow.go).
+	Shadow bool `yaml:"shadow"`
+	// CountStatuses makes the route count a request only when its
+	// response status is one of these (e.g. [401]: failed logins only);
+	// see CountWhen. Empty: every request counts, before the handler.
+	CountStatuses []int `yaml:"count_when"`
+	// CountInFlight bounds the requests of one client on this route that
+	// a node lets run between the check and the count, with CountWhen or
+	// CountStatuses; 0 means 1. See countwhen.go for the race it bounds.
+	CountInFlight int `yaml:"count_in_flight"`
 
 	// Tier names the caller's tier, e.g. from a JWT claim that the key
 	// function attached to the request's context; Tiers turns it into
@@ -89,6 +105,12 @@ type Route struct {
 	// Key identifies the client on this route instead of Config.Key, e.g.
 	// the JWT subject on a route that requires a login.
 	Key KeyFunc `yaml:"-"`
+	// CountWhen makes the route count a request only when it returns
+	// true for the response status (Flask-Limiter's deduct_when): the
+	// check before the handler only looks, and denies once the limits are
+	// spent; the count happens after the handler. It takes precedence
+	// over CountStatuses.
+	CountWhen func(status int) bool `yaml:"-"`
 }
 
 // ownLimits reports whether r replaces the default limits.
