@@ -34,6 +34,7 @@ type httpOptions struct {
 	policyFile     string
 	ipv6Prefix     int
 	limits         serverLimits
+	auth           authOptions
 	routes         func(*echo.Echo) // more routes (the rate limit service's); nil: none
 }
 
@@ -48,6 +49,7 @@ func (h *httpOptions) register(e *envFlags) {
 	e.String(&h.policyFile, "policy", "RATEMESH_POLICY", "", "YAML file overriding the demo's default, application and per-route limits and strategies")
 	e.Int(&h.ipv6Prefix, "ipv6-prefix", "RATEMESH_IPV6_PREFIX", httpapi.DefaultIPv6Prefix, "leading bits of an IPv6 client address that make its rate-limit key (64: one key per /64; 128: per address)")
 	h.limits.register(e)
+	h.auth.register(e)
 }
 
 // preflight checks every HTTP setting that can be wrong (limits, proxies,
@@ -71,7 +73,7 @@ func (h *httpOptions) preflight() error {
 			return err
 		}
 	}
-	return nil
+	return h.auth.load()
 }
 
 // advertisedAddr is the HTTP address gossiped to the other members.
@@ -168,6 +170,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	e.HideBanner, e.HidePort = true, true
 	// c.RealIP() must not believe forwarding headers from anyone either.
 	e.IPExtractor = clients.Extractor()
+	if err := h.auth.use(e, node.Registry()); err != nil {
+		return nil, err
+	}
 	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
 		AdminToken: h.adminToken,
 		Registry:   node.Registry(),

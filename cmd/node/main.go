@@ -62,6 +62,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err := o.rls.preflight(); err != nil {
 		return err
 	}
+	o.http.auth.announce(log)
 	peers, err := startAll(ctx, o, log)
 	if err != nil {
 		return err

@@ -99,7 +99,12 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-port %d: %w", r.port, err)
 	}
-	s := &rlsServer{svc: svc, srv: grpc.NewServer(), ln: ln}
+	opts, err := o.http.auth.grpcOptions(node.Registry())
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: ln}
 	svc.Register(s.srv)
 	svc.RegisterHealth(s.srv)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ratemesh/ratemesh/httpapi"
+)
+
+// authOptions are the check API's bearer tokens (--api-token,
+// --api-token-file). Without either the check API is open.
+type authOptions struct {
+	token     string // comma-separated
+	tokenFile string
+	// tokens is the running set, built by load; nil: the API is open. It
+	// is shared by every node of --nodes and replaced when the file
+	// changes.
+	tokens *httpapi.Tokens
+}
+
+// register adds the token flags.
+func (a *authOptions) register(e *envFlags) {
+	e.String(&a.token, "api-token", "RATEMESH_API_TOKEN", "", "comma-separated bearer tokens (several for rotation, at least 16 characters each) that /v1/check, /v1/cluster/*, /json, /rlconfig and the gRPC rate limit service require; empty (and no --api-token-file): open to anyone who reaches the port")
+	e.String(&a.tokenFile, "api-token-file", "RATEMESH_API_TOKEN_FILE", "", "file of more bearer tokens for the check API (one a line or comma-separated, # comments), read again on SIGHUP and every --reload-interval; a file that disappears keeps the last tokens")
+}
+
+// guarded reports whether the check API needs a token.
+func (a *authOptions) guarded() bool { return a.token != "" || a.tokenFile != "" }
+
+// load reads the tokens of the flag and the file into a.tokens; a missing
+// or empty file, or a short token, stops the node.
+func (a *authOptions) load() error {
+	if !a.guarded() {
+		return nil
+	}
+	list, err := a.read()
+	if err != nil {
+		return err
+	}
+	a.tokens, err = httpapi.NewTokens(list)
+	if err != nil {
+		return fmt.Errorf("--api-token: %w", err)
+	}
+	return nil
+}
+
+// read lists the tokens of --api-token and of the file as it is now.
+func (a *authOptions) read() ([]string, error) {
+	list := httpapi.ParseTokens(a.token)
+	if a.tokenFile == "" {
+		return list, nil
+	}
+	b, err := os.ReadFile(a.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("--api-token-file: %w", err)
+	}
+	fromFile := httpapi.ParseTokens(string(b))
+	if len(fromFile) == 0 {
+		return nil, fmt.Errorf("--api-token-file %s: no tokens in the file", a.tokenFile)
+	}
+	return append(list, fromFile...), nil
+}
+
+// reloadFile re-reads the token file into the running set; on an error
+// the set stays as it was.
+func (a *authOptions) reloadFile([][]byte) error {
+	list, err := a.read()
+	if err != nil {
+		return err
+	}
+	if err := a.tokens.Replace(list); err != nil {
+		return fmt.Errorf("--api-token-file %s: %w", a.tokenFile, err)
+	}
+	return nil
+}
+
+// announce logs, once per process, whether the check API is open.
+func (a *authOptions) announce(log *slog.Logger) {
+	if a.tokens == nil {
+		log.Warn("the check API (/v1/check, /v1/cluster/*, /json, gRPC) is open to anyone who reaches its ports: set --api-token or --api-token-file")
+		return
+	}
+	log.Info("the check API requires a bearer token", "tokens", a.tokens.Len())
+}
+
+// guardedPath reports whether a route of the node's HTTP API needs the
+// token: the checks, the cluster's read endpoints and the rate limit
+// service's. Health, readiness, metrics, the demo and the admin endpoint
+// (its own token) do not.
+func guardedPath(c echo.Context) bool {
+	switch p := c.Path(); p {
+	case "/v1/check", "/json", "/rlconfig":
+		return true
+	default:
+		return strings.HasPrefix(p, "/v1/cluster/")
+	}
+}
+
+// use guards the routes of e that need the token; nothing when the API is
+// open. Echo runs Use middleware after routing, so it sees the route.
+func (a *authOptions) use(e *echo.Echo, reg prometheus.Registerer) error {
+	if a.tokens == nil {
+		return nil
+	}
+	refused, err := httpapi.NewAuthRefusals(reg)
+	if err != nil {
+		return err
+	}
+	mw, err := httpapi.BearerAuth(httpapi.BearerAuthConfig{Tokens: a.tokens, Guard: guardedPath, Refused: refused})
+	if err != nil {
+		return err
+	}
+	e.Use(mw)
+	return nil
+}
+
+// grpcOptions are the gRPC server options that guard the rate limit
+// service; none when the API is open. gRPC health stays open, as
+// /healthz does, for the load balancers that probe it.
+func (a *authOptions) grpcOptions(reg prometheus.Registerer) ([]grpc.ServerOption, error) {
+	if a.tokens == nil {
+		return nil, nil
+	}
+	refused, err := httpapi.NewAuthRefusals(reg)
+	if err != nil {
+		return nil, err
+	}
+	g := &grpcAuth{tokens: a.tokens, refused: refused}
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream)}, nil
+}
+
+// grpcAuth checks the "authorization" metadata of gRPC calls.
+type grpcAuth struct {
+	tokens  *httpapi.Tokens
+	refused *prometheus.CounterVec
+}
+
+// check returns nil for calls that may proceed, else Unauthenticated.
+func (g *grpcAuth) check(ctx context.Context, method string) error {
+	if strings.HasPrefix(method, "/"+healthpb.Health_ServiceDesc.ServiceName+"/") {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	res := httpapi.AuthMissing
+	if v := md.Get("authorization"); len(v) == 1 {
+		res = g.tokens.Check(v[0])
+	}
+	if res == httpapi.AuthOK {
+		return nil
+	}
+	g.refused.WithLabelValues("grpc", res.String()).Inc()
+	return status.Error(codes.Unauthenticated, "api token "+res.String()+": send authorization: Bearer <token>")
+}
+
+func (g *grpcAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := g.check(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return h(ctx, req)
+}
+
+func (g *grpcAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := g.check(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return h(srv, ss)
+}
