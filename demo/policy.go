@@ -10,6 +10,9 @@ import (
 // /rb-products from 10 to 100 requests per minute.
 const AdminAPIKey = "admin123"
 
+// LoginFailures is how many failed logins a client may make.
+const LoginFailures = "5 per minute"
+
 // SharedProducts is the scope /popular and /deals count in together.
 const SharedProducts = "products"
 
@@ -17,7 +20,7 @@ const SharedProducts = "products"
 // of it; Register then attaches the Go parts (tier functions, the JWT key)
 // to the /rb-products and /orders entries.
 //
-//	default (no own limit, e.g. /categories, /login)  100 per hour
+//	default (no own limit, e.g. /categories)          100 per hour
 //	GET /products                                      5 per minute
 //	GET /products/:id                                  10 per minute
 //	GET /rb-products                                   10 per minute; X-API-KEY admin123: 100 per minute
@@ -25,6 +28,7 @@ const SharedProducts = "products"
 //	GET /flash-sale                                    10 per minute; 200 per day
 //	GET /health                                        exempt
 //	GET /orders (per JWT subject)                      free 10, paid 100 per minute; admin unlimited
+//	POST /login                                        5 failed logins (401) per minute; good ones never count
 func Policy() httpapi.Policy {
 	get := http.MethodGet
 	return httpapi.Policy{
@@ -43,6 +47,10 @@ func Policy() httpapi.Policy {
 				TierPaid:  "100 per minute",
 				TierAdmin: "",
 			}},
+			// Counts only failures: a brute force is limited, a user who
+			// logs in is not. See httpapi's countwhen.go for the bound on
+			// parallel failures.
+			{Method: http.MethodPost, Path: "/login", Limits: LoginFailures, CountStatuses: []int{http.StatusUnauthorized}},
 		},
 	}
 }

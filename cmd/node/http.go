@@ -32,6 +32,7 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
+	shadow         bool
 	ipv6Prefix     int
 	limits         serverLimits
 	auth           authOptions
@@ -47,6 +48,7 @@ func (h *httpOptions) register(e *envFlags) {
 	e.String(&h.trustedProxies, "trusted-proxies", "RATEMESH_TRUSTED_PROXIES", "", "comma-separated proxy CIDRs or IPs whose X-Forwarded-For / X-Real-IP are believed; empty: the TCP peer is the client")
 	e.String(&h.headers, "headers", "RATEMESH_HEADERS", "legacy,retry-after,draft", "rate-limit header families to send: legacy (X-RateLimit-*), retry-after, draft (RateLimit, RateLimit-Policy), all or none")
 	e.String(&h.policyFile, "policy", "RATEMESH_POLICY", "", "YAML file overriding the demo's default, application and per-route limits and strategies")
+	e.Bool(&h.shadow, "shadow", "RATEMESH_SHADOW", false, "dry run: every limit of the policy lets requests through and counts what it would have denied (ratemesh_http_shadow_denials_total); a policy file can do it per route")
 	e.Int(&h.ipv6Prefix, "ipv6-prefix", "RATEMESH_IPV6_PREFIX", httpapi.DefaultIPv6Prefix, "leading bits of an IPv6 client address that make its rate-limit key (64: one key per /64; 128: per address)")
 	h.limits.register(e)
 	h.auth.register(e)
@@ -165,6 +167,7 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 			return nil, err
 		}
 	}
+	policy.Shadow = policy.Shadow || h.shadow
 	clients := httpapi.ClientIP{Trusted: trusted, IPv6Prefix: h.ipv6Prefix}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

@@ -32,8 +32,14 @@ import (
 //	    tiers: {admin: "200 per minute"}   # tier name -> limits; "" unlimited
 //	  - path: /health
 //	    exempt: true
+//	  - method: POST
+//	    path: /login
+//	    limits: "5 per minute"
+//	    count_when: [401]      # count only failed logins (after the handler)
+//	    shadow: true           # dry run: allow, count would-be denials
 //
-// A route may also set shared: [scope, ...] and cost: N.
+// A route may also set shared: [scope, ...], cost: N and count_in_flight: N;
+// shadow: true at the top makes every limit a dry run.
 
 // policyLoader merges one policy file into a policy, naming the file and
 // line of every error.
@@ -131,8 +137,10 @@ func (l *policyLoader) top(n *yaml.Node) error {
 			err = l.seq(k, v, l.shared)
 		case "routes":
 			err = l.seq(k, v, l.route)
+		case "shadow":
+			err = l.boolean(k, v, &l.p.Shadow)
 		default:
-			err = l.errorf(k, "unknown key %q (want default, application, strategy, shared or routes)", k.Value)
+			err = l.errorf(k, "unknown key %q (want default, application, strategy, shared, routes or shadow)", k.Value)
 		}
 		if err == nil && k.Value != "routes" && k.Value != "shared" {
 			err = l.check(v, httpapi.Policy{Default: l.p.Default, Application: l.p.Application, Strategy: l.p.Strategy})
@@ -221,8 +229,14 @@ func (l *policyLoader) route(n *yaml.Node) error {
 			}
 		case "tiers":
 			err = l.tiers(k, v, &r)
+		case "shadow":
+			err = l.boolean(k, v, &r.Shadow)
+		case "count_when":
+			err = v.Decode(&r.CountStatuses)
+		case "count_in_flight":
+			err = v.Decode(&r.CountInFlight)
 		default:
-			err = l.errorf(k, "unknown key %q (want method, path, limits, strategy, shared, exempt, cost or tiers)", k.Value)
+			err = l.errorf(k, "unknown key %q (want method, path, limits, strategy, shared, exempt, cost, tiers, shadow, count_when or count_in_flight)", k.Value)
 		}
 		if err != nil && !strings.HasPrefix(err.Error(), l.file+":") {
 			err = l.errorf(v, "%s %q: %v", k.Value, v.Value, err)
@@ -277,8 +291,22 @@ func merge(cur, r *httpapi.Route, set map[string]bool) {
 			cur.Cost = r.Cost
 		case "tiers":
 			cur.Tiers = r.Tiers
+		case "shadow":
+			cur.Shadow = r.Shadow
+		case "count_when":
+			cur.CountStatuses = r.CountStatuses
+		case "count_in_flight":
+			cur.CountInFlight = r.CountInFlight
 		}
 	}
+}
+
+// boolean reads true or false.
+func (l *policyLoader) boolean(k, v *yaml.Node, dst *bool) error {
+	if err := v.Decode(dst); err != nil || v.Kind != yaml.ScalarNode {
+		return l.errorf(v, "%s: want true or false", k.Value)
+	}
+	return nil
 }
 
 // tiers reads a tier map, checking every limit string.
