@@ -35,8 +35,8 @@ routes:
 	}
 	for _, tc := range []struct{ content, want string }{
 		{"shadow: maybe\n", ":1: shadow: want true or false"},
-		{"routes:\n  - path: /login\n    count_when: [4010]\n", `:2: route "/login": count_when: status 4010 is not 100 to 599`},
-		{"routes:\n  - path: /login\n    count_in_flight: -1\n", `:2: route "/login": count_in_flight -1 is negative`},
+		{"routes:\n  - path: /login\n    count_when: [4010]\n", `:2: route "POST /login": count_when: status 4010 is not 100 to 599`},
+		{"routes:\n  - path: /login\n    count_in_flight: -1\n", `:2: route "POST /login": count_in_flight -1 is negative`},
 	} {
 		_, err := loadPolicy(writePolicy(t, tc.content), demo.Policy())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
