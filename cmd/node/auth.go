@@ -74,7 +74,7 @@ func (a *authOptions) read() ([]string, error) {
 
 // reloadFile re-reads the token file into the running set; on an error
 // the set stays as it was.
-func (a *authOptions) reloadFile([][]byte) error {
+func (a *authOptions) reloadFile() error {
 	list, err := a.read()
 	if err != nil {
 		return err

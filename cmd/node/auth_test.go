@@ -47,6 +47,23 @@ func servedNode(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, f
 	return readAddrFile(t, addrs).Nodes[0], stop
 }
 
+// servedClient is servedNode stopped at the test's end, with a client
+// whose idle connections are closed then, and leaks checked after both.
+func servedClient(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, *http.Client) {
+	t.Helper()
+	// Registered first, so it runs after the other cleanups.
+	t.Cleanup(func() { goleak.VerifyNone(t, clustertest.LeakOptions()...) })
+	n, stop := servedNode(t, logs, args...)
+	c := &http.Client{Timeout: 5 * time.Second}
+	t.Cleanup(func() {
+		c.CloseIdleConnections()
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return n, c
+}
+
 // rlsConfig writes an envoyproxy/ratelimit config with one descriptor.
 func rlsConfig(t *testing.T) string {
 	t.Helper()
@@ -63,17 +80,9 @@ func rlsConfig(t *testing.T) string {
 // and counted; health, readiness, metrics and gRPC health stay open; the
 // admin endpoint takes its own token only.
 func TestAPITokenGuardsCheckAPI(t *testing.T) {
-	defer goleak.VerifyNone(t, clustertest.LeakOptions()...)
 	var logs testlog.Buffer
-	n, stop := servedNode(t, &logs, "--api-token", tokenA+", "+tokenB, "--admin-token", admin,
+	n, c := servedClient(t, &logs, "--api-token", tokenA+", "+tokenB, "--admin-token", admin,
 		"--rls-config", rlsConfig(t), "--demo=false")
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	c := &http.Client{Timeout: 5 * time.Second}
-	defer c.CloseIdleConnections()
 	base := "http://" + n.HTTP
 	guarded := []struct{ method, path, body string }{
 		{"POST", "/v1/check", `{"key":"k","limits":"5 per minute"}`},

@@ -36,6 +36,8 @@ type httpOptions struct {
 	ipv6Prefix     int
 	limits         serverLimits
 	auth           authOptions
+	reload         reloadOptions
+	hub            *reloader        // set by serve; nil: nothing reloads
 	routes         func(*echo.Echo) // more routes (the rate limit service's); nil: none
 }
 
@@ -52,6 +54,7 @@ func (h *httpOptions) register(e *envFlags) {
 	e.Int(&h.ipv6Prefix, "ipv6-prefix", "RATEMESH_IPV6_PREFIX", httpapi.DefaultIPv6Prefix, "leading bits of an IPv6 client address that make its rate-limit key (64: one key per /64; 128: per address)")
 	h.limits.register(e)
 	h.auth.register(e)
+	h.reload.register(e)
 }
 
 // preflight checks every HTTP setting that can be wrong (limits, proxies,
@@ -74,6 +77,9 @@ func (h *httpOptions) preflight() error {
 		if _, err := loadPolicy(h.policyFile, demo.Policy()); err != nil {
 			return err
 		}
+	}
+	if err := h.reload.preflight(); err != nil {
+		return err
 	}
 	return h.auth.load()
 }
@@ -161,13 +167,10 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("--headers: %w", err)
 	}
-	policy := demo.Policy()
-	if h.policyFile != "" {
-		if policy, err = loadPolicy(h.policyFile, policy); err != nil {
-			return nil, err
-		}
+	policy, err := policyOf(h)
+	if err != nil {
+		return nil, err
 	}
-	policy.Shadow = policy.Shadow || h.shadow
 	clients := httpapi.ClientIP{Trusted: trusted, IPv6Prefix: h.ipv6Prefix}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -191,16 +194,7 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	if !h.demo {
 		return e, nil
 	}
-	err = demo.Register(e, demo.Config{
-		Cluster:    node,
-		Policy:     &policy,
-		JWTSecret:  h.demoJWTSecret(log),
-		Clients:    clients,
-		Headers:    headers,
-		Logger:     log,
-		Registerer: node.Registry(),
-	})
-	return e, err
+	return e, h.registerDemo(e, node, policy, clients, headers, log)
 }
 
 // demoJWTSecret is --jwt-secret, else one derived from the cluster secret

@@ -63,6 +63,12 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	o.http.auth.announce(log)
+	// Before the nodes start, so that a SIGHUP meanwhile does not kill the
+	// process and a file changed meanwhile is seen.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rl := newReloader(o, log)
 	peers, err := startAll(ctx, o, log)
 	if err != nil {
 		return err
@@ -71,7 +77,13 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		shutdown(peers, o.leaveTimeout)
 		return err
 	}
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		rl.run(ctx, hup)
+	}()
 	<-ctx.Done()
+	<-reloaded
 	log.Info("signal received; leaving the cluster", "timeout", o.leaveTimeout)
 	err = shutdown(peers, o.leaveTimeout)
 	return errors.Join(err, af.remove())
