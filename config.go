@@ -2,6 +2,7 @@ package ratemesh
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,13 @@ type Config struct {
 	// from it; nodes with another secret cannot join or be reached. Empty
 	// means no authentication: only for a trusted network.
 	Secret string
+
+	// PeerTLS, when set, runs the RPC between nodes over TLS with this
+	// configuration, used both to serve and to dial: it must present this
+	// node's certificate and verify every peer's (mutual TLS), as the
+	// node command's --tls-ca does. The Secret's handshake still runs
+	// inside it. Nil means plain TCP.
+	PeerTLS *tls.Config
 
 	// LocalTimings selects memberlist's local-network preset (failure
 	// detection in about a second) instead of its LAN preset (a few

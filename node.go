@@ -119,6 +119,7 @@ func (n *Node) clusterConfig(m *cluster.Metrics) cluster.Config {
 		RPCPort:             cfg.RPCPort,
 		HTTPAddr:            cfg.HTTPAddr,
 		Secret:              []byte(cfg.Secret),
+		TLS:                 cfg.PeerTLS,
 		LocalTimings:        cfg.LocalTimings,
 		DeadNodeReclaimTime: cfg.DeadNodeReclaimTime,
 		ForwardTimeout:      cfg.ForwardTimeout,

@@ -64,7 +64,7 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = NewTCPTransport(TCPConfig{BindAddr: cfg.BindAddr, Port: cfg.RPCPort, Secret: rpcSecret(cfg.Secret),
+		tr = NewTCPTransport(TCPConfig{BindAddr: cfg.BindAddr, Port: cfg.RPCPort, Secret: rpcSecret(cfg.Secret), TLS: cfg.TLS,
 			DialTimeout: cfg.DialTimeout, CallTimeout: cfg.ForwardTimeout, Logger: cfg.Logger})
 	}
 	ctx, cancel := context.WithCancel(context.Background())

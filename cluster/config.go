@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,13 +18,16 @@ import (
 // that lacks a value it needs, so a setting cannot silently mean one thing
 // here and another there.
 type Config struct {
-	Name                string
-	BindAddr            string
-	AdvertiseAddr       string
-	GossipPort          int
-	RPCPort             int
-	HTTPAddr            string
-	Secret              []byte
+	Name          string
+	BindAddr      string
+	AdvertiseAddr string
+	GossipPort    int
+	RPCPort       int
+	HTTPAddr      string
+	Secret        []byte
+	// TLS, when set, protects the RPC between nodes (both ends present
+	// and verify certificates); nil is plain TCP.
+	TLS                 *tls.Config
 	LocalTimings        bool
 	DeadNodeReclaimTime time.Duration
 	ForwardTimeout      time.Duration

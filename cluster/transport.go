@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -43,6 +44,7 @@ type TCPConfig struct {
 	BindAddr    string
 	Port        int // 0: any free port
 	Secret      []byte
+	TLS         *tls.Config // nil: plain TCP
 	DialTimeout time.Duration
 	CallTimeout time.Duration
 	Logger      *slog.Logger
@@ -66,6 +68,9 @@ func (t *tcpTransport) Listen(h rpc.Handler) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cluster: listen for RPC on %s: %w", addr, err)
 	}
+	if t.cfg.TLS != nil {
+		ln = tls.NewListener(ln, t.cfg.TLS)
+	}
 	srv := rpc.NewServer(h, rpc.ServerConfig{Secret: t.cfg.Secret, Logger: t.cfg.Logger})
 	done := make(chan struct{})
 	t.mu.Lock()
@@ -78,6 +83,7 @@ func (t *tcpTransport) Listen(h rpc.Handler) (string, error) {
 func (t *tcpTransport) Dial(addr string) Peer {
 	return rpc.NewClient(addr, rpc.ClientConfig{
 		Secret:      t.cfg.Secret,
+		TLS:         t.cfg.TLS,
 		DialTimeout: t.cfg.DialTimeout,
 		CallTimeout: t.cfg.CallTimeout,
 		Logger:      t.cfg.Logger,

@@ -3,6 +3,7 @@ package rpc
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -311,6 +312,11 @@ func (c *Client) connect() (*clientConn, error) {
 	nc, err := d.DialContext(c.ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, err
+	}
+	if c.cfg.TLS != nil {
+		// The TLS handshake runs on the first write, under the
+		// handshake's deadline below.
+		nc = tls.Client(nc, c.cfg.TLS)
 	}
 	nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(c.ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"time"
@@ -121,6 +122,10 @@ type ServerConfig struct {
 type ClientConfig struct {
 	// Secret must equal the server's (both empty, or both the same bytes).
 	Secret []byte
+	// TLS, when set, wraps every connection in TLS with this
+	// configuration (the server's listener must then be TLS too); the
+	// secret's handshake runs inside it. Nil means plain TCP.
+	TLS *tls.Config
 	// DialTimeout bounds the TCP connect. 0 means DefaultDialTimeout.
 	DialTimeout time.Duration
 	// CallTimeout bounds Check, Ping and Reset, including any wait for a
