@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ type options struct {
 	store                 storeOptions
 	http                  httpOptions
 	rls                   rlsOptions
+	tls                   tlsOptions
 }
 
 // envFlags registers flags whose defaults come from RATEMESH_* variables.
@@ -96,7 +98,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	def := ratemesh.DefaultConfig()
 	e.String(&o.name, "name", "RATEMESH_NAME", "", "unique node name; empty: the node's RPC address")
 	e.String(&o.bind, "bind", "RATEMESH_BIND", def.BindAddr, "IP address to listen on (gossip, RPC, HTTP)")
-	e.String(&o.advertise, "advertise", "RATEMESH_ADVERTISE", "", "IP address peers reach this node at; empty: --bind")
+	e.String(&o.advertise, "advertise", "RATEMESH_ADVERTISE", "", "IP address peers reach this node at; empty: --bind, or with --bind 0.0.0.0 or :: the host's first non-loopback address (in a pod: the pod IP)")
 	e.Int(&o.gossipPort, "gossip-port", "RATEMESH_GOSSIP_PORT", def.GossipPort, "gossip (memberlist) TCP+UDP port; 0: any free port")
 	e.Int(&o.rpcPort, "rpc-port", "RATEMESH_RPC_PORT", def.RPCPort, "RPC port for forwarded checks; 0: any free port")
 	e.String(&join, "join", "RATEMESH_JOIN", "", "comma-separated gossip addresses (host:port) of nodes to join")
@@ -116,6 +118,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	o.store.register(e)
 	o.http.register(e)
 	o.rls.register(e)
+	o.tls.register(e)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,8 +136,15 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	if err := o.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
+	if o.advertise == "" {
+		var err error
+		if o.advertise, err = defaultAdvertise(o.bind, net.InterfaceAddrs); err != nil {
+			return nil, err
+		}
+	}
 	o.http.bind = o.bind
 	o.http.clusterSecret = o.secret
+	o.http.tls = &o.tls
 	if o.gossipProfile != "lan" && o.gossipProfile != "local" {
 		return nil, fmt.Errorf("--gossip-profile %q: want lan or local", o.gossipProfile)
 	}
@@ -152,6 +162,34 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 		}
 	}
 	return o, nil
+}
+
+// defaultAdvertise is the address to advertise when --advertise is empty:
+// none (--bind itself) unless bind is 0.0.0.0 or ::, which peers cannot
+// reach; then the first non-loopback unicast address of the host, IPv4
+// first.
+func defaultAdvertise(bind string, addrs func() ([]net.Addr, error)) (string, error) {
+	if ip := net.ParseIP(bind); ip == nil || !ip.IsUnspecified() {
+		return "", nil
+	}
+	list, err := addrs()
+	var v6 string
+	for _, a := range list {
+		n, ok := a.(*net.IPNet)
+		if !ok || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.To4() != nil {
+			return n.IP.String(), nil
+		}
+		if v6 == "" {
+			v6 = n.IP.String()
+		}
+	}
+	if v6 == "" {
+		return "", fmt.Errorf("--bind %s: no non-loopback address to advertise (%v); set --advertise", bind, err)
+	}
+	return v6, nil
 }
 
 // maxNodes bounds --nodes: more nodes on one host than this is a mistake.
@@ -195,6 +233,7 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.GossipPort = o.gossipPort
 	cfg.RPCPort = o.rpcPort
 	cfg.Secret = o.secret
+	cfg.PeerTLS = o.tls.peerConfig()
 	cfg.FailPolicy = policy
 	cfg.ForwardTimeout = o.forwardTimeout
 	cfg.LocalTimings = o.gossipProfile == "local"

@@ -32,12 +32,14 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
+	stats          *httpapi.Stats // set by echo: the node's, for its service API and demo
 	shadow         bool
 	ipv6Prefix     int
 	limits         serverLimits
 	auth           authOptions
 	reload         reloadOptions
 	hub            *reloader        // set by serve; nil: nothing reloads
+	tls            *tlsOptions      // set by parseOptions; nil: plain HTTP
 	routes         func(*echo.Echo) // more routes (the rate limit service's); nil: none
 }
 
@@ -140,6 +142,10 @@ func serveHTTP(node *ratemesh.Node, h *httpOptions, ln net.Listener, log *slog.L
 	srv := h.limits.server(e)
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ln = h.limits.listener(ln, trusted)
+	if h.tls != nil {
+		// Inside the connection caps, so a handshake counts as a connection.
+		ln = h.tls.listener(ln)
+	}
 	s := &httpServer{srv: srv, ln: ln, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -179,7 +185,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	if err := h.auth.use(e, node.Registry()); err != nil {
 		return nil, err
 	}
+	h.stats = httpapi.NewStats()
 	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
+		Stats:      h.stats,
 		AdminToken: h.adminToken,
 		Registry:   node.Registry(),
 		Logger:     log,

@@ -25,6 +25,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == healthcheckCommand {
+		os.Exit(healthcheck(os.Args[2:], os.Getenv, os.Stderr))
+	}
+	if code, ok := runCLI(os.Args[1:], os.Getenv, os.Stdout, os.Stderr); ok {
+		os.Exit(code) // a client subcommand (cli.go)
+	}
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
 
@@ -62,6 +68,10 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	if err := o.rls.preflight(); err != nil {
 		return err
 	}
+	if err := o.tls.preflight(); err != nil {
+		return err
+	}
+	o.tls.announce(log)
 	o.http.auth.announce(log)
 	// Before the nodes start, so that a SIGHUP meanwhile does not kill the
 	// process and a file changed meanwhile is seen.
@@ -69,6 +79,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	rl := newReloader(o, log)
+	o.tls.watch(rl)
 	peers, err := startAll(ctx, o, log)
 	if err != nil {
 		return err

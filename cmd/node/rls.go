@@ -104,6 +104,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 		ln.Close()
 		return nil, err
 	}
+	opts = append(opts, o.tls.grpcOptions()...)
 	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: ln}
 	svc.Register(s.srv)
 	svc.RegisterHealth(s.srv)

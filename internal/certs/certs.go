@@ -7,7 +7,6 @@ package certs
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -97,24 +96,6 @@ func parse(files Files, raw [3][]byte) (*loaded, error) {
 		}
 	}
 	return l, nil
-}
-
-// Watch reloads the files every interval until ctx ends, calling report
-// after each reload that changed something or failed (err is then nil or
-// the failure).
-func (s *Source) Watch(ctx context.Context, interval time.Duration, report func(err error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if changed, err := s.Reload(); changed || err != nil {
-				report(err)
-			}
-		}
-	}
 }
 
 // HasCA reports whether Files.CA is set: peers are then verified.
