@@ -10,13 +10,29 @@ import (
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/certs"
+	"github.com/ratemesh/ratemesh/internal/certs/certstest"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 )
 
 // BenchmarkForwardedCheck measures a check that travels to the key's owner
 // over the RPC: sequential latency (p50/p99) and parallel throughput.
-func BenchmarkForwardedCheck(b *testing.B) {
-	nodes := clustertest.Start(b, 2, nil)
+func BenchmarkForwardedCheck(b *testing.B) { benchForwarded(b, nil) }
+
+// BenchmarkForwardedCheckTLS is BenchmarkForwardedCheck with the RPC over
+// mutual TLS (Config.PeerTLS), as --tls-ca sets it.
+func BenchmarkForwardedCheckTLS(b *testing.B) {
+	ca := certstest.NewCA(b, "bench")
+	cert, key := ca.Issue(b, "node", time.Time{})
+	src, err := certs.Load(certs.Files{Cert: cert, Key: key, CA: ca.CAFile(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchForwarded(b, func(c *ratemesh.Config) { c.PeerTLS = src.PeerConfig() })
+}
+
+func benchForwarded(b *testing.B, mod func(*ratemesh.Config)) {
+	nodes := clustertest.Start(b, 2, mod)
 	key := forwardedKey(b, nodes[0])
 	ls, _ := bucket.Parse("1000000000 per hour")
 	req := ratemesh.Request{Key: key, Counters: []bucket.Counter{{Scope: "bench", Limit: ls[0]}}, Cost: 1}
