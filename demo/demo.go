@@ -50,9 +50,10 @@ type Config struct {
 	Clients httpapi.ClientIP
 	// Headers switches rate-limit header families off.
 	Headers httpapi.Headers
-	// Logger and Registerer go to the middleware.
+	// Logger, Registerer and Stats go to the middleware.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	Stats      *httpapi.Stats
 	// Now is the clock of token issue and expiry; nil means time.Now.
 	Now func() time.Time
 }
@@ -109,6 +110,7 @@ func Register(r httpapi.Routes, cfg Config) error {
 		OnDeny:     DenyHandler,
 		Logger:     cfg.Logger,
 		Registerer: cfg.Registerer,
+		Stats:      cfg.Stats,
 	})
 	if err != nil {
 		return err

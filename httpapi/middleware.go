@@ -36,12 +36,16 @@ type Config struct {
 	// Now is the clock the headers count seconds to reset with; nil means
 	// time.Now.
 	Now func() time.Time
+	// Stats receives every decision, for the node's /v1/stats, and shows
+	// the policy there; nil records nothing.
+	Stats *Stats
 }
 
 // Middleware limits HTTP requests by a Policy. It is safe for concurrent
 // use; build it once at startup.
 type Middleware struct {
 	cluster  Cluster
+	policy   Policy // as configured, for /v1/stats and /v1/limits
 	pol      *compiled
 	key      KeyFunc
 	headers  Headers
@@ -51,6 +55,7 @@ type Middleware struct {
 	failOpen bool // the node's fail policy is open: a failed check passes
 	now      func() time.Time
 	metrics  *httpMetrics
+	stats    *Stats
 	gates    gates     // count-when requests in flight, per client and route
 	scratch  sync.Pool // *scratch, for requests with dynamic limits
 	bodies   sync.Pool // *[]byte, for DefaultDenyHandler's bodies
@@ -79,6 +84,7 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m := &Middleware{
 		cluster:  cfg.Cluster,
+		policy:   cfg.Policy,
 		pol:      pol,
 		key:      cfg.Key,
 		headers:  cfg.Headers,
@@ -87,6 +93,7 @@ func New(cfg Config) (*Middleware, error) {
 		failOpen: failPolicyOf(cfg.Cluster) == ratemesh.FailOpen,
 		now:      cfg.Now,
 		metrics:  metrics,
+		stats:    cfg.Stats,
 	}
 	if m.key == nil {
 		m.key = (&ClientIP{}).Key
@@ -106,6 +113,7 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m.scratch.New = func() any { return new(scratch) }
 	m.bodies.New = func() any { b := make([]byte, 0, 128); return &b }
+	m.stats.addPolicy(m)
 	return m, nil
 }
 
@@ -233,9 +241,15 @@ func (m *Middleware) answer(w http.ResponseWriter, r *http.Request, rt *route, k
 	}
 	if res.Allowed {
 		m.metrics.allowed.Inc()
+		if m.stats != nil {
+			m.stats.allowed(m.now())
+		}
 		return true
 	}
 	m.metrics.denied.Inc()
+	if m.stats != nil {
+		m.stats.denied(m.now(), key, rt.scope, statusAt(res.Statuses, i))
+	}
 	// res.Statuses is the pooled buffer: Denial documents that its
 	// Statuses are valid only during the handler call.
 	d := Denial{Key: key, Statuses: res.Statuses}

@@ -72,6 +72,10 @@ type ServiceConfig struct {
 	IPv6Prefix int
 	// Logger receives failures; nil discards them.
 	Logger *slog.Logger
+	// Stats records the /v1/check decisions and is what GET /v1/stats and
+	// GET /v1/limits report; give the node's middlewares the same one.
+	// nil: neither endpoint is served.
+	Stats *Stats
 	// Now is the clock reset times are reported against, and failed
 	// admin-token attempts are throttled by; nil: time.Now.
 	Now func() time.Time
@@ -91,6 +95,9 @@ type service struct {
 	now        func() time.Time
 	limits     *compiled // cache of parsed limit strings
 	requests   *prometheus.CounterVec
+	stats      *Stats
+	registry   *prometheus.Registry // nil: no node metrics in /v1/stats
+	peers      *http.Client         // fetches the other members' /v1/stats
 
 	adminFailures failureThrottle // of DELETE /v1/keys
 }
@@ -104,6 +111,8 @@ type service struct {
 //	GET    /healthz             liveness; never limited
 //	GET    /readyz              200 once joined with a ring, else 503
 //	GET    /metrics             Prometheus exposition of cfg.Registry
+//	GET    /v1/stats            the node's and cluster's activity (with cfg.Stats)
+//	GET    /v1/limits           ?key=…: the policy's limits and the key's state (with cfg.Stats)
 //
 // Errors are JSON {"error": "..."}; bad input to /v1/check is 400 with the
 // offending field in "field".
@@ -120,6 +129,8 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		limits:     &compiled{},
+		stats:      cfg.Stats,
+		registry:   cfg.Registry,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -157,6 +168,11 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if cfg.AdminToken != "" {
 		s.admin = sha256.Sum256([]byte(cfg.AdminToken))
 		r.DELETE("/v1/keys/:key", s.count("reset", s.reset))
+	}
+	if cfg.Stats != nil {
+		s.peers = peerClient()
+		r.GET("/v1/stats", s.count("stats", s.statsHandler))
+		r.GET("/v1/limits", s.count("limits", s.limitsHandler))
 	}
 	if cfg.Registry != nil {
 		r.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))

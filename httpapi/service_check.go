@@ -120,6 +120,7 @@ func (s *service) check(c echo.Context) error {
 			c.Response().Header().Set(hdrRetryAfter, "1")
 			return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "check failed: " + err.Error()})
 		}
+		s.record(CheckKeyPrefix+reqs[i].Key, &res)
 		out[i] = CheckResponse{Allowed: res.Allowed, Key: reqs[i].Key, Node: res.Node, Fallback: res.Fallback, Limits: make([]CheckLimit, len(res.Statuses))}
 		for j := range res.Statuses {
 			st := &res.Statuses[j]

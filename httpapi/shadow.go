@@ -32,19 +32,25 @@ func (m *Middleware) shadowAnswer(w http.ResponseWriter, r *http.Request, rt *ro
 	debug := r.Header.Get(HeaderDebug) != ""
 	if res.Allowed {
 		m.metrics.allowed.Inc()
+		if m.stats != nil {
+			m.stats.allowed(m.now())
+		}
 		if debug && i >= 0 {
 			w.Header().Set(HeaderShadow, "allow; remaining="+strconv.FormatInt(res.Statuses[i].Remaining, 10))
 		}
 		return
 	}
 	m.metrics.shadowDenied.Inc()
+	limit := ""
+	if i >= 0 {
+		limit = res.Statuses[i].Limit.String()
+	}
+	m.metrics.shadow.WithLabelValues(rt.scope, limit).Inc()
+	m.stats.shadowDenied(m.now(), rt.scope, limit)
 	if i < 0 {
-		m.metrics.shadow.WithLabelValues(rt.scope, "").Inc()
 		return
 	}
 	st := &res.Statuses[i]
-	limit := st.Limit.String()
-	m.metrics.shadow.WithLabelValues(rt.scope, limit).Inc()
 	if debug {
 		w.Header().Set(HeaderShadow, `deny; limit=`+strconv.Quote(limit)+`; retry-after=`+strconv.FormatInt(ceilSeconds(retryAfter(st)), 10))
 	}

@@ -62,6 +62,7 @@ func (h *httpOptions) registerDemo(e *echo.Echo, node *ratemesh.Node, policy htt
 			Headers:    headers,
 			Logger:     log,
 			Registerer: node.Registry(),
+			Stats:      h.stats,
 		})
 	}}
 	b, err := d.prepare(policy)

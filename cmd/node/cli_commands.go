@@ -1,0 +1,201 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/ratemesh/ratemesh/httpapi"
+)
+
+// cmdMembers prints the members, from the node's /v1/stats (which has the
+// ring shares too).
+func cmdMembers(cl *cliClient, _ []string) error {
+	var st httpapi.StatsResponse
+	if err := cl.call(http.MethodGet, "/v1/stats", url.Values{"scope": {"node"}}, nil, "", &st); err != nil {
+		return err
+	}
+	return cl.show(st.Members, func(w io.Writer) {
+		fmt.Fprintln(w, "NAME\tSTATE\tRING\tHTTP\tRPC\t")
+		for _, m := range st.Members {
+			name := m.Name
+			if m.Self {
+				name += " *"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%.1f%%\t%s\t%s\t\n", name, m.State, 100*m.RingShare, m.HTTPAddr, m.RPCAddr)
+		}
+	})
+}
+
+func cmdOwner(cl *cliClient, args []string) error {
+	var o httpapi.OwnerResponse
+	if err := cl.call(http.MethodGet, "/v1/cluster/owner", url.Values{"key": {args[0]}}, nil, cl.token, &o); err != nil {
+		return err
+	}
+	return cl.show(o, func(w io.Writer) {
+		fmt.Fprintln(w, "KEY\tOWNER\tSTATE\tHTTP\t")
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", o.Key, o.Owner.Name, o.Owner.State, o.Owner.HTTPAddr)
+	})
+}
+
+func cmdCheck(cl *cliClient, args []string) error {
+	req := httpapi.CheckRequest{Key: args[0], Limits: args[1], Strategy: cl.strategy, Scope: cl.scope}
+	if cl.costSet {
+		req.Cost = &cl.cost
+	}
+	var res httpapi.CheckResponse
+	if err := cl.call(http.MethodPost, "/v1/check", nil, req, cl.token, &res); err != nil {
+		return err
+	}
+	return cl.show(res, func(w io.Writer) {
+		verdict := "denied"
+		if res.Allowed {
+			verdict = "allowed"
+		}
+		by := res.Node
+		if res.Fallback {
+			by += " (fail policy)"
+		}
+		fmt.Fprintf(w, "%s %s by %s\n", res.Key, verdict, by)
+		fmt.Fprintln(w, "LIMIT\tREMAINING\tRESET\tRETRY AFTER\t")
+		for _, l := range res.Limits {
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\n", l.Limit, l.Remaining, fromNow(l.Reset), seconds(l.RetryAfter))
+		}
+	})
+}
+
+func cmdReset(cl *cliClient, args []string) error {
+	if cl.adminToken == "" {
+		return fmt.Errorf("--admin-token (or RATEMESH_ADMIN_TOKEN) is required")
+	}
+	var res httpapi.ResetResponse
+	if err := cl.call(http.MethodDelete, "/v1/keys/"+url.PathEscape(args[0]), nil, nil, cl.adminToken, &res); err != nil {
+		return err
+	}
+	return cl.show(res, func(w io.Writer) {
+		fmt.Fprintf(w, "%s reset on every member (asked %s)\n", res.Reset, res.Node)
+	})
+}
+
+func cmdLimits(cl *cliClient, _ []string) error {
+	q := url.Values{}
+	if cl.key != "" {
+		q.Set("key", cl.key)
+	}
+	var res httpapi.LimitsResponse
+	if err := cl.call(http.MethodGet, "/v1/limits", q, nil, "", &res); err != nil {
+		return err
+	}
+	return cl.show(res, func(w io.Writer) {
+		if res.Key != "" {
+			fmt.Fprintf(w, "%s, owned by %s\n", res.Key, res.Owner)
+			fmt.Fprintln(w, "SCOPE\tLIMIT\tSTRATEGY\tREMAINING\tRESET\tROUTES\t")
+		} else {
+			fmt.Fprintln(w, "SCOPE\tLIMIT\tSTRATEGY\tROUTES\t")
+		}
+		for _, l := range res.Limits {
+			limit := l.Limit
+			if l.Shadow {
+				limit += " (shadow)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t", l.Scope, limit, l.Strategy)
+			switch {
+			case l.Remaining != nil && l.Reset != nil:
+				fmt.Fprintf(w, "%d\t%s\t", *l.Remaining, fromNow(*l.Reset))
+			case l.Remaining != nil:
+				fmt.Fprintf(w, "%d\t-\t", *l.Remaining)
+			}
+			fmt.Fprintf(w, "%s\t\n", joinRoutes(l.Routes))
+		}
+	})
+}
+
+func cmdTop(cl *cliClient, _ []string) error {
+	var st httpapi.StatsResponse
+	if err := cl.call(http.MethodGet, "/v1/stats", nil, nil, "", &st); err != nil {
+		return err
+	}
+	if cl.json {
+		return cl.show(struct {
+			Cluster []httpapi.TopKey `json:"cluster"`
+			Nodes   []nodeTop        `json:"nodes,omitempty"`
+		}{st.TopDenied, nodeTops(st.Nodes, cl.perNode)}, nil)
+	}
+	return cl.show(nil, func(w io.Writer) {
+		fmt.Fprintf(w, "top denied keys, cluster-wide (%d nodes)\n", len(st.Nodes))
+		topTable(w, st.TopDenied)
+		for _, n := range nodeTops(st.Nodes, cl.perNode) {
+			fmt.Fprintf(w, "\non %s%s\n", n.Node, n.Error)
+			topTable(w, n.Top)
+		}
+	})
+}
+
+// nodeTop is one node's top, for top --node.
+type nodeTop struct {
+	Node  string           `json:"node"`
+	Error string           `json:"error,omitempty"`
+	Top   []httpapi.TopKey `json:"top_denied"`
+}
+
+// nodeTops lists each node's top when want is set.
+func nodeTops(nodes []httpapi.NodeStats, want bool) []nodeTop {
+	if !want {
+		return nil
+	}
+	out := make([]nodeTop, len(nodes))
+	for i, n := range nodes {
+		out[i] = nodeTop{Node: n.Name, Top: n.TopDenied}
+		if n.Error != "" {
+			out[i].Error = " (no answer: " + n.Error + ")"
+		}
+	}
+	return out
+}
+
+// topTable prints denied keys.
+func topTable(w io.Writer, top []httpapi.TopKey) {
+	fmt.Fprintln(w, "KEY\tDENIED\tLIMIT\tROUTE\tREOPENS\t")
+	for _, k := range top {
+		count := strconv.FormatInt(k.Count, 10)
+		if k.Err > 0 {
+			count += "±" + strconv.FormatInt(k.Err, 10)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t\n", k.Key, count, k.Limit, k.Route, fromNow(k.Reset))
+	}
+}
+
+// fromNow shows an epoch second as a wait: "in 42s", or "now".
+func fromNow(epoch int64) string {
+	d := time.Until(time.Unix(epoch, 0)).Round(time.Second)
+	if d <= 0 {
+		return "now"
+	}
+	return "in " + d.String()
+}
+
+// seconds shows a count of seconds, "-" for none.
+func seconds(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	return strconv.FormatInt(n, 10) + "s"
+}
+
+// joinRoutes lists routes, at most three of them by name.
+func joinRoutes(rs []string) string {
+	if len(rs) > 3 {
+		return fmt.Sprintf("%s, %s, %s and %d more", rs[0], rs[1], rs[2], len(rs)-3)
+	}
+	out := ""
+	for i, r := range rs {
+		if i > 0 {
+			out += ", "
+		}
+		out += r
+	}
+	return out
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+	"github.com/ratemesh/ratemesh/internal/testlog"
+	"go.uber.org/goleak"
+)
+
+// threeNodes runs --nodes 3 on port 0 until the test ends and returns
+// their HTTP addresses once all three see each other.
+func threeNodes(t *testing.T, args ...string) []string {
+	t.Helper()
+	// Registered first, so it runs after the other cleanups.
+	t.Cleanup(func() { goleak.VerifyNone(t, clustertest.LeakOptions()...) })
+	file := filepath.Join(t.TempDir(), "addrs.json")
+	var logs testlog.Buffer
+	stop := serveInBackground(t, append([]string{"--nodes", "3", "--name", "cli", "--gossip-port", "0", "--rpc-port", "0",
+		"--http-port", "0", "--gossip-profile", "local", "--addr-file", file}, args...), &logs)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	testkit.Eventually(t, 15*time.Second, "the address file", func() bool {
+		_, err := os.Stat(file)
+		return err == nil
+	})
+	var addrs []string
+	for _, n := range readAddrFile(t, file).Nodes {
+		addrs = append(addrs, n.HTTP)
+	}
+	for _, a := range addrs {
+		testkit.Eventually(t, 15*time.Second, a+" sees 3 live members", func() bool {
+			out, code := cli(t, "members", "--addr", a)
+			return code == 0 && strings.Count(out, " alive ") == 3
+		})
+	}
+	return addrs
+}
+
+// cli runs the binary's command line and returns what it printed and its
+// exit code.
+func cli(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out, errs bytes.Buffer
+	code, ok := runCLI(args, func(string) string { return "" }, &out, &errs)
+	if !ok {
+		t.Fatalf("%q is not a subcommand", args)
+	}
+	return out.String() + errs.String(), code
+}
+
+// flood sends n requests of key to GET /products, round robin over addrs.
+func flood(t *testing.T, addrs []string, key string, n int) (codes []int) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	defer c.CloseIdleConnections()
+	for i := range n {
+		code, _, _ := get(t, c, "GET", "http://"+addrs[i%len(addrs)]+"/products", "X-API-KEY", key)
+		codes = append(codes, code)
+	}
+	return codes
+}
+
+// After a flood of apikey:alice over three nodes (8 requests, "5 per
+// minute"), `limits --key` shows her spent quota on its owner and `top`
+// her 3 denials, merged from the three nodes that each saw one.
+func TestCLILimitsAndTopAfterFlood(t *testing.T) {
+	addrs := threeNodes(t, "--admin-token", "admin-0123456789abcdef")
+	if got := fmt.Sprint(flood(t, addrs, "alice", 8)); got != "[200 200 200 200 200 429 429 429]" {
+		t.Fatalf("flood answers %s, want 5×200 then 3×429", got)
+	}
+	out, code := cli(t, "limits", "--key", "apikey:alice", "--addr", addrs[0])
+	if code != 0 || !regexp.MustCompile(`(?m)^GET /products +5 per 1 minute +fixed-window +0 +in (59s|1m0s|1m1s) `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^POST /login +5 per 1 minute +fixed-window +5 `).MatchString(out) {
+		t.Fatalf("limits --key apikey:alice (exit %d):\n%s", code, out)
+	}
+	out, code = cli(t, "top", "--addr", addrs[1])
+	if code != 0 || !regexp.MustCompile(`(?m)^apikey:alice +3 +5 per 1 minute +GET /products +in `).MatchString(out) || !strings.Contains(out, "(3 nodes)") {
+		t.Fatalf("top (exit %d):\n%s", code, out)
+	}
+	out, code = cli(t, "top", "--json", "--node", "--addr", addrs[2])
+	var top struct {
+		Cluster []httpapi.TopKey `json:"cluster"`
+		Nodes   []nodeTop        `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &top); err != nil || code != 0 {
+		t.Fatalf("top --json (exit %d): %v\n%s", code, err, out)
+	}
+	if len(top.Cluster) != 1 || top.Cluster[0].Key != "apikey:alice" || top.Cluster[0].Count != 3 || len(top.Nodes) != 3 {
+		t.Fatalf("top --json: %+v", top)
+	}
+	for _, n := range top.Nodes {
+		if len(n.Top) != 1 || n.Top[0].Count != 1 {
+			t.Fatalf("node %s's top %+v, want alice once", n.Node, n.Top)
+		}
+	}
+	// reset needs the admin token, and then alice passes again.
+	if out, code := cli(t, "reset", "apikey:alice", "--addr", addrs[0]); code != 1 || !strings.Contains(out, "--admin-token") {
+		t.Fatalf("reset without token (exit %d): %s", code, out)
+	}
+	if out, code := cli(t, "reset", "apikey:alice", "--admin-token", "admin-0123456789abcdef", "--addr", addrs[0]); code != 0 || out != "apikey:alice reset on every member (asked cli-0)\n" {
+		t.Fatalf("reset (exit %d): %q", code, out)
+	}
+	if codes := flood(t, addrs, "alice", 1); codes[0] != 200 {
+		t.Fatalf("after reset: %v", codes)
+	}
+}
+
+// members, owner and check print what the API says, as tables or JSON.
+func TestCLIMembersOwnerCheck(t *testing.T) {
+	addrs := threeNodes(t)
+	out, code := cli(t, "members", "--json", "--addr", addrs[0])
+	var ms []httpapi.MemberStats
+	if err := json.Unmarshal([]byte(out), &ms); err != nil || code != 0 || len(ms) != 3 {
+		t.Fatalf("members --json (exit %d): %v\n%s", code, err, out)
+	}
+	share := 0.0
+	for _, m := range ms {
+		share += m.RingShare
+	}
+	if share < 0.999 || share > 1.001 {
+		t.Fatalf("ring shares sum to %v, want 1", share)
+	}
+	out, code = cli(t, "owner", "check|user:42", "--json", "--addr", addrs[1])
+	var o httpapi.OwnerResponse
+	if err := json.Unmarshal([]byte(out), &o); err != nil || code != 0 || o.Owner.Name == "" {
+		t.Fatalf("owner (exit %d): %v\n%s", code, err, out)
+	}
+	for i, want := range []string{"allowed", "allowed", "denied"} {
+		out, code = cli(t, "check", "user:42", "2 per minute", "--addr", addrs[i])
+		if code != 0 || !strings.HasPrefix(out, "user:42 "+want+" by "+o.Owner.Name+"\n") {
+			t.Fatalf("check %d (exit %d):\n%s", i, code, out)
+		}
+	}
+	if out, code = cli(t, "check", "user:42", "2 per minute", "--cost", "0", "--addr", addrs[0]); !regexp.MustCompile(`(?m)^2 per 1 minute +0 `).MatchString(out) {
+		t.Fatalf("check --cost 0 (exit %d):\n%s", code, out)
+	}
+}
+
+// Usage errors exit 2 with a message; words that are not subcommands, and
+// flags alone, leave the binary to run a node as before.
+func TestCLIUsage(t *testing.T) {
+	for _, args := range [][]string{{"owner"}, {"check", "k"}, {"members", "--addr", "nohost"}, {"top", "extra"}} {
+		if out, code := cli(t, args...); code != 2 || !strings.Contains(out, "ratemesh-node "+args[0]+": ") {
+			t.Fatalf("%q: exit %d, %s", args, code, out)
+		}
+	}
+	for _, args := range [][]string{nil, {"--nodes", "3"}, {"--help"}, {"serve"}} {
+		if _, ok := runCLI(args, func(string) string { return "" }, io.Discard, io.Discard); ok {
+			t.Fatalf("%q ran as a subcommand", args)
+		}
+	}
+	env := map[string]string{"RATEMESH_BIND": "0.0.0.0", "RATEMESH_HTTP_PORT": "9000"}
+	if got := localHTTPAddr(func(k string) string { return env[k] }); got != "127.0.0.1:9000" {
+		t.Fatalf("local address %q", got)
+	}
+	if out, code := cli(t, "members", "--addr", "127.0.0.1:1"); code != 1 || !strings.Contains(out, "connection refused") {
+		t.Fatalf("no node: exit %d, %s", code, out)
+	}
+}
