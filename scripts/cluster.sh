@@ -128,18 +128,24 @@ cmd_down() {
 
 cmd_status() {
 	local n k
+	need_bin
 	n="$(size)"
 	table
 	for ((k = 1; k <= n; k++)); do
 		echo
 		echo "node$k sees:"
 		if running "$k"; then
-			curl -fsS --max-time 2 "http://127.0.0.1:$(http_port "$k")/v1/cluster/members" |
-				jq -r '.members | sort_by(.name)[] | "  \(.name)  \(.state)  http \(.http_addr)  rpc \(.rpc_addr)" + (if .self then "  (self)" else "" end)' ||
-				echo "  (no answer)"
+			cli "127.0.0.1:$(http_port "$k")" members --timeout 2s | sed 's/^/  /' || echo "  (no answer)"
 		else
 			echo "  (not running)"
 		fi
+	done
+	for ((k = 1; k <= n; k++)); do
+		running "$k" || continue
+		echo
+		cli "127.0.0.1:$(http_port "$k")" top --timeout 2s | sed 's/^/  /' || echo "  (no answer)"
+		echo "  (dashboard: http://127.0.0.1:$(http_port "$k")/ui)"
+		break
 	done
 }
 

@@ -22,13 +22,14 @@ entry="127.0.0.1:$HTTP_BASE"
 run="demo-$(date +%s)-$RANDOM"
 
 need curl jq
+need_bin
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 # The members that answer, sorted by name: names[i] serves HTTP at
 # urls[i]. Gossip takes a moment to notice a crashed node, so each is asked
 # for its health first.
-members="$(curl -fsS --max-time 3 "http://$entry/v1/cluster/members")" ||
+members="$(cli "$entry" members --json --timeout 3s)" ||
 	die "no ratemesh node answers at $entry; start a cluster with ./scripts/cluster.sh up (or set HTTP_BASE)"
 names=()
 urls=()
@@ -36,7 +37,7 @@ while read -r name addr; do
 	curl -fsS -o /dev/null --max-time 1 "http://$addr/healthz" 2>/dev/null || continue
 	names+=("$name")
 	urls+=("http://$addr")
-done < <(jq -r '.members | map(select(.state == "alive")) | sort_by(.name)[] | "\(.name) \(.http_addr)"' <<<"$members")
+done < <(jq -r 'map(select(.state == "alive")) | sort_by(.name)[] | "\(.name) \(.http_addr)"' <<<"$members")
 ((${#names[@]} >= 2)) || die "the tour needs a cluster of at least 2 nodes; ${#names[@]} answer through $entry"
 
 # ask I METHOD PATH [curl args...] sends one request to node I (taken modulo
@@ -138,7 +139,7 @@ section "POST /login, then GET /orders limited per JWT subject and tier" \
 echo "Without a token:"
 ask 1 GET /orders
 echo
-echo "Log in as free (POST /login has the default limit, 100 per hour per client):"
+echo "Log in as free (POST /login counts failed logins only, 5 per minute per client):"
 login free free-demo
 echo
 echo "The free user's token, over the nodes in turn, until denied:"
@@ -155,4 +156,17 @@ echo "Log in as admin; unlimited, so no rate-limit headers:"
 login admin admin-demo
 echo
 burst 1 2 GET /orders -H "Authorization: Bearer $token"
-printf '\nDone. The same limits hold whichever node answers; see ./scripts/cluster.sh status.\n'
+key="$run-brute"
+section "POST /login: only failed logins count, 5 per minute per client" \
+	"Wrong passwords with X-API-KEY $key, over the nodes in turn; the 6th failure is denied, the right password too:"
+burst 0 7 POST /login -H "X-API-KEY: $key" -H 'Content-Type: application/json' -d '{"username":"free","password":"guess"}'
+[[ "$code" == 429 ]] || die "the 6th failed login was not denied (status $code)"
+ask 1 POST /login -H "X-API-KEY: $key" -H 'Content-Type: application/json' -d '{"username":"free","password":"free-demo"}'
+
+section "What the operators see: ratemesh-node limits and top" \
+	"The state of the first key on its owner (ratemesh-node limits --key apikey:$run-products):"
+cli "$entry" limits --key "apikey:$run-products" | grep -E '^(apikey|SCOPE|GET /products )'
+echo
+echo "The keys denied most, cluster-wide (ratemesh-node top):"
+cli "$entry" top | grep -E "^(top|KEY|apikey:$run)"
+printf '\nDone. The same limits hold whichever node answers; see ./scripts/cluster.sh status\nand the dashboard at http://%s/ui.\n' "$entry"

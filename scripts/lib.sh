@@ -11,6 +11,9 @@
 #   positive NAME...             die unless each named variable is a whole number > 0
 #   random_secret                print a fresh cluster secret
 #   build_node OUT               go build the node to OUT
+#   need_bin                     build $bin unless it is there already
+#   cli ADDR COMMAND [ARGS...]   run the node binary's COMMAND (members, top,
+#                                limits, ...) against the node at ADDR
 #   port_taken PORT              true when something listens on 127.0.0.1:PORT
 #   launch_node LOG FILE CMD...  start CMD (the node and its flags) in the
 #                                background with --addr-file FILE, logging to
@@ -61,6 +64,16 @@ build_node() {
 	local out="$1"
 	mkdir -p "$(dirname "$out")"
 	(cd "$root" && go build -o "$out" ./cmd/node) || die "go build ./cmd/node failed"
+}
+
+need_bin() {
+	[[ -x "$bin" ]] || build_node "$bin"
+}
+
+cli() {
+	local addr="$1"
+	shift
+	"$bin" "$@" --addr "$addr"
 }
 
 port_taken() {

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ratemesh/ratemesh/httpapi"
@@ -18,6 +20,7 @@ func cmdMembers(cl *cliClient, _ []string) error {
 	if err := cl.call(http.MethodGet, "/v1/stats", url.Values{"scope": {"node"}}, nil, "", &st); err != nil {
 		return err
 	}
+	slices.SortFunc(st.Members, func(a, b httpapi.MemberStats) int { return strings.Compare(a.Name, b.Name) })
 	return cl.show(st.Members, func(w io.Writer) {
 		fmt.Fprintln(w, "NAME\tSTATE\tRING\tHTTP\tRPC\t")
 		for _, m := range st.Members {
