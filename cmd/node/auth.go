@@ -31,7 +31,7 @@ type authOptions struct {
 
 // register adds the token flags.
 func (a *authOptions) register(e *envFlags) {
-	e.String(&a.token, "api-token", "RATEMESH_API_TOKEN", "", "comma-separated bearer tokens (several for rotation, at least 16 characters each) that /v1/check, /v1/cluster/*, /json, /rlconfig and the gRPC rate limit service require; empty (and no --api-token-file): open to anyone who reaches the port")
+	e.String(&a.token, "api-token", "RATEMESH_API_TOKEN", "", "comma-separated bearer tokens (several for rotation, at least 16 characters each) that /v1/check, every other /v1/ route but DELETE /v1/keys, /json, /rlconfig and the gRPC rate limit service require; empty (and no --api-token-file): open to anyone who reaches the port")
 	e.String(&a.tokenFile, "api-token-file", "RATEMESH_API_TOKEN_FILE", "", "file of more bearer tokens for the check API (one a line or comma-separated, # comments), read again on SIGHUP and every --reload-interval; a file that disappears keeps the last tokens")
 }
 
@@ -88,22 +88,26 @@ func (a *authOptions) reloadFile() error {
 // announce logs, once per process, whether the check API is open.
 func (a *authOptions) announce(log *slog.Logger) {
 	if a.tokens == nil {
-		log.Warn("the check API (/v1/check, /v1/cluster/*, /json, gRPC) is open to anyone who reaches its ports: set --api-token or --api-token-file")
+		log.Warn("the check API (/v1/check, /v1/cluster/*, /v1/stats, /v1/limits, /json, gRPC) is open to anyone who reaches its ports: set --api-token or --api-token-file")
 		return
 	}
 	log.Info("the check API requires a bearer token", "tokens", a.tokens.Len())
 }
 
 // guardedPath reports whether a route of the node's HTTP API needs the
-// token: the checks, the cluster's read endpoints and the rate limit
-// service's. Health, readiness, metrics, the demo and the admin endpoint
-// (its own token) do not.
+// token: every /v1/ route (the checks, the cluster's read endpoints, the
+// stats and a key's limits, and any added later: the API fails closed)
+// but DELETE /v1/keys, which has the admin token; and the rate limit
+// service's /json and /rlconfig. Health, readiness, metrics, the
+// dashboard's page and the demo stay open.
 func guardedPath(c echo.Context) bool {
 	switch p := c.Path(); p {
-	case "/v1/check", "/json", "/rlconfig":
+	case "/json", "/rlconfig":
 		return true
+	case "/v1/keys/:key":
+		return false
 	default:
-		return strings.HasPrefix(p, "/v1/cluster/")
+		return strings.HasPrefix(p, "/v1/")
 	}
 }
 

@@ -88,6 +88,8 @@ func TestAPITokenGuardsCheckAPI(t *testing.T) {
 		{"POST", "/v1/check", `{"key":"k","limits":"5 per minute"}`},
 		{"GET", "/v1/cluster/members", ""},
 		{"GET", "/v1/cluster/owner?key=k", ""},
+		{"GET", "/v1/stats", ""},
+		{"GET", "/v1/limits?key=k", ""},
 		{"POST", "/json", `{"domain":"edge","descriptors":[{"entries":[{"key":"user","value":"u"}]}]}`},
 		{"GET", "/rlconfig", ""},
 	}
@@ -144,10 +146,10 @@ func TestAPITokenGuardsCheckAPI(t *testing.T) {
 	}
 
 	_, metrics, _ := send(t, c, "GET", base+"/metrics", "", "")
-	// 5 endpoints × (1 missing + 2 invalid), and one of each over gRPC.
+	// 7 endpoints × (1 missing + 2 invalid), and one of each over gRPC.
 	for _, want := range []string{
-		`ratemesh_auth_refused_total{api="http",reason="missing"} 5`,
-		`ratemesh_auth_refused_total{api="http",reason="invalid"} 10`,
+		`ratemesh_auth_refused_total{api="http",reason="missing"} 7`,
+		`ratemesh_auth_refused_total{api="http",reason="invalid"} 14`,
 		`ratemesh_auth_refused_total{api="grpc",reason="missing"} 1`,
 		`ratemesh_auth_refused_total{api="grpc",reason="invalid"} 1`,
 	} {
