@@ -344,6 +344,14 @@ func TestHealthcheckCommand(t *testing.T) {
 		t.Fatalf("healthcheck of a 404: exit %d: %s", code, out.String())
 	}
 	srv.Close()
+	// With a certificate the node serves HTTPS only; the probe follows.
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer tlsSrv.Close()
+	_, tlsPort, _ := net.SplitHostPort(tlsSrv.Listener.Addr().String())
+	tlsEnv := map[string]string{"RATEMESH_HTTP_PORT": tlsPort, "RATEMESH_TLS_CERT": "/etc/ratemesh/tls.crt"}
+	if code := healthcheck(nil, func(k string) string { return tlsEnv[k] }, &out); code != 0 {
+		t.Fatalf("healthcheck of a TLS node: exit %d: %s", code, out.String())
+	}
 	out.Reset()
 	if code := healthcheck([]string{"--timeout", "2s"}, getenv, &out); code != 1 || !strings.Contains(out.String(), "/healthz: ") {
 		t.Fatalf("healthcheck of a stopped node: exit %d: %s", code, out.String())
