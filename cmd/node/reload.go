@@ -20,7 +20,7 @@ type reloadOptions struct {
 
 // register adds --reload-interval.
 func (r *reloadOptions) register(e *envFlags) {
-	e.Duration(&r.interval, "reload-interval", "RATEMESH_RELOAD_INTERVAL", 5*time.Second, "how often --policy and --api-token-file are read for changes (a change is applied once two reads in a row agree); SIGHUP reloads them at once; 0: on SIGHUP only")
+	e.Duration(&r.interval, "reload-interval", "RATEMESH_RELOAD_INTERVAL", 5*time.Second, "how often --policy, --api-token-file and the TLS files are read for changes (a change is applied once two reads in a row agree); SIGHUP reloads them at once; 0: on SIGHUP only")
 }
 
 // preflight refuses a negative interval.
