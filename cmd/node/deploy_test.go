@@ -173,7 +173,7 @@ func byKind(docs []map[string]any) map[string]map[string]any {
 // checkManifests checks the Kubernetes objects.
 func checkManifests(t *testing.T, c *checker, docs []map[string]any) {
 	k := byKind(docs)
-	for _, want := range []string{"StatefulSet", "Service/ratemesh", "Service/ratemesh-peers", "PodDisruptionBudget", "Secret", "Kustomization"} {
+	for _, want := range []string{"StatefulSet", "Service/ratemesh", "Service/ratemesh-peers", "PodDisruptionBudget", "NetworkPolicy", "Secret", "Kustomization"} {
 		if k[want] == nil {
 			t.Fatalf("deploy/kubernetes has no %s", want)
 		}
