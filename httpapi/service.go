@@ -113,6 +113,7 @@ type service struct {
 //	GET    /metrics             Prometheus exposition of cfg.Registry
 //	GET    /v1/stats            the node's and cluster's activity (with cfg.Stats)
 //	GET    /v1/limits           ?key=…: the policy's limits and the key's state (with cfg.Stats)
+//	GET    /ui/                 the dashboard, reading /v1/stats (with cfg.Stats)
 //
 // Errors are JSON {"error": "..."}; bad input to /v1/check is 400 with the
 // offending field in "field".
@@ -173,6 +174,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		s.peers = peerClient()
 		r.GET("/v1/stats", s.count("stats", s.statsHandler))
 		r.GET("/v1/limits", s.count("limits", s.limitsHandler))
+		registerUI(r)
 	}
 	if cfg.Registry != nil {
 		r.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})))

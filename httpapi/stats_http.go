@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi/ui"
 )
 
 // Bounds of the cluster view of GET /v1/stats.
@@ -284,5 +285,19 @@ func statusAt(sts []bucket.Status, i int) *bucket.Status {
 func sortShadow(rows []ShadowCount) {
 	slices.SortFunc(rows, func(a, b ShadowCount) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Limit, b.Limit))
+	})
+}
+
+// registerUI serves the dashboard at /ui/ (and /ui redirects there). The
+// page loads nothing from elsewhere, and says so to the browser.
+func registerUI(r Routes) {
+	files := http.StripPrefix("/ui/", http.FileServerFS(ui.FS()))
+	r.GET("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") })
+	r.GET("/ui/*", func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		files.ServeHTTP(c.Response(), c.Request())
+		return nil
 	})
 }

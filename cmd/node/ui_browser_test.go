@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+)
+
+// screenshotEnv names the file the browser test saves the dashboard to,
+// when set (docs/dashboard.png is made this way).
+const screenshotEnv = "RATEMESH_DASHBOARD_PNG"
+
+// page is what the browser test reads off the dashboard.
+type page struct {
+	Status     string   `json:"status"`
+	Members    []string `json:"members"`
+	DeniedRate float64  `json:"deniedRate"`
+	TopKeys    []string `json:"topKeys"`
+	Charts     int      `json:"charts"`
+	Shadow     []string `json:"shadow"`
+	// Busy is how many of the last seconds of the first node's chart saw
+	// traffic.
+	Busy int `json:"busy"`
+}
+
+// readPage is evaluated in the page: the figures the test asserts on.
+const readPage = `(() => ({
+	status: document.getElementById("status").textContent,
+	members: [...document.querySelectorAll("#members tbody tr")].map(tr => tr.dataset.name + " " + tr.children[1].textContent),
+	deniedRate: parseFloat(document.getElementById("denied-rate").textContent) || 0,
+	topKeys: [...document.querySelectorAll("#top tbody tr")].map(tr => tr.dataset.key),
+	charts: document.querySelectorAll("#charts canvas").length,
+	shadow: [...document.querySelectorAll("#shadow tbody tr")].map(tr => tr.children[0].textContent + " " + tr.children[1].textContent),
+	busy: last ? last.nodes[0].history.filter(s => s.allowed + s.denied > 0).length : 0,
+}))()`
+
+// TestDashboardInBrowser opens /ui/ of one of three real nodes in headless
+// Chromium while a client floods GET /products: the page shows the three
+// members alive, a denied rate above zero and the flooded key among the top
+// denied, with a chart per node.
+func TestDashboardInBrowser(t *testing.T) {
+	chromium := findChromium()
+	if chromium == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
+	}
+	policy := writePolicy(t, "routes:\n  - method: GET\n    path: /flash-sale\n    limits: \"3 per minute\"\n    shadow: true\n")
+	addrs := threeNodes(t, "--policy", policy)
+	stopFlood := floodInBackground(addrs, "mallory", "eve")
+	t.Cleanup(stopFlood)
+
+	ctx, cancel := browser(t, chromium)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 1100), chromedp.Navigate("http://"+addrs[0]+"/ui/")); err != nil {
+		t.Fatal(err)
+	}
+	var got page
+	var why string
+	testkit.Eventually(t, 20*time.Second, "the dashboard shows 3 members, denials and the flooded key", func() bool {
+		var err error
+		if got, err = chromedp.Run(ctx, chromedp.Evaluate[page](readPage)); err != nil {
+			t.Fatal(err)
+		}
+		why = fmt.Sprintf("the page shows %+v", got)
+		return got.Status == "live" && len(got.Members) == 3 && got.DeniedRate > 0 && len(got.TopKeys) > 0 &&
+			got.TopKeys[0] == "apikey:mallory" && got.Charts == 3 && len(got.Shadow) == 1 && got.Shadow[0] == "GET /flash-sale 3 per 1 minute"
+	}, &why)
+	for i, m := range got.Members {
+		if want := "cli-" + strconv.Itoa(i) + " alive"; m != want {
+			t.Fatalf("member %d shows %q, want %q", i, m, want)
+		}
+	}
+	if file := os.Getenv(screenshotEnv); file != "" {
+		// A chart worth looking at: half a minute of traffic.
+		testkit.Eventually(t, 60*time.Second, "30 seconds of traffic on the chart", func() bool {
+			got, _ = chromedp.Run(ctx, chromedp.Evaluate[page](readPage))
+			return got.Busy >= 30
+		})
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// findChromium is the path of a Chromium or Chrome binary, or "".
+func findChromium() string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// browser starts headless Chromium for the test; cancel stops it and
+// waits for the process.
+func browser(t *testing.T, path string) (context.Context, context.CancelFunc) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, ccancel := chromedp.NewContext(actx)
+	ctx, tcancel := context.WithTimeout(ctx, 60*time.Second)
+	return ctx, func() { tcancel(); ccancel(); acancel() }
+}
+
+// floodInBackground sends, every 50 ms until stop is called, round robin
+// over addrs: every other time GET /products as key (soon denied), GET
+// /flash-sale as shadowKey (a shadow route here: allowed, soon
+// shadow-denied), and twice GET /categories as one of 100 other keys
+// (allowed: 100 per hour each).
+func floodInBackground(addrs []string, key, shadowKey string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	c := &http.Client{Timeout: 2 * time.Second}
+	send := func(addr, path, key string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Header.Set("X-API-KEY", key)
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	wg.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			addr := addrs[i%len(addrs)]
+			if i%2 == 0 {
+				send(addr, "/products", key)
+			}
+			send(addr, "/flash-sale", shadowKey)
+			send(addr, "/categories", "user-"+strconv.Itoa(2*i%100))
+			send(addr, "/categories", "user-"+strconv.Itoa((2*i+1)%100))
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		c.CloseIdleConnections()
+	}
+}
