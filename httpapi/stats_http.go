@@ -98,7 +98,9 @@ func (s *service) statsHandler(c echo.Context) error {
 	out := StatsResponse{Node: s.node.Name(), Time: now.UnixMilli(), Scope: scope, Members: s.ringShares(members)}
 	out.Nodes = append(out.Nodes, s.own(now))
 	if scope == "cluster" {
-		out.Nodes = append(out.Nodes, s.fetchPeers(c.Request().Context(), members)...)
+		// The members share their API tokens: the caller's opens theirs.
+		auth := c.Request().Header.Get(echo.HeaderAuthorization)
+		out.Nodes = append(out.Nodes, s.fetchPeers(c.Request().Context(), members, auth)...)
 	}
 	top := newTopK(len(out.Nodes) * statsTopShown)
 	for _, n := range out.Nodes {
@@ -115,8 +117,9 @@ func (s *service) own(now time.Time) NodeStats {
 }
 
 // fetchPeers gets the stats of every other member in the ring, in
-// parallel, in the members' order.
-func (s *service) fetchPeers(ctx context.Context, members []ratemesh.Member) []NodeStats {
+// parallel, in the members' order, presenting auth (an Authorization
+// header; "" none).
+func (s *service) fetchPeers(ctx context.Context, members []ratemesh.Member, auth string) []NodeStats {
 	var out []NodeStats
 	for _, m := range members {
 		if !m.Self && (m.State == ratemesh.StateAlive || m.State == ratemesh.StateSuspect) {
@@ -132,7 +135,7 @@ func (s *service) fetchPeers(ctx context.Context, members []ratemesh.Member) []N
 		ns := &out[i]
 		i++
 		wg.Go(func() {
-			if err := s.fetchPeer(ctx, m.HTTPAddr, ns); err != nil {
+			if err := s.fetchPeer(ctx, m.HTTPAddr, auth, ns); err != nil {
 				*ns = NodeStats{Name: m.Name, Error: err.Error()}
 			}
 		})
@@ -142,13 +145,16 @@ func (s *service) fetchPeers(ctx context.Context, members []ratemesh.Member) []N
 }
 
 // fetchPeer reads the node-scope stats of the member at addr into ns.
-func (s *service) fetchPeer(ctx context.Context, addr string, ns *NodeStats) error {
+func (s *service) fetchPeer(ctx context.Context, addr, auth string, ns *NodeStats) error {
 	if addr == "" {
 		return fmt.Errorf("no HTTP address")
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/stats?scope=node", nil)
 	if err != nil {
 		return err
+	}
+	if auth != "" {
+		req.Header.Set(echo.HeaderAuthorization, auth)
 	}
 	resp, err := s.peers.Do(req)
 	if err != nil {

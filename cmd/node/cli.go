@@ -95,7 +95,7 @@ func parseCLI(name string, cmd cliCommand, args []string, getenv func(string) st
 	}
 	cl := &cliClient{out: stdout}
 	fs.StringVar(&cl.addr, "addr", localHTTPAddr(getenv), "HTTP address (host:port) of the node to ask (env RATEMESH_ADDR; default: the local node's, from RATEMESH_BIND and RATEMESH_HTTP_PORT)")
-	fs.StringVar(&cl.token, "token", firstToken(getenv("RATEMESH_API_TOKEN")), "bearer token of the check API, when the node has --api-token (env RATEMESH_API_TOKEN, its first token)")
+	fs.StringVar(&cl.token, "token", firstToken(getenv("RATEMESH_API_TOKEN")), "bearer token of the node's /v1/ API, when the node has --api-token (env RATEMESH_API_TOKEN, its first token)")
 	fs.StringVar(&cl.adminToken, "admin-token", getenv("RATEMESH_ADMIN_TOKEN"), "the node's admin token, for reset (env RATEMESH_ADMIN_TOKEN)")
 	fs.BoolVar(&cl.json, "json", false, "print the API's JSON instead of a table")
 	fs.DurationVar(&cl.timeout, "timeout", 5*time.Second, "how long to wait for the node")

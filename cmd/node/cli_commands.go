@@ -17,7 +17,7 @@ import (
 // ring shares too).
 func cmdMembers(cl *cliClient, _ []string) error {
 	var st httpapi.StatsResponse
-	if err := cl.call(http.MethodGet, "/v1/stats", url.Values{"scope": {"node"}}, nil, "", &st); err != nil {
+	if err := cl.call(http.MethodGet, "/v1/stats", url.Values{"scope": {"node"}}, nil, cl.token, &st); err != nil {
 		return err
 	}
 	slices.SortFunc(st.Members, func(a, b httpapi.MemberStats) int { return strings.Compare(a.Name, b.Name) })
@@ -89,7 +89,7 @@ func cmdLimits(cl *cliClient, _ []string) error {
 		q.Set("key", cl.key)
 	}
 	var res httpapi.LimitsResponse
-	if err := cl.call(http.MethodGet, "/v1/limits", q, nil, "", &res); err != nil {
+	if err := cl.call(http.MethodGet, "/v1/limits", q, nil, cl.token, &res); err != nil {
 		return err
 	}
 	return cl.show(res, func(w io.Writer) {
@@ -118,7 +118,7 @@ func cmdLimits(cl *cliClient, _ []string) error {
 
 func cmdTop(cl *cliClient, _ []string) error {
 	var st httpapi.StatsResponse
-	if err := cl.call(http.MethodGet, "/v1/stats", nil, nil, "", &st); err != nil {
+	if err := cl.call(http.MethodGet, "/v1/stats", nil, nil, cl.token, &st); err != nil {
 		return err
 	}
 	if cl.json {

@@ -43,9 +43,15 @@ func threeNodes(t *testing.T, args ...string) []string {
 	for _, n := range readAddrFile(t, file).Nodes {
 		addrs = append(addrs, n.HTTP)
 	}
+	token := ""
+	for i, a := range args {
+		if a == "--api-token" && i+1 < len(args) {
+			token = args[i+1]
+		}
+	}
 	for _, a := range addrs {
 		testkit.Eventually(t, 15*time.Second, a+" sees 3 live members", func() bool {
-			out, code := cli(t, "members", "--addr", a)
+			out, code := cli(t, "members", "--addr", a, "--token", token)
 			return code == 0 && strings.Count(out, " alive ") == 3
 		})
 	}
@@ -118,6 +124,23 @@ func TestCLILimitsAndTopAfterFlood(t *testing.T) {
 	}
 	if codes := flood(t, addrs, "alice", 1); codes[0] != 200 {
 		t.Fatalf("after reset: %v", codes)
+	}
+}
+
+// With --api-token, the CLI needs the token for /v1/stats and /v1/limits
+// too, and the node asked passes it on to the others for their stats.
+func TestCLIWithAPIToken(t *testing.T) {
+	addrs := threeNodes(t, "--api-token", tokenA)
+	if out, code := cli(t, "top", "--addr", addrs[0]); code != 1 || !strings.Contains(out, "401 Unauthorized") {
+		t.Fatalf("top without a token: exit %d, %s", code, out)
+	}
+	flood(t, addrs, "bob", 7)
+	out, code := cli(t, "top", "--node", "--token", tokenA, "--addr", addrs[0])
+	if code != 0 || strings.Contains(out, "no answer") || !regexp.MustCompile(`(?m)^apikey:bob +2 +5 per 1 minute `).MatchString(out) {
+		t.Fatalf("top with the token (exit %d):\n%s", code, out)
+	}
+	if out, code := cli(t, "limits", "--key", "apikey:bob", "--token", tokenA, "--addr", addrs[2]); code != 0 || !regexp.MustCompile(`(?m)^GET /products +5 per 1 minute +fixed-window +0 `).MatchString(out) {
+		t.Fatalf("limits with the token (exit %d):\n%s", code, out)
 	}
 }
 

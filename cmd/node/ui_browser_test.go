@@ -57,11 +57,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	stopFlood := floodInBackground(addrs, "mallory", "eve")
 	t.Cleanup(stopFlood)
 
-	ctx, cancel := browser(t, chromium)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 1100), chromedp.Navigate("http://"+addrs[0]+"/ui/")); err != nil {
-		t.Fatal(err)
-	}
+	ctx := openDashboard(t, chromium, addrs[0])
 	var got page
 	var why string
 	testkit.Eventually(t, 20*time.Second, "the dashboard shows 3 members, denials and the flooded key", func() bool {
@@ -92,6 +88,44 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// On a node with --api-token the page asks for the token, keeps it for
+// the session, and then shows every member's stats: the node passes the
+// token on to the others.
+func TestDashboardAsksForToken(t *testing.T) {
+	chromium := findChromium()
+	if chromium == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
+	}
+	addrs := threeNodes(t, "--api-token", tokenA)
+	ctx := openDashboard(t, chromium, addrs[1])
+	visible := `!document.getElementById("token-form").hidden`
+	testkit.Eventually(t, 20*time.Second, "the token form", func() bool {
+		shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](visible))
+		return err == nil && shown
+	})
+	enter := `document.getElementById("token").value = ` + strconv.Quote(tokenA) + `; document.getElementById("token-form").requestSubmit(); true`
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](enter)); err != nil {
+		t.Fatal(err)
+	}
+	answered := `document.getElementById("status").textContent === "live" && document.querySelectorAll("#nodes tbody tr").length === 3 && !document.querySelector("#nodes .pill.down")`
+	testkit.Eventually(t, 20*time.Second, "three nodes' stats", func() bool {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](answered))
+		return err == nil && ok
+	})
+}
+
+// openDashboard opens /ui/ of the node at addr in a browser that stops
+// with the test.
+func openDashboard(t *testing.T, chromium, addr string) context.Context {
+	t.Helper()
+	ctx, cancel := browser(t, chromium)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 1100), chromedp.Navigate("http://"+addr+"/ui/")); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
 }
 
 // findChromium is the path of a Chromium or Chrome binary, or "".

@@ -175,10 +175,28 @@ function render(st) {
   renderPolicy(st);
 }
 
+// A node with --api-token wants its token on /v1/stats: the page asks for
+// it once and keeps it for the tab's session only.
+const TOKEN_KEY = "ratemesh-api-token";
+
+function askToken() {
+  const form = document.getElementById("token-form");
+  if (!form.hidden) return;
+  form.hidden = false;
+  form.onsubmit = ev => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
+    form.hidden = true;
+  };
+}
+
 async function poll() {
   const status = document.getElementById("status");
   try {
-    const r = await fetch("../v1/stats", { cache: "no-store" });
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const r = await fetch("../v1/stats", { cache: "no-store", headers });
+    if (r.status === 401) askToken();
     if (!r.ok) throw new Error(r.status + " " + r.statusText);
     last = await r.json();
     render(last);
