@@ -76,6 +76,10 @@ type NodeMetrics struct {
 	HandoffSent     int64            `json:"handoff_sent"`
 	HandoffReceived int64            `json:"handoff_received"`
 	HandoffKept     int64            `json:"handoff_kept"`
+	// Replication counts key states replicated to successors, by result
+	// (sent, failed, dropped, received, promoted), when the node
+	// replicates.
+	Replication map[string]int64 `json:"replication,omitempty"`
 }
 
 // peerClient fetches other members' stats. No keep-alive: the fetches
@@ -227,6 +231,11 @@ func (nm *NodeMetrics) add(name string, m *dto.Metric) {
 		case "kept":
 			nm.HandoffKept += v
 		}
+	case "ratemesh_replica_keys_total":
+		if nm.Replication == nil {
+			nm.Replication = map[string]int64{}
+		}
+		nm.Replication[label(m, "result")] += v
 	case "ratemesh_forward_seconds":
 		h := m.GetHistogram()
 		nm.Forwarded = int64(h.GetSampleCount())

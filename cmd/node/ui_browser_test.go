@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,8 @@ type page struct {
 	// Busy is how many of the last seconds of the first node's chart saw
 	// traffic.
 	Busy int `json:"busy"`
+	// Gateway is the gateway config panel's text ("" while hidden).
+	Gateway string `json:"gateway"`
 }
 
 // readPage is evaluated in the page: the figures the test asserts on.
@@ -41,6 +44,7 @@ const readPage = `(() => ({
 	charts: document.querySelectorAll("#charts canvas").length,
 	shadow: [...document.querySelectorAll("#shadow tbody tr")].map(tr => tr.children[0].textContent + " " + tr.children[1].textContent),
 	busy: last ? last.nodes[0].history.filter(s => s.allowed + s.denied > 0).length : 0,
+	gateway: document.getElementById("gateway-card").hidden ? "" : document.getElementById("gateway").textContent,
 }))()`
 
 // TestDashboardInBrowser opens /ui/ of one of three real nodes in headless
@@ -53,7 +57,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
 	}
 	policy := writePolicy(t, "routes:\n  - method: GET\n    path: /flash-sale\n    limits: \"3 per minute\"\n    shadow: true\n")
-	addrs := threeNodes(t, "--policy", policy)
+	addrs := threeNodes(t, "--policy", policy, "--rls-config", rlsConfig(t), "--grpc-port", "0")
 	stopFlood := floodInBackground(addrs, "mallory", "eve")
 	t.Cleanup(stopFlood)
 
@@ -67,7 +71,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		why = fmt.Sprintf("the page shows %+v", got)
 		return got.Status == "live" && len(got.Members) == 3 && got.DeniedRate > 0 && len(got.TopKeys) > 0 &&
-			got.TopKeys[0] == "apikey:mallory" && got.Charts == 3 && len(got.Shadow) == 1 && got.Shadow[0] == "GET /flash-sale 3 per 1 minute"
+			got.TopKeys[0] == "apikey:mallory" && got.Charts == 3 && len(got.Shadow) == 1 && got.Shadow[0] == "GET /flash-sale 3 per 1 minute" &&
+			strings.HasPrefix(got.Gateway, "edge.user: unit=MINUTE requests_per_unit=100")
 	}, &why)
 	for i, m := range got.Members {
 		if want := "cli-" + strconv.Itoa(i) + " alive"; m != want {

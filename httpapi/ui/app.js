@@ -120,12 +120,14 @@ function renderTop(st) {
 function renderNodes(st) {
   rows("nodes", st.nodes, n => {
     const m = n.metrics || { checks: {} }, c = m.checks || {};
-    if (n.error) return el("tr", {}, el("td", {}, n.name), el("td", { colspan: 6 }, pill("no answer", "down"), " " + n.error));
+    if (n.error) return el("tr", {}, el("td", {}, n.name), el("td", { colspan: 7 }, pill("no answer", "down"), " " + n.error));
+    const r = m.replication;
     return el("tr", {}, el("td", {}, n.name),
       el("td", {}, (c.local || 0) + " / " + (c.forwarded || 0) + " / " + (c.served || 0)),
       el("td", {}, ms(m.forward_p50_ms)), el("td", {}, ms(m.forward_p99_ms)),
       el("td", {}, m.fallbacks), el("td", {}, m.failovers),
-      el("td", {}, m.handoff_sent + " / " + m.handoff_received + " / " + m.handoff_kept));
+      el("td", {}, m.handoff_sent + " / " + m.handoff_received + " / " + m.handoff_kept),
+      el("td", {}, r ? (r.sent || 0) + " / " + (r.received || 0) + " / " + (r.promoted || 0) : "–"));
   });
 }
 
@@ -190,6 +192,18 @@ function askToken() {
   };
 }
 
+// The gateway config (a node with --rls-config) changes only on reload:
+// it is read every GATEWAY_EVERY polls.
+const GATEWAY_EVERY = 10;
+let polls = 0;
+
+async function pollGateway(headers) {
+  const r = await fetch("../rlconfig", { cache: "no-store", headers });
+  const card = document.getElementById("gateway-card");
+  card.hidden = !r.ok;
+  if (r.ok) document.getElementById("gateway").textContent = await r.text();
+}
+
 async function poll() {
   const status = document.getElementById("status");
   try {
@@ -200,6 +214,7 @@ async function poll() {
     if (!r.ok) throw new Error(r.status + " " + r.statusText);
     last = await r.json();
     render(last);
+    if (polls++ % GATEWAY_EVERY === 0) await pollGateway(headers);
     status.textContent = "live"; status.className = "pill live";
   } catch (e) {
     status.textContent = "stale: " + e.message; status.className = "pill stale";
