@@ -91,6 +91,12 @@ type Config struct {
 	// pairs, which keep their own port). Nil means the system's DNS
 	// resolver; tests pass a function they control.
 	Resolve func(ctx context.Context, host string) ([]string, error)
+	// Replicas is how many of each key's next owners (the nodes its
+	// checks fail over to) keep a copy of its counters, sent off the
+	// check's path within about 5 ms of a change: when an owner crashes,
+	// the next owner continues from the copy instead of from zero. 0
+	// replicates nothing; the presets set DefaultReplicas.
+	Replicas int
 	// FailPolicy decides checks no owner answers. The zero value is
 	// FailLocal.
 	FailPolicy FailPolicy
@@ -132,6 +138,10 @@ const (
 	DefaultSweepInterval  = time.Second
 	DefaultJoinTimeout    = 30 * time.Second
 	DefaultRejoinInterval = 30 * time.Second
+	DefaultReplicas       = 1
+	// MaxReplicas bounds Config.Replicas: every replica costs each owner
+	// one more stream of changes.
+	MaxReplicas = 3
 	// DefaultSnapshotInterval: writing a million keys takes about 2.5 s
 	// of one core, so a shorter default would cost a busy node a lot.
 	DefaultSnapshotInterval = 10 * time.Second
@@ -148,6 +158,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.GossipPort != 0 && cfg.GossipPort == cfg.RPCPort {
 		return cfg, fmt.Errorf("ratemesh: gossip and RPC ports are both %d", cfg.RPCPort)
+	}
+	if cfg.Replicas < 0 || cfg.Replicas > MaxReplicas {
+		return cfg, fmt.Errorf("ratemesh: Replicas is %d, want 0..%d", cfg.Replicas, MaxReplicas)
 	}
 	if cfg.FailPolicy > FailClosed {
 		return cfg, fmt.Errorf("ratemesh: unknown fail policy %d", cfg.FailPolicy)
@@ -200,6 +213,7 @@ func DefaultConfig() Config {
 		RPCPort:             9091,
 		ForwardTimeout:      DefaultForwardTimeout,
 		DeadNodeReclaimTime: 10 * time.Second,
+		Replicas:            DefaultReplicas,
 	}
 }
 
@@ -212,5 +226,6 @@ func LocalConfig() Config {
 		LocalTimings:        true,
 		ForwardTimeout:      DefaultForwardTimeout,
 		DeadNodeReclaimTime: time.Second,
+		Replicas:            DefaultReplicas,
 	}
 }

@@ -131,6 +131,7 @@ func (n *Node) clusterConfig(m *cluster.Metrics) cluster.Config {
 		Metrics:             m,
 		Clock:               cfg.Clock,
 		Resolve:             cfg.Resolve,
+		Replicas:            cfg.Replicas,
 		Fallback: func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 			return cfg.FailPolicy.decide(store, now, req, resp)
 		},

@@ -116,6 +116,29 @@ func (s *Store) Take(now time.Time, key string) (e Entry, ok bool) {
 	return e, ok
 }
 
+// Export copies routing key key's live counters without removing them;
+// ok is false when the key is absent or has expired.
+func (s *Store) Export(now time.Time, key string) (e Entry, ok bool) {
+	sh, tag := s.table().shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	en, _ := sh.lookup(tag, key)
+	if en == nil {
+		return Entry{}, false
+	}
+	return en.export(now.UnixNano())
+}
+
+// Replace sets each entry's key to exactly the entry's counters, dropping
+// what the store held for it: a copy kept for another node (a replica)
+// takes the newest state it is sent, never a sum.
+func (s *Store) Replace(now time.Time, entries []Entry) {
+	for i := range entries {
+		s.Reset(entries[i].Key)
+	}
+	s.Merge(now, entries)
+}
+
 // export copies e's live counters; it reports false when none is live.
 func (e *entry) export(t int64) (Entry, bool) {
 	x := Entry{Key: e.key}

@@ -261,3 +261,30 @@ func TestHasTake(t *testing.T) {
 		t.Fatal("Take returned an expired key or left it")
 	}
 }
+
+// Export copies a key without removing it; Replace sets a key to what it
+// is sent, not the sum.
+func TestExportAndReplace(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := NewStore(StoreConfig{})
+	cs := []Counter{{Scope: "r", Limit: Limit{Amount: 10, Period: time.Minute}}}
+	for range 3 {
+		s.Check(now, "k", cs, 1, nil)
+	}
+	e, ok := s.Export(now, "k")
+	if !ok || e.Counters[0].Count != 3 || !s.Has("k") {
+		t.Fatalf("Export: %+v %v, held %v; want a count of 3, still held", e, ok, s.Has("k"))
+	}
+	if _, ok := s.Export(now, "absent"); ok {
+		t.Fatal("Export of an absent key reported ok")
+	}
+	replica := NewStore(StoreConfig{})
+	replica.Replace(now, []Entry{e})
+	s.Check(now, "k", cs, 1, nil)
+	e, _ = s.Export(now, "k")
+	replica.Replace(now, []Entry{e})
+	replica.Replace(now, []Entry{e}) // twice: still 4, not 8
+	if got, _ := replica.Export(now, "k"); got.Counters[0].Count != 4 {
+		t.Fatalf("after Replace of a count of 4, twice: %+v", got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -51,6 +52,7 @@ type Cluster struct {
 	// moved one step, for handoffs and pulls alike: a pull never finds a
 	// key neither here nor marked as on its way.
 	movingMu sync.Mutex
+	repl     *replicator // nil when Config.Replicas is 0
 
 	ctx    context.Context // cancelled by Close: stops background loops
 	cancel context.CancelFunc
@@ -72,6 +74,9 @@ func New(cfg Config) (*Cluster, error) {
 		transport: tr, handoff: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 	c.newGossip = func(meta Meta) (gossip, error) { return newMembership(&c.cfg, meta, c.log) }
 	c.peers.init(c)
+	if cfg.Replicas > 0 {
+		c.repl = newReplicator(c, cfg.Replicas)
+	}
 	return c, nil
 }
 
@@ -100,7 +105,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.cfg.Name = c.name
 	c.log = c.log.With("node", c.name)
-	meta := Meta{Protocol: ProtocolVersion, RPCAddr: c.rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring)}
+	meta := Meta{Protocol: ProtocolVersion, RPCAddr: c.rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring), Incarnation: rand.Uint64()}
 	if c.gossip, err = c.newGossip(meta); err == nil && ctx.Err() != nil {
 		c.gossip.leave(0)
 		err = fmt.Errorf("cluster: start: %w", ctx.Err())
@@ -114,6 +119,10 @@ func (c *Cluster) Start(ctx context.Context) error {
 	go func() { defer c.wg.Done(); c.ringLoop() }()
 	go func() { defer c.wg.Done(); c.probeLoop() }()
 	go func() { defer c.wg.Done(); c.handoffLoop() }()
+	if c.repl != nil {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.repl.loop(c.ctx) }()
+	}
 	c.log.Info("node started", "rpc", c.rpcAddr, "gossip", c.GossipAddr())
 	return nil
 }
@@ -174,6 +183,17 @@ type view struct {
 	replaced chan struct{}
 }
 
+// incarnation is member name's Meta.Incarnation as this view saw it; 0
+// when it is not a member.
+func (v *view) incarnation(name string) uint64 {
+	for _, m := range v.members {
+		if m.Name == name {
+			return m.Incarnation
+		}
+	}
+	return 0
+}
+
 // Ring returns the ring this node routes by.
 func (c *Cluster) Ring() *ring.Ring { return c.view.Load().routing }
 
@@ -207,7 +227,7 @@ func (c *Cluster) rebuild() {
 	suspected := false
 	for _, p := range ps {
 		live[p.Name] = p.Meta.RPCAddr
-		m := Member{Name: p.Name, RPCAddr: p.Meta.RPCAddr, HTTPAddr: p.Meta.HTTPAddr, State: p.State, Self: p.Self}
+		m := Member{Name: p.Name, RPCAddr: p.Meta.RPCAddr, HTTPAddr: p.Meta.HTTPAddr, State: p.State, Self: p.Self, Incarnation: p.Meta.Incarnation}
 		rm := ring.Member{Name: p.Name, Addr: p.Meta.RPCAddr}
 		switch {
 		case p.Self && c.leaving.Load():

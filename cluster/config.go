@@ -45,6 +45,9 @@ type Config struct {
 	// and logs.
 	Fallback     Fallback
 	FallbackName string
+	// Replicas is how many of each key's next owners keep a copy of its
+	// counters (see replica.go); 0 replicates nothing.
+	Replicas int
 	// Resolve resolves the host names of seeds; nil means the system's
 	// DNS resolver.
 	Resolve Resolver

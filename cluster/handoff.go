@@ -112,7 +112,11 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{Entries: o.es})
+		es := o.es
+		if c.repl != nil {
+			es = c.repl.homeward(o.to.Name, es)
+		}
+		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Entries: es})
 		if err == nil {
 			close(o.mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))

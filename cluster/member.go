@@ -40,4 +40,6 @@ type Member struct {
 	HTTPAddr string
 	State    State
 	Self     bool
+	// Incarnation changes each time the member starts.
+	Incarnation uint64
 }

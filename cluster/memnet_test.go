@@ -34,10 +34,13 @@ type memNet struct {
 	views    map[string][]string // a node's own view, overriding members (a partition)
 	side     map[string]int      // address → side of a partition; calls across fail
 	sigs     map[string]string   // ring signature of each member's meta
+	// incarnation of each member's meta; a test changes it to restart one
+	incarnation map[string]uint64
 }
 
 func newMemNet() *memNet {
-	return &memNet{handlers: map[string]rpc.Handler{}, cut: map[string]bool{}, calls: map[string]int{}, hops: map[string][]int{}}
+	return &memNet{handlers: map[string]rpc.Handler{}, cut: map[string]bool{}, calls: map[string]int{}, hops: map[string][]int{},
+		incarnation: map[string]uint64{}}
 }
 
 // setCut makes calls to addr fail as if its node did not answer (or
@@ -158,7 +161,7 @@ func (p *memPeer) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if err != nil {
 		return err
 	}
-	return h.Merge(ctx, &rpc.MergeRequest{Entries: slices.Clone(req.Entries)})
+	return h.Merge(ctx, &rpc.MergeRequest{From: req.From, Replica: req.Replica, Entries: slices.Clone(req.Entries)})
 }
 
 func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {
@@ -212,7 +215,7 @@ func (g *fakeGossip) peers() []peer {
 		if name == g.self && g.left.Load() {
 			continue
 		}
-		meta := Meta{Protocol: ProtocolVersion, RPCAddr: memAddr(name), Ring: g.meta.Ring}
+		meta := Meta{Protocol: ProtocolVersion, RPCAddr: memAddr(name), Ring: g.meta.Ring, Incarnation: g.net.incarnation[name]}
 		out = append(out, peer{Name: name, Meta: meta, State: Alive, Self: name == g.self})
 	}
 	return out
@@ -264,6 +267,12 @@ type memNode struct {
 
 func startMemNode(t *testing.T, net *memNet, clock *manualClock, name string) *memNode {
 	t.Helper()
+	return startMemNodeWith(t, net, clock, name, nil)
+}
+
+// startMemNodeWith is startMemNode with its Config changed by mod.
+func startMemNodeWith(t *testing.T, net *memNet, clock *manualClock, name string, mod func(*Config)) *memNode {
+	t.Helper()
 	n := &memNode{}
 	metrics, err := NewMetrics(nil, nil)
 	if err != nil {
@@ -280,6 +289,9 @@ func startMemNode(t *testing.T, net *memNet, clock *manualClock, name string) *m
 		},
 		FallbackName: "test",
 		Transport:    &memTransport{net: net, addr: memAddr(name)},
+	}
+	if mod != nil {
+		mod(&cfg)
 	}
 	c, err := New(cfg)
 	if err != nil {
@@ -303,10 +315,16 @@ func startMemNode(t *testing.T, net *memNet, clock *manualClock, name string) *m
 // over (the clock has moved past pullWindow).
 func startMemCluster(t *testing.T, net *memNet, clock *manualClock, names ...string) []*memNode {
 	t.Helper()
+	return startMemClusterWith(t, net, clock, nil, names...)
+}
+
+// startMemClusterWith is startMemCluster with each Config changed by mod.
+func startMemClusterWith(t *testing.T, net *memNet, clock *manualClock, mod func(*Config), names ...string) []*memNode {
+	t.Helper()
 	net.setMembers(names...)
 	nodes := make([]*memNode, len(names))
 	for i, name := range names {
-		nodes[i] = startMemNode(t, net, clock, name)
+		nodes[i] = startMemNodeWith(t, net, clock, name, mod)
 		if err := nodes[i].Join(context.Background(), "gossip:"+names[0]); err != nil {
 			t.Fatal(err)
 		}

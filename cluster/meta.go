@@ -11,7 +11,7 @@ import (
 // peers with the same version into their ring: two versions could place keys
 // differently or speak different RPC frames, and a split ring would let a
 // client through twice.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512
@@ -27,6 +27,9 @@ type Meta struct {
 	// Ring names the placement (ring version and config): nodes that place
 	// keys differently must not share a ring.
 	Ring string `msgpack:"g"`
+	// Incarnation is chosen at random each time the node starts: a peer
+	// that sees it change knows the node lost what it held in memory.
+	Incarnation uint64 `msgpack:"i,omitempty"`
 }
 
 // ringSignature names the placement a ring config produces.

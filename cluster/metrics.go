@@ -21,6 +21,7 @@ type Metrics struct {
 	failovers                                  prometheus.Counter
 	members                                    prometheus.Gauge
 	handoffKeys                                *prometheus.CounterVec
+	replicaKeys                                *prometheus.CounterVec
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: the
@@ -68,11 +69,15 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 			Name: "ratemesh_handoff_keys_total",
 			Help: "Routing keys handed to a new owner (sent), received from an old one (received), or kept by a leaving node because no owner took them (kept).",
 		}, []string{"result"}),
+		replicaKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratemesh_replica_keys_total",
+			Help: "Key states replicated to successors (sent), failed to send (failed), dropped because too many changes waited (dropped), received from owners (received), and replicas this node continued from when their owner failed (promoted).",
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{checks, results, m.fallback, m.forwardSeconds, m.rpcErrors, m.failovers, m.members, m.handoffKeys}
+	cs := []prometheus.Collector{checks, results, m.fallback, m.forwardSeconds, m.rpcErrors, m.failovers, m.members, m.handoffKeys, m.replicaKeys}
 	if usage != nil {
 		for _, g := range []struct {
 			name, help string

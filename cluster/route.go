@@ -70,11 +70,17 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 
 // decideLocal decides req on this node's own table.
 func (c *Cluster) decideLocal(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	if c.repl != nil {
+		c.repl.promote(now, c.view.Load(), req.Key)
+	}
 	var err error
 	resp.Statuses, resp.Allowed, err = c.store.Check(now, req.Key, req.Counters, req.Cost, resp.Statuses[:0])
 	resp.Node = c.name
 	if err == nil {
 		c.count(resp.Allowed)
+		if c.repl != nil && resp.Allowed && req.Cost > 0 {
+			c.repl.changed(req.Key)
+		}
 	}
 	return err
 }
@@ -96,7 +102,13 @@ func (c *Cluster) decideFallback(req *rpc.CheckRequest, resp *rpc.CheckResponse,
 	c.peers.logFallback(peer, cause)
 	resp.Node = c.name
 	resp.Statuses = resp.Statuses[:0]
-	if err := c.cfg.Fallback(c.now(), req, resp); err != nil {
+	now := c.now()
+	if c.repl != nil {
+		// This node may hold the unreachable owner's replica: the fail
+		// policy (local) then continues from its count.
+		c.repl.promote(now, c.view.Load(), req.Key)
+	}
+	if err := c.cfg.Fallback(now, req, resp); err != nil {
 		return err
 	}
 	c.count(resp.Allowed)
@@ -206,7 +218,16 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		// route around this node and send them to the next owner.
 		return errLeaving
 	}
+	if req.Replica {
+		if h.c.repl != nil {
+			h.c.repl.hold(req.From, req.Entries)
+		}
+		return nil
+	}
 	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))
+	if h.c.repl != nil {
+		h.c.repl.superseded(req.From, req.Entries)
+	}
 	h.c.mergeHere(req.Entries)
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil

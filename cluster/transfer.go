@@ -267,6 +267,9 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry,
 	}
 	defer c.movingMu.Unlock()
 	entry, found := c.store.Take(now, req.Key)
+	if found && c.repl != nil {
+		entry = c.repl.homeward(req.To, []bucket.Entry{entry})[0]
+	}
 	done := make(chan struct{})
 	close(done)
 	c.moved.add([]string{req.Key}, &move{to: ring.Member{Name: req.To, Addr: req.ToAddr}, done: done, until: now.Add(moveTTL)})

@@ -25,6 +25,7 @@ type options struct {
 	gossipProfile         string
 	joinTimeout           time.Duration
 	rejoinInterval        time.Duration
+	replicas              int
 	leaveTimeout          time.Duration
 	logLevel              slog.Level
 	nodes                 int
@@ -88,7 +89,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	fs := flag.NewFlagSet("ratemesh-node", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: ratemesh-node [flags]\n\nRuns one ratemesh peer. Flags override their environment variables.\n\n")
+		fmt.Fprintf(out, "Usage: ratemesh-node [flags]\n       ratemesh-node members|owner|check|reset|limits|top [args] [--addr host:port] [--json]\n\nRuns one ratemesh peer, or with a command first asks a running one (docs/cli.md). Flags override their environment variables.\n\n")
 		fs.PrintDefaults()
 	}
 	e := &envFlags{fs: fs, getenv: getenv}
@@ -107,6 +108,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.Duration(&o.forwardTimeout, "forward-timeout", "RATEMESH_FORWARD_TIMEOUT", def.ForwardTimeout, "deadline of one forwarded check before failing over")
 	e.String(&o.gossipProfile, "gossip-profile", "RATEMESH_GOSSIP_PROFILE", "lan", "gossip timings: lan, or local for nodes on one host (faster failure detection)")
 	e.Duration(&o.joinTimeout, "join-timeout", "RATEMESH_JOIN_TIMEOUT", 30*time.Second, "how long to keep retrying --join seeds")
+	e.Int(&o.replicas, "replicas", "RATEMESH_REPLICAS", ratemesh.DefaultReplicas, "how many of each key's next owners keep a copy of its counters, so an owner's crash does not reset them; 0: none")
 	e.Duration(&o.rejoinInterval, "rejoin-interval", "RATEMESH_REJOIN_INTERVAL", ratemesh.DefaultRejoinInterval,
 		"how often to resolve --join again and join addresses that are not members (negative: never)")
 	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
@@ -239,6 +241,7 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.LocalTimings = o.gossipProfile == "local"
 	cfg.JoinTimeout = o.joinTimeout
 	cfg.RejoinInterval = o.rejoinInterval
+	cfg.Replicas = o.replicas
 	cfg.DataDir = o.dataDir
 	cfg.SnapshotInterval = o.snapshotInterval
 	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)

@@ -15,7 +15,7 @@ import (
 //	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
 //	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
 //	reset         key str
-//	MergeRequest  [entry...]
+//	MergeRequest  [from str, replica bool, [entry...]]
 //	TakeRequest   [key str, to str, to-addr str]
 //	take response [found bool, entry|nil]
 //	entry         [key str, [CounterState...]]   CounterState in msgpack's struct encoding
@@ -109,6 +109,9 @@ func (c *codec) encodeCheckResponse(resp *CheckResponse) {
 func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
+	c.enc.EncodeArrayLen(3)
+	c.enc.EncodeString(req.From)
+	c.enc.EncodeBool(req.Replica)
 	c.enc.EncodeArrayLen(len(req.Entries))
 	for i := range req.Entries {
 		if err := c.encodeEntry(&req.Entries[i]); err != nil {
@@ -360,7 +363,17 @@ func (c *codec) decodeKey() (string, error) {
 // payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
 // byte of a minimal list).
 func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	n, err := c.list(minEntry, "merge request")
+	if err := c.fields(3, "merge request"); err != nil {
+		return err
+	}
+	var err error
+	if req.From, err = c.str("from"); err != nil {
+		return err
+	}
+	if req.Replica, err = c.dec.DecodeBool(); err != nil {
+		return malformed("replica flag", err)
+	}
+	n, err := c.list(minEntry, "merge request entries")
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,12 @@ type CheckResponse struct {
 
 // MergeRequest hands counters over to the node that now owns their keys.
 type MergeRequest struct {
+	// From names the sending node.
+	From string
+	// Replica marks copies of the sender's own counters, kept by the
+	// receiver for the case the sender fails, instead of counts handed
+	// over to the receiver as their new owner.
+	Replica bool
 	Entries []bucket.Entry
 }
 

@@ -1,0 +1,249 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
+	"github.com/ratemesh/ratemesh/ring"
+)
+
+// Replication keeps a copy of each key's counters on the key's next
+// owners (ring.Successors: the nodes checks fail over to), so that when an
+// owner crashes the node that takes its checks continues from its count
+// instead of from zero.
+//
+//   - The owner notes every key an allowed check changed; every
+//     replicaFlush (or sooner, when replicaBatch keys wait) it sends the
+//     keys' current states to their successors, off the check's path. A
+//     replica lags its owner by at most replicaFlush plus one RPC, unless
+//     more than replicaQueue changes wait: those are dropped (counted) and
+//     caught up by the key's next change.
+//   - A successor keeps replicas apart from its own table, one store per
+//     owner, each replica replaced (never added to) by the newer state.
+//   - When a node decides a key it does not hold while the replica's owner
+//     is out of its routing ring (unreachable, or gone), it continues from
+//     the replica: the replica moves into its table (promoted).
+//   - Counts handed over as the new owner (a handoff, a pull) supersede
+//     the sender's replicas of those keys, which are dropped.
+//   - When the owner answers again (it was paused, or cut off by a
+//     partition) the node sends its counts home as after any fallback —
+//     less the replica it started from if the owner still runs the
+//     incarnation that sent it (it still holds those hits), whole if the
+//     owner restarted (it lost them). So each hit is counted once, but
+//     for token buckets, whose state cannot be split: there the
+//     replicated part counts twice (more denials, never more admissions)
+//     until the bucket refills.
+const (
+	replicaFlush = 5 * time.Millisecond
+	replicaBatch = 1024
+	replicaQueue = 8192
+)
+
+// replicator is one node's part in replication: the changes it owes its
+// successors, and the replicas it holds for other owners.
+type replicator struct {
+	c     *Cluster
+	n     int         // successors each key is copied to
+	dirty chan string // keys an allowed check changed
+
+	mu       sync.Mutex
+	from     map[string]*replicas // replicas held here, by owner
+	held     atomic.Int64         // len(from), read on the check path
+	promoted map[string]promotion // keys continued from a replica, by key
+	npromo   atomic.Int64         // len(promoted)
+}
+
+// replicas are the copies one incarnation of an owner sent.
+type replicas struct {
+	incarnation uint64
+	store       *bucket.Store
+}
+
+// promotion is a replica this node continued from: what it must not send
+// back to the same incarnation of its owner.
+type promotion struct {
+	owner       string
+	incarnation uint64
+	base        bucket.Entry
+}
+
+func newReplicator(c *Cluster, n int) *replicator {
+	return &replicator{c: c, n: n, dirty: make(chan string, replicaQueue),
+		from: map[string]*replicas{}, promoted: map[string]promotion{}}
+}
+
+// changed notes that key's state changed here. It never blocks.
+func (r *replicator) changed(key string) {
+	select {
+	case r.dirty <- key:
+	default:
+		r.c.metrics.replicaKeys.WithLabelValues("dropped").Inc()
+	}
+}
+
+// loop sends noted changes until ctx ends.
+func (r *replicator) loop(ctx context.Context) {
+	t := time.NewTicker(replicaFlush)
+	defer t.Stop()
+	pending := map[string]struct{}{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case k := <-r.dirty:
+			pending[k] = struct{}{}
+			if len(pending) < replicaBatch {
+				continue
+			}
+		case <-t.C:
+			r.sweep()
+			if len(pending) == 0 {
+				continue
+			}
+		}
+		r.flush(ctx, pending)
+		clear(pending)
+	}
+}
+
+// flush sends the current state of each pending key this node owns to the
+// key's successors, one merge per successor.
+func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
+	now := r.c.now()
+	v := r.c.view.Load()
+	batches := map[ring.Member][]bucket.Entry{}
+	for k := range pending {
+		succ := v.full.Successors(k, 1+r.n)
+		if len(succ) < 2 || succ[0].Name != r.c.name {
+			continue // not the owner (a fallback decision), or alone
+		}
+		e, ok := r.c.store.Export(now, k)
+		if !ok {
+			continue
+		}
+		for _, m := range succ[1:] {
+			batches[m] = append(batches[m], e)
+		}
+	}
+	for m, es := range batches {
+		ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
+		err := r.c.peers.get(m.Name, m.Addr).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Replica: true, Entries: es})
+		cancel()
+		result := "sent"
+		if err != nil {
+			result = "failed"
+		}
+		r.c.metrics.replicaKeys.WithLabelValues(result).Add(float64(len(es)))
+	}
+}
+
+// hold keeps the replicas an owner sent; those of an earlier incarnation
+// of it are dropped.
+func (r *replicator) hold(owner string, entries []bucket.Entry) {
+	inc := r.c.view.Load().incarnation(owner)
+	r.mu.Lock()
+	h := r.from[owner]
+	if h == nil || h.incarnation != inc {
+		h = &replicas{incarnation: inc, store: bucket.NewStore(bucket.StoreConfig{})}
+		r.from[owner] = h
+		r.held.Store(int64(len(r.from)))
+	}
+	r.mu.Unlock()
+	h.store.Replace(r.c.now(), entries)
+	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
+}
+
+// superseded drops owner's replicas of the keys it handed over here.
+func (r *replicator) superseded(owner string, entries []bucket.Entry) {
+	if r.held.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	h := r.from[owner]
+	r.mu.Unlock()
+	if h == nil {
+		return
+	}
+	for _, e := range entries {
+		h.store.Reset(e.Key)
+	}
+}
+
+// promote moves into this node's table the replica of key kept for an
+// owner that is out of the routing ring, when the table lacks key: the
+// node continues from the failed owner's count.
+func (r *replicator) promote(now time.Time, v *view, key string) {
+	if r.held.Load() == 0 || r.c.store.Has(key) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for owner, h := range r.from {
+		if v.routing.Has(owner) {
+			continue
+		}
+		if e, ok := h.store.Take(now, key); ok {
+			r.c.store.Merge(now, []bucket.Entry{e})
+			r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e}
+			r.npromo.Store(int64(len(r.promoted)))
+			r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
+			r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
+			return
+		}
+	}
+}
+
+// sweep drops expired replicas, a little at a time, and the stores of
+// owners that hold nothing here any more.
+func (r *replicator) sweep() {
+	now := r.c.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for owner, h := range r.from {
+		h.store.Sweep(now, 256)
+		if h.store.Len() == 0 {
+			delete(r.from, owner)
+		}
+	}
+	r.held.Store(int64(len(r.from)))
+	for key := range r.promoted {
+		if !r.c.store.Has(key) {
+			delete(r.promoted, key) // sent away, or expired and swept
+		}
+	}
+	r.npromo.Store(int64(len(r.promoted)))
+}
+
+// homeward returns entries as they should travel to node to: a key
+// continued from to's replica loses the replica's part when to still runs
+// the incarnation that sent it. Promotions are forgotten by sweep once
+// their key has left this node (a send that fails merges it back here,
+// replica part and all, so the promotion still holds).
+func (r *replicator) homeward(to string, entries []bucket.Entry) []bucket.Entry {
+	if r.npromo.Load() == 0 {
+		return entries
+	}
+	inc := r.c.view.Load().incarnation(to)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []bucket.Entry
+	for i, e := range entries {
+		p, ok := r.promoted[e.Key]
+		if !ok || p.owner != to || p.incarnation != inc {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(entries)
+		}
+		out[i] = bucket.Subtract(e, p.base)
+	}
+	if out == nil {
+		return entries
+	}
+	return out
+}
