@@ -1,9 +1,12 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
 
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
@@ -15,7 +18,8 @@ import (
 func TestShadowRouteAllowsAndCounts(t *testing.T) {
 	n := clustertest.StartNode(t, "shadow", nil)
 	reg := prometheus.NewRegistry()
-	e := server(t, n, httpapi.Config{Registerer: reg, Policy: httpapi.Policy{
+	stats := httpapi.NewStats()
+	e := server(t, n, httpapi.Config{Registerer: reg, Stats: stats, Policy: httpapi.Policy{
 		Routes: []httpapi.Route{
 			{Method: "GET", Path: "/new", Limits: "5 per minute", Shadow: true},
 			{Method: "GET", Path: "/old", Limits: "5 per minute"},
@@ -41,6 +45,22 @@ func TestShadowRouteAllowsAndCounts(t *testing.T) {
 	}
 	if got := counterValue(t, reg, "ratemesh_http_requests_total", "denied"); got != 1 {
 		t.Fatalf("requests denied = %v, want 1 (GET /old)", got)
+	}
+	// The dashboard's stats show the same.
+	svc := echo.New()
+	if err := httpapi.RegisterService(svc, n, httpapi.ServiceConfig{Stats: stats}); err != nil {
+		t.Fatal(err)
+	}
+	var st httpapi.StatsResponse
+	if err := json.Unmarshal(do(svc, "GET", "/v1/stats?scope=node", "127.0.0.1:1").Body.Bytes(), &st); err != nil {
+		t.Fatal(err)
+	}
+	var shadow, denied int64
+	for _, s := range st.Nodes[0].History {
+		shadow, denied = shadow+s.Shadow, denied+s.Denied
+	}
+	if want := []httpapi.ShadowCount{{Route: "GET /new", Limit: "5 per 1 minute", Count: 16}}; !slices.Equal(st.Nodes[0].Shadow, want) || shadow != 16 || denied != 1 {
+		t.Fatalf("stats: shadow rows %+v, history %d shadow-denied and %d denied; want %+v, 16 and 1", st.Nodes[0].Shadow, shadow, denied, want)
 	}
 }
 
