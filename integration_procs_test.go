@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ratemesh/ratemesh/httpapi"
 	"io"
 	"net"
 	"net/http"
@@ -312,6 +313,24 @@ func (c *procCluster) members(p *nodeProc) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// checkKeyOwnedBy returns a /v1/check key (prefix, then a number) whose
+// routing key the cluster's first node places on owner.
+func (c *procCluster) checkKeyOwnedBy(t *testing.T, prefix string, owner *nodeProc) string {
+	t.Helper()
+	for i := range 1000 {
+		k := fmt.Sprintf("%s-%s-%d", prefix, c.runID, i)
+		o, err := c.owner(c.nodes[0], httpapi.CheckKeyPrefix+k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o == owner.name {
+			return k
+		}
+	}
+	t.Fatalf("no key owned by %s in 1000", owner.name)
+	return ""
 }
 
 // owner is the member p places routing key key on.

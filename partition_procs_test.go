@@ -3,11 +3,8 @@
 package ratemesh_test
 
 import (
-	"fmt"
 	"testing"
 	"time"
-
-	"github.com/ratemesh/ratemesh/httpapi"
 )
 
 // Three node processes in network namespaces of their own; the owner of a
@@ -33,15 +30,7 @@ func TestPartitionAcrossNamespaces(t *testing.T) {
 	}
 	c.waitMembers(t, 20*time.Second, time.Now(), c.nodes)
 	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
-	key := ""
-	for i := 0; key == ""; i++ {
-		k := fmt.Sprintf("part-%s-%d", c.runID, i)
-		if o, err := c.owner(n1, httpapi.CheckKeyPrefix+k); err != nil || i == 1000 {
-			t.Fatalf("no key owned by %s: %v", n3.name, err)
-		} else if o == n3.name {
-			key = k
-		}
-	}
+	key := c.checkKeyOwnedBy(t, "part", n3)
 	const limits = "30 per hour"
 	deciders := map[string]int{}
 	spend := func(p *nodeProc, n int) (allowed int) {

@@ -1,0 +1,86 @@
+//go:build linux
+
+package ratemesh_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The owner of a key at 1000 per minute is SIGKILLed mid-window, ~600
+// spent, while 100 checks a second arrive through the two other node
+// processes. With --replicas 1 (the default) the next owner continues
+// from its replica: at most the limit and 1 % are admitted over the
+// window, no client sees an error, and no answer takes over 200 ms.
+func TestOwnerCrashMidWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped in -short mode")
+	}
+	c := newProcCluster(t, buildNodeBinary(t))
+	c.extraArgs = func(*nodeProc) []string { return []string{"--replicas", "1"} }
+	for range 3 {
+		c.startNext(t)
+	}
+	c.waitMembers(t, 20*time.Second, time.Now(), c.nodes)
+	owner, asking := c.nodes[2], c.nodes[:2]
+	key := c.checkKeyOwnedBy(t, "crash", owner)
+	body := fmt.Sprintf(`{"key":%q,"limits":"1000 per minute","cost":1}`, key)
+
+	var allowed, checks, errs atomic.Int64
+	var slowest atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range asking {
+		wg.Go(func() {
+			pace := time.NewTicker(20 * time.Millisecond) // 50 a second from each
+			defer pace.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-pace.C:
+				}
+				start := time.Now()
+				r, err := c.do(p, http.MethodPost, "/v1/check", strings.NewReader(body), "Content-Type", "application/json")
+				took := time.Since(start)
+				for s := slowest.Load(); int64(took) > s && !slowest.CompareAndSwap(s, int64(took)); s = slowest.Load() {
+				}
+				checks.Add(1)
+				var a apiAnswer
+				if err != nil || r.status != http.StatusOK || json.Unmarshal(r.body, &a) != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v %d %s", p.name, err, r.status, r.body))
+					continue
+				}
+				if a.Allowed {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	waitUntil(t, 30*time.Second, "600 admitted", func() bool { return allowed.Load() >= 600 })
+	c.signal(t, owner, syscall.SIGKILL, 10*time.Second)
+	killedAt := allowed.Load()
+	waitUntil(t, 30*time.Second, "1,200 checks", func() bool { return checks.Load() >= 1200 })
+	close(stop)
+	wg.Wait()
+	t.Logf("owner killed at %d admitted; %d of %d admitted over the window, %d errors (first: %v), slowest answer %v",
+		killedAt, allowed.Load(), checks.Load(), errs.Load(), firstErr.Load(), time.Duration(slowest.Load()).Round(time.Millisecond))
+	if errs.Load() != 0 {
+		t.Errorf("%d checks failed (first: %v)", errs.Load(), firstErr.Load())
+	}
+	if got := allowed.Load(); got > 1010 {
+		t.Errorf("%d admitted over the window; want at most 1,010 (the limit and 1 %%)", got)
+	}
+	if s := time.Duration(slowest.Load()); s > 200*time.Millisecond {
+		t.Errorf("the slowest answer took %v; want at most 200 ms", s)
+	}
+}
