@@ -72,6 +72,30 @@ func spend(res *ratemesh.Result, cost int64, now time.Time) {
 	}
 }
 
+// lookThenOwe checks req of a count-when route without consuming (once
+// the request of the same client and route before it has been counted),
+// answers as the middleware does, and when the handler may run returns r
+// owing req's count, as Serve describes.
+func (m *Middleware) lookThenOwe(w http.ResponseWriter, r *http.Request, rt *route, req ratemesh.Request, metas []meta) (*http.Request, bool) {
+	release, err := m.gates.acquire(r.Context(), rt.scope+"\x00"+req.Key, rt.inFlight)
+	if err != nil {
+		m.metrics.checkError.Inc()
+		writeCheckFailed(w)
+		return r, true
+	}
+	cost := req.Cost
+	req.Cost = 0
+	res, err := m.cluster.Check(r.Context(), req)
+	if err == nil {
+		spend(&res, cost, m.now())
+	}
+	if !m.answer(w, r, rt, req.Key, res, err, metas) {
+		release()
+		return r, true
+	}
+	return owe(r, rt, req.Key, req.Counters, cost, release), false
+}
+
 // pending is the count a count-when request owes once it has answered.
 type pending struct {
 	route    *route

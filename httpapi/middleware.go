@@ -193,23 +193,7 @@ func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*
 		res, err := m.cluster.Check(r.Context(), req)
 		return r, !m.answer(w, r, rt, key, res, err, metas)
 	}
-	// A count-when route looks now and counts after the handler.
-	release, err := m.gates.acquire(r.Context(), rt.scope+"\x00"+key, rt.inFlight)
-	if err != nil {
-		m.metrics.checkError.Inc()
-		writeCheckFailed(w)
-		return r, true
-	}
-	req.Cost = 0
-	res, err := m.cluster.Check(r.Context(), req)
-	if err == nil {
-		spend(&res, cost, m.now())
-	}
-	if !m.answer(w, r, rt, key, res, err, metas) {
-		release()
-		return r, true
-	}
-	return owe(r, rt, key, counters, cost, release), false
+	return m.lookThenOwe(w, r, rt, req, metas)
 }
 
 // answer applies the result of r's check: headers, metrics, the deny
