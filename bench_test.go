@@ -17,7 +17,12 @@ import (
 
 // BenchmarkForwardedCheck measures a check that travels to the key's owner
 // over the RPC: sequential latency (p50/p99) and parallel throughput.
-func BenchmarkForwardedCheck(b *testing.B) { benchForwarded(b, nil) }
+// With Config.Replicas 1 (the presets) and 0: replication is off the
+// check's path, so both should be alike.
+func BenchmarkForwardedCheck(b *testing.B) {
+	b.Run("replicas=1", func(b *testing.B) { benchForwarded(b, nil) })
+	b.Run("replicas=0", func(b *testing.B) { benchForwarded(b, func(c *ratemesh.Config) { c.Replicas = 0 }) })
+}
 
 // BenchmarkForwardedCheckTLS is BenchmarkForwardedCheck with the RPC over
 // mutual TLS (Config.PeerTLS), as --tls-ca sets it.
@@ -125,4 +130,36 @@ func BenchmarkOwnerCheck(b *testing.B) {
 		owned(b, nodes[1]) // pulls 1000 keys: nodes[0] remembers where they went
 		run(b, nodes[0])
 	})
+}
+
+// BenchmarkReplicas measures a 3-node cluster's checks over 10,000 keys,
+// every check allowed (so every one changes a counter its owner then
+// replicates), from all nodes at once, with Config.Replicas 0 and 1.
+func BenchmarkReplicas(b *testing.B) {
+	ls, _ := bucket.Parse("1000000000 per hour")
+	cs := []bucket.Counter{{Scope: "bench", Limit: ls[0]}}
+	ctx := context.Background()
+	for _, replicas := range []int{0, 1} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			nodes := clustertest.Start(b, 3, func(c *ratemesh.Config) { c.Replicas = replicas })
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			var next atomic.Int64
+			start := time.Now()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(next.Add(1))
+				n := nodes[i%len(nodes)]
+				req := ratemesh.Request{Counters: cs, Cost: 1, StatusBuf: make([]bucket.Status, 0, 1)}
+				for k := i * 7919; pb.Next(); k++ {
+					req.Key = fmt.Sprintf("ip:10.2.%d.%d", (k%10000)/256, k%256)
+					if _, err := n.Check(ctx, req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "checks/s")
+		})
+	}
 }

@@ -133,10 +133,7 @@ func (s *Store) Export(now time.Time, key string) (e Entry, ok bool) {
 // what the store held for it: a copy kept for another node (a replica)
 // takes the newest state it is sent, never a sum.
 func (s *Store) Replace(now time.Time, entries []Entry) {
-	for i := range entries {
-		s.Reset(entries[i].Key)
-	}
-	s.Merge(now, entries)
+	s.mergeAll(now, entries, true)
 }
 
 // export copies e's live counters; it reports false when none is live.
@@ -174,18 +171,24 @@ func (e *entry) export(t int64) (Entry, bool) {
 // another owner admitted; checks then fail to create until Sweep has
 // reclaimed enough.
 func (s *Store) Merge(now time.Time, entries []Entry) {
+	s.mergeAll(now, entries, false)
+}
+
+func (s *Store) mergeAll(now time.Time, entries []Entry, replace bool) {
 	t := now.UnixNano()
 	tb := s.table()
 	for i := range entries {
 		en := &entries[i]
 		sh, tag := tb.shard(en.Key)
 		sh.mu.Lock()
-		sh.merge(t, tag, en, tb.maxPerKey)
+		sh.merge(t, tag, en, tb.maxPerKey, replace)
 		sh.mu.Unlock()
 	}
 }
 
-func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int) {
+// merge folds en into the shard; with replace, a counter held already
+// takes en's state instead of the sum of both.
+func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int, replace bool) {
 	e, pos := sh.lookup(tag, en.Key)
 	for k := range en.Counters {
 		cs := &en.Counters[k]
@@ -201,8 +204,12 @@ func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int) {
 			if j := e.find(&c); j >= 0 {
 				own := &e.at(j).st
 				before := own.log.capacity()
-				own.normalize(&c, t)
-				own.merge(&c, &in)
+				if replace {
+					*own = in
+				} else {
+					own.normalize(&c, t)
+					own.merge(&c, &in)
+				}
 				sh.acct.force(0, 0, int64(own.log.capacity()-before))
 				continue
 			}

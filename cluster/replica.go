@@ -56,6 +56,15 @@ type replicator struct {
 	held     atomic.Int64         // len(from), read on the check path
 	promoted map[string]promotion // keys continued from a replica, by key
 	npromo   atomic.Int64         // len(promoted)
+	// orphans caches, per view, whether an owner this node holds replicas
+	// for is out of the routing ring: only then can a check promote.
+	orphans atomic.Pointer[orphanCache]
+}
+
+type orphanCache struct {
+	v    *view
+	held int64
+	any  bool
 }
 
 // replicas are the copies one incarnation of an owner sent.
@@ -178,7 +187,14 @@ func (r *replicator) superseded(owner string, entries []bucket.Entry) {
 // owner that is out of the routing ring, when the table lacks key: the
 // node continues from the failed owner's count.
 func (r *replicator) promote(now time.Time, v *view, key string) {
-	if r.held.Load() == 0 || r.c.store.Has(key) {
+	held := r.held.Load()
+	if held == 0 {
+		return
+	}
+	if o := r.orphans.Load(); o == nil || o.v != v || o.held != held {
+		r.orphans.Store(r.findOrphans(v, held))
+	}
+	if !r.orphans.Load().any || r.c.store.Has(key) {
 		return
 	}
 	r.mu.Lock()
@@ -196,6 +212,19 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 			return
 		}
 	}
+}
+
+// findOrphans reports whether any owner replicas are held for is out of
+// v's routing ring.
+func (r *replicator) findOrphans(v *view, held int64) *orphanCache {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for owner := range r.from {
+		if !v.routing.Has(owner) {
+			return &orphanCache{v: v, held: held, any: true}
+		}
+	}
+	return &orphanCache{v: v, held: held}
 }
 
 // sweep drops expired replicas, a little at a time, and the stores of
