@@ -18,14 +18,14 @@ import (
 //	MergeRequest  [from str, replica bool, [entry...]]
 //	TakeRequest   [key str, to str, to-addr str]
 //	take response [found bool, entry|nil]
-//	entry         [key str, [CounterState...]]   CounterState in msgpack's struct encoding
+//	entry         [key str, [state...]]
+//	state         [scope str, amount int, period ns, strategy uint, start int, count int, prev int, tat int, tat-frac int, [hit int...]]
 //	ping, and every other ok response: empty
 //
-// The hot types are written field by field with the Encoder/Decoder
+// Every type is written field by field with the Encoder/Decoder
 // primitives: no reflection, no field names on the wire, and strings are
-// read in place. Only bucket.CounterState, which belongs to another package
-// and travels only at handoff, goes through msgpack's reflection, after its
-// bytes have been checked (see valueSize).
+// read in place. Counter states travel at every handoff and, with
+// replicas, after every allowed check, so they are as lean as checks.
 
 const (
 	counterFields = 4
@@ -33,8 +33,8 @@ const (
 	minCounter    = 1 + counterFields // fixarray + one byte per field
 	minStatus     = 1 + statusFields
 	minEntry      = 3  // fixarray, fixstr, fixarray
-	minState      = 16 // a real CounterState encodes its field names: far more
-	maxStateDepth = 8  // CounterState → Counter → Limit is 3 deep
+	stateFields   = 10 // scope, amount, period, strategy, start, count, prev, tat, tat-frac, hits
+	minState      = 11 // fixarray, fixstr, eight fixints, fixarray
 	maxInterned   = 256
 )
 
@@ -127,11 +127,27 @@ func (c *codec) encodeEntry(ent *bucket.Entry) error {
 	e.EncodeString(ent.Key)
 	e.EncodeArrayLen(len(ent.Counters))
 	for j := range ent.Counters {
-		if err := e.Encode(&ent.Counters[j]); err != nil {
-			return err
-		}
+		c.encodeState(&ent.Counters[j])
 	}
 	return nil
+}
+
+func (c *codec) encodeState(cs *bucket.CounterState) {
+	e := c.enc
+	e.EncodeArrayLen(stateFields)
+	e.EncodeString(cs.Counter.Scope)
+	e.EncodeInt(cs.Counter.Limit.Amount)
+	e.EncodeInt(int64(cs.Counter.Limit.Period))
+	e.EncodeUint(uint64(cs.Counter.Strategy))
+	e.EncodeInt(cs.Start)
+	e.EncodeInt(cs.Count)
+	e.EncodeInt(cs.Prev)
+	e.EncodeInt(cs.TAT)
+	e.EncodeInt(cs.TATFrac)
+	e.EncodeArrayLen(len(cs.Hits))
+	for _, h := range cs.Hits {
+		e.EncodeInt(h)
+	}
 }
 
 func (c *codec) encodeTakeRequest(req *TakeRequest) {
@@ -399,21 +415,11 @@ func (c *codec) decodeEntry(ent *bucket.Entry) error {
 	if err != nil {
 		return err
 	}
+	ent.Counters = make([]bucket.CounterState, 0, min(m, 4))
 	for range m {
-		at := len(c.src) - c.r.Len()
-		size, err := valueSize(c.src[at:], maxStateDepth)
-		if err != nil {
-			return malformed("counter state", err)
-		}
-		if size < minState {
-			return protoErr("malformed counter state: %d bytes", size)
-		}
 		ent.Counters = append(ent.Counters, bucket.CounterState{})
-		if err := c.dec.Decode(&ent.Counters[len(ent.Counters)-1]); err != nil {
-			return malformed("counter state", err)
-		}
-		if got := len(c.src) - c.r.Len() - at; got != size {
-			return protoErr("malformed counter state: decoded %d of %d bytes", got, size)
+		if err := c.decodeState(&ent.Counters[len(ent.Counters)-1]); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -434,6 +440,45 @@ func (c *codec) decodeTakeRequest(req *TakeRequest) error {
 		return err
 	}
 	return c.done()
+}
+
+// decodeState reads one counter state. Its values are checked by the
+// store that merges it (bucket's importState), not here.
+func (c *codec) decodeState(cs *bucket.CounterState) error {
+	if err := c.fields(stateFields, "counter state"); err != nil {
+		return err
+	}
+	var err error
+	if cs.Counter.Scope, err = c.interned("", "scope"); err != nil {
+		return err
+	}
+	var period, strategy int64
+	for _, f := range []struct {
+		v    *int64
+		what string
+	}{{&cs.Counter.Limit.Amount, "amount"}, {&period, "period"}, {&strategy, "strategy"}, {&cs.Start, "start"},
+		{&cs.Count, "count"}, {&cs.Prev, "prev"}, {&cs.TAT, "tat"}, {&cs.TATFrac, "tat fraction"}} {
+		if *f.v, err = c.int(f.what); err != nil {
+			return err
+		}
+	}
+	if strategy < 0 || strategy > 255 {
+		return protoErr("malformed counter state: strategy %d", strategy)
+	}
+	cs.Counter.Limit.Period, cs.Counter.Strategy = time.Duration(period), bucket.Strategy(strategy)
+	n, err := c.list(1, "hits")
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		cs.Hits = make([]int64, n)
+		for i := range cs.Hits {
+			if cs.Hits[i], err = c.int("hit"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (c *codec) decodeTakeResponse(ent *bucket.Entry) (bool, error) {

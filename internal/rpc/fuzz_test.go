@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"reflect"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,7 +53,6 @@ func FuzzFrame(f *testing.F) {
 			c.decodeTakeRequest(new(TakeRequest))
 			c.reset(payload)
 			c.decodeTakeResponse(new(bucket.Entry))
-			valueSize(payload, maxStateDepth)
 		}
 	})
 }
@@ -113,38 +114,6 @@ func TestMergeDecodeAllocationBounded(t *testing.T) {
 	}
 }
 
-func TestValueSize(t *testing.T) {
-	cases := []struct {
-		in   []byte
-		size int // -1: error
-	}{
-		{[]byte{0x01}, 1},
-		{[]byte{0xe0}, 1},
-		{[]byte{0xc0}, 1},
-		{[]byte{0xc1}, -1},
-		{[]byte{0xa3, 'a', 'b', 'c'}, 4},
-		{[]byte{0xa3, 'a', 'b'}, -1},
-		{[]byte{0x92, 0x01, 0xa1, 'x'}, 4},
-		{[]byte{0x82, 0x01, 0x02, 0x03, 0x04}, 5},
-		{[]byte{0x82, 0x01, 0x02, 0x03}, -1},
-		{[]byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0x01}, -1},
-		{[]byte{0xdc, 0x00, 0x02, 0x01, 0x01}, 5},
-		{[]byte{0xcd, 0x01, 0x02}, 3},
-		{[]byte{0xd3, 1, 2, 3, 4, 5, 6, 7, 8}, 9},
-		{[]byte{0xd6, 0xff, 1, 2, 3, 4}, 6},
-		{[]byte{0xc7, 0x02, 0x01, 'a', 'b'}, 5},
-		{[]byte{0xc6, 0xff, 0xff, 0xff, 0xff}, -1},
-		{[]byte{0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01}, -1}, // 9 deep
-		{[]byte{0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01}, 9},
-	}
-	for _, tc := range cases {
-		n, err := valueSize(tc.in, maxStateDepth)
-		if tc.size < 0 && err == nil || tc.size >= 0 && (err != nil || n != tc.size) {
-			t.Errorf("valueSize(% x) = %d, %v; want %d", tc.in, n, err, tc.size)
-		}
-	}
-}
-
 // minState assumes every real CounterState encodes to at least minState
 // bytes; a change of bucket's encoding that breaks this would make the
 // server refuse merges.
@@ -185,5 +154,32 @@ func TestCheckAllocs(t *testing.T) {
 				t.Errorf("Check allocates %.2f times per call, want at most %.0f", n, tc.max-0.1)
 			}
 		})
+	}
+}
+
+// Counter states and the merge request's sender and replica flag come
+// back as they went, for every strategy.
+func TestMergeRequestRoundTrip(t *testing.T) {
+	in := &MergeRequest{From: "n1", Replica: true, Entries: []bucket.Entry{
+		{Key: "a", Counters: []bucket.CounterState{
+			{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Minute)}, Start: 7, Count: 3},
+			{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Hour), Strategy: bucket.SlidingWindowCounter}, Start: 9, Count: 2, Prev: 4},
+		}},
+		{Key: "b", Counters: []bucket.CounterState{
+			{Counter: bucket.Counter{Scope: "t", Limit: limit(3, time.Second), Strategy: bucket.MovingWindow}, Hits: []int64{1, 2, -3}},
+			{Counter: bucket.Counter{Scope: "t", Limit: limit(1<<40, 24*time.Hour), Strategy: bucket.TokenBucket}, TAT: 1 << 60, TATFrac: 12345},
+		}},
+	}}
+	c := newCodec()
+	if err := c.encodeMergeRequest(in); err != nil {
+		t.Fatal(err)
+	}
+	out := new(MergeRequest)
+	c.reset(slices.Clone(c.w.b))
+	if err := c.decodeMergeRequest(out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Fatalf("round trip:\n in %+v\nout %+v", in, out)
 	}
 }
