@@ -49,7 +49,17 @@ const (
 type replicator struct {
 	c     *Cluster
 	n     int         // successors each key is copied to
-	dirty chan string // keys an allowed check changed
+	// dirty lists the keys allowed checks changed since the last flush,
+	// repeats included (a mutex and an append cost a check less than a
+	// channel send); full wakes the loop when replicaBatch wait.
+	dirtyMu sync.Mutex
+	dirty   []string
+	full    chan struct{}
+
+	// conns are connections of their own to successors: a batch of
+	// replicas must not hold up the checks forwarded on the peer's
+	// connection behind it. Used by the loop only.
+	conns map[string]Peer
 
 	mu       sync.Mutex
 	from     map[string]*replicas // replicas held here, by owner
@@ -82,41 +92,61 @@ type promotion struct {
 }
 
 func newReplicator(c *Cluster, n int) *replicator {
-	return &replicator{c: c, n: n, dirty: make(chan string, replicaQueue),
-		from: map[string]*replicas{}, promoted: map[string]promotion{}}
+	return &replicator{c: c, n: n, full: make(chan struct{}, 1),
+		from: map[string]*replicas{}, promoted: map[string]promotion{}, conns: map[string]Peer{}}
 }
 
 // changed notes that key's state changed here. It never blocks.
 func (r *replicator) changed(key string) {
-	select {
-	case r.dirty <- key:
-	default:
+	r.dirtyMu.Lock()
+	n := len(r.dirty)
+	if n < replicaQueue {
+		r.dirty = append(r.dirty, key)
+	}
+	r.dirtyMu.Unlock()
+	switch {
+	case n >= replicaQueue:
 		r.c.metrics.replicaKeys.WithLabelValues("dropped").Inc()
+	case n+1 == replicaBatch:
+		select {
+		case r.full <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// loop sends noted changes until ctx ends.
+// loop sends noted changes every replicaFlush, or sooner when
+// replicaBatch wait, until ctx ends.
 func (r *replicator) loop(ctx context.Context) {
 	t := time.NewTicker(replicaFlush)
 	defer t.Stop()
+	defer func() {
+		for _, p := range r.conns {
+			p.Close()
+		}
+	}()
 	pending := map[string]struct{}{}
+	var spare []string
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case k := <-r.dirty:
-			pending[k] = struct{}{}
-			if len(pending) < replicaBatch {
-				continue
-			}
+		case <-r.full:
 		case <-t.C:
 			r.sweep()
-			if len(pending) == 0 {
-				continue
-			}
 		}
-		r.flush(ctx, pending)
-		clear(pending)
+		r.dirtyMu.Lock()
+		keys := r.dirty
+		r.dirty = spare[:0]
+		r.dirtyMu.Unlock()
+		for _, k := range keys {
+			pending[k] = struct{}{}
+		}
+		spare = keys
+		if len(pending) > 0 {
+			r.flush(ctx, pending)
+			clear(pending)
+		}
 	}
 }
 
@@ -141,7 +171,7 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 	}
 	for m, es := range batches {
 		ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
-		err := r.c.peers.get(m.Name, m.Addr).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Replica: true, Entries: es})
+		err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Replica: true, Entries: es})
 		cancel()
 		result := "sent"
 		if err != nil {
@@ -149,6 +179,26 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 		}
 		r.c.metrics.replicaKeys.WithLabelValues(result).Add(float64(len(es)))
 	}
+}
+
+// conn returns the replication connection to m, dropping those to
+// addresses that are no longer a member's.
+func (r *replicator) conn(m ring.Member) Peer {
+	p, ok := r.conns[m.Addr]
+	if !ok {
+		if len(r.conns) > 0 {
+			v := r.c.view.Load()
+			for addr, old := range r.conns {
+				if !v.hasAddr(addr) {
+					old.Close()
+					delete(r.conns, addr)
+				}
+			}
+		}
+		p = r.c.transport.Dial(m.Addr)
+		r.conns[m.Addr] = p
+	}
+	return p
 }
 
 // hold keeps the replicas an owner sent; those of an earlier incarnation

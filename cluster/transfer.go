@@ -243,6 +243,16 @@ func (c *Cluster) awaitMember(ctx context.Context, name, addr string) error {
 	return nil
 }
 
+// hasAddr reports whether a member's RPC address is addr.
+func (v *view) hasAddr(addr string) bool {
+	for _, m := range v.members {
+		if m.RPCAddr == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // hasPeer reports whether name at addr is a member other than this node.
 func (v *view) hasPeer(name, addr string) bool {
 	for _, m := range v.members {
