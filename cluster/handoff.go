@@ -118,6 +118,9 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		}
 		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Entries: es})
 		if err == nil {
+			if c.repl != nil {
+				c.repl.left(o.es)
+			}
 			close(o.mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))
 			c.log.Debug("handed off", "to", o.to.Name, "keys", len(o.es))

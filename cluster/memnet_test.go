@@ -304,6 +304,9 @@ func startMemNodeWith(t *testing.T, net *memNet, clock *manualClock, name string
 	}
 	n.Cluster = c
 	t.Cleanup(func() {
+		if c.stopped.Load() {
+			return // closed by the test already
+		}
 		c.leaving.Store(false) // a test may have begun a leave by hand (startLeaving)
 		c.Close(context.Background())
 	})

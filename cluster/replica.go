@@ -47,8 +47,8 @@ const (
 // replicator is one node's part in replication: the changes it owes its
 // successors, and the replicas it holds for other owners.
 type replicator struct {
-	c     *Cluster
-	n     int         // successors each key is copied to
+	c *Cluster
+	n int // successors each key is copied to
 	// dirty lists the keys allowed checks changed since the last flush,
 	// repeats included (a mutex and an append cost a check less than a
 	// channel send); full wakes the loop when replicaBatch wait.
@@ -89,6 +89,16 @@ type promotion struct {
 	owner       string
 	incarnation uint64
 	base        bucket.Entry
+	until       time.Time // when every counter of base has expired
+}
+
+// longestPeriod is the longest period of e's counters: none outlives it.
+func longestPeriod(e bucket.Entry) time.Duration {
+	var p time.Duration
+	for _, cs := range e.Counters {
+		p = max(p, cs.Counter.Limit.Period)
+	}
+	return p
 }
 
 func newReplicator(c *Cluster, n int) *replicator {
@@ -118,7 +128,11 @@ func (r *replicator) changed(key string) {
 // loop sends noted changes every replicaFlush, or sooner when
 // replicaBatch wait, until ctx ends.
 func (r *replicator) loop(ctx context.Context) {
-	t := time.NewTicker(replicaFlush)
+	every := replicaFlush
+	if r.c.cfg.replicaFlush > 0 {
+		every = r.c.cfg.replicaFlush
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	defer func() {
 		for _, p := range r.conns {
@@ -255,7 +269,7 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		}
 		if e, ok := h.store.Take(now, key); ok {
 			r.c.store.Merge(now, []bucket.Entry{e})
-			r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e}
+			r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
 			r.npromo.Store(int64(len(r.promoted)))
 			r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
 			r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
@@ -290,19 +304,37 @@ func (r *replicator) sweep() {
 		}
 	}
 	r.held.Store(int64(len(r.from)))
-	for key := range r.promoted {
-		if !r.c.store.Has(key) {
-			delete(r.promoted, key) // sent away, or expired and swept
+	// A promotion is forgotten when its key leaves (see left), not when
+	// the key is missing from the table: a handoff takes it out before
+	// sending it, and must still find the promotion. One whose counters
+	// have all expired is forgotten here.
+	for key, p := range r.promoted {
+		if now.After(p.until) {
+			delete(r.promoted, key)
 		}
+	}
+	r.npromo.Store(int64(len(r.promoted)))
+}
+
+// left forgets the promotions of keys that left this node (sent home, or
+// taken): a count made here later starts from no replica.
+func (r *replicator) left(entries []bucket.Entry) {
+	if r.npromo.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
+		delete(r.promoted, e.Key)
 	}
 	r.npromo.Store(int64(len(r.promoted)))
 }
 
 // homeward returns entries as they should travel to node to: a key
 // continued from to's replica loses the replica's part when to still runs
-// the incarnation that sent it. Promotions are forgotten by sweep once
-// their key has left this node (a send that fails merges it back here,
-// replica part and all, so the promotion still holds).
+// the incarnation that sent it. The promotion stays until the send has
+// landed (see left): a send that fails merges the key back here, replica
+// part and all.
 func (r *replicator) homeward(to string, entries []bucket.Entry) []bucket.Entry {
 	if r.npromo.Load() == 0 {
 		return entries

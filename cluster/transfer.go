@@ -278,7 +278,9 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry,
 	defer c.movingMu.Unlock()
 	entry, found := c.store.Take(now, req.Key)
 	if found && c.repl != nil {
+		taken := entry
 		entry = c.repl.homeward(req.To, []bucket.Entry{entry})[0]
+		c.repl.left([]bucket.Entry{taken})
 	}
 	done := make(chan struct{})
 	close(done)
