@@ -2,8 +2,13 @@ package cluster
 
 import (
 	"context"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
@@ -74,4 +79,70 @@ func TestPausedOwnerWithReplica(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Replicas reach the next owner within the stated lag — replicaFlush plus
+// one RPC; the test allows 100 ms for a loaded machine — and a node that is
+// not a member (another ring, a stranger with the secret) cannot leave any.
+func TestReplicaLagAndStrangers(t *testing.T) {
+	nodes := make([]*Cluster, 3)
+	for i := range nodes {
+		cfg := realConfig(t, "n"+strconv.Itoa(i))
+		cfg.Replicas = 1
+		nodes[i] = startReal(t, cfg)
+		if i > 0 {
+			join(t, nodes[i], nodes[0])
+		}
+	}
+	waitRing(t, nodes)
+	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n2")
+	succ := nodes[2].view.Load().full.Successors(key, 2)[1].Name
+	var next *Cluster
+	for _, n := range nodes {
+		if n.name == succ {
+			next = n
+		}
+	}
+	cs := testkit.Counters(t, "r", "1000 per minute")
+	var lags []time.Duration
+	for i := range 20 {
+		req := rpc.CheckRequest{Key: key, Counters: cs, Cost: 1}
+		var resp rpc.CheckResponse
+		start := time.Now()
+		if _, err := nodes[2].Check(context.Background(), &req, &resp); err != nil || !resp.Allowed {
+			t.Fatalf("check %d: %+v %v", i, resp, err)
+		}
+		for held := int64(0); held != int64(i+1); held = replicaCount(next, "n2", key) {
+			if time.Since(start) > 100*time.Millisecond {
+				t.Fatalf("after %v the replica holds %d of %d hits", time.Since(start), held, i+1)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		lags = append(lags, time.Since(start))
+	}
+	slices.Sort(lags)
+	t.Logf("replica lag over 20 checks: median %v, max %v (flush every %v)", lags[10], lags[19], replicaFlush)
+
+	stranger := rpc.NewClient(next.RPCAddr(), rpc.ClientConfig{Secret: rpcSecret(nil), DialTimeout: time.Second, CallTimeout: time.Second})
+	defer stranger.Close()
+	err := stranger.Merge(context.Background(), &rpc.MergeRequest{From: "stranger", Replica: true,
+		Entries: []bucket.Entry{{Key: "k", Counters: []bucket.CounterState{{Counter: cs[0], Start: time.Now().UnixNano(), Count: 5}}}}})
+	if err == nil || replicaCount(next, "stranger", "k") != 0 {
+		t.Fatalf("a stranger's replica: %v; held %d", err, replicaCount(next, "stranger", "k"))
+	}
+}
+
+// replicaCount is the count node holds in owner's replica of key.
+func replicaCount(node *Cluster, owner, key string) int64 {
+	node.repl.mu.Lock()
+	h := node.repl.from[owner]
+	node.repl.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	e, ok := h.store.Export(time.Now(), key)
+	if !ok {
+		return 0
+	}
+	return e.Counters[0].Count
 }

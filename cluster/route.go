@@ -219,9 +219,17 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		return errLeaving
 	}
 	if req.Replica {
-		if h.c.repl != nil {
-			h.c.repl.hold(req.From, req.Entries)
+		if h.c.repl == nil {
+			return nil
 		}
+		// Only a member of this node's ring may leave replicas here: a
+		// node that places keys by another ring (or speaks another
+		// protocol) is kept out of it, and its copies would be promoted
+		// for keys it does not own.
+		if !h.c.view.Load().hasMember(req.From) {
+			return &NotMemberError{Name: req.From}
+		}
+		h.c.repl.hold(req.From, req.Entries)
 		return nil
 	}
 	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))

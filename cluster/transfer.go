@@ -215,6 +215,9 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) {
 type NotMemberError struct{ Name, Addr string }
 
 func (e *NotMemberError) Error() string {
+	if e.Addr == "" {
+		return fmt.Sprintf("%q is not a member this node knows", e.Name)
+	}
 	return fmt.Sprintf("take: %q at %q is not a member this node knows", e.Name, e.Addr)
 }
 
@@ -241,6 +244,16 @@ func (c *Cluster) awaitMember(ctx context.Context, name, addr string) error {
 		}
 	}
 	return nil
+}
+
+// hasMember reports whether name is a member other than this node.
+func (v *view) hasMember(name string) bool {
+	for _, m := range v.members {
+		if m.Name == name && !m.Self {
+			return true
+		}
+	}
+	return false
 }
 
 // hasAddr reports whether a member's RPC address is addr.
