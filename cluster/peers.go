@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,6 +17,8 @@ type peerSet struct {
 	peers    map[string]*dialed
 	suspects map[string]time.Time // name → when suspected
 	lastLog  map[string]time.Time // fallback log limiter, per peer
+	// nsuspects is len(suspects), read without the lock on the check path.
+	nsuspects atomic.Int64
 }
 
 // dialed is the Peer of one member at one address.
@@ -64,6 +67,7 @@ func (s *peerSet) sync(live map[string]string) {
 			delete(s.suspects, name)
 		}
 	}
+	s.nsuspects.Store(int64(len(s.suspects)))
 	s.mu.Unlock()
 	for _, p := range gone { // outside the lock: Close waits for its goroutines
 		p.Close()
@@ -83,6 +87,7 @@ func (s *peerSet) suspect(name string, cause error) {
 	_, already := s.suspects[name]
 	if !already {
 		s.suspects[name] = s.c.now()
+		s.nsuspects.Store(int64(len(s.suspects)))
 	}
 	s.mu.Unlock()
 	if !already {
@@ -96,6 +101,7 @@ func (s *peerSet) clear(name string) {
 	s.mu.Lock()
 	_, was := s.suspects[name]
 	delete(s.suspects, name)
+	s.nsuspects.Store(int64(len(s.suspects)))
 	s.mu.Unlock()
 	if was {
 		s.c.log.Info("peer answers again", "peer", name)

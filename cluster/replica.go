@@ -255,16 +255,21 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 	if held == 0 {
 		return
 	}
-	if o := r.orphans.Load(); o == nil || o.v != v || o.held != held {
-		r.orphans.Store(r.findOrphans(v, held))
+	o := r.orphans.Load()
+	if o == nil || o.v != v || o.held != held {
+		o = r.findOrphans(v, held)
+		r.orphans.Store(o)
 	}
-	if !r.orphans.Load().any || r.c.store.Has(key) {
+	// A peer suspected a moment ago may still be in v: the suspicion is
+	// recorded before the ring is rebuilt, and a check that saw it must
+	// not decide from zero meanwhile.
+	if (!o.any && r.c.peers.nsuspects.Load() == 0) || r.c.store.Has(key) {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for owner, h := range r.from {
-		if v.routing.Has(owner) {
+		if v.routing.Has(owner) && !r.c.peers.isSuspect(owner) {
 			continue
 		}
 		if e, ok := h.store.Take(now, key); ok {

@@ -146,3 +146,33 @@ func replicaCount(node *Cluster, owner, key string) int64 {
 	}
 	return e.Counters[0].Count
 }
+
+// A check decided while the owner's suspicion is recorded but the ring not
+// rebuilt yet (another check is rebuilding it) continues from the replica
+// too: deciding from zero then would make the replica useless for good.
+func TestPromoteBeforeRebuild(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	names := []string{"n0", "n1", "n2"}
+	nodes := startMemClusterWith(t, net, clock, func(c *Config) { c.Replicas = 1 }, names...)
+	key := keyWhere(t, func(k string) bool {
+		return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
+	})
+	cs := perMinute(t, 10)
+	if got, _ := checkN(t, nodes[0], key, cs, 4); got != 4 {
+		t.Fatalf("before: %d of 4 allowed", got)
+	}
+	replicated(t, nodes[1], key)
+	n1 := nodes[1]
+	n1.peers.mu.Lock()
+	n1.peers.suspects["n2"] = clock.Now() // as suspect() records it, before its rebuild
+	n1.peers.nsuspects.Store(1)
+	n1.peers.mu.Unlock()
+	req := rpc.CheckRequest{Key: key, Counters: cs, Cost: 1}
+	var resp rpc.CheckResponse
+	if err := n1.decideLocal(clock.Now(), &req, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Statuses[0].Remaining != 5 {
+		t.Fatalf("decided with %d left, want 5: it did not continue from the replica's 4", resp.Statuses[0].Remaining)
+	}
+}
