@@ -48,20 +48,8 @@ func TestPartitionBoundPerPolicy(t *testing.T) {
 		{"open", 10, 1, 6},  // n1's own 5 allowed and not counted: unbounded
 	} {
 		t.Run(c.policy, func(t *testing.T) {
-			net, clock := newMemNet(), newManualClock()
-			names := []string{"n0", "n1", "n2"}
-			nodes := startMemClusterWith(t, net, clock, func(cfg *Config) {
-				cfg.Replicas = 1
-				policyFallback(cfg, c.policy)
-			}, names...)
-			key := keyWhere(t, func(k string) bool {
-				return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
-			})
-			cs := perMinute(t, 10)
-			if got, _ := checkN(t, nodes[0], key, cs, 4); got != 4 {
-				t.Fatalf("before the partition: %d of 4 allowed", got)
-			}
-			replicated(t, nodes[1], key)
+			rc := newReplicatedCluster(t, 4, func(cfg *Config) { policyFallback(cfg, c.policy) })
+			net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
 
 			net.setCut(memAddr("n2"), true)
 			a, _ := checkN(t, nodes[0], key, cs, 5)

@@ -75,10 +75,16 @@ func startReal(t *testing.T, cfg Config) *Cluster {
 // joined through n0, and waits until all see each other.
 func startRealCluster(t *testing.T, size int, fwd time.Duration) []*Cluster {
 	t.Helper()
+	return startRealClusterWith(t, size, func(cfg *Config) { cfg.ForwardTimeout = fwd })
+}
+
+// startRealClusterWith is startRealCluster with each Config changed by mod.
+func startRealClusterWith(t *testing.T, size int, mod func(*Config)) []*Cluster {
+	t.Helper()
 	nodes := make([]*Cluster, size)
 	for i := range nodes {
 		cfg := realConfig(t, fmt.Sprintf("n%d", i))
-		cfg.ForwardTimeout = fwd
+		mod(&cfg)
 		nodes[i] = startReal(t, cfg)
 		if i > 0 {
 			join(t, nodes[i], nodes[0])

@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -28,6 +27,38 @@ func replicated(t *testing.T, node *memNode, key string) {
 	})
 }
 
+// replicatedCluster is three memNet nodes with replicas 1 (and mod, if
+// not nil), a key owned by n2 whose next owner is n1, spent hits of it
+// admitted at 10 per minute, and the replica of them on n1.
+type replicatedCluster struct {
+	net   *memNet
+	clock *manualClock
+	nodes []*memNode
+	key   string
+	cs    []bucket.Counter
+}
+
+func newReplicatedCluster(t *testing.T, spent int, mod func(*Config)) *replicatedCluster {
+	t.Helper()
+	rc := &replicatedCluster{net: newMemNet(), clock: newManualClock()}
+	names := []string{"n0", "n1", "n2"}
+	rc.nodes = startMemClusterWith(t, rc.net, rc.clock, func(c *Config) {
+		c.Replicas = 1
+		if mod != nil {
+			mod(c)
+		}
+	}, names...)
+	rc.key = keyWhere(t, func(k string) bool {
+		return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
+	})
+	rc.cs = perMinute(t, 10)
+	if got, _ := checkN(t, rc.nodes[0], rc.key, rc.cs, spent); got != spent {
+		t.Fatalf("before: %d of %d allowed", got, spent)
+	}
+	replicated(t, rc.nodes[1], rc.key)
+	return rc
+}
+
 // A paused owner with a replica on its next owner: during the pause the
 // next owner continues from the replica, and when the owner answers again
 // only the hits added meanwhile go home, so the owner counts each hit
@@ -37,17 +68,8 @@ func replicated(t *testing.T, node *memNode, key string) {
 func TestPausedOwnerWithReplica(t *testing.T) {
 	for _, restarted := range []bool{false, true} {
 		t.Run(map[bool]string{false: "paused", true: "restarted"}[restarted], func(t *testing.T) {
-			net, clock := newMemNet(), newManualClock()
-			names := []string{"n0", "n1", "n2"}
-			nodes := startMemClusterWith(t, net, clock, func(c *Config) { c.Replicas = 1 }, names...)
-			key := keyWhere(t, func(k string) bool {
-				return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
-			})
-			cs := perMinute(t, 10)
-			if got, _ := checkN(t, nodes[0], key, cs, 2); got != 2 {
-				t.Fatalf("before the pause: %d of 2 allowed", got)
-			}
-			replicated(t, nodes[1], key)
+			rc := newReplicatedCluster(t, 2, nil)
+			net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
 
 			net.setCut(memAddr("n2"), true)
 			if got, last := checkN(t, nodes[0], key, cs, 3); got != 3 || last.Node != "n1" {
@@ -85,16 +107,7 @@ func TestPausedOwnerWithReplica(t *testing.T) {
 // one RPC; the test allows 100 ms for a loaded machine — and a node that is
 // not a member (another ring, a stranger with the secret) cannot leave any.
 func TestReplicaLagAndStrangers(t *testing.T) {
-	nodes := make([]*Cluster, 3)
-	for i := range nodes {
-		cfg := realConfig(t, "n"+strconv.Itoa(i))
-		cfg.Replicas = 1
-		nodes[i] = startReal(t, cfg)
-		if i > 0 {
-			join(t, nodes[i], nodes[0])
-		}
-	}
-	waitRing(t, nodes)
+	nodes := startRealClusterWith(t, 3, func(cfg *Config) { cfg.Replicas = 1 })
 	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n2")
 	succ := nodes[2].view.Load().full.Successors(key, 2)[1].Name
 	var next *Cluster
@@ -151,18 +164,8 @@ func replicaCount(node *Cluster, owner, key string) int64 {
 // rebuilt yet (another check is rebuilding it) continues from the replica
 // too: deciding from zero then would make the replica useless for good.
 func TestPromoteBeforeRebuild(t *testing.T) {
-	net, clock := newMemNet(), newManualClock()
-	names := []string{"n0", "n1", "n2"}
-	nodes := startMemClusterWith(t, net, clock, func(c *Config) { c.Replicas = 1 }, names...)
-	key := keyWhere(t, func(k string) bool {
-		return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
-	})
-	cs := perMinute(t, 10)
-	if got, _ := checkN(t, nodes[0], key, cs, 4); got != 4 {
-		t.Fatalf("before: %d of 4 allowed", got)
-	}
-	replicated(t, nodes[1], key)
-	n1 := nodes[1]
+	rc := newReplicatedCluster(t, 4, nil)
+	clock, key, cs, n1 := rc.clock, rc.key, rc.cs, rc.nodes[1]
 	n1.peers.mu.Lock()
 	n1.peers.suspects["n2"] = clock.Now() // as suspect() records it, before its rebuild
 	n1.peers.nsuspects.Store(1)
