@@ -27,6 +27,26 @@ func tlsNode(t *testing.T, ca *certstest.CA, name string) (*Cluster, *certs.Sour
 	return startReal(t, cfg), src
 }
 
+// tlsPair is two nodes of ca joined over mutual TLS, and a load checking
+// from n0 a key n1 owns.
+type tlsPair struct {
+	n0, n1     *Cluster
+	src0, src1 *certs.Source
+	load       *testkit.Load
+}
+
+func startTLSPair(t *testing.T, ca *certstest.CA, limits string) tlsPair {
+	t.Helper()
+	var p tlsPair
+	p.n0, p.src0 = tlsNode(t, ca, "n0")
+	p.n1, p.src1 = tlsNode(t, ca, "n1")
+	join(t, p.n1, p.n0)
+	waitRing(t, []*Cluster{p.n0, p.n1})
+	key := testkit.KeyOwnedBy(t, []string{"n0", "n1"}, "n1")
+	p.load = testkit.StartLoad(t, []testkit.CheckFunc{checker(p.n0, key, testkit.Counters(t, "r", limits))})
+	return p
+}
+
 // ping dials addr's RPC with tlsCfg (nil: plain TCP) and the cluster's
 // secret.
 func ping(t *testing.T, addr string, tlsCfg *tls.Config) error {
@@ -43,12 +63,8 @@ func ping(t *testing.T, addr string, tlsCfg *tls.Config) error {
 // gossip gets no check through to the others.
 func TestMutualTLSMesh(t *testing.T) {
 	ca := certstest.NewCA(t, "cluster")
-	n0, _ := tlsNode(t, ca, "n0")
-	n1, _ := tlsNode(t, ca, "n1")
-	join(t, n1, n0)
-	waitRing(t, []*Cluster{n0, n1})
-	key := testkit.KeyOwnedBy(t, []string{"n0", "n1"}, "n1")
-	load := testkit.StartLoad(t, []testkit.CheckFunc{checker(n0, key, testkit.Counters(t, "r", "5 per minute"))})
+	p := startTLSPair(t, ca, "5 per minute")
+	n0, n1, load := p.n0, p.n1, p.load
 	load.WaitChecks(t, 50)
 	load.Report(t)
 	if load.Allowed.Load() != 5 || load.Fallbacks.Load() != 0 || load.Errs.Load() != 0 {
@@ -97,12 +113,8 @@ func TestMutualTLSMesh(t *testing.T) {
 // certificates on both sides.
 func TestRotationLosesNoCheck(t *testing.T) {
 	ca := certstest.NewCA(t, "cluster")
-	n0, src0 := tlsNode(t, ca, "n0")
-	n1, src1 := tlsNode(t, ca, "n1")
-	join(t, n1, n0)
-	waitRing(t, []*Cluster{n0, n1})
-	key := testkit.KeyOwnedBy(t, []string{"n0", "n1"}, "n1")
-	load := testkit.StartLoad(t, []testkit.CheckFunc{checker(n0, key, testkit.Counters(t, "r", "1000000 per minute"))})
+	p := startTLSPair(t, ca, "1000000 per minute")
+	n1, src0, src1, load := p.n1, p.src0, p.src1, p.load
 	for round := range 3 {
 		load.WaitChecks(t, int64(100*(round+1)))
 		for name, src := range map[string]*certs.Source{"n0": src0, "n1": src1} {
