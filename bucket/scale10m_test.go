@@ -1,0 +1,213 @@
+package bucket
+
+// A store of ten million keys on one node: heap per key, check latency in
+// steady state, while a sweep removes expired keys and while the collector
+// marks, and the collector's pauses. It needs a few GiB and about a minute,
+// so it runs only when asked:
+//
+//	RATEMESH_10M=1 go test -run Scale10M -v -timeout 10m ./bucket/
+//
+// RATEMESH_10M=N (N > 1) runs it at N keys instead.
+
+import (
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// scaleSweepChunk is the chunk the node's sweep passes to Store.Sweep.
+const scaleSweepChunk = 4096
+
+// scaleCounters is the realistic limit of every key: 100 per minute.
+var scaleCounters = []Counter{{Scope: "GET /products", Limit: Limit{Amount: 100, Period: time.Minute}}}
+
+// scaleKeyCount reads RATEMESH_10M, skipping the test when it is unset.
+func scaleKeyCount(t *testing.T) int {
+	v := os.Getenv("RATEMESH_10M")
+	if v == "" {
+		t.Skip("set RATEMESH_10M=1 to run (needs a few GiB)")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("RATEMESH_10M=%q: want 1 (ten million keys) or a key count", v)
+	}
+	if n == 1 {
+		n = 10_000_000
+	}
+	return n
+}
+
+// appendScaleKey appends the i-th client key, "ip:10.x.y.z".
+func appendScaleKey(buf []byte, i int) []byte {
+	buf = append(buf, "ip:10."...)
+	buf = strconv.AppendInt(buf, int64(i>>16), 10)
+	buf = append(buf, '.')
+	buf = strconv.AppendInt(buf, int64(i>>8&255), 10)
+	buf = append(buf, '.')
+	return strconv.AppendInt(buf, int64(i&255), 10)
+}
+
+// fillScale checks keys [from, to) once each at now.
+func fillScale(t *testing.T, s *Store, from, to int, now time.Time) {
+	t.Helper()
+	var buf []byte
+	dst := make([]Status, 0, 1)
+	for i := from; i < to; i++ {
+		buf = appendScaleKey(buf[:0], i)
+		var err error
+		if dst, _, err = s.Check(now, string(buf), scaleCounters, 1, dst[:0]); err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+	}
+}
+
+// checkLatencies checks random keys of [from, to) at now, timing each
+// check, until done reports true (checked every 1024 checks) or max
+// samples are taken.
+func checkLatencies(s *Store, from, to int, now time.Time, max int, done func() bool) []time.Duration {
+	out := make([]time.Duration, 0, max)
+	rng := rand.New(rand.NewPCG(uint64(from), uint64(to)))
+	var buf []byte
+	dst := make([]Status, 0, 1)
+	for len(out) < max && (len(out)&1023 != 0 || !done()) {
+		buf = appendScaleKey(buf[:0], from+rng.IntN(to-from))
+		key := string(buf)
+		start := time.Now()
+		dst, _, _ = s.Check(now, key, scaleCounters, 1, dst[:0])
+		out = append(out, time.Since(start))
+	}
+	return out
+}
+
+// pct returns the p-quantile (0..1) of d, sorting it.
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(p*float64(len(d))))]
+}
+
+func logLatencies(t *testing.T, what string, d []time.Duration) (p99 time.Duration) {
+	t.Helper()
+	p50, p99, p999, worst := pct(d, 0.5), pct(d, 0.99), pct(d, 0.999), pct(d, 1)
+	t.Logf("%s: %d checks, p50 %v, p99 %v, p99.9 %v, max %v", what, len(d), p50, p99, p999, worst)
+	return p99
+}
+
+// gcPauses returns the stop-the-world pause histogram of the collector.
+func gcPauses() *metrics.Float64Histogram {
+	m := []metrics.Sample{{Name: "/sched/pauses/total/gc:seconds"}}
+	metrics.Read(m)
+	return m[0].Value.Float64Histogram()
+}
+
+// pauseQuantile returns the upper bound of the bucket holding the
+// p-quantile of the pauses counted in after but not in before, and their
+// number.
+func pauseQuantile(before, after *metrics.Float64Histogram, p float64) (time.Duration, uint64) {
+	var total uint64
+	counts := make([]uint64, len(after.Counts))
+	for i := range counts {
+		counts[i] = after.Counts[i] - before.Counts[i]
+		total += counts[i]
+	}
+	var seen uint64
+	for i, c := range counts {
+		seen += c
+		if c > 0 && float64(seen) >= p*float64(total) {
+			return time.Duration(after.Buckets[i+1] * float64(time.Second)), total
+		}
+	}
+	return 0, total
+}
+
+// closed returns a function reporting whether ch has been closed.
+func closed(ch <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+func heapNow() runtime.MemStats {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m
+}
+
+func TestScale10M(t *testing.T) {
+	n := scaleKeyCount(t)
+	pausesBefore := gcPauses()
+	before := heapNow()
+	s := NewStore(StoreConfig{MaxKeys: n + n/2, MaxCounters: n + n/2})
+	start := time.Now()
+	// Two halves half a window apart: the first expires while the second
+	// is still live.
+	fillScale(t, s, 0, n/2, t0)
+	fillScale(t, s, n/2, n, t0.Add(30*time.Second))
+	t.Logf("filled %d keys in %v", n, time.Since(start).Round(time.Millisecond))
+	after := heapNow()
+	t.Logf("heap per key: HeapAlloc %.1f B, HeapInuse %.1f B (HeapAlloc %d MiB, HeapSys %d MiB, %d GC cycles so far)",
+		float64(after.HeapAlloc-before.HeapAlloc)/float64(n), float64(after.HeapInuse-before.HeapInuse)/float64(n),
+		after.HeapAlloc>>20, after.HeapSys>>20, after.NumGC)
+
+	never := func() bool { return false }
+	const samples = 2_000_000
+	steady := checkLatencies(s, n/2, n, t0.Add(40*time.Second), samples, never)
+	steadyP99 := logLatencies(t, "steady state", steady)
+
+	sweepP99 := scaleSweep(t, s, n)
+
+	marked := make(chan struct{})
+	var gcTook time.Duration
+	go func() { start := time.Now(); runtime.GC(); gcTook = time.Since(start); close(marked) }()
+	logLatencies(t, "during a forced GC", checkLatencies(s, n/2, n, t0.Add(62*time.Second), 50*samples, closed(marked)))
+	<-marked
+	t.Logf("the forced GC took %v", gcTook)
+
+	p99, count := pauseQuantile(pausesBefore, gcPauses(), 0.99)
+	worst, _ := pauseQuantile(pausesBefore, gcPauses(), 1)
+	t.Logf("GC pauses over the run: %d, p99 <= %v, max <= %v (histogram bucket bounds)", count, p99, worst)
+	t.Logf("sweep p99 - steady p99 = %v (target <= 1ms)", sweepP99-steadyP99)
+	runtime.KeepAlive(s)
+}
+
+// scaleSweep runs the node's sweep (one pass in chunks) over a store whose
+// first half has expired, timing checks of the live half meanwhile, and
+// returns their p99.
+func scaleSweep(t *testing.T, s *Store, n int) time.Duration {
+	t.Helper()
+	now := t0.Add(61 * time.Second)
+	swept := make(chan struct{})
+	var removed int
+	var slowest, took time.Duration
+	go func() {
+		defer close(swept)
+		start := time.Now()
+		for i := s.Len()/scaleSweepChunk + 1; i > 0; i-- {
+			c := time.Now()
+			removed += s.Sweep(now, scaleSweepChunk)
+			slowest = max(slowest, time.Since(c))
+		}
+		took = time.Since(start)
+	}()
+	d := checkLatencies(s, n/2, n, now, 50_000_000, closed(swept))
+	<-swept
+	p99 := logLatencies(t, "during the sweep", d)
+	t.Logf("the sweep removed %d keys in %v; its slowest chunk of %d took %v", removed, took, scaleSweepChunk, slowest)
+	if removed != n/2 || s.Len() != n-n/2 {
+		t.Errorf("the sweep removed %d keys, %d left; want %d removed", removed, s.Len(), n/2)
+	}
+	return p99
+}
