@@ -2,19 +2,21 @@
 // key, which members take over when owners fail, and which partitions
 // changed owner between two memberships.
 //
-// A Ring wraps github.com/buraksezer/consistent v1.0.0 (consistent hashing
-// with bounded loads) with an xxhash hasher. Other versions place keys
-// differently, so every node of a cluster must run this version with the
-// same Config. A Ring is immutable: rebuild it with New on every membership
+// A Ring places keys exactly as github.com/buraksezer/consistent v1.0.0
+// (consistent hashing with bounded loads) with an xxhash hasher does, but
+// computes the placement itself in one sort of the ring positions: the
+// library re-sorts them after adding each member, which made a ring of 50
+// members cost 21 ms instead of 2. Every node of a cluster must place keys
+// the same way, with the same Config (see Version). A Ring is immutable: rebuild it with New on every membership
 // change and swap the pointer.
 //
 // # Placement
 //
 // A key belongs to partition xxhash(key) mod PartitionCount, exactly as the
-// library's FindPartitionID computes it. New runs the library once to
-// assign every partition an owner and keeps the answer in a table, so Owner
-// is one hash and two slice loads, without locks or allocations. Members
-// are sorted by name and deduplicated before the library sees them: the
+// library's FindPartitionID computes it. New assigns every partition an
+// owner once, as the library would, and keeps the answer in a table, so
+// Owner is one hash and two slice loads, without locks or allocations.
+// Members are sorted by name and deduplicated before placement: the
 // same set of names gives the same owners on every node, whatever order
 // gossip delivered them in.
 //

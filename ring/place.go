@@ -1,32 +1,25 @@
 package ring
 
 import (
+	"cmp"
+	"encoding/binary"
 	"math"
+	"slices"
+	"strconv"
 
-	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
 )
 
-// hasher is the consistent.Hasher of every ring. Owner and Partition hash
-// keys with xxhash.Sum64String, which gives the same value for the same
-// bytes without converting the key to a []byte.
-type hasher struct{}
-
-func (hasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
-
-// libMember is what the library sees of a Member: the name (its identity
-// on the ring) and the member's index in Ring.members, so a partition owner
-// maps back to a Member without a map lookup.
-type libMember struct {
-	name string
-	idx  int32
+// position is one virtual node on the ring: the hash of its replica key and
+// the index (into Ring.members) of the member it belongs to.
+type position struct {
+	hash   uint64
+	member int32
 }
 
-func (m libMember) String() string { return m.name }
-
-// place runs consistent v1.0.0 over the members whose indices are in idx
-// (ascending, so the library sees them sorted by name) and returns the
-// owner index of every partition. cfg must be normalized and idx non-empty.
+// place gives every partition an owner among the members whose indices are
+// in idx (ascending, i.e. sorted by name) and returns the owner index of
+// every partition. cfg must be normalized and idx non-empty.
 func place(members []Member, idx []int32, cfg Config) []int32 {
 	owners, ok := tryPlace(members, idx, cfg)
 	if !ok && !math.IsInf(cfg.Load, 1) {
@@ -35,7 +28,7 @@ func place(members []Member, idx []int32, cfg Config) []int32 {
 		// ring position of a member collided with another member's (64-bit
 		// hashes), leaving its share unreachable. Every node hits the same
 		// case, so falling back to unbounded load is still deterministic,
-		// and with the bound gone the library always finds a position.
+		// and with the bound gone a position is always found.
 		cfg.Load = math.Inf(1)
 		owners, ok = tryPlace(members, idx, cfg)
 	}
@@ -45,31 +38,79 @@ func place(members []Member, idx []int32, cfg Config) []int32 {
 	return owners
 }
 
-// tryPlace is place without the fallback; ok is false if the library
-// panicked or left a partition without an owner.
+// tryPlace is place without the fallback; ok is false when some partition
+// found no member with room (where consistent v1.0.0 panics with "not
+// enough room to distribute partitions").
+//
+// It computes exactly what consistent.New followed by GetPartitionOwner
+// computes, in O(M log M + P log M) for M = members × ReplicationFactor
+// ring positions and P partitions. The library re-sorts every position
+// after adding each member, O(members × M log M): 21 ms per ring at 50
+// members against 1 ms at 3, paid by every node on every membership change
+// (TestNewScalesLinearly). The steps and their tie-breaks are the
+// library's:
+//   - member m's virtual node i sits at xxhash("<i>:<name>"); members are
+//     added in name order, and when two positions share a hash the member
+//     added last owns both;
+//   - partition p starts at the first position whose hash is >= xxhash of
+//     p as 8 little-endian bytes (wrapping to the first position) and walks
+//     clockwise to the first member holding fewer than
+//     ceil(P / members × Load) partitions.
+//
+// TestPlaceMatchesLibrary compares the two over many member sets and
+// configurations.
 func tryPlace(members []Member, idx []int32, cfg Config) (owners []int32, ok bool) {
-	defer func() {
-		if recover() != nil {
-			owners, ok = nil, false
-		}
-	}()
-	lms := make([]consistent.Member, len(idx))
-	for i, j := range idx {
-		lms[i] = libMember{name: members[j].Name, idx: j}
-	}
-	c := consistent.New(lms, consistent.Config{
-		Hasher:            hasher{},
-		PartitionCount:    cfg.PartitionCount,
-		ReplicationFactor: cfg.ReplicationFactor,
-		Load:              cfg.Load,
-	})
+	ring := positions(members, idx, cfg.ReplicationFactor)
+	avgLoad := math.Ceil(float64(cfg.PartitionCount) / float64(len(idx)) * cfg.Load)
+	loads := make([]int, len(members))
 	owners = make([]int32, cfg.PartitionCount)
+	var bs [8]byte
 	for p := range owners {
-		m, isLib := c.GetPartitionOwner(p).(libMember)
-		if !isLib {
+		binary.LittleEndian.PutUint64(bs[:], uint64(p))
+		key := xxhash.Sum64(bs[:])
+		i, _ := slices.BinarySearchFunc(ring, key, func(x position, k uint64) int { return cmp.Compare(x.hash, k) })
+		found := false
+		for range ring {
+			if i >= len(ring) {
+				i = 0
+			}
+			m := ring[i].member
+			if float64(loads[m])+1 <= avgLoad {
+				owners[p], found = m, true
+				loads[m]++
+				break
+			}
+			i++
+		}
+		if !found {
 			return nil, false
 		}
-		owners[p] = m.idx
 	}
 	return owners, true
+}
+
+// positions returns the virtual nodes of the members in idx, sorted by
+// hash, with every position of a shared hash given to the member added last
+// (the greatest index, since idx is ascending), as the library's map from
+// hash to member does.
+func positions(members []Member, idx []int32, replicas int) []position {
+	ring := make([]position, 0, len(idx)*replicas)
+	var buf []byte
+	for _, j := range idx {
+		for i := range replicas {
+			buf = strconv.AppendInt(buf[:0], int64(i), 10)
+			buf = append(buf, ':')
+			buf = append(buf, members[j].Name...)
+			ring = append(ring, position{hash: xxhash.Sum64(buf), member: j})
+		}
+	}
+	slices.SortFunc(ring, func(a, b position) int {
+		return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.member, b.member))
+	})
+	for i := len(ring) - 2; i >= 0; i-- {
+		if ring[i].hash == ring[i+1].hash {
+			ring[i].member = ring[i+1].member
+		}
+	}
+	return ring
 }

@@ -1,0 +1,78 @@
+package ring
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/buraksezer/consistent"
+)
+
+// TestPlaceMatchesLibrary checks that place computes consistent v1.0.0's
+// placement exactly, partition by partition, over random member sets of 1
+// to 120 members and several configurations, the defaults among them.
+func TestPlaceMatchesLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cfgs := []Config{{}, {271, 20, 1.25}, {7, 1, 1}, {1021, 100, 1.5}, {271, 3, math.Inf(1)}, {64, 1, 1}}
+	for round := range 60 {
+		cfg := cfgs[round%len(cfgs)].normalize()
+		n := 1 + rng.IntN(120)
+		if round < len(cfgs) {
+			n = 50
+		}
+		ms := make([]Member, n)
+		for i := range ms {
+			ms[i] = Member{Name: fmt.Sprintf("%x-%d", rng.Uint32(), i)}
+		}
+		r := New(ms, cfg)
+		lms := make([]consistent.Member, len(r.members))
+		for i, m := range r.members {
+			lms[i] = libMember{name: m.Name, idx: int32(i)}
+		}
+		lib := consistent.New(lms, consistent.Config{Hasher: hasher{}, PartitionCount: cfg.PartitionCount,
+			ReplicationFactor: cfg.ReplicationFactor, Load: cfg.Load})
+		for p := range cfg.PartitionCount {
+			got, _ := r.PartitionOwner(p)
+			if want := lib.GetPartitionOwner(p).String(); got.Name != want {
+				t.Fatalf("%+v, %d members: partition %d owned by %s, library %s", cfg, n, p, got.Name, want)
+			}
+		}
+	}
+}
+
+// TestNewScalesLinearly checks that building a ring costs about the number
+// of its ring positions, not their square: 10 times the members may cost
+// at most 40 times as long (n log n gives about 12). consistent.New, which
+// re-sorts every position after adding each member, takes about 90 times
+// as long, so every node paid 21 ms per membership change at 50 members.
+func TestNewScalesLinearly(t *testing.T) {
+	cfg := Config{PartitionCount: 271, ReplicationFactor: 20}
+	small, large := members(100), members(1000)
+	fastest := func(ms []Member) time.Duration {
+		best := time.Duration(math.MaxInt64)
+		for range 5 {
+			start := time.Now()
+			New(ms, cfg)
+			best = min(best, time.Since(start))
+		}
+		return best
+	}
+	s, l := fastest(small), fastest(large)
+	ratio := float64(l) / float64(s)
+	t.Logf("New: %v for 100 members, %v for 1000 (%.1f times)", s, l, ratio)
+	if ratio > 40 {
+		t.Fatalf("New: %v for 100 members, %v for 1000: %.0f times as long, want at most 40", s, l, ratio)
+	}
+}
+
+// TestNewAllocations checks that a ring is built from a few slices, not an
+// allocation per virtual node (the library's Sprintf and map: 30,000 at 50
+// members).
+func TestNewAllocations(t *testing.T) {
+	ms := members(50)
+	if a := testing.AllocsPerRun(5, func() { New(ms, Config{}) }); a > 10 {
+		t.Fatalf("New with 50 members: %.0f allocations, want at most 10", a)
+	}
+}
