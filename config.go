@@ -97,6 +97,12 @@ type Config struct {
 	// the next owner continues from the copy instead of from zero. 0
 	// replicates nothing; the presets set DefaultReplicas.
 	Replicas int
+	// Leases lets a node that forwards many checks of one key (about 200
+	// a second) decide them itself from a slice of the key's quota its
+	// owner counted ahead, giving back what it does not use. Admissions
+	// never exceed the limit; only fixed-window counters are leased. The
+	// presets turn it on; false forwards every check.
+	Leases bool
 	// FailPolicy decides checks no owner answers. The zero value is
 	// FailLocal.
 	FailPolicy FailPolicy
@@ -214,6 +220,7 @@ func DefaultConfig() Config {
 		ForwardTimeout:      DefaultForwardTimeout,
 		DeadNodeReclaimTime: 10 * time.Second,
 		Replicas:            DefaultReplicas,
+		Leases:              true,
 	}
 }
 
@@ -227,5 +234,6 @@ func LocalConfig() Config {
 		ForwardTimeout:      DefaultForwardTimeout,
 		DeadNodeReclaimTime: time.Second,
 		Replicas:            DefaultReplicas,
+		Leases:              true,
 	}
 }

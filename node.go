@@ -132,6 +132,7 @@ func (n *Node) clusterConfig(m *cluster.Metrics) cluster.Config {
 		Clock:               cfg.Clock,
 		Resolve:             cfg.Resolve,
 		Replicas:            cfg.Replicas,
+		Leases:              cfg.Leases,
 		Fallback: func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 			return cfg.FailPolicy.decide(store, now, req, resp)
 		},

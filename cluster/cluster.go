@@ -53,6 +53,7 @@ type Cluster struct {
 	// key neither here nor marked as on its way.
 	movingMu sync.Mutex
 	repl     *replicator // nil when Config.Replicas is 0
+	leases   *leaser     // nil without Config.Leases
 
 	ctx    context.Context // cancelled by Close: stops background loops
 	cancel context.CancelFunc
@@ -76,6 +77,9 @@ func New(cfg Config) (*Cluster, error) {
 	c.peers.init(c)
 	if cfg.Replicas > 0 {
 		c.repl = newReplicator(c, cfg.Replicas)
+	}
+	if cfg.Leases {
+		c.leases = newLeaser(c)
 	}
 	return c, nil
 }
@@ -122,6 +126,10 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if c.repl != nil {
 		c.wg.Add(1)
 		go func() { defer c.wg.Done(); c.repl.loop(c.ctx) }()
+	}
+	if c.leases != nil {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.leases.loop(c.ctx) }()
 	}
 	c.log.Info("node started", "rpc", c.rpcAddr, "gossip", c.GossipAddr())
 	return nil

@@ -48,6 +48,9 @@ type Config struct {
 	// Replicas is how many of each key's next owners keep a copy of its
 	// counters (see replica.go); 0 replicates nothing.
 	Replicas int
+	// Leases lets this node decide checks of hot keys from slices of
+	// their quota (see lease.go).
+	Leases bool
 	// replicaFlush overrides the replication interval; tests set it long
 	// to flush by hand, deterministically.
 	replicaFlush time.Duration

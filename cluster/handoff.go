@@ -225,6 +225,9 @@ func (c *Cluster) Close(ctx context.Context) error {
 	if c.leaving.Swap(true) {
 		return nil
 	}
+	if c.leases != nil {
+		c.leases.expire(ctx, c.now(), c.view.Load(), true)
+	}
 	c.rebuild()
 	if c.Ring().Len() > 0 {
 		c.handoffAll(ctx)

@@ -161,7 +161,7 @@ func (p *memPeer) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if err != nil {
 		return err
 	}
-	return h.Merge(ctx, &rpc.MergeRequest{From: req.From, Replica: req.Replica, Entries: slices.Clone(req.Entries)})
+	return h.Merge(ctx, &rpc.MergeRequest{From: req.From, Replica: req.Replica, Refund: req.Refund, Entries: slices.Clone(req.Entries)})
 }
 
 func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {

@@ -13,7 +13,8 @@ import (
 // The hot path uses pre-resolved children: no label lookups per check.
 type Metrics struct {
 	checksLocal, checksForwarded, checksServed prometheus.Counter
-	checksDenyCached                           prometheus.Counter
+	checksDenyCached, checksLeased             prometheus.Counter
+	leases                                     *prometheus.CounterVec
 	allowed, denied                            prometheus.Counter
 	fallback                                   *prometheus.CounterVec
 	forwardSeconds                             prometheus.Histogram
@@ -31,7 +32,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics, error) {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_checks_total",
-		Help: "Checks by where they were decided: local (this node owns the key), forwarded (sent to the owner), served (received from a peer), deny_cached (denied again here, as the owner said, until its retry-after).",
+		Help: "Checks by where they were decided: local (this node owns the key), forwarded (sent to the owner), served (received from a peer), deny_cached (denied again here, as the owner said, until its retry-after), leased (allowed here from a slice of the quota the owner counted ahead).",
 	}, []string{"path"})
 	results := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_check_results_total",
@@ -42,8 +43,13 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 		checksForwarded:  checks.WithLabelValues("forwarded"),
 		checksServed:     checks.WithLabelValues("served"),
 		checksDenyCached: checks.WithLabelValues("deny_cached"),
-		allowed:          results.WithLabelValues("allowed"),
-		denied:           results.WithLabelValues("denied"),
+		checksLeased:     checks.WithLabelValues("leased"),
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ratemesh_leases_total",
+			Help: "Slices of hot keys' quota taken from their owners (granted), and key slices given back unused (refunded, refund_failed).",
+		}, []string{"result"}),
+		allowed: results.WithLabelValues("allowed"),
+		denied:  results.WithLabelValues("denied"),
 		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_fallback_decisions_total",
 			Help: "Checks decided by the fail policy because no owner answered.",
@@ -77,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{checks, results, m.fallback, m.forwardSeconds, m.rpcErrors, m.failovers, m.members, m.handoffKeys, m.replicaKeys}
+	cs := []prometheus.Collector{checks, results, m.fallback, m.forwardSeconds, m.rpcErrors, m.failovers, m.members, m.handoffKeys, m.replicaKeys, m.leases}
 	if usage != nil {
 		for _, g := range []struct {
 			name, help string

@@ -39,6 +39,11 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 			return false, c.serveLocal(ctx, v, req, resp)
 		}
 		start := c.now()
+		if c.leases != nil && c.leases.decide(start, owner, req, resp) {
+			c.metrics.checksLeased.Inc()
+			c.count(true)
+			return false, nil
+		}
 		if c.denied.lookup(start, req, resp) {
 			c.metrics.checksDenyCached.Inc()
 			c.count(false)
@@ -51,6 +56,8 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 			c.count(resp.Allowed)
 			if !resp.Allowed {
 				c.denied.store(start, req, resp)
+			} else if c.leases != nil {
+				c.leases.observe(start, v, owner, req, resp)
 			}
 			return false, nil
 		}
@@ -217,6 +224,13 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		// could be lost. Refusing (nothing applied) makes the sender
 		// route around this node and send them to the next owner.
 		return errLeaving
+	}
+	if req.Refund {
+		if !h.c.view.Load().hasMember(req.From) {
+			return &NotMemberError{Name: req.From}
+		}
+		h.c.refundHere(ctx, req.Entries)
+		return nil
 	}
 	if req.Replica {
 		if h.c.repl == nil {

@@ -26,6 +26,7 @@ type options struct {
 	joinTimeout           time.Duration
 	rejoinInterval        time.Duration
 	replicas              int
+	leases                bool
 	leaveTimeout          time.Duration
 	logLevel              slog.Level
 	nodes                 int
@@ -109,6 +110,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.String(&o.gossipProfile, "gossip-profile", "RATEMESH_GOSSIP_PROFILE", "lan", "gossip timings: lan, or local for nodes on one host (faster failure detection)")
 	e.Duration(&o.joinTimeout, "join-timeout", "RATEMESH_JOIN_TIMEOUT", 30*time.Second, "how long to keep retrying --join seeds")
 	e.Int(&o.replicas, "replicas", "RATEMESH_REPLICAS", ratemesh.DefaultReplicas, "how many of each key's next owners keep a copy of its counters, so an owner's crash does not reset them; 0: none")
+	e.Bool(&o.leases, "leases", "RATEMESH_LEASES", true, "decide checks of hot keys here from slices of their quota the owner counts ahead (fixed windows only); false: forward every check")
 	e.Duration(&o.rejoinInterval, "rejoin-interval", "RATEMESH_REJOIN_INTERVAL", ratemesh.DefaultRejoinInterval,
 		"how often to resolve --join again and join addresses that are not members (negative: never)")
 	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
@@ -242,6 +244,7 @@ func (o *options) nodeConfig(log *slog.Logger) (ratemesh.Config, error) {
 	cfg.JoinTimeout = o.joinTimeout
 	cfg.RejoinInterval = o.rejoinInterval
 	cfg.Replicas = o.replicas
+	cfg.Leases = o.leases
 	cfg.DataDir = o.dataDir
 	cfg.SnapshotInterval = o.snapshotInterval
 	cfg.HTTPAddr = o.http.advertisedAddr(o.bind, o.advertise)

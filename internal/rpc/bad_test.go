@@ -36,8 +36,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown op", true, frame(7, 99, nil), "unknown op 99"},
 		{"malformed check", true, frame(7, byte(opCheck), []byte{0x93, 0xc1}), "malformed"},
 		{"check with forged list length", true, frame(7, byte(opCheck), []byte{0x94, 0xa1, 'k', 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
-		{"merge with forged list length", true, frame(7, byte(opMerge), []byte{0x93, 0xa1, 'n', 0xc2, 0xdd, 0x7f, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
-		{"merge with forged nested length", true, frame(7, byte(opMerge), append([]byte{0x93, 0xa1, 'n', 0xc2, 0x91, 0x92, 0xa1, 'k', 0x91, 0x81, 0xa4, 'H', 'i', 't', 's', 0xdd, 0x0f, 0xff, 0xff, 0xff}, make([]byte, 16)...)), "malformed counter state"},
+		{"merge with forged list length", true, frame(7, byte(opMerge), []byte{0x94, 0xa1, 'n', 0xc2, 0xc2, 0xdd, 0x7f, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
+		{"merge with forged nested length", true, frame(7, byte(opMerge), append([]byte{0x94, 0xa1, 'n', 0xc2, 0xc2, 0x91, 0x92, 0xa1, 'k', 0x91, 0x81, 0xa4, 'H', 'i', 't', 's', 0xdd, 0x0f, 0xff, 0xff, 0xff}, make([]byte, 16)...)), "malformed counter state"},
 		{"trailing bytes", true, frame(7, byte(opReset), []byte{0xa1, 'k', 0x00}), "trailing bytes"},
 	}
 	for _, tc := range cases {

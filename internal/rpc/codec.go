@@ -15,7 +15,7 @@ import (
 //	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
 //	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
 //	reset         key str
-//	MergeRequest  [from str, replica bool, [entry...]]
+//	MergeRequest  [from str, replica bool, refund bool, [entry...]]
 //	TakeRequest   [key str, to str, to-addr str]
 //	take response [found bool, entry|nil]
 //	entry         [key str, [state...]]
@@ -109,9 +109,10 @@ func (c *codec) encodeCheckResponse(resp *CheckResponse) {
 func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
-	c.enc.EncodeArrayLen(3)
+	c.enc.EncodeArrayLen(4)
 	c.enc.EncodeString(req.From)
 	c.enc.EncodeBool(req.Replica)
+	c.enc.EncodeBool(req.Refund)
 	c.enc.EncodeArrayLen(len(req.Entries))
 	for i := range req.Entries {
 		if err := c.encodeEntry(&req.Entries[i]); err != nil {
@@ -379,7 +380,7 @@ func (c *codec) decodeKey() (string, error) {
 // payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
 // byte of a minimal list).
 func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	if err := c.fields(3, "merge request"); err != nil {
+	if err := c.fields(4, "merge request"); err != nil {
 		return err
 	}
 	var err error
@@ -388,6 +389,12 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) error {
 	}
 	if req.Replica, err = c.dec.DecodeBool(); err != nil {
 		return malformed("replica flag", err)
+	}
+	if req.Refund, err = c.dec.DecodeBool(); err != nil {
+		return malformed("refund flag", err)
+	}
+	if req.Replica && req.Refund {
+		return protoErr("malformed merge request: both a replica and a refund")
 	}
 	n, err := c.list(minEntry, "merge request entries")
 	if err != nil {

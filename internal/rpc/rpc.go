@@ -38,6 +38,10 @@ type MergeRequest struct {
 	// receiver for the case the sender fails, instead of counts handed
 	// over to the receiver as their new owner.
 	Replica bool
+	// Refund marks fixed-window units the sender consumed ahead (a lease)
+	// and gives back unused: each state's Count comes off the counter if
+	// its window still starts at Start (see bucket.Store.Refund).
+	Refund  bool
 	Entries []bucket.Entry
 }
 

@@ -1,0 +1,41 @@
+package bucket
+
+import "time"
+
+// Refund gives back units of fixed-window counters that were consumed
+// ahead of use and not used (a lease's unused slice): for each counter
+// state of each entry, Count units come off the key's counter of that
+// identity if its window is still the one that started at Start. A window
+// that has ended since, a counter that is gone, or another strategy takes
+// nothing back: the units expired with their window. Counts never go
+// below zero.
+func (s *Store) Refund(now time.Time, entries []Entry) {
+	t := now.UnixNano()
+	tb := s.table()
+	for i := range entries {
+		en := &entries[i]
+		sh, tag := tb.shard(en.Key)
+		sh.mu.Lock()
+		if e, _ := sh.lookup(tag, en.Key); e != nil {
+			for k := range en.Counters {
+				refundOne(e, &en.Counters[k], t)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+func refundOne(e *entry, cs *CounterState, t int64) {
+	if cs.Counter.Strategy != FixedWindow || cs.Count <= 0 {
+		return
+	}
+	j := e.find(&cs.Counter)
+	if j < 0 {
+		return
+	}
+	st := &e.at(j).st
+	st.normalize(&cs.Counter, t)
+	if st.n > 0 && st.t == cs.Start {
+		st.n = max(0, st.n-cs.Count)
+	}
+}

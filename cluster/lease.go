@@ -1,0 +1,307 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
+	"github.com/ratemesh/ratemesh/ring"
+)
+
+// Leases let a node decide checks of a hot key itself, from a slice of the
+// key's quota its owner has already counted, instead of forwarding each.
+//
+//   - A node that forwards more than leaseHeat allowed checks of one key
+//     within leaseHeatWindow asks the key's owner for a slice: a check of
+//     cost N, all-or-nothing, so the owner counts the slice as spent and
+//     never grants more than remains. N is what the node forwarded in the
+//     last window (its rate over leaseTTL), at most the smallest remaining
+//     quota divided by leaseShare times the members (every member may hold
+//     a slice), and no slice is asked for below leaseMin: near the limit
+//     checks go to the owner again, and the last of the quota is decided
+//     exactly. So a small limit (under leaseMin × leaseShare × members,
+//     384 on 3 nodes) is never leased, and its remaining counts stay
+//     exact; a leased key's remaining count is the owner's, less the
+//     slices other nodes hold.
+//   - The node then answers checks of exactly those counters from the
+//     slice until it is spent, leaseTTL has passed, the window of a
+//     counter ends, or the key's owner changes. What is left goes back to
+//     the owner (a refund, bucket.Store.Refund), which takes it off the
+//     window it came from.
+//   - Admitted checks never exceed the limit: each was counted by the
+//     owner before it was admitted. A refund that does not arrive (the
+//     node or the owner crashed) leaves the slice counted: fewer
+//     admissions, never more.
+//
+// Only fixed-window counters are leased: a sliding window weighs hits by
+// when they happened and a moving window records each hit's time, which a
+// slice taken ahead cannot know; a token bucket's refund cannot restore
+// the refill it prevented. Checks with any other counter are never leased.
+const (
+	leaseHeat       = 20 // allowed forwards of a key per window that make it hot
+	leaseHeatWindow = 100 * time.Millisecond
+	leaseTTL        = 200 * time.Millisecond
+	leaseMin        = 16   // smallest slice worth asking for
+	leaseShare      = 8    // a slice is at most 1/(leaseShare × members) of what remains
+	leaseMaxKeys    = 1024 // leases held at once
+)
+
+// leaser is one node's leases and the heat of keys it forwards.
+type leaser struct {
+	c  *Cluster
+	n  atomic.Int64 // len(held), read on the check path
+	mu sync.RWMutex // held (read by checks); heat and asking (written)
+	// held are the slices this node decides from, by routing key.
+	held map[string]*lease
+	// heat counts allowed forwards per key in the current window.
+	heat      map[string]int
+	heatSince time.Time
+	asking    map[string]bool // grants in flight
+}
+
+// lease is a slice of one key's quota for exactly its counters.
+type lease struct {
+	owner    ring.Member
+	counters []bucket.Counter
+	starts   []int64      // window start of each counter, for the refund
+	left     atomic.Int64 // units not used yet; 0 once given back
+	size     int64        // units granted
+	granted  time.Time
+	until    time.Time
+	base     []bucket.Status // the owner's answer to the grant
+	renewing atomic.Bool     // a next slice has been asked for
+}
+
+func newLeaser(c *Cluster) *leaser {
+	return &leaser{c: c, held: map[string]*lease{}, heat: map[string]int{}, asking: map[string]bool{}}
+}
+
+// decide answers req from a lease of its key, if this node holds one that
+// covers it; it reports whether it did.
+func (l *leaser) decide(now time.Time, owner ring.Member, req *rpc.CheckRequest, resp *rpc.CheckResponse) bool {
+	if l.n.Load() == 0 || req.Cost <= 0 {
+		return false
+	}
+	l.mu.RLock()
+	ls := l.held[req.Key]
+	l.mu.RUnlock()
+	if ls == nil || ls.owner != owner || !now.Before(ls.until) || !slices.Equal(ls.counters, req.Counters) {
+		return false
+	}
+	left := ls.left.Load()
+	for {
+		if req.Cost > left {
+			return false
+		}
+		if ls.left.CompareAndSwap(left, left-req.Cost) {
+			break
+		}
+		left = ls.left.Load()
+	}
+	left -= req.Cost
+	// Renewed ahead, before the slice runs low or out of time, so that
+	// a hot key is never without one.
+	if (left < ls.size/4 || now.Sub(ls.granted) > leaseTTL*3/4) && !ls.renewing.Swap(true) {
+		l.renew(now, ls, req)
+	}
+	resp.Allowed, resp.Node = true, l.c.name
+	resp.Statuses = resp.Statuses[:0]
+	for _, st := range ls.base {
+		st.Remaining += left
+		st.RetryAfter = 0
+		resp.Statuses = append(resp.Statuses, st)
+	}
+	return true
+}
+
+// observe notes an allowed forward of req and, when its key turns hot,
+// asks its owner for a slice in the background. resp is the owner's
+// answer to req.
+func (l *leaser) observe(now time.Time, v *view, owner ring.Member, req *rpc.CheckRequest, resp *rpc.CheckResponse) {
+	if !resp.Allowed || req.Cost <= 0 || !fixedWindowsOnly(req.Counters) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.heatSince) >= leaseHeatWindow {
+		clear(l.heat)
+		l.heatSince = now
+	}
+	l.heat[req.Key]++
+	heat := l.heat[req.Key]
+	if held := l.held[req.Key]; heat < leaseHeat || l.asking[req.Key] || (held != nil && held.left.Load() > 0) || len(l.held) >= leaseMaxKeys {
+		return
+	}
+	// The rate since the window began, over a slice's lifetime.
+	elapsed := max(now.Sub(l.heatSince), time.Millisecond)
+	n := int64(heat) * int64(leaseTTL) / int64(elapsed)
+	l.askLocked(owner, req, n, minRemaining(resp.Statuses), v.full.Len())
+}
+
+// renew asks for the next slice of a lease running low or old: sized by
+// the rate it was spent at, over a slice's lifetime.
+func (l *leaser) renew(now time.Time, ls *lease, req *rpc.CheckRequest) {
+	used := ls.size - ls.left.Load()
+	n := used * int64(leaseTTL) / int64(max(now.Sub(ls.granted), time.Millisecond))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.askLocked(ls.owner, req, n, minRemaining(ls.base), l.c.view.Load().full.Len())
+}
+
+// askLocked asks owner for a slice of n units of req's counters, at most
+// remaining (the owner's last word on what is left) over twice the
+// members, and none below leaseMin. l.mu is held.
+func (l *leaser) askLocked(owner ring.Member, req *rpc.CheckRequest, n, remaining int64, members int) {
+	n = min(n, remaining/int64(leaseShare*max(1, members)))
+	if n < leaseMin || l.asking[req.Key] {
+		return
+	}
+	l.asking[req.Key] = true
+	grant := rpc.CheckRequest{Key: req.Key, Counters: slices.Clone(req.Counters), Cost: n}
+	l.c.wg.Add(1)
+	go func() {
+		defer l.c.wg.Done()
+		l.ask(owner, &grant)
+	}()
+}
+
+func minRemaining(sts []bucket.Status) int64 {
+	r := sts[0].Remaining
+	for _, st := range sts[1:] {
+		r = min(r, st.Remaining)
+	}
+	return r
+}
+
+// ask takes a slice of grant.Cost from owner and holds it.
+func (l *leaser) ask(owner ring.Member, grant *rpc.CheckRequest) {
+	ctx, cancel := context.WithTimeout(l.c.ctx, l.c.cfg.ForwardTimeout)
+	defer cancel()
+	var resp rpc.CheckResponse
+	err := l.c.peers.get(owner.Name, owner.Addr).Check(ctx, grant, &resp)
+	now := l.c.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.asking, grant.Key)
+	if err != nil || !resp.Allowed || len(resp.Statuses) != len(grant.Counters) {
+		return // nothing was counted unless allowed; an error may have: see refunds
+	}
+	ls := &lease{owner: owner, counters: grant.Counters, size: grant.Cost, granted: now, until: now.Add(leaseTTL), base: resp.Statuses}
+	ls.left.Store(grant.Cost)
+	for i, st := range resp.Statuses {
+		// A fixed window's reset is its start plus the period.
+		ls.starts = append(ls.starts, st.Reset.Add(-grant.Counters[i].Limit.Period).UnixNano())
+		if st.Reset.Before(ls.until) {
+			ls.until = st.Reset
+		}
+	}
+	if old := l.held[grant.Key]; old != nil {
+		// What the old slice has left joins the new one when both are
+		// of the same windows and owner; otherwise it expires with its
+		// window (too late to matter) or, rarely, is given up: fewer
+		// admissions, never more.
+		if left := old.left.Swap(0); left > 0 && old.owner == owner && slices.Equal(old.starts, ls.starts) && slices.Equal(old.counters, ls.counters) {
+			ls.left.Add(left)
+		}
+	}
+	l.held[grant.Key] = ls
+	l.n.Store(int64(len(l.held)))
+	l.c.metrics.leases.WithLabelValues("granted").Inc()
+}
+
+// expire ends the leases that ran out, or whose key has another owner in
+// v, and gives their unused units back to the key's owner now. With all
+// (the node is leaving) every lease ends.
+func (l *leaser) expire(ctx context.Context, now time.Time, v *view, all bool) {
+	if l.n.Load() == 0 {
+		return
+	}
+	refunds := map[ring.Member][]bucket.Entry{}
+	l.mu.Lock()
+	for key, ls := range l.held {
+		owner, ok := v.routing.Owner(key)
+		if !all && now.Before(ls.until) && ls.left.Load() > 0 && ok && owner == ls.owner {
+			continue
+		}
+		delete(l.held, key)
+		// Claimed at once: a check that found the lease a moment ago
+		// can no longer spend what is given back.
+		left := ls.left.Swap(0)
+		if left <= 0 || !ok {
+			continue
+		}
+		e := bucket.Entry{Key: key}
+		for i, c := range ls.counters {
+			e.Counters = append(e.Counters, bucket.CounterState{Counter: c, Start: ls.starts[i], Count: left})
+		}
+		// To whoever owns the key now: a handoff took its count there.
+		refunds[owner] = append(refunds[owner], e)
+	}
+	l.n.Store(int64(len(l.held)))
+	l.mu.Unlock()
+	for owner, es := range refunds {
+		if owner.Name == l.c.name {
+			l.c.store.Refund(now, es)
+			continue
+		}
+		err := l.c.peers.get(owner.Name, owner.Addr).Merge(ctx, &rpc.MergeRequest{From: l.c.name, Refund: true, Entries: es})
+		result := "refunded"
+		if err != nil {
+			result = "refund_failed"
+		}
+		l.c.metrics.leases.WithLabelValues(result).Add(float64(len(es)))
+	}
+}
+
+// loop ends leases as they run out, until ctx ends; then it gives back
+// what is left.
+func (l *leaser) loop(ctx context.Context) {
+	t := time.NewTicker(leaseTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			l.expire(ctx, l.c.now(), l.c.view.Load(), false)
+		}
+	}
+}
+
+func fixedWindowsOnly(cs []bucket.Counter) bool {
+	for _, c := range cs {
+		if c.Strategy != bucket.FixedWindow {
+			return false
+		}
+	}
+	return len(cs) > 0
+}
+
+// refundHere applies refunds of slices of keys this node owns, where the
+// key's count is: a key that moved away since (a handoff) has its refund
+// passed on to where it went, and a key that is still to be pulled from
+// its previous owner is pulled first. A refund with nowhere to go is
+// dropped: fewer admissions, never more.
+func (c *Cluster) refundHere(ctx context.Context, entries []bucket.Entry) {
+	v := c.view.Load()
+	for _, e := range entries {
+		now := c.now()
+		if mv := c.moved.get(e.Key, now); mv != nil {
+			mv.wait(ctx)
+			err := c.peers.get(mv.to.Name, mv.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Refund: true, Entries: []bucket.Entry{e}})
+			if err != nil {
+				c.metrics.leases.WithLabelValues("refund_failed").Inc()
+			}
+			continue
+		}
+		if from, ok := v.inboundFrom(e.Key, now); ok && !c.store.Has(e.Key) {
+			c.pull(ctx, e.Key, from)
+			now = c.now()
+		}
+		c.store.Refund(now, []bucket.Entry{e})
+	}
+}
