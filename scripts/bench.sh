@@ -20,6 +20,9 @@
 #   cluster-limited  3 nodes, the demo's policy
 #   cluster-1p       3 nodes in one process (--nodes 3), limit lifted: the
 #                    same cluster without a Go runtime per node
+#   cluster-hot      3 nodes, limit lifted, every request on ONE key (a
+#                    tenant-wide limit): the key's owner would see every
+#                    check but for leases
 #
 # and prints req/s, p50, p99, the ratio to the unlimited run with as many
 # nodes (x_unlim) and the ratio to the bare run with as many wrk threads
@@ -161,14 +164,15 @@ start_cluster() {
 # run_wrk NAME THREADS CONNS runs the warm-up and the measured run against
 # addrs and sets r_rps, r_p50, r_p99 (µs), r_2xx, r_429 and r_errors.
 run_wrk() {
-	local name="$1" t="$2" c="$3" log="$work/wrk.$1.r$round.log" line
+	local name="$1" t="$2" c="$3" log="$work/wrk.$1.r$round.log" line keys="$KEYS"
 	local url="http://${addrs%%,*}/products"
+	[[ "$name" == *-hot ]] && keys=1
 	if [[ "$WARMUP" != 0 ]]; then
-		BENCH_ADDRS="$addrs" BENCH_KEYS="$KEYS" BENCH_PREFIX="r$round-" \
+		BENCH_ADDRS="$addrs" BENCH_KEYS="$keys" BENCH_PREFIX="r$round-" \
 			"${wrk[@]}" -t"$t" -c"$c" -d"$WARMUP" -s "$lua" "$url" >"$log.warmup" 2>&1 ||
 			die "wrk warm-up failed: $(cat "$log.warmup")"
 	fi
-	BENCH_ADDRS="$addrs" BENCH_KEYS="$KEYS" BENCH_PREFIX="r$round-" \
+	BENCH_ADDRS="$addrs" BENCH_KEYS="$keys" BENCH_PREFIX="r$round-" \
 		"${wrk[@]}" -t"$t" -c"$c" -d"$DURATION" -s "$lua" "$url" >"$log" 2>&1 ||
 		die "wrk failed: $(cat "$log")"
 	line="$(grep '^RESULT ' "$log" | tail -n1)" || die "no RESULT line from wrk: $(cat "$log")"
@@ -193,10 +197,10 @@ scenario() {
 	scenario_name="$name"
 	case "$name" in
 	bare | bare-t3 | bare-x3) policy="$work/exempt.yaml" ;;
-	unlimited | cluster) policy="$work/lifted.yaml" ;;
+	unlimited | cluster | cluster-hot) policy="$work/lifted.yaml" ;;
 	cluster-1p) policy="$work/lifted.yaml" one=1 ;;
 	limited | cluster-limited) policy="" ;;
-	*) die "unknown scenario '$name' (want: bare unlimited limited bare-t3 bare-x3 cluster cluster-limited cluster-1p)" ;;
+	*) die "unknown scenario '$name' (want: bare unlimited limited bare-t3 bare-x3 cluster cluster-limited cluster-1p cluster-hot)" ;;
 	esac
 	case "$name" in
 	cluster* | bare-x3) nodes=3 ;;

@@ -17,6 +17,12 @@
 # the CPU that wrk gets: the 3 ratemesh processes share one session's
 # share, while Echo + Redis runs in two sessions (Echo and redis-server).
 #
+# A target may carry suffixes: -hot runs it with one key for all requests
+# (the harness's TP_KEYS=1: a tenant-wide limit far above the load), -r0
+# runs ratemesh without replicas, -nolease without leases; e.g.
+# ratemesh-hot, ratemesh-nolease-hot, redis-hot, gubernator-hot,
+# ratemesh-r0.
+#
 # Environment: ROUNDS=5, DURATION=10s, TARGETS="bare redis ratemesh
 # ratemesh-1p" (add gubernator for Gubernator), HEADERS=legacy (the nodes' --headers:
 # X-RateLimit-* only, what the harness's limiting servers send; "legacy,
@@ -86,10 +92,23 @@ addrs="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
 
 # run TARGET prints "rps p50_us p99_us" of one throughput run.
 run() {
-	local spec="$1" line
-	[[ "$1" == ratemesh ]] && spec="cmd:$work/cluster3.sh@$addrs"
-	[[ "$1" == ratemesh-1p ]] && spec="cmd:$work/cluster3.sh 1p@$addrs"
-	line="$(MODES=throughput LABEL="$1" "$harness/run.sh" "$spec" "$DURATION" 2>"$work/run.log" | grep '^SUMMARY ')" ||
+	local base="$1" spec line vars=()
+	if [[ "$base" == *-hot ]]; then
+		vars+=(TP_KEYS=1)
+		base="${base%-hot}"
+	fi
+	if [[ "$base" == *-nolease ]]; then
+		vars+=(RATEMESH_LEASES=false)
+		base="${base%-nolease}"
+	fi
+	if [[ "$base" == *-r0 ]]; then
+		vars+=(RATEMESH_REPLICAS=0)
+		base="${base%-r0}"
+	fi
+	spec="$base"
+	[[ "$base" == ratemesh ]] && spec="cmd:$work/cluster3.sh@$addrs"
+	[[ "$base" == ratemesh-1p ]] && spec="cmd:$work/cluster3.sh 1p@$addrs"
+	line="$(env "${vars[@]}" MODES=throughput LABEL="$1" "$harness/run.sh" "$spec" "$DURATION" 2>"$work/run.log" | grep '^SUMMARY ')" ||
 		die "no SUMMARY from the harness for $1: $(tail -n 5 "$work/run.log")"
 	if [[ " $line" != *" 429s=0 "* || " $line" != *" errors=0"* ]]; then
 		echo "peers.sh: warning: not every answer was a 200 in the throughput run of $1: $line" >&2
