@@ -198,6 +198,20 @@ func TestScale10M(t *testing.T) {
 
 	sweepP99 := scaleSweep(t, s, n)
 
+	snapped := make(chan struct{})
+	var snapTook time.Duration
+	var snap []Entry
+	go func() {
+		start := time.Now()
+		snap = s.Snapshot(t0.Add(62*time.Second), nil)
+		snapTook = time.Since(start)
+		close(snapped)
+	}()
+	logLatencies(t, "during a Snapshot", checkLatencies(s, n/2, n, t0.Add(62*time.Second), 50*samples, closed(snapped)))
+	<-snapped
+	t.Logf("Snapshot of %d live keys took %v", len(snap), snapTook)
+	snap = nil
+
 	marked := make(chan struct{})
 	var gcTook time.Duration
 	go func() { start := time.Now(); runtime.GC(); gcTook = time.Since(start); close(marked) }()

@@ -2,6 +2,7 @@ package bucket
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -286,5 +287,28 @@ func TestExportAndReplace(t *testing.T) {
 	replica.Replace(now, []Entry{e}) // twice: still 4, not 8
 	if got, _ := replica.Export(now, "k"); got.Counters[0].Count != 4 {
 		t.Fatalf("after Replace of a count of 4, twice: %+v", got)
+	}
+}
+
+// Snapshot of plain keys (one counter, no log) allocates per shard, not
+// per key: a snapshot of ten million keys would otherwise make ten million
+// allocations, and waking the collector while a shard's lock was held made
+// checks wait for it.
+func TestSnapshotAllocatesPerShard(t *testing.T) {
+	const n, shards = 10_000, 16
+	s := NewStore(StoreConfig{Shards: shards})
+	c := []Counter{{Scope: "GET /products", Limit: Limit{Amount: 100, Period: time.Minute}}}
+	for i := range n {
+		if _, _, err := s.Check(t0, "ip:10.0."+strconv.Itoa(i), c, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []Entry
+	allocs := testing.AllocsPerRun(3, func() { got = s.Snapshot(t0, nil) })
+	if len(got) != n || got[0].Counters[0].Count != 1 {
+		t.Fatalf("Snapshot returned %d entries, want %d", len(got), n)
+	}
+	if allocs > 3*shards {
+		t.Fatalf("Snapshot of %d keys in %d shards made %.0f allocations, want at most %d", n, shards, allocs, 3*shards)
 	}
 }

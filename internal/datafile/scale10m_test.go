@@ -1,0 +1,72 @@
+package datafile
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// The counters file of a node holding ten million keys of one fixed
+// window each: how long writing and reading it takes and how large it is.
+// It needs a few GiB, so it runs only when asked:
+//
+//	RATEMESH_10M=1 go test -run Scale10M -v -timeout 10m ./internal/datafile/
+//
+// RATEMESH_10M=N (N > 1) runs it at N keys instead.
+func TestScale10M(t *testing.T) {
+	v := os.Getenv("RATEMESH_10M")
+	if v == "" {
+		t.Skip("set RATEMESH_10M=1 to run (needs a few GiB)")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("RATEMESH_10M=%q: want 1 (ten million keys) or a key count", v)
+	}
+	if n == 1 {
+		n = 10_000_000
+	}
+	entries := clientEntries(n)
+	path := filepath.Join(t.TempDir(), Name)
+	runtime.GC()
+	start := time.Now()
+	size, err := Save(path, "c1", entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Save of %d keys: %v, %d bytes (%.1f MiB, %.1f B/key)",
+		n, time.Since(start).Round(time.Millisecond), size, float64(size)/(1<<20), float64(size)/float64(n))
+	entries = nil
+	runtime.GC()
+	start = time.Now()
+	got, err := Load(path, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Load: %v", time.Since(start).Round(time.Millisecond))
+	if len(got) != n || got[n-1].Key != clientKey(n-1) || got[n-1].Counters[0].Count != int64((n-1)%100+1) {
+		t.Fatalf("loaded %d entries, the last %+v", len(got), got[len(got)-1])
+	}
+}
+
+// clientEntries is what a node's store exports for n client keys
+// "ip:10.x.y.z" checked against "100 per minute".
+func clientEntries(n int) []bucket.Entry {
+	lim := bucket.Limit{Amount: 100, Period: time.Minute}
+	out := make([]bucket.Entry, n)
+	states := make([]bucket.CounterState, n)
+	for i := range out {
+		states[i] = bucket.CounterState{Counter: bucket.Counter{Scope: "GET /products", Limit: lim},
+			Start: 1_700_000_000_000_000_000 + int64(i)*1000, Count: int64(i%100 + 1)}
+		out[i] = bucket.Entry{Key: clientKey(i), Counters: states[i : i+1 : i+1]}
+	}
+	return out
+}
+
+func clientKey(i int) string {
+	return "ip:10." + strconv.Itoa(i>>16) + "." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255)
+}
