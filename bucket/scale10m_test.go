@@ -11,13 +11,13 @@ package bucket
 
 import (
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"runtime/metrics"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/scalekeys"
 )
 
 // scaleSweepChunk is the chunk the node's sweep passes to Store.Sweep.
@@ -26,39 +26,13 @@ const scaleSweepChunk = 4096
 // scaleCounters is the realistic limit of every key: 100 per minute.
 var scaleCounters = []Counter{{Scope: "GET /products", Limit: Limit{Amount: 100, Period: time.Minute}}}
 
-// scaleKeyCount reads RATEMESH_10M, skipping the test when it is unset.
-func scaleKeyCount(t *testing.T) int {
-	v := os.Getenv("RATEMESH_10M")
-	if v == "" {
-		t.Skip("set RATEMESH_10M=1 to run (needs a few GiB)")
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		t.Fatalf("RATEMESH_10M=%q: want 1 (ten million keys) or a key count", v)
-	}
-	if n == 1 {
-		n = 10_000_000
-	}
-	return n
-}
-
-// appendScaleKey appends the i-th client key, "ip:10.x.y.z".
-func appendScaleKey(buf []byte, i int) []byte {
-	buf = append(buf, "ip:10."...)
-	buf = strconv.AppendInt(buf, int64(i>>16), 10)
-	buf = append(buf, '.')
-	buf = strconv.AppendInt(buf, int64(i>>8&255), 10)
-	buf = append(buf, '.')
-	return strconv.AppendInt(buf, int64(i&255), 10)
-}
-
 // fillScale checks keys [from, to) once each at now.
 func fillScale(t *testing.T, s *Store, from, to int, now time.Time) {
 	t.Helper()
 	var buf []byte
 	dst := make([]Status, 0, 1)
 	for i := from; i < to; i++ {
-		buf = appendScaleKey(buf[:0], i)
+		buf = scalekeys.Append(buf[:0], i)
 		var err error
 		if dst, _, err = s.Check(now, string(buf), scaleCounters, 1, dst[:0]); err != nil {
 			t.Fatalf("key %d: %v", i, err)
@@ -87,7 +61,7 @@ func checkLatencies(s *Store, from, to int, now time.Time, max int, done func() 
 	dst := make([]Status, 0, 1)
 	begin := time.Now()
 	for i := 0; i < max && (i&1023 != 0 || !done()); i++ {
-		buf = appendScaleKey(buf[:0], from+rng.IntN(to-from))
+		buf = scalekeys.Append(buf[:0], from+rng.IntN(to-from))
 		key := string(buf)
 		due := begin.Add(time.Duration(i) * checkInterval)
 		for time.Now().Before(due) {
@@ -170,7 +144,7 @@ func heapNow() runtime.MemStats {
 }
 
 func TestScale10M(t *testing.T) {
-	n := scaleKeyCount(t)
+	n := scalekeys.Count(t)
 	pausesBefore := gcPauses()
 	before := heapNow()
 	s := NewStore(StoreConfig{MaxKeys: n + n/2, MaxCounters: n + n/2})

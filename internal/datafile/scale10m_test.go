@@ -1,14 +1,13 @@
 package datafile
 
 import (
-	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/scalekeys"
 )
 
 // The counters file of a node holding ten million keys of one fixed
@@ -19,17 +18,7 @@ import (
 //
 // RATEMESH_10M=N (N > 1) runs it at N keys instead.
 func TestScale10M(t *testing.T) {
-	v := os.Getenv("RATEMESH_10M")
-	if v == "" {
-		t.Skip("set RATEMESH_10M=1 to run (needs a few GiB)")
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		t.Fatalf("RATEMESH_10M=%q: want 1 (ten million keys) or a key count", v)
-	}
-	if n == 1 {
-		n = 10_000_000
-	}
+	n := scalekeys.Count(t)
 	entries := clientEntries(n)
 	path := filepath.Join(t.TempDir(), Name)
 	runtime.GC()
@@ -67,6 +56,4 @@ func clientEntries(n int) []bucket.Entry {
 	return out
 }
 
-func clientKey(i int) string {
-	return "ip:10." + strconv.Itoa(i>>16) + "." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255)
-}
+func clientKey(i int) string { return string(scalekeys.Append(nil, i)) }
