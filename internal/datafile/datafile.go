@@ -7,7 +7,7 @@
 //	magic    "ratemesh counters\n" (18 bytes)
 //	version  uint16be
 //	cluster  uint16be length + bytes: whose counters these are
-//	entries  msgpack stream of bucket.Entry, then msgpack nil
+//	entries  msgpack stream of bucket.Entry, then msgpack nil (codec.go)
 //	count    uint64be entries written
 //	crc      uint32be CRC-32C of everything before it
 //
@@ -18,7 +18,6 @@ package datafile
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,8 +25,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ratemesh/ratemesh/bucket"
 )
@@ -109,16 +106,10 @@ func write(f io.Writer, cluster string, entries []bucket.Entry) (int64, error) {
 	head = binary.BigEndian.AppendUint16(head, uint16(len(cluster)))
 	head = append(head, cluster...)
 	bw.Write(head)
-	enc := msgpack.NewEncoder(bw)
-	enc.UseArrayEncodedStructs(true)
 	for i := range entries {
-		if err := enc.Encode(&entries[i]); err != nil {
-			return 0, err
-		}
+		bw.Write(appendEntry(bw.AvailableBuffer(), &entries[i]))
 	}
-	if err := enc.EncodeNil(); err != nil {
-		return 0, err
-	}
+	bw.WriteByte(codeNil)
 	bw.Write(binary.BigEndian.AppendUint64(nil, uint64(len(entries))))
 	if err := bw.Flush(); err != nil {
 		return 0, err
@@ -179,15 +170,16 @@ func decode(path, cluster string, b []byte) ([]bucket.Entry, error) {
 }
 
 func decodeEntries(b []byte, want uint64) ([]bucket.Entry, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(b))
-	dec.UseLooseInterfaceDecoding(false)
-	var out []bucket.Entry
+	r := &reader{b: b, scopes: make(map[string]string)}
+	// Every entry takes at least 3 bytes, so a damaged count cannot make
+	// this allocate more than the file's size warrants.
+	out := make([]bucket.Entry, 0, min(want, uint64(len(b)/3)))
 	for {
-		var e *bucket.Entry
-		if err := dec.Decode(&e); err != nil {
+		e, ok, err := r.entry()
+		if err != nil {
 			return nil, fmt.Errorf("entry %d: %v", len(out)+1, err)
 		}
-		if e == nil {
+		if !ok {
 			break
 		}
 		for i := range e.Counters {
@@ -195,7 +187,10 @@ func decodeEntries(b []byte, want uint64) ([]bucket.Entry, error) {
 				return nil, fmt.Errorf("entry %d (key %.40q): %v", len(out)+1, e.Key, err)
 			}
 		}
-		out = append(out, *e)
+		out = append(out, e)
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("%d bytes after the last entry", len(r.b))
 	}
 	if uint64(len(out)) != want {
 		return nil, fmt.Errorf("%d entries, the trailer says %d", len(out), want)
