@@ -52,15 +52,23 @@ func (x *keyIndex) put(s uint64) {
 	x.slots[i] = s
 }
 
-// move records that the entry with tag moved from position from to to.
-func (x *keyIndex) move(tag uint32, from, to int) {
+// slotOf returns the slot of the entry with tag at position pos, found by
+// its slot's value alone, without reading the key; -1 if absent.
+func (x *keyIndex) slotOf(tag uint32, pos int) int {
 	m := x.mask()
-	want := uint64(tag)<<32 | uint64(from+1)
+	want := uint64(tag)<<32 | uint64(pos+1)
 	for i := tag & m; x.slots[i] != 0; i = (i + 1) & m {
 		if x.slots[i] == want {
-			x.slots[i] = uint64(tag)<<32 | uint64(to+1)
-			return
+			return int(i)
 		}
+	}
+	return -1
+}
+
+// move records that the entry with tag moved from position from to to.
+func (x *keyIndex) move(tag uint32, from, to int) {
+	if i := x.slotOf(tag, from); i >= 0 {
+		x.slots[i] = uint64(tag)<<32 | uint64(to+1)
 	}
 }
 

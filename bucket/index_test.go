@@ -23,8 +23,8 @@ func TestKeyIndex(t *testing.T) {
 			if len(entries) > 0 && rapid.IntRange(0, 2).Draw(t, "remove") == 0 {
 				p := rapid.IntRange(0, len(entries)-1).Draw(t, "pos")
 				slot, got := x.find(tags[p], entries[p].key, entries)
-				if got != p {
-					t.Fatalf("find(%q) = %d, want %d", entries[p].key, got, p)
+				if got != p || x.slotOf(tags[p], p) != slot {
+					t.Fatalf("find(%q) = %d in slot %d, want %d; slotOf = %d", entries[p].key, got, slot, p, x.slotOf(tags[p], p))
 				}
 				x.remove(slot)
 				delete(want, entries[p].key)

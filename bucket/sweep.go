@@ -77,6 +77,7 @@ func (sh *shard) shrink() {
 		entries := make([]entry, n, 2*n)
 		copy(entries, sh.entries)
 		sh.entries = entries
+		sh.tags = append(make([]uint32, 0, 2*n), sh.tags...)
 	}
 	sh.index.shrink()
 }
