@@ -17,11 +17,12 @@ type position struct {
 	member int32
 }
 
-// place gives every partition an owner among the members whose indices are
-// in idx (ascending, i.e. sorted by name) and returns the owner index of
-// every partition. cfg must be normalized and idx non-empty.
-func place(members []Member, idx []int32, cfg Config) []int32 {
-	owners, ok := tryPlace(members, idx, cfg)
+// place gives every partition an owner among the members of the ring
+// positions pos (sorted by sortPositions) not set in the bit set excluded
+// (nil: none), of n members in all, and returns the owner index of every
+// partition. cfg must be normalized and some member not excluded.
+func place(pos []position, excluded []byte, n int, cfg Config) []int32 {
+	owners, ok := tryPlace(pos, excluded, n, cfg)
 	if !ok && !math.IsInf(cfg.Load, 1) {
 		// Not reachable with a normalized Config: with Load >= 1 the caps
 		// add up to at least PartitionCount. It could only happen if every
@@ -30,7 +31,7 @@ func place(members []Member, idx []int32, cfg Config) []int32 {
 		// case, so falling back to unbounded load is still deterministic,
 		// and with the bound gone a position is always found.
 		cfg.Load = math.Inf(1)
-		owners, ok = tryPlace(members, idx, cfg)
+		owners, ok = tryPlace(pos, excluded, n, cfg)
 	}
 	if !ok {
 		return nil
@@ -43,12 +44,12 @@ func place(members []Member, idx []int32, cfg Config) []int32 {
 // enough room to distribute partitions").
 //
 // It computes exactly what consistent.New followed by GetPartitionOwner
-// computes, in O(M log M + P log M) for M = members × ReplicationFactor
-// ring positions and P partitions. The library re-sorts every position
-// after adding each member, O(members × M log M): 21 ms per ring at 50
-// members against 1 ms at 3, paid by every node on every membership change
-// (TestNewScalesLinearly). The steps and their tie-breaks are the
-// library's:
+// computes, in O(M + P log M) for M ring positions and P partitions once
+// the positions are sorted (O(M log M), once per Ring). The library
+// re-sorts every position after adding each member, O(members × M log M):
+// 21 ms per ring at 50 members against 1 ms at 3, paid by every node on
+// every membership change (TestNewScalesLinearly). The steps and their
+// tie-breaks are the library's:
 //   - member m's virtual node i sits at xxhash("<i>:<name>"); members are
 //     added in name order, and when two positions share a hash the member
 //     added last owns both;
@@ -59,10 +60,19 @@ func place(members []Member, idx []int32, cfg Config) []int32 {
 //
 // TestPlaceMatchesLibrary compares the two over many member sets and
 // configurations.
-func tryPlace(members []Member, idx []int32, cfg Config) (owners []int32, ok bool) {
-	ring := positions(members, idx, cfg.ReplicationFactor)
-	avgLoad := math.Ceil(float64(cfg.PartitionCount) / float64(len(idx)) * cfg.Load)
-	loads := make([]int, len(members))
+func tryPlace(pos []position, excluded []byte, n int, cfg Config) (owners []int32, ok bool) {
+	members := n
+	for m := range int32(n) {
+		if isSet(excluded, m) {
+			members--
+		}
+	}
+	if members == 0 {
+		return nil, false
+	}
+	ring := resolve(pos, excluded)
+	avgLoad := math.Ceil(float64(cfg.PartitionCount) / float64(members) * cfg.Load)
+	loads := make([]int, n)
 	owners = make([]int32, cfg.PartitionCount)
 	var bs [8]byte
 	for p := range owners {
@@ -89,28 +99,46 @@ func tryPlace(members []Member, idx []int32, cfg Config) (owners []int32, ok boo
 	return owners, true
 }
 
-// positions returns the virtual nodes of the members in idx, sorted by
-// hash, with every position of a shared hash given to the member added last
-// (the greatest index, since idx is ascending), as the library's map from
-// hash to member does.
-func positions(members []Member, idx []int32, replicas int) []position {
-	ring := make([]position, 0, len(idx)*replicas)
+// sortPositions returns the virtual nodes of members, sorted by hash and,
+// on equal hashes, by member index.
+func sortPositions(members []Member, replicas int) []position {
+	pos := make([]position, 0, len(members)*replicas)
 	var buf []byte
-	for _, j := range idx {
+	for j := range members {
 		for i := range replicas {
 			buf = strconv.AppendInt(buf[:0], int64(i), 10)
 			buf = append(buf, ':')
 			buf = append(buf, members[j].Name...)
-			ring = append(ring, position{hash: xxhash.Sum64(buf), member: j})
+			pos = append(pos, position{hash: xxhash.Sum64(buf), member: int32(j)})
 		}
 	}
-	slices.SortFunc(ring, func(a, b position) int {
+	slices.SortFunc(pos, func(a, b position) int {
 		return cmp.Or(cmp.Compare(a.hash, b.hash), cmp.Compare(a.member, b.member))
 	})
+	return pos
+}
+
+// resolve returns the ring the library would build over the members of pos
+// not in excluded: their positions, in order, with every position of a
+// shared hash given to the member added last (the greatest index, which
+// sortPositions puts last among equal hashes), as the library's map from
+// hash to member does.
+func resolve(pos []position, excluded []byte) []position {
+	ring := make([]position, 0, len(pos))
+	for _, p := range pos {
+		if !isSet(excluded, p.member) {
+			ring = append(ring, p)
+		}
+	}
 	for i := len(ring) - 2; i >= 0; i-- {
 		if ring[i].hash == ring[i+1].hash {
 			ring[i].member = ring[i+1].member
 		}
 	}
 	return ring
+}
+
+// isSet reports whether bit i of the bit set b is set; a nil set is empty.
+func isSet(b []byte, i int32) bool {
+	return b != nil && b[i/8]&(1<<(i%8)) != 0
 }

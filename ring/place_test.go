@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -75,4 +76,59 @@ func TestNewAllocations(t *testing.T) {
 	if a := testing.AllocsPerRun(5, func() { New(ms, Config{}) }); a > 10 {
 		t.Fatalf("New with 50 members: %.0f allocations, want at most 10", a)
 	}
+}
+
+// TestWithoutMatchesNew checks that Without gives the ring New builds from
+// the members left: the same members and the same owner for every
+// partition, over random member sets and random names to drop, unknown
+// and repeated ones among them.
+func TestWithoutMatchesNew(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 40 {
+		cfg := Config{}
+		if round%2 == 1 {
+			cfg = Config{PartitionCount: 271, ReplicationFactor: 20, Load: 1.25}
+		}
+		ms := members(1 + rng.IntN(60))
+		var drop []string
+		for _, m := range ms {
+			if rng.IntN(4) == 0 {
+				drop = append(drop, m.Name, m.Name)
+			}
+		}
+		drop = append(drop, "not-a-member")
+		got := New(ms, cfg).Without(drop...)
+		want := New(without(ms, drop...), cfg)
+		if !slices.Equal(got.Members(), want.Members()) {
+			t.Fatalf("round %d: Without(%v) has members %v, New %v", round, drop, got.Members(), want.Members())
+		}
+		for p := range want.PartitionCount() {
+			g, gok := got.PartitionOwner(p)
+			w, wok := want.PartitionOwner(p)
+			if g != w || gok != wok {
+				t.Fatalf("round %d: Without(%v): partition %d owned by %v, New %v", round, drop, p, g, w)
+			}
+		}
+		if _, ok := got.Owner("k"); ok != (want.Len() > 0) {
+			t.Fatalf("round %d: Owner reports %v on a ring of %d", round, ok, want.Len())
+		}
+	}
+}
+
+// BenchmarkWithout compares Without with New for a ring of 50 members less
+// one.
+func BenchmarkWithout(b *testing.B) {
+	ms := members(50)
+	r := New(ms, Config{})
+	b.Run("Without", func(b *testing.B) {
+		for b.Loop() {
+			r.Without(ms[7].Name)
+		}
+	})
+	b.Run("New", func(b *testing.B) {
+		rest := without(ms, ms[7].Name)
+		for b.Loop() {
+			New(rest, Config{})
+		}
+	})
 }

@@ -203,14 +203,13 @@ func libraryPanics(ms []Member, cfg consistent.Config) (panicked bool) {
 // TestPlaceFallsBack drives the fallback New never needs with a normalized
 // Config: a library panic is retried with unbounded load.
 func TestPlaceFallsBack(t *testing.T) {
-	ms := members(3)
-	idx := []int32{0, 1, 2}
+	pos := sortPositions(members(3), 20)
 	bad := Config{PartitionCount: 271, ReplicationFactor: 20, Load: 0.5}
-	if _, ok := tryPlace(ms, idx, bad); ok {
+	if _, ok := tryPlace(pos, nil, 3, bad); ok {
 		t.Fatal("tryPlace succeeded at load 0.5")
 	}
-	got := place(ms, idx, bad)
-	want := place(ms, idx, Config{PartitionCount: 271, ReplicationFactor: 20, Load: math.Inf(1)})
+	got := place(pos, nil, 3, bad)
+	want := place(pos, nil, 3, Config{PartitionCount: 271, ReplicationFactor: 20, Load: math.Inf(1)})
 	if want == nil || !slices.Equal(got, want) {
 		t.Fatalf("place fell back to %v, want the unbounded placement %v", got, want)
 	}

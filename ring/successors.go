@@ -77,19 +77,17 @@ func (r *Ring) ownersWithout(excluded []byte) []int32 {
 }
 
 func (r *Ring) placeWithout(excluded []byte) []int32 {
-	idx := make([]int32, 0, len(r.members))
-	for i := range r.members {
-		if excluded[i/8]&(1<<(i%8)) == 0 {
-			idx = append(idx, int32(i))
-		}
-	}
-	owners := place(r.members, idx, r.cfg)
+	owners := place(r.pos, excluded, len(r.members), r.cfg)
 	if owners == nil {
 		// Unreachable (see place); keep Successors total by falling back to
 		// the first remaining member.
+		first := int32(0)
+		for isSet(excluded, first) {
+			first++
+		}
 		owners = make([]int32, len(r.owners))
 		for p := range owners {
-			owners[p] = idx[0]
+			owners[p] = first
 		}
 	}
 	return owners
