@@ -101,6 +101,17 @@ func (x *keyIndex) resize(size int) {
 	}
 }
 
+// reserve makes room for n keys without growing again.
+func (x *keyIndex) reserve(n int) {
+	size := max(16, len(x.slots))
+	for 4*n > 3*size {
+		size *= 2
+	}
+	if size > len(x.slots) {
+		x.resize(size)
+	}
+}
+
 // shrink gives memory back when at most an eighth of the slots are used.
 func (x *keyIndex) shrink() {
 	if len(x.slots) <= 16 || 8*x.n > len(x.slots) {

@@ -312,3 +312,26 @@ func TestSnapshotAllocatesPerShard(t *testing.T) {
 		t.Fatalf("Snapshot of %d keys in %d shards made %.0f allocations, want at most %d", n, shards, allocs, 3*shards)
 	}
 }
+
+// Merging a node's file of many keys makes room in each shard once, not
+// again and again as keys arrive: one allocation per key (its copy), plus
+// a few per shard.
+func TestMergeReservesOnce(t *testing.T) {
+	const n, shards = 1 << 15, 4
+	entries := make([]Entry, n)
+	for i := range entries {
+		entries[i] = Entry{Key: "ip:10.0." + strconv.Itoa(i), Counters: []CounterState{
+			{Counter: Counter{Scope: "GET /products", Limit: Limit{Amount: 100, Period: time.Minute}}, Start: t0.UnixNano(), Count: 1}}}
+	}
+	var s *Store
+	allocs := testing.AllocsPerRun(1, func() {
+		s = NewStore(StoreConfig{Shards: shards})
+		s.Merge(t0, entries)
+	})
+	if s.Len() != n {
+		t.Fatalf("Len = %d after merging %d keys", s.Len(), n)
+	}
+	if allocs > n+16*shards {
+		t.Fatalf("merging %d keys into %d shards made %.0f allocations, want at most %d", n, shards, allocs, n+16*shards)
+	}
+}
