@@ -230,9 +230,9 @@ func (c *Cluster) rebuild() {
 	defer c.rebuildMu.Unlock()
 	ps := c.gossip.peers()
 	v := &view{members: make([]Member, 0, len(ps)), replaced: make(chan struct{})}
-	var full, routing []ring.Member
+	var full []ring.Member
+	var suspects []string
 	live := make(map[string]string, len(ps))
-	suspected := false
 	for _, p := range ps {
 		live[p.Name] = p.Meta.RPCAddr
 		m := Member{Name: p.Name, RPCAddr: p.Meta.RPCAddr, HTTPAddr: p.Meta.HTTPAddr, State: p.State, Self: p.Self, Incarnation: p.Meta.Incarnation}
@@ -243,10 +243,9 @@ func (c *Cluster) rebuild() {
 		case !p.Self && c.peers.isSuspect(p.Name):
 			m.State = Unreachable
 			full = append(full, rm)
-			suspected = true
+			suspects = append(suspects, p.Name)
 		default:
 			full = append(full, rm)
-			routing = append(routing, rm)
 		}
 		v.members = append(v.members, m)
 	}
@@ -257,10 +256,9 @@ func (c *Cluster) rebuild() {
 	} else {
 		v.full = ring.New(full, c.cfg.Ring)
 	}
-	v.routing = v.full
-	if suspected {
-		v.routing = ring.New(routing, c.cfg.Ring)
-	}
+	// Without reuses the full ring's sorted positions: a quarter of a
+	// build's cost, and a node suspects peers one by one.
+	v.routing = v.full.Without(suspects...)
 	v.inbound, v.inboundUntil = c.inbound(old, v)
 	c.view.Store(v)
 	if old != nil {
@@ -268,7 +266,7 @@ func (c *Cluster) rebuild() {
 	}
 	c.metrics.members.Set(float64(v.routing.Len()))
 	if old != nil && len(ring.Diff(old.routing, v.routing)) > 0 {
-		c.log.Info("ring changed", "members", v.routing.Len(), "suspected", len(full)-len(routing))
+		c.log.Info("ring changed", "members", v.routing.Len(), "suspected", len(suspects))
 		c.kickHandoff()
 	}
 }
@@ -289,13 +287,7 @@ func (c *Cluster) inbound(old, v *view) (map[int]ring.Member, time.Time) {
 	if !now.Before(until) || !v.full.Has(c.name) {
 		return nil, time.Time{}
 	}
-	var others []ring.Member
-	for _, m := range v.full.Members() {
-		if m.Name != c.name {
-			others = append(others, m)
-		}
-	}
-	without := ring.New(others, c.cfg.Ring)
+	without := v.full.Without(c.name)
 	in := map[int]ring.Member{}
 	for p := 0; p < v.full.PartitionCount(); p++ {
 		if o, _ := v.full.PartitionOwner(p); o.Name == c.name {
