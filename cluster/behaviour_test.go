@@ -226,3 +226,29 @@ func memberState(c *Cluster, name string) State {
 	}
 	return State(255)
 }
+
+// A node that joins and cannot pull a key's count — its previous owner
+// has not seen it join and refuses the take — does not decide the key from
+// zero: the previous owner, which still holds the count, decides. Before,
+// a slow gossip let a join admit up to a whole limit twice.
+func TestRefusedPullLeavesTheCheckToTheOldOwner(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	n0 := startMemCluster(t, net, clock, "n0")[0]
+	key := keyOn(t, []string{"n0", "n1"}, "n1")
+	cs := perMinute(t, 5)
+	if got, _ := checkN(t, n0, key, cs, 4); got != 4 {
+		t.Fatalf("before the join: %d of 4 allowed", got)
+	}
+	net.setMembers("n0", "n1")
+	net.mu.Lock()
+	net.views = map[string][]string{"n0": {"n0"}} // n0's gossip has not seen n1
+	net.mu.Unlock()
+	n1 := startMemNode(t, net, clock, "n1")
+	if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	got, last := checkN(t, n1, key, cs, 3)
+	if got != 1 || last.Node != "n0" {
+		t.Fatalf("on the new owner, the take refused: %d of 3 allowed (last by %s); want 1, decided by n0", got, last.Node)
+	}
+}

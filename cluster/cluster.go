@@ -45,9 +45,9 @@ type Cluster struct {
 	denied    denyCache                     // checks owners denied, until they may pass
 	served    atomic.Int64                  // checks received from peers, for quiesce
 	pullMu    sync.Mutex
-	pulling   map[string]chan struct{} // keys being pulled, by waiters
-	handoff   chan struct{}            // capacity 1: wakes the handoff loop
-	handoffMu sync.Mutex               // held by the running handoff
+	pulling   map[string]*pulled // keys being pulled, by waiters
+	handoff   chan struct{}      // capacity 1: wakes the handoff loop
+	handoffMu sync.Mutex         // held by the running handoff
 	// movingMu makes taking entries out of the table and marking them
 	// moved one step, for handoffs and pulls alike: a pull never finds a
 	// key neither here nor marked as on its way.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,8 @@ const (
 	replicaFlush = 5 * time.Millisecond
 	replicaBatch = 1024
 	replicaQueue = 8192
+	// replicaSweep is how often expired replicas are dropped.
+	replicaSweep = time.Second
 )
 
 // replicator is one node's part in replication: the changes it owes its
@@ -134,6 +137,11 @@ func (r *replicator) loop(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// Replicas expire on the node's own sweep cadence, not the flush's:
+	// every 5 ms over every owner's store cost a 50-node cluster most of
+	// its CPU.
+	sweep := time.NewTicker(replicaSweep)
+	defer sweep.Stop()
 	defer func() {
 		for _, p := range r.conns {
 			p.Close()
@@ -145,9 +153,11 @@ func (r *replicator) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-sweep.C:
+			r.sweep()
+			continue
 		case <-r.full:
 		case <-t.C:
-			r.sweep()
 		}
 		r.dirtyMu.Lock()
 		keys := r.dirty
@@ -296,15 +306,25 @@ func (r *replicator) findOrphans(v *view, held int64) *orphanCache {
 	return &orphanCache{v: v, held: held}
 }
 
-// sweep drops expired replicas, a little at a time, and the stores of
-// owners that hold nothing here any more.
+// sweep drops expired replicas — a pass over each owner's store, without
+// r.mu held — and the stores of owners that hold nothing here any more.
 func (r *replicator) sweep() {
 	now := r.c.now()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for owner, h := range r.from {
-		h.store.Sweep(now, 256)
+	stores := make(map[string]*replicas, len(r.from))
+	maps.Copy(stores, r.from)
+	r.mu.Unlock()
+	empty := map[string]*replicas{}
+	for owner, h := range stores {
+		h.store.Sweep(now, 0) // one pass; it holds a shard's lock briefly
 		if h.store.Len() == 0 {
+			empty[owner] = h
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for owner, h := range empty {
+		if r.from[owner] == h && h.store.Len() == 0 {
 			delete(r.from, owner)
 		}
 	}

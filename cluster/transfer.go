@@ -136,7 +136,15 @@ func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest
 		c.moved.forget(req.Key)
 	}
 	if from, ok := v.inboundFrom(req.Key, now); ok && !c.store.Has(req.Key) {
-		c.pull(ctx, req.Key, from)
+		if !c.pull(ctx, req.Key, from) && req.Hops < maxHops {
+			// The previous owner did not give the key up (it has not
+			// seen this node join yet, or did not answer in time): it
+			// may still hold the count, so it decides this check.
+			req.Hops++
+			if err := c.peers.get(from.Name, from.Addr).Check(ctx, req, resp); err == nil {
+				return nil
+			}
+		}
 		now = c.now() // the pull took a round trip
 	}
 	return c.decideLocal(now, req, resp)
@@ -172,41 +180,55 @@ func (v *view) inboundFrom(key string, now time.Time) (ring.Member, bool) {
 	return from, ok
 }
 
+// pulled is one pull of a key: done is closed when it is over, and ok
+// then says whether the previous owner answered (with the entry or with
+// nothing to give).
+type pulled struct {
+	done chan struct{}
+	ok   bool
+}
+
 // pull takes key's entry from its previous owner and merges it here. One
 // pull per key runs at a time; concurrent checks of the key wait for it.
-func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) {
+// It reports whether the previous owner answered: if not, the key's count
+// may still be there, and deciding here from zero could admit a limit
+// twice.
+func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 	c.pullMu.Lock()
 	if c.pulling == nil {
-		c.pulling = map[string]chan struct{}{}
+		c.pulling = map[string]*pulled{}
 	}
-	if ch, ok := c.pulling[key]; ok {
+	if p, ok := c.pulling[key]; ok {
 		c.pullMu.Unlock()
 		select {
-		case <-ch:
+		case <-p.done:
+			return p.ok
 		case <-ctx.Done():
+			return false
 		}
-		return
 	}
-	ch := make(chan struct{})
-	c.pulling[key] = ch
+	p := &pulled{done: make(chan struct{})}
+	c.pulling[key] = p
 	c.pullMu.Unlock()
 	defer func() {
 		c.pullMu.Lock()
 		delete(c.pulling, key)
 		c.pullMu.Unlock()
-		close(ch)
+		close(p.done)
 	}()
 	entry, found, err := c.peers.get(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
 	if err != nil {
 		c.metrics.rpcErrors.WithLabelValues("take").Inc()
-		c.log.Debug("pull failed; deciding on what is here", "key", key, "from", from.Name, "err", err)
-		return
+		c.log.Debug("pull failed", "key", key, "from", from.Name, "err", err)
+		return false
 	}
+	p.ok = true
 	c.log.Debug("pulled", "key", key, "from", from.Name, "found", found)
 	if found {
 		c.mergeHere([]bucket.Entry{entry})
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
 	}
+	return true
 }
 
 // NotMemberError refuses a pull for a node this one does not know at that
