@@ -39,15 +39,6 @@ func TestExactThroughPausesAndReplicas(t *testing.T) {
 		}()
 		cs := perMinute(t, 1000)
 		admitted, paused := 0, false
-		settle := func() {
-			for _, n := range nodes {
-				n.probe()
-			}
-			rebuildAll(nodes...)
-			for _, n := range nodes {
-				n.handoffAll(context.Background())
-			}
-		}
 		rt.Repeat(map[string]func(*rapid.T){
 			"check": func(rt *rapid.T) {
 				n := rapid.IntRange(0, 2).Draw(rt, "node")
@@ -61,14 +52,14 @@ func TestExactThroughPausesAndReplicas(t *testing.T) {
 			"resume": func(rt *rapid.T) {
 				net.setCut(memAddr("n2"), false)
 				paused = false
-				settle()
+				settle(nodes...)
 			},
 			"handoff": func(rt *rapid.T) {
 				nodes[rapid.IntRange(0, 2).Draw(rt, "node")].handoffAll(context.Background())
 			},
 		})
 		net.setCut(memAddr("n2"), false)
-		settle()
+		settle(nodes...)
 		_ = paused
 		st, _, _ := nodes[2].store.Check(clock.Now(), key, cs, 0, nil)
 		if used := 1000 - int(st[0].Remaining); used != admitted {

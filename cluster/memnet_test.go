@@ -338,6 +338,19 @@ func startMemClusterWith(t *testing.T, net *memNet, clock *manualClock, mod func
 	return nodes
 }
 
+// settle brings a cluster to rest after a fault heals: every node probes
+// the peers it routes around, rebuilds its ring and hands off what others
+// own.
+func settle(nodes ...*memNode) {
+	for _, n := range nodes {
+		n.probe()
+	}
+	rebuildAll(nodes...)
+	for _, n := range nodes {
+		n.handoffAll(context.Background())
+	}
+}
+
 // rebuildAll gives each node's ring the current members, in order.
 func rebuildAll(nodes ...*memNode) {
 	for _, n := range nodes {

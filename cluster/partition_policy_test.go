@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -67,10 +66,7 @@ func TestPartitionBoundPerPolicy(t *testing.T) {
 			}
 
 			net.partition()
-			rebuildAll(nodes...)
-			for _, n := range nodes {
-				n.handoffAll(context.Background())
-			}
+			settle(nodes...)
 			for _, n := range nodes[:2] {
 				if n.store.Has(key) {
 					t.Fatalf("%s keeps counts of the key after the heal", n.name)

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"testing"
 )
 
@@ -30,13 +29,7 @@ func TestPausedOwnerGetsCountsBack(t *testing.T) {
 	}
 
 	net.setCut(memAddr("n2"), false) // resumed
-	for _, n := range nodes {
-		n.probe()
-	}
-	rebuildAll(nodes...)
-	for _, n := range nodes {
-		n.handoffAll(context.Background())
-	}
+	settle(nodes...)
 	if nodes[1].store.Has(key) {
 		t.Fatal("n1 kept the counts it made for n2")
 	}

@@ -86,13 +86,7 @@ func TestPausedOwnerWithReplica(t *testing.T) {
 				net.mu.Unlock()
 			}
 			net.setCut(memAddr("n2"), false)
-			for _, n := range nodes {
-				n.probe()
-			}
-			rebuildAll(nodes...)
-			for _, n := range nodes {
-				n.handoffAll(context.Background())
-			}
+			settle(nodes...)
 			if nodes[1].store.Has(key) {
 				t.Fatal("n1 kept the counts it made for n2")
 			}
