@@ -194,12 +194,18 @@ type view struct {
 // incarnation is member name's Meta.Incarnation as this view saw it; 0
 // when it is not a member.
 func (v *view) incarnation(name string) uint64 {
+	m, _ := v.member(name)
+	return m.Incarnation
+}
+
+// member is the member named name in this view.
+func (v *view) member(name string) (Member, bool) {
 	for _, m := range v.members {
 		if m.Name == name {
-			return m.Incarnation
+			return m, true
 		}
 	}
-	return 0
+	return Member{}, false
 }
 
 // Ring returns the ring this node routes by.

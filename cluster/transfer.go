@@ -270,12 +270,8 @@ func (c *Cluster) awaitMember(ctx context.Context, name, addr string) error {
 
 // hasMember reports whether name is a member other than this node.
 func (v *view) hasMember(name string) bool {
-	for _, m := range v.members {
-		if m.Name == name && !m.Self {
-			return true
-		}
-	}
-	return false
+	m, ok := v.member(name)
+	return ok && !m.Self
 }
 
 // hasAddr reports whether a member's RPC address is addr.
@@ -290,12 +286,8 @@ func (v *view) hasAddr(addr string) bool {
 
 // hasPeer reports whether name at addr is a member other than this node.
 func (v *view) hasPeer(name, addr string) bool {
-	for _, m := range v.members {
-		if m.Name == name && !m.Self {
-			return m.RPCAddr == addr
-		}
-	}
-	return false
+	m, ok := v.member(name)
+	return ok && !m.Self && m.RPCAddr == addr
 }
 
 // take serves a peer's pull: it removes key's entry from this node and
