@@ -225,25 +225,21 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		// route around this node and send them to the next owner.
 		return errLeaving
 	}
-	if req.Refund {
-		if !h.c.view.Load().hasMember(req.From) {
-			return &NotMemberError{Name: req.From}
-		}
+	if (req.Refund || req.Replica) && !h.c.view.Load().hasMember(req.From) {
+		// Only a member of this node's ring may give slices back or leave
+		// replicas here: a node that places keys by another ring (or
+		// speaks another protocol) is kept out of it, and its replicas
+		// would be promoted for keys it does not own.
+		return &NotMemberError{Name: req.From}
+	}
+	switch {
+	case req.Refund:
 		h.c.refundHere(ctx, req.Entries)
 		return nil
-	}
-	if req.Replica {
-		if h.c.repl == nil {
-			return nil
+	case req.Replica:
+		if h.c.repl != nil {
+			h.c.repl.hold(req.From, req.Entries)
 		}
-		// Only a member of this node's ring may leave replicas here: a
-		// node that places keys by another ring (or speaks another
-		// protocol) is kept out of it, and its copies would be promoted
-		// for keys it does not own.
-		if !h.c.view.Load().hasMember(req.From) {
-			return &NotMemberError{Name: req.From}
-		}
-		h.c.repl.hold(req.From, req.Entries)
 		return nil
 	}
 	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))
