@@ -111,6 +111,9 @@ func newReplicator(c *Cluster, n int) *replicator {
 
 // changed notes that key's state changed here. It never blocks.
 func (r *replicator) changed(key string) {
+	if r.c.view.Load().full.Len() < 2 {
+		return // alone: no successor to copy to
+	}
 	r.dirtyMu.Lock()
 	n := len(r.dirty)
 	if n < replicaQueue {
