@@ -46,6 +46,9 @@ type Client struct {
 	backoff time.Duration
 	closed  bool
 	wg      sync.WaitGroup // dial and connection goroutines
+
+	active   atomic.Int64 // round trips under way
+	retiring atomic.Bool  // set by Retire: new calls fail unsent
 }
 
 // call is one request in flight. Calls are pooled with their buffers.
@@ -172,6 +175,22 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Retire closes the client once the calls in flight have their outcome
+// (an answer, or their own timeout): a call that was sent is never cut
+// off, so a peer never applies a request whose answer is then thrown
+// away. Calls begun after Retire fail with ErrClosed, unsent.
+func (c *Client) Retire() error {
+	c.retiring.Store(true)
+	if c.active.Load() > 0 {
+		t := time.NewTicker(time.Millisecond)
+		for c.active.Load() > 0 {
+			<-t.C
+		}
+		t.Stop()
+	}
+	return c.Close()
+}
+
 // begin takes a call from the pool and starts its request frame.
 func (c *Client) begin(o op) *call {
 	cl, _ := c.calls.Get().(*call)
@@ -207,6 +226,13 @@ func (c *Client) roundTrip(ctx context.Context, cl *call, o op, timeout time.Dur
 	}
 	if err := ctx.Err(); err != nil {
 		return c.unavailable(o, err)
+	}
+	// Counted before retiring is read, as Retire sets retiring before it
+	// reads active: a call either fails here or is waited for.
+	c.active.Add(1)
+	defer c.active.Add(-1)
+	if c.retiring.Load() {
+		return c.unavailable(o, ErrClosed)
 	}
 	cl.timer.Reset(timeout)
 	defer cl.timer.Stop()

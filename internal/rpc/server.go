@@ -20,6 +20,10 @@ type Server struct {
 	ctx    context.Context // parent of every connection's context; cancelled by Close
 	cancel context.CancelFunc
 
+	// draining is set by Shutdown: connections stop reading requests and
+	// close once every request they read is answered.
+	draining atomic.Bool
+
 	mu     sync.Mutex
 	lns    map[net.Listener]struct{}
 	conns  map[*serverConn]struct{}
@@ -119,6 +123,36 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// Shutdown closes the server gracefully: it stops accepting connections and
+// reading requests, lets every request already read run to its answer and
+// sends the answers, then closes each connection. A peer therefore sees each
+// request it sent either answered or never read (the connection closed
+// before it): never applied with its answer lost, which the peer would
+// retry elsewhere and count twice. When ctx ends first the rest is closed
+// as Close does, and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.draining.Store(true)
+	for ln := range s.lns {
+		ln.Close()
+	}
+	for sc := range s.conns {
+		sc.stopReading()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.Close()
+	<-done
+	return ctx.Err()
+}
+
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -135,7 +169,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 		async: make(chan struct{}, maxAsync),
 		calls: make(chan struct{}, maxCalls),
 	}
-	sc.fr.deadline, sc.fr.timeout = nc.SetReadDeadline, s.cfg.IOTimeout
+	sc.fr.deadline, sc.fr.timeout = sc.readDeadline, s.cfg.IOTimeout
 	sc.ctx, sc.cancel = context.WithCancel(s.ctx)
 	return sc
 }

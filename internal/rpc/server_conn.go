@@ -29,12 +29,14 @@ type serverConn struct {
 	fr     *frameReader // used by the reader only
 	ctx    context.Context
 	cancel context.CancelFunc
-	flush  chan struct{} // capacity 1: wakes writeLoop
-	quit   chan struct{} // closed when the connection ends
-	async  chan struct{} // semaphore of running merges and takes
-	calls  chan struct{} // semaphore of checks and resets on goroutines
-	wg     sync.WaitGroup
+	flush  chan struct{}  // capacity 1: wakes writeLoop
+	quit   chan struct{}  // closed when the connection ends
+	async  chan struct{}  // semaphore of running merges and takes
+	calls  chan struct{}  // semaphore of checks and resets on goroutines
+	wg     sync.WaitGroup // writeLoop and calls
+	callWG sync.WaitGroup // calls running on goroutines of their own
 	down   sync.Once
+	stop   sync.Once // closes quit
 
 	mu   sync.Mutex
 	wbuf []byte
@@ -75,6 +77,7 @@ func (sc *serverConn) serve() {
 		return
 	}
 	sc.nc.SetDeadline(time.Time{})
+	sc.readDeadline(time.Time{}) // a Shutdown during the handshake
 	sc.wg.Add(1)
 	go sc.writeLoop()
 	defer sc.s.wg.Done()
@@ -85,9 +88,12 @@ func (sc *serverConn) serve() {
 // between frames or the server is closing.
 func (sc *serverConn) shutdown(err error) {
 	sc.down.Do(func() {
+		if sc.s.draining.Load() {
+			sc.finish()
+		}
 		sc.cancel()
 		sc.nc.Close()
-		close(sc.quit)
+		sc.stopWriter()
 		sc.wg.Wait()
 		sc.s.forget(sc)
 		sc.mu.Lock()
@@ -101,6 +107,47 @@ func (sc *serverConn) shutdown(err error) {
 		sc.s.log.logAt(slog.LevelWarn, "rpc: connection closed", "remote", sc.nc.RemoteAddr().String(), "reason", err.Error())
 	})
 }
+
+// drained is the read deadline of a connection whose server shuts down: any
+// time in the past, so that the reader stops at once between frames.
+var drained = time.Unix(1, 0)
+
+// readDeadline sets the connection's read deadline to t; between frames
+// (t zero) of a draining server, to the past instead. It checks draining
+// again after setting, so that a Shutdown between the check and the set
+// is not undone.
+func (sc *serverConn) readDeadline(t time.Time) error {
+	if !t.IsZero() || !sc.s.draining.Load() {
+		if err := sc.nc.SetReadDeadline(t); err != nil || !t.IsZero() || !sc.s.draining.Load() {
+			return err
+		}
+	}
+	return sc.nc.SetReadDeadline(drained)
+}
+
+// stopReading makes the reader stop at the next frame boundary: a frame
+// whose body is on its way is still read and served.
+func (sc *serverConn) stopReading() { sc.readDeadline(time.Time{}) }
+
+// finish answers, on a draining server, every request the reader handed
+// over, sends the answers, and half-closes the connection: the peer reads
+// every answer, then EOF, and fails over what it sent after (unread here).
+func (sc *serverConn) finish() {
+	sc.callWG.Wait()
+	sc.stopWriter()
+	sc.wg.Wait()
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := sc.nc.(closeWriter); ok && cw.CloseWrite() == nil {
+		// Read what the peer still sends until it closes, briefly: a
+		// close with unread data would reset the connection, and the
+		// peer could lose answers it has not read yet.
+		sc.nc.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, sc.nc)
+	}
+}
+
+// stopWriter ends writeLoop after it has sent what is waiting.
+func (sc *serverConn) stopWriter() { sc.stop.Do(func() { close(sc.quit) }) }
 
 // loop reads and serves requests until the connection fails. A panic below (a handler's, or a decoding bug)
 // ends only this connection.
@@ -207,6 +254,7 @@ func (r *reader) handOff(sem chan struct{}, id uint64, serve func(*serverConn, *
 	cl := r.call
 	r.call = sc.s.getCall()
 	sc.wg.Add(1)
+	sc.callWG.Add(1)
 	go sc.serveCall(sem, id, cl, serve)
 	return nil
 }
@@ -214,6 +262,7 @@ func (r *reader) handOff(sem chan struct{}, id uint64, serve func(*serverConn, *
 // serveCall runs on the goroutine handOff started.
 func (sc *serverConn) serveCall(sem chan struct{}, id uint64, cl *serverCall, serve func(*serverConn, *serverCall, *codec) error) {
 	defer sc.wg.Done()
+	defer sc.callWG.Done()
 	defer func() { <-sem }()
 	defer sc.recoverHandler()
 	c := sc.s.getCodec()
@@ -308,11 +357,11 @@ func (sc *serverConn) wake() {
 func (sc *serverConn) writeLoop() {
 	defer sc.wg.Done()
 	var out []byte
-	for {
+	for quit := false; !quit; {
 		select {
 		case <-sc.flush:
 		case <-sc.quit:
-			return
+			quit = true // after sending what waits: see finish
 		}
 		sc.mu.Lock()
 		out, sc.wbuf = sc.wbuf, out[:0]
