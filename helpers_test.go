@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,5 +77,38 @@ func forwardedKey(t testing.TB, from *ratemesh.Node) string {
 		if o, _ := from.Owner(key); o.Name != from.Name() {
 			return key
 		}
+	}
+}
+
+// logMoves logs, for each node, the metrics of counts that moved between
+// nodes (leases, handoffs, replicas), to tell a lost or doubled hit's path.
+func logMoves(t *testing.T, nodes []*ratemesh.Node) {
+	t.Helper()
+	for _, n := range nodes {
+		reg := n.Registry()
+		if reg == nil {
+			continue
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Logf("%s: %v", n.Name(), err)
+			continue
+		}
+		var parts []string
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "ratemesh_leases_total", "ratemesh_handoff_keys_total", "ratemesh_replica_keys_total", "ratemesh_rpc_errors_total":
+			default:
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var labels []string
+				for _, lp := range m.GetLabel() {
+					labels = append(labels, lp.GetValue())
+				}
+				parts = append(parts, fmt.Sprintf("%s{%s}=%v", strings.TrimPrefix(mf.GetName(), "ratemesh_"), strings.Join(labels, ","), m.GetCounter().GetValue()))
+			}
+		}
+		t.Logf("%s: %s", n.Name(), strings.Join(parts, " "))
 	}
 }

@@ -44,6 +44,7 @@ type Cluster struct {
 	moved     moves                         // keys given away recently, and to whom
 	denied    denyCache                     // checks owners denied, until they may pass
 	served    atomic.Int64                  // checks received from peers, for quiesce
+	changing  atomic.Int64                  // changes admitted by enter and not yet done
 	pullMu    sync.Mutex
 	pulling   map[string]*pulled // keys being pulled, by waiters
 	handoff   chan struct{}      // capacity 1: wakes the handoff loop

@@ -225,8 +225,9 @@ func (c *Cluster) Close(ctx context.Context) error {
 	if c.leaving.Swap(true) {
 		return nil
 	}
+	c.awaitChanges(ctx)
 	if c.leases != nil {
-		c.leases.expire(ctx, c.now(), c.view.Load(), true)
+		c.leases.settle(ctx, c.now, c.view.Load)
 	}
 	c.rebuild()
 	if c.Ring().Len() > 0 {
@@ -239,13 +240,48 @@ func (c *Cluster) Close(ctx context.Context) error {
 	err := c.gossip.leave(max(timeout, 10*time.Millisecond))
 	c.quiesce(ctx)
 	c.stopped.Store(true) // from here on checks are refused, not half-served
-	c.cancel()
-	if serr := c.transport.Close(); err == nil {
+	// Every request peers sent that the server read is answered before
+	// it closes: a check applied here is never retried elsewhere.
+	if serr := c.transport.Shutdown(ctx); err == nil {
 		err = serr
 	}
+	c.cancel()
 	c.peers.closeAll()
 	c.wg.Wait()
 	return err
+}
+
+// enter admits a change to this node's table of the keys it holds — a
+// decision, a merge — unless the node is leaving; exit ends it. Close sets
+// leaving and then waits (awaitChanges) until no change runs before it
+// hands its counts off, so that none lands on a key whose entry has left
+// already, where it would be lost at exit.
+func (c *Cluster) enter() bool {
+	c.changing.Add(1)
+	if c.leaving.Load() {
+		c.changing.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (c *Cluster) exit() { c.changing.Add(-1) }
+
+// awaitChanges waits, within ctx, until no change admitted by enter runs.
+// They are short (a decision, or one RPC within its timeout): it polls.
+func (c *Cluster) awaitChanges(ctx context.Context) {
+	if c.changing.Load() == 0 {
+		return
+	}
+	t := time.NewTicker(100 * time.Microsecond)
+	defer t.Stop()
+	for c.changing.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // quiesce waits, within ctx and at most maxPolls polls, until peers have

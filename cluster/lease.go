@@ -61,6 +61,8 @@ type leaser struct {
 	heat      map[string]int
 	heatSince time.Time
 	asking    map[string]bool // grants in flight
+	closing   bool            // set by settle: no more grants are asked for
+	asks      sync.WaitGroup  // grants in flight, for settle
 }
 
 // lease is a slice of one key's quota for exactly its counters.
@@ -157,16 +159,28 @@ func (l *leaser) renew(now time.Time, ls *lease, req *rpc.CheckRequest) {
 // members, and none below leaseMin. l.mu is held.
 func (l *leaser) askLocked(owner ring.Member, req *rpc.CheckRequest, n, remaining int64, members int) {
 	n = min(n, remaining/int64(leaseShare*max(1, members)))
-	if n < leaseMin || l.asking[req.Key] {
+	if n < leaseMin || l.asking[req.Key] || l.closing {
 		return
 	}
 	l.asking[req.Key] = true
 	grant := rpc.CheckRequest{Key: req.Key, Counters: slices.Clone(req.Counters), Cost: n}
-	l.c.wg.Add(1)
+	l.asks.Add(1)
 	go func() {
-		defer l.c.wg.Done()
+		defer l.asks.Done()
 		l.ask(owner, &grant)
 	}()
+}
+
+// settle ends this node's part in leases as it leaves: no grant is asked
+// for any more, the grants in flight get their answers (each within
+// ForwardTimeout: one cut off could have been counted by its owner, a
+// slice lost), and every slice held goes back to its key's count.
+func (l *leaser) settle(ctx context.Context, now func() time.Time, v func() *view) {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	l.asks.Wait()
+	l.expire(ctx, now(), v(), true)
 }
 
 func minRemaining(sts []bucket.Status) int64 {
@@ -179,16 +193,30 @@ func minRemaining(sts []bucket.Status) int64 {
 
 // ask takes a slice of grant.Cost from owner and holds it.
 func (l *leaser) ask(owner ring.Member, grant *rpc.CheckRequest) {
-	ctx, cancel := context.WithTimeout(l.c.ctx, l.c.cfg.ForwardTimeout)
+	// Not l.c.ctx: a grant is never cut off (see settle).
+	ctx, cancel := context.WithTimeout(context.Background(), l.c.cfg.ForwardTimeout)
 	defer cancel()
 	var resp rpc.CheckResponse
 	err := l.c.peers.get(owner.Name, owner.Addr).Check(ctx, grant, &resp)
 	now := l.c.now()
+	if stale := l.hold(now, owner, grant, &resp, err); stale != nil {
+		// The slice it replaces could not join it: what it has left
+		// goes back to the key's count, as when a lease expires.
+		if to, ok := l.c.view.Load().routing.Owner(stale.Key); ok {
+			l.giveBack(ctx, map[ring.Member][]bucket.Entry{to: {*stale}})
+		}
+	}
+}
+
+// hold keeps the slice the owner granted, if it did. A slice of the key
+// held already joins it when both are of the same windows and owner;
+// otherwise hold returns the old slice's unused units as a refund.
+func (l *leaser) hold(now time.Time, owner ring.Member, grant *rpc.CheckRequest, resp *rpc.CheckResponse, err error) (stale *bucket.Entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.asking, grant.Key)
 	if err != nil || !resp.Allowed || len(resp.Statuses) != len(grant.Counters) {
-		return // nothing was counted unless allowed; an error may have: see refunds
+		return nil // nothing was counted unless allowed; an error may have: see refunds
 	}
 	ls := &lease{owner: owner, counters: grant.Counters, size: grant.Cost, granted: now, until: now.Add(leaseTTL), base: resp.Statuses}
 	ls.left.Store(grant.Cost)
@@ -200,17 +228,27 @@ func (l *leaser) ask(owner ring.Member, grant *rpc.CheckRequest) {
 		}
 	}
 	if old := l.held[grant.Key]; old != nil {
-		// What the old slice has left joins the new one when both are
-		// of the same windows and owner; otherwise it expires with its
-		// window (too late to matter) or, rarely, is given up: fewer
-		// admissions, never more.
-		if left := old.left.Swap(0); left > 0 && old.owner == owner && slices.Equal(old.starts, ls.starts) && slices.Equal(old.counters, ls.counters) {
-			ls.left.Add(left)
+		if left := old.left.Swap(0); left > 0 {
+			if old.owner == owner && slices.Equal(old.starts, ls.starts) && slices.Equal(old.counters, ls.counters) {
+				ls.left.Add(left)
+			} else {
+				stale = old.refund(grant.Key, left)
+			}
 		}
 	}
 	l.held[grant.Key] = ls
 	l.n.Store(int64(len(l.held)))
 	l.c.metrics.leases.WithLabelValues("granted").Inc()
+	return stale
+}
+
+// refund is the entry that gives left unused units of ls back.
+func (ls *lease) refund(key string, left int64) *bucket.Entry {
+	e := &bucket.Entry{Key: key}
+	for i, c := range ls.counters {
+		e.Counters = append(e.Counters, bucket.CounterState{Counter: c, Start: ls.starts[i], Count: left})
+	}
+	return e
 }
 
 // expire ends the leases that ran out, or whose key has another owner in
@@ -234,18 +272,19 @@ func (l *leaser) expire(ctx context.Context, now time.Time, v *view, all bool) {
 		if left <= 0 || !ok {
 			continue
 		}
-		e := bucket.Entry{Key: key}
-		for i, c := range ls.counters {
-			e.Counters = append(e.Counters, bucket.CounterState{Counter: c, Start: ls.starts[i], Count: left})
-		}
 		// To whoever owns the key now: a handoff took its count there.
-		refunds[owner] = append(refunds[owner], e)
+		refunds[owner] = append(refunds[owner], *ls.refund(key, left))
 	}
 	l.n.Store(int64(len(l.held)))
 	l.mu.Unlock()
+	l.giveBack(ctx, refunds)
+}
+
+// giveBack sends refunds to the owners they are keyed by.
+func (l *leaser) giveBack(ctx context.Context, refunds map[ring.Member][]bucket.Entry) {
 	for owner, es := range refunds {
 		if owner.Name == l.c.name {
-			l.c.store.Refund(now, es)
+			l.c.refundHere(ctx, es)
 			continue
 		}
 		err := l.c.peers.get(owner.Name, owner.Addr).Merge(ctx, &rpc.MergeRequest{From: l.c.name, Refund: true, Entries: es})
@@ -281,27 +320,49 @@ func fixedWindowsOnly(cs []bucket.Counter) bool {
 	return len(cs) > 0
 }
 
-// refundHere applies refunds of slices of keys this node owns, where the
-// key's count is: a key that moved away since (a handoff) has its refund
-// passed on to where it went, and a key that is still to be pulled from
-// its previous owner is pulled first. A refund with nowhere to go is
-// dropped: fewer admissions, never more.
+// refundHere applies refunds of slices to the keys' counts wherever they
+// are: here, or where a key went (a handoff, a pull), or — when this node
+// owns a key since it joined and its previous owner would not give the
+// count up yet — on that previous owner. A refund with no count to land on
+// (the window ended, the key was reset) is dropped: it would take nothing
+// off.
 func (c *Cluster) refundHere(ctx context.Context, entries []bucket.Entry) {
-	v := c.view.Load()
 	for _, e := range entries {
+		c.refundOne(ctx, e)
+	}
+}
+
+func (c *Cluster) refundOne(ctx context.Context, e bucket.Entry) {
+	for pulled := false; ; pulled = true {
 		now := c.now()
-		if mv := c.moved.get(e.Key, now); mv != nil {
+		// Under movingMu, as a handoff takes entries out and marks them
+		// moved: the key is either still here or marked as gone.
+		c.movingMu.Lock()
+		mv := c.moved.get(e.Key, now)
+		if mv == nil && c.store.Has(e.Key) {
+			c.store.Refund(now, []bucket.Entry{e})
+			c.movingMu.Unlock()
+			return
+		}
+		c.movingMu.Unlock()
+		from, inbound := c.view.Load().inboundFrom(e.Key, now)
+		var to ring.Member
+		switch {
+		case mv != nil:
 			mv.wait(ctx)
-			err := c.peers.get(mv.to.Name, mv.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Refund: true, Entries: []bucket.Entry{e}})
-			if err != nil {
-				c.metrics.leases.WithLabelValues("refund_failed").Inc()
+			to = mv.to
+		case inbound && !pulled && !c.leaving.Load():
+			if c.pull(ctx, e.Key, from) {
+				continue // the count is here now, or was nowhere
 			}
-			continue
+			to = from // it would not give the count up: it still has it
+		default:
+			c.metrics.leases.WithLabelValues("refund_dropped").Inc()
+			return
 		}
-		if from, ok := v.inboundFrom(e.Key, now); ok && !c.store.Has(e.Key) {
-			c.pull(ctx, e.Key, from)
-			now = c.now()
+		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Refund: true, Entries: []bucket.Entry{e}}); err != nil {
+			c.metrics.leases.WithLabelValues("refund_failed").Inc()
 		}
-		c.store.Refund(now, []bucket.Entry{e})
+		return
 	}
 }

@@ -109,6 +109,8 @@ func (t *memTransport) Listen(h rpc.Handler) (string, error) {
 
 func (t *memTransport) Dial(addr string) Peer { return &memPeer{net: t.net, from: t.addr, addr: addr} }
 
+func (t *memTransport) Shutdown(context.Context) error { return t.Close() }
+
 func (t *memTransport) Close() error {
 	t.net.mu.Lock()
 	defer t.net.mu.Unlock()
@@ -186,7 +188,8 @@ func (p *memPeer) Ping(ctx context.Context) error {
 	return err
 }
 
-func (p *memPeer) Close() error { return nil }
+func (p *memPeer) Close() error  { return nil }
+func (p *memPeer) Retire() error { return nil }
 
 // fakeGossip is one node's membership in a memNet: the members the test
 // set, all alive. Ring changes reach a node when the test calls its

@@ -44,7 +44,7 @@ func (s *peerSet) get(name, addr string) Peer {
 		return d.peer
 	}
 	if d != nil {
-		go d.peer.Close() // not under the lock: Close waits for its goroutines
+		s.retire(d.peer)
 	}
 	d = &dialed{addr: addr, peer: s.c.transport.Dial(addr)}
 	s.peers[name] = d
@@ -69,9 +69,20 @@ func (s *peerSet) sync(live map[string]string) {
 	}
 	s.nsuspects.Store(int64(len(s.suspects)))
 	s.mu.Unlock()
-	for _, p := range gone { // outside the lock: Close waits for its goroutines
-		p.Close()
+	for _, p := range gone {
+		s.retire(p)
 	}
+}
+
+// retire closes p once its calls in flight are answered, in the
+// background: a check sent to a member that just left may have been
+// applied there, and cutting its answer off would count it twice.
+func (s *peerSet) retire(p Peer) {
+	s.c.wg.Add(1)
+	go func() {
+		defer s.c.wg.Done()
+		p.Retire()
+	}()
 }
 
 func (s *peerSet) isSuspect(name string) bool {
@@ -145,9 +156,15 @@ func (s *peerSet) closeAll() {
 	all := s.peers
 	s.peers = map[string]*dialed{}
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, d := range all {
-		d.peer.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.peer.Retire()
+		}()
 	}
+	wg.Wait()
 }
 
 // probeLoop pings suspected peers until they answer, and forgets old moves.

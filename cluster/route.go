@@ -19,9 +19,10 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 	if c.stopped.Load() {
 		return false, ErrClosed
 	}
-	if c.leaving.Load() {
+	if !c.enter() {
 		return false, c.serveLeaving(ctx, c.view.Load(), req, resp)
 	}
+	defer c.exit()
 	var owner ring.Member
 	for attempt := 0; attempt < 2; attempt++ {
 		v := c.settledView(ctx)
@@ -163,9 +164,10 @@ var _ rpc.FastChecker = handler{}
 // TryCheck implements rpc.FastChecker.
 func (h handler) TryCheck(req *rpc.CheckRequest, resp *rpc.CheckResponse) (bool, error) {
 	c := h.c
-	if c.leaving.Load() || c.joinGate.Load() != nil {
+	if c.joinGate.Load() != nil || !c.enter() {
 		return false, nil
 	}
+	defer c.exit()
 	now := c.now()
 	v := c.view.Load()
 	if c.passOn(v, req) || !c.decidable(v, req, now) {
@@ -191,9 +193,10 @@ func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Che
 	c := h.c
 	c.served.Add(1)
 	v := c.settledView(ctx)
-	if c.leaving.Load() {
+	if !c.enter() {
 		return c.serveLeaving(ctx, v, req, resp)
 	}
+	defer c.exit()
 	if c.passOn(v, req) {
 		o, _ := v.routing.Owner(req.Key)
 		req.Hops++
@@ -219,12 +222,6 @@ func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, 
 }
 
 func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
-	if h.c.leaving.Load() {
-		// This node is handing everything off; counts merged here now
-		// could be lost. Refusing (nothing applied) makes the sender
-		// route around this node and send them to the next owner.
-		return errLeaving
-	}
 	if (req.Refund || req.Replica) && !h.c.view.Load().hasMember(req.From) {
 		// Only a member of this node's ring may give slices back or leave
 		// replicas here: a node that places keys by another ring (or
@@ -232,10 +229,20 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		// would be promoted for keys it does not own.
 		return &NotMemberError{Name: req.From}
 	}
-	switch {
-	case req.Refund:
+	if req.Refund {
+		// Even while leaving: a refund lands where its key's count is,
+		// here or wherever it went (see refundHere).
 		h.c.refundHere(ctx, req.Entries)
 		return nil
+	}
+	if !h.c.enter() {
+		// This node is handing everything off; counts merged here now
+		// could be lost. Refusing (nothing applied) makes the sender
+		// route around this node and send them to the next owner.
+		return errLeaving
+	}
+	defer h.c.exit()
+	switch {
 	case req.Replica:
 		if h.c.repl != nil {
 			h.c.repl.hold(req.From, req.Entries)

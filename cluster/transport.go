@@ -25,6 +25,10 @@ type Peer interface {
 	Ping(ctx context.Context) error
 	// Close ends the peer's connection and waits for its goroutines.
 	Close() error
+	// Retire closes the peer once the calls in flight have their outcome;
+	// calls begun after fail unsent, wrapping rpc.ErrUnavailable. A call
+	// that was sent is never cut off: the peer may have applied it.
+	Retire() error
 }
 
 // Transport is the seam between a cluster and its peers: it serves this
@@ -35,7 +39,10 @@ type Transport interface {
 	Listen(h rpc.Handler) (addr string, err error)
 	// Dial returns the peer at addr. It may connect lazily, on first use.
 	Dial(addr string) Peer
-	// Close stops serving and waits until no handler runs.
+	// Shutdown stops serving gracefully: every request already read is
+	// answered, none is read after; past ctx it closes as Close does.
+	Shutdown(ctx context.Context) error
+	// Close stops serving at once and waits until no handler runs.
 	Close() error
 }
 
@@ -91,13 +98,21 @@ func (t *tcpTransport) Dial(addr string) Peer {
 }
 
 func (t *tcpTransport) Close() error {
+	return t.stop(func(srv *rpc.Server) error { return srv.Close() })
+}
+
+func (t *tcpTransport) Shutdown(ctx context.Context) error {
+	return t.stop(func(srv *rpc.Server) error { return srv.Shutdown(ctx) })
+}
+
+func (t *tcpTransport) stop(how func(*rpc.Server) error) error {
 	t.mu.Lock()
 	srv, done := t.server, t.done
 	t.mu.Unlock()
 	if srv == nil {
 		return nil
 	}
-	err := srv.Close()
+	err := how(srv)
 	<-done
 	return err
 }
