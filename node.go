@@ -66,9 +66,10 @@ type Node struct {
 	cl    *cluster.Cluster
 	reg   *prometheus.Registry // the node's own, when Config.Registerer is nil
 
-	started atomic.Bool
-	closing atomic.Bool // Close has begun
-	closed  atomic.Bool // Close is done: checks are refused
+	started  atomic.Bool
+	draining atomic.Bool // Drain was called: not ready, still deciding
+	closing  atomic.Bool // Close has begun
+	closed   atomic.Bool // Close is done: checks are refused
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -314,7 +315,7 @@ func (n *Node) RPCAddr() string { return n.cl.RPCAddr() }
 // Config.Seeds, and is in its own ring: it can decide the keys it owns and
 // route the others.
 func (n *Node) Ready() bool {
-	if n.usable() != nil || !n.join.joined() {
+	if n.usable() != nil || n.draining.Load() || !n.join.joined() {
 		return false
 	}
 	for _, m := range n.cl.Ring().Members() {
@@ -332,11 +333,18 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 // FailPolicy is the policy the node applies when no owner answers.
 func (n *Node) FailPolicy() FailPolicy { return n.cfg.FailPolicy }
 
+// Drain marks the node as going away: Ready reports false from now on,
+// so that load balancers stop sending it requests, while it still decides
+// every check it is given. A server calls it first when it stops, then
+// stops accepting requests and answers those it has, then calls Close.
+func (n *Node) Drain() { n.draining.Store(true) }
+
 // Close leaves the cluster gracefully within ctx: checks arriving meanwhile
 // are forwarded to the keys' new owners, every counter is handed to its new
 // owner, then the node leaves gossip, closes its listeners and stops its
 // goroutines. Close on a node never started only releases it.
 func (n *Node) Close(ctx context.Context) error {
+	n.Drain()
 	if n.closing.Swap(true) {
 		return nil
 	}

@@ -127,7 +127,7 @@ start_node() {
 	local log="$work/$scenario_name.r$round.$name.log" file="$work/$name.addr.json"
 	local args=(--name "$name" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
 		--gossip-profile local --demo=true --headers "$HEADERS"
-		--leave-timeout 2s --log-level info --nodes "$nodes")
+		--shutdown-timeout 2s --log-level info --nodes "$nodes")
 	[[ -n "$policy" ]] && args+=(--policy "$policy")
 	[[ -n "$join" ]] && args+=(--join "$join")
 	RATEMESH_SECRET="$secret" launch_node "$log" "$file" "$bin" "${args[@]}"

@@ -206,9 +206,9 @@ func checkManifests(t *testing.T, c *checker, docs []map[string]any) {
 	if dig(ctr, "readinessProbe", "httpGet", "path") != "/readyz" || dig(ctr, "livenessProbe", "httpGet", "path") != "/healthz" {
 		t.Error("want readiness on /readyz and liveness on /healthz")
 	}
-	leave, err := time.ParseDuration(dig(env["RATEMESH_LEAVE_TIMEOUT"], "value").(string))
+	leave, err := time.ParseDuration(dig(env["RATEMESH_SHUTDOWN_TIMEOUT"], "value").(string))
 	if err != nil {
-		t.Fatalf("RATEMESH_LEAVE_TIMEOUT: %v", err)
+		t.Fatalf("RATEMESH_SHUTDOWN_TIMEOUT: %v", err)
 	}
 	pause := dig(ctr, "lifecycle", "preStop", "sleep", "seconds").(int)
 	grace := dig(pod, "spec", "terminationGracePeriodSeconds").(int)

@@ -27,7 +27,7 @@ type options struct {
 	rejoinInterval        time.Duration
 	replicas              int
 	leases                bool
-	leaveTimeout          time.Duration
+	shutdownTimeout       time.Duration
 	logLevel              slog.Level
 	nodes                 int
 	addrFile              string
@@ -113,7 +113,10 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	e.Bool(&o.leases, "leases", "RATEMESH_LEASES", true, "decide checks of hot keys here from slices of their quota the owner counts ahead (fixed windows only); false: forward every check")
 	e.Duration(&o.rejoinInterval, "rejoin-interval", "RATEMESH_REJOIN_INTERVAL", ratemesh.DefaultRejoinInterval,
 		"how often to resolve --join again and join addresses that are not members (negative: never)")
-	e.Duration(&o.leaveTimeout, "leave-timeout", "RATEMESH_LEAVE_TIMEOUT", 5*time.Second, "how long a graceful leave (SIGTERM) may take")
+	e.Duration(&o.shutdownTimeout, "shutdown-timeout", "RATEMESH_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a graceful stop (SIGTERM) may take: draining requests, handing counters off, leaving; past it the rest is cut short (docs/running.md)")
+	if getenv("RATEMESH_LEAVE_TIMEOUT") != "" {
+		e.errs = append(e.errs, "RATEMESH_LEAVE_TIMEOUT was renamed RATEMESH_SHUTDOWN_TIMEOUT (it now bounds the whole stop, 10s by default)")
+	}
 	e.String(&logLevel, "log-level", "RATEMESH_LOG_LEVEL", "info", "debug, info, warn or error")
 	e.Int(&o.nodes, "nodes", "RATEMESH_NODES", 1, "run this many nodes in this one process, joined to each other, node i on every port + i and named NAME-i; for a cluster on one host without one Go runtime per node")
 	e.String(&o.addrFile, "addr-file", "RATEMESH_ADDR_FILE", "", "write the nodes' addresses as JSON to this file once they are up and joined (written atomically, removed on exit); for scripts that use port 0")

@@ -85,7 +85,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	if err := af.publish(os.Getpid(), addrsOf(peers)); err != nil {
-		shutdown(peers, o.leaveTimeout)
+		shutdown(peers, o.shutdownTimeout)
 		return err
 	}
 	reloaded := make(chan struct{})
@@ -95,8 +95,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}()
 	<-ctx.Done()
 	<-reloaded
-	log.Info("signal received; leaving the cluster", "timeout", o.leaveTimeout)
-	err = shutdown(peers, o.leaveTimeout)
+	log.Info("signal received; leaving the cluster", "timeout", o.shutdownTimeout)
+	err = shutdown(peers, o.shutdownTimeout)
 	return errors.Join(err, af.remove())
 }
 
@@ -115,7 +115,7 @@ func startAll(ctx context.Context, o *options, log *slog.Logger) ([]*peer, error
 		}
 		p, err := start(ctx, m, seeds, l)
 		if err != nil {
-			shutdown(peers, o.leaveTimeout)
+			shutdown(peers, o.shutdownTimeout)
 			return nil, err
 		}
 		peers = append(peers, p)
@@ -166,7 +166,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 	if err != nil {
 		ln.Close()
 		rs.stop(ctx)
-		closeCtx, cancel := context.WithTimeout(context.Background(), o.leaveTimeout)
+		closeCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 		defer cancel()
 		node.Close(closeCtx)
 		return nil, err
@@ -178,7 +178,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		err := node.WaitJoined(ctx)
 		if err != nil {
 			log.Error("join failed", "err", err)
-			shutdown([]*peer{p}, o.leaveTimeout)
+			shutdown([]*peer{p}, o.shutdownTimeout)
 			return nil, err
 		}
 	}
@@ -203,23 +203,28 @@ func startNode(ctx context.Context, o *options, seeds []string, log *slog.Logger
 	return node, nil
 }
 
-// shutdown makes each node hand its counters off and leave, then stops its
-// HTTP, all within timeout. HTTP stays up during the leave so that clients
-// routed here are still answered (their checks forwarded to the new
-// owners). Nodes leave one by one, last started first, so that each hands
-// off to members that are still up.
+// shutdown stops each node in the order that loses no request and counts
+// none twice, all within timeout: /readyz and gRPC health report
+// not-serving; the HTTP and gRPC servers stop accepting and answer every
+// request they have (the node still decides them); then the node settles
+// its leases, hands its counters off, leaves gossip and answers the checks
+// its peers still forward until they have seen it go (Node.Close). A
+// client is answered, or finds the port closed and goes to another node:
+// it never gets a 5xx for a check. Nodes stop one by one, last started
+// first, so that each hands off to members that are still up.
 func shutdown(peers []*peer, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var errs []error
 	for i := len(peers) - 1; i >= 0; i-- {
 		p := peers[i]
+		p.node.Drain()
 		p.rls.drain()
-		err := p.node.Close(ctx)
-		if herr := p.web.Shutdown(ctx); err == nil {
-			err = herr
-		}
+		err := p.web.Shutdown(ctx)
 		p.rls.stop(ctx)
+		if cerr := p.node.Close(ctx); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			p.log.Error("shutdown", "err", err)
 			errs = append(errs, fmt.Errorf("node %s: %w", p.node.Name(), err))
