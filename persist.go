@@ -39,6 +39,9 @@ func (n *Node) dataPath() string { return filepath.Join(n.cfg.DataDir, datafile.
 // loadCounters merges the data file's live counters into the store. A
 // missing file is a first start; a bad one is logged and ignored whole.
 // Keys this node does not own go to their owners with the first handoff.
+// A node that joins a cluster keeps them apart until it knows, key by key,
+// whether a peer continued its counts from replicas while it was away
+// (cluster.Cluster.Restore): those are newer than the file.
 func (n *Node) loadCounters() {
 	entries, err := datafile.Load(n.dataPath(), dataLabel(n.cfg.Secret))
 	switch {
@@ -49,6 +52,11 @@ func (n *Node) loadCounters() {
 		n.cfg.Logger.Warn("counters file ignored", "err", err)
 		return
 	}
+	if len(n.cfg.Seeds) > 0 {
+		n.cl.Restore(n.cfg.Clock(), entries)
+		n.cfg.Logger.Info("counters loaded; each key is checked against the peers' replicas when it is first used", "path", n.dataPath(), "keys", len(entries))
+		return
+	}
 	n.store.Merge(n.cfg.Clock(), entries)
 	n.cfg.Logger.Info("counters loaded", "path", n.dataPath(), "keys", len(entries), "live_keys", n.store.Len())
 }
@@ -56,7 +64,8 @@ func (n *Node) loadCounters() {
 // saveCounters writes every live counter the store holds.
 func (n *Node) saveCounters() error {
 	start := time.Now()
-	entries := n.store.Snapshot(n.cfg.Clock(), nil)
+	now := n.cfg.Clock()
+	entries := append(n.store.Snapshot(now, nil), n.cl.Restored(now)...)
 	size, err := datafile.Save(n.dataPath(), dataLabel(n.cfg.Secret), entries)
 	if err != nil {
 		n.cfg.Logger.Error("saving counters failed", "err", err)

@@ -31,6 +31,8 @@ type Cluster struct {
 	metrics   *Metrics
 	transport Transport
 	rpcAddr   string
+	// incarnation is this run's Meta.Incarnation, chosen at Start.
+	incarnation uint64
 	// newGossip starts the membership; tests replace it before Start.
 	newGossip func(Meta) (gossip, error)
 	gossip    gossip
@@ -53,6 +55,7 @@ type Cluster struct {
 	// moved one step, for handoffs and pulls alike: a pull never finds a
 	// key neither here nor marked as on its way.
 	movingMu sync.Mutex
+	restore  restore     // counts read from a data file, until known to be this node's
 	repl     *replicator // nil when Config.Replicas is 0
 	leases   *leaser     // nil without Config.Leases
 
@@ -110,7 +113,8 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.cfg.Name = c.name
 	c.log = c.log.With("node", c.name)
-	meta := Meta{Protocol: ProtocolVersion, RPCAddr: c.rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring), Incarnation: rand.Uint64()}
+	c.incarnation = rand.Uint64() | 1 // never 0: that means "not known"
+	meta := Meta{Protocol: ProtocolVersion, RPCAddr: c.rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring), Incarnation: c.incarnation}
 	if c.gossip, err = c.newGossip(meta); err == nil && ctx.Err() != nil {
 		c.gossip.leave(0)
 		err = fmt.Errorf("cluster: start: %w", ctx.Err())
@@ -171,6 +175,7 @@ func (c *Cluster) Join(ctx context.Context, seeds ...string) error {
 		return err
 	}
 	c.rebuild()
+	c.joined(c.now(), c.view.Load().full.Len() <= 1)
 	return nil
 }
 

@@ -47,19 +47,31 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 		plan, kept := c.planMoves(entries)
 		c.movingMu.Unlock()
 		if len(entries) == 0 {
-			return
+			break
 		}
 		if kept += c.send(ctx, plan, true); kept == len(entries) {
-			return // no owner took any: the next ring change tries again
+			break // no owner took any: the next ring change tries again
 		}
+	}
+	if c.repl != nil && !c.leaving.Load() {
+		c.returnEarlier(ctx)
 	}
 }
 
 // outbound is the entries going to one owner, and their move record.
+// whole entries hold to's own counts (see restore): they go apart, marked
+// as superseding.
 type outbound struct {
-	to ring.Member
-	es []bucket.Entry
-	mv *move
+	to    ring.Member
+	es    []bucket.Entry
+	mv    *move
+	whole bool
+}
+
+// destination is where planMoves sends an entry.
+type destination struct {
+	to    ring.Member
+	whole bool
 }
 
 // planMoves groups entries taken out of the table by current owner: those
@@ -68,7 +80,7 @@ type outbound struct {
 // waits for the batch and follows it. Call it with movingMu held, in the
 // same step as taking the entries out.
 func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) {
-	byOwner := map[ring.Member][]bucket.Entry{}
+	byOwner := map[destination][]bucket.Entry{}
 	var mine []bucket.Entry
 	r := c.Ring()
 	for _, e := range entries {
@@ -77,20 +89,21 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 			mine = append(mine, e)
 			continue
 		}
-		byOwner[o] = append(byOwner[o], e)
+		d := destination{to: o, whole: c.repl != nil && c.repl.restarted(o.Name, e.Key)}
+		byOwner[d] = append(byOwner[d], e)
 	}
 	if len(mine) > 0 {
 		c.mergeHere(mine)
 	}
 	until := c.now().Add(moveTTL)
-	for to, es := range byOwner {
+	for d, es := range byOwner {
 		keys := make([]string, len(es))
 		for i, e := range es {
 			keys[i] = e.Key
 		}
-		mv := &move{to: to, done: make(chan struct{}), until: until}
+		mv := &move{to: d.to, done: make(chan struct{}), until: until}
 		c.moved.add(keys, mv)
-		plan = append(plan, outbound{to: to, es: es, mv: mv})
+		plan = append(plan, outbound{to: d.to, es: es, mv: mv, whole: d.whole})
 	}
 	return plan, len(mine)
 }
@@ -116,7 +129,7 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		if c.repl != nil {
 			es = c.repl.homeward(o.to.Name, es)
 		}
-		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Entries: es})
+		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Supersedes: o.whole, Entries: es})
 		if err == nil {
 			if c.repl != nil {
 				c.repl.left(o.es)
@@ -177,14 +190,19 @@ const maxLeavingHops = 3
 func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	var held bool
 	var err error
+	// Under movingMu, as a handoff takes entries out and marks them
+	// moved in one step: a key not held here is marked moved if it left.
+	c.movingMu.Lock()
 	resp.Statuses, resp.Allowed, held, err = c.store.CheckHeld(c.now(), req.Key, req.Counters, req.Cost, resp.Statuses[:0])
+	mv := c.moved.get(req.Key, c.now())
+	c.movingMu.Unlock()
 	if held || err != nil {
 		resp.Node = c.name
 		c.metrics.checksLocal.Inc()
 		return err
 	}
 	to, ok := v.routing.Owner(req.Key)
-	if mv := c.moved.get(req.Key, c.now()); mv != nil {
+	if mv != nil {
 		mv.wait(ctx)
 		to, ok = mv.to, true
 	}
@@ -229,6 +247,10 @@ func (c *Cluster) Close(ctx context.Context) error {
 	if c.leases != nil {
 		c.leases.settle(ctx, c.now, c.view.Load)
 	}
+	c.restore.mu.Lock()
+	c.restore.until = c.now() // what is left goes with the rest
+	c.restore.mu.Unlock()
+	c.adoptRest(c.now())
 	c.rebuild()
 	if c.Ring().Len() > 0 {
 		c.handoffAll(ctx)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -202,9 +203,9 @@ func (l *leaser) ask(owner ring.Member, grant *rpc.CheckRequest) {
 	if stale := l.hold(now, owner, grant, &resp, err); stale != nil {
 		// The slice it replaces could not join it: what it has left
 		// goes back to the key's count, as when a lease expires.
-		if to, ok := l.c.view.Load().routing.Owner(stale.Key); ok {
-			l.giveBack(ctx, map[ring.Member][]bucket.Entry{to: {*stale}})
-		}
+		// A fresh context: the grant's may be nearly spent, and a refund
+		// that times out is not sent again.
+		l.giveBack(context.Background(), byOwner(l.c.view.Load(), []bucket.Entry{*stale}))
 	}
 }
 
@@ -280,20 +281,46 @@ func (l *leaser) expire(ctx context.Context, now time.Time, v *view, all bool) {
 	l.giveBack(ctx, refunds)
 }
 
-// giveBack sends refunds to the owners they are keyed by.
+// giveBack sends refunds to the owners they are keyed by. A refund that
+// surely did not reach its owner (rpc.ErrNotSent: the owner left or
+// crashed) goes, once this node routes around that owner, to whoever owns
+// the key then — where a handoff took its count; one that may have arrived
+// (a timeout) is not sent again: twice would admit more than the limit.
 func (l *leaser) giveBack(ctx context.Context, refunds map[ring.Member][]bucket.Entry) {
-	for owner, es := range refunds {
-		if owner.Name == l.c.name {
-			l.c.refundHere(ctx, es)
-			continue
+	for try := 0; len(refunds) > 0; try++ {
+		var unsent []bucket.Entry
+		for owner, es := range refunds {
+			if owner.Name == l.c.name {
+				l.c.refundHere(ctx, l.c.name, es)
+				continue
+			}
+			err := l.c.peers.get(owner.Name, owner.Addr).Merge(ctx, &rpc.MergeRequest{From: l.c.name, Refund: true, Entries: es})
+			switch {
+			case err == nil:
+				l.c.metrics.leases.WithLabelValues("refunded").Add(float64(len(es)))
+			case errors.Is(err, rpc.ErrNotSent) && try < maxRefundRoutes:
+				l.c.peers.suspect(owner.Name, err)
+				unsent = append(unsent, es...)
+			default:
+				l.c.metrics.leases.WithLabelValues("refund_failed").Add(float64(len(es)))
+			}
 		}
-		err := l.c.peers.get(owner.Name, owner.Addr).Merge(ctx, &rpc.MergeRequest{From: l.c.name, Refund: true, Entries: es})
-		result := "refunded"
-		if err != nil {
-			result = "refund_failed"
-		}
-		l.c.metrics.leases.WithLabelValues(result).Add(float64(len(es)))
+		refunds = byOwner(l.c.view.Load(), unsent)
 	}
+}
+
+// maxRefundRoutes bounds how often one refund is routed anew.
+const maxRefundRoutes = 2
+
+// byOwner groups entries by their keys' owners in v's routing ring.
+func byOwner(v *view, entries []bucket.Entry) map[ring.Member][]bucket.Entry {
+	out := map[ring.Member][]bucket.Entry{}
+	for _, e := range entries {
+		if o, ok := v.routing.Owner(e.Key); ok {
+			out[o] = append(out[o], e)
+		}
+	}
+	return out
 }
 
 // loop ends leases as they run out, until ctx ends; then it gives back
@@ -326,13 +353,16 @@ func fixedWindowsOnly(cs []bucket.Counter) bool {
 // count up yet — on that previous owner. A refund with no count to land on
 // (the window ended, the key was reset) is dropped: it would take nothing
 // off.
-func (c *Cluster) refundHere(ctx context.Context, entries []bucket.Entry) {
+// from names the node that gave the refund back: it goes on in its name,
+// so that a node that does not know this one yet (a joiner whose pull it
+// refused) still takes it.
+func (c *Cluster) refundHere(ctx context.Context, from string, entries []bucket.Entry) {
 	for _, e := range entries {
-		c.refundOne(ctx, e)
+		c.refundOne(ctx, from, e)
 	}
 }
 
-func (c *Cluster) refundOne(ctx context.Context, e bucket.Entry) {
+func (c *Cluster) refundOne(ctx context.Context, from string, e bucket.Entry) {
 	for pulled := false; ; pulled = true {
 		now := c.now()
 		// Under movingMu, as a handoff takes entries out and marks them
@@ -345,22 +375,22 @@ func (c *Cluster) refundOne(ctx context.Context, e bucket.Entry) {
 			return
 		}
 		c.movingMu.Unlock()
-		from, inbound := c.view.Load().inboundFrom(e.Key, now)
+		prev, inbound := c.view.Load().inboundFrom(e.Key, now)
 		var to ring.Member
 		switch {
 		case mv != nil:
 			mv.wait(ctx)
 			to = mv.to
 		case inbound && !pulled && !c.leaving.Load():
-			if c.pull(ctx, e.Key, from) {
+			if c.pull(ctx, e.Key, prev) {
 				continue // the count is here now, or was nowhere
 			}
-			to = from // it would not give the count up: it still has it
+			to = prev // it would not give the count up: it still has it
 		default:
 			c.metrics.leases.WithLabelValues("refund_dropped").Inc()
 			return
 		}
-		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Refund: true, Entries: []bucket.Entry{e}}); err != nil {
+		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: from, Refund: true, Entries: []bucket.Entry{e}}); err != nil {
 			c.metrics.leases.WithLabelValues("refund_failed").Inc()
 		}
 		return

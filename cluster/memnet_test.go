@@ -163,13 +163,15 @@ func (p *memPeer) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if err != nil {
 		return err
 	}
-	return h.Merge(ctx, &rpc.MergeRequest{From: req.From, Replica: req.Replica, Refund: req.Refund, Entries: slices.Clone(req.Entries)})
+	in := *req
+	in.Entries = slices.Clone(req.Entries)
+	return h.Merge(ctx, &in)
 }
 
-func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {
+func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error) {
 	h, err := p.net.reach("take", p.from, p.addr)
 	if err != nil {
-		return bucket.Entry{}, false, err
+		return rpc.TakeResponse{}, err
 	}
 	in := *req
 	return h.Take(ctx, &in)
@@ -305,6 +307,11 @@ func startMemNodeWith(t *testing.T, net *memNet, clock *manualClock, name string
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	net.mu.Lock()
+	// Gossip carries the incarnation the node chose, as memberlist does;
+	// a test may change it to make the node look restarted.
+	net.incarnation[name] = c.incarnation
+	net.mu.Unlock()
 	n.Cluster = c
 	t.Cleanup(func() {
 		if c.stopped.Load() {
@@ -416,4 +423,16 @@ func checkN(t *testing.T, node *memNode, key string, cs []bucket.Counter, n int)
 // perMinute returns one counter of limit "amount per minute".
 func perMinute(t *testing.T, amount int) []bucket.Counter {
 	return testkit.Counters(t, "test", fmt.Sprintf("%d per minute", amount))
+}
+
+// crash stops n as SIGKILL would: its handler is gone from the network at
+// once, it hands nothing off and says nothing to the others, and what it
+// held is lost.
+func (n *memNet) crash(node *memNode) {
+	n.mu.Lock()
+	delete(n.handlers, memAddr(node.name))
+	n.mu.Unlock()
+	node.stopped.Store(true)
+	node.cancel()
+	node.wg.Wait()
 }

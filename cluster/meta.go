@@ -11,7 +11,7 @@ import (
 // peers with the same version into their ring: two versions could place keys
 // differently or speak different RPC frames, and a split ring would let a
 // client through twice.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

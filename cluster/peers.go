@@ -184,6 +184,7 @@ func (c *Cluster) probeLoop() {
 // probe is one round of probeLoop.
 func (c *Cluster) probe() {
 	c.moved.expire(c.now())
+	c.adoptRest(c.now())
 	for name, p := range c.peers.suspected() {
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ForwardTimeout)
 		err := p.Ping(ctx)

@@ -80,10 +80,14 @@ type orphanCache struct {
 	any  bool
 }
 
-// replicas are the copies one incarnation of an owner sent.
+// replicas are the copies one incarnation of an owner sent. earlier are
+// those of the owner's incarnation before, kept when it restarts until
+// they expire: the restarted owner takes each back (give), or this node
+// promotes it should the owner fail again first.
 type replicas struct {
 	incarnation uint64
 	store       *bucket.Store
+	earlier     *replicas
 }
 
 // promotion is a replica this node continued from: what it must not send
@@ -198,7 +202,7 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 	}
 	for m, es := range batches {
 		ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
-		err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Replica: true, Entries: es})
+		err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Incarnation: r.c.incarnation, Replica: true, Entries: es})
 		cancel()
 		result := "sent"
 		if err != nil {
@@ -230,12 +234,17 @@ func (r *replicator) conn(m ring.Member) Peer {
 
 // hold keeps the replicas an owner sent; those of an earlier incarnation
 // of it are dropped.
-func (r *replicator) hold(owner string, entries []bucket.Entry) {
-	inc := r.c.view.Load().incarnation(owner)
+func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
+	if inc == 0 {
+		inc = r.c.view.Load().incarnation(owner)
+	}
 	r.mu.Lock()
 	h := r.from[owner]
 	if h == nil || h.incarnation != inc {
-		h = &replicas{incarnation: inc, store: bucket.NewStore(bucket.StoreConfig{})}
+		if h != nil {
+			h.earlier = nil // one incarnation back is enough
+		}
+		h = &replicas{incarnation: inc, store: bucket.NewStore(bucket.StoreConfig{}), earlier: h}
 		r.from[owner] = h
 		r.held.Store(int64(len(r.from)))
 	}
@@ -285,13 +294,15 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		if v.routing.Has(owner) && !r.c.peers.isSuspect(owner) {
 			continue
 		}
-		if e, ok := h.store.Take(now, key); ok {
-			r.c.store.Merge(now, []bucket.Entry{e})
-			r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
-			r.npromo.Store(int64(len(r.promoted)))
-			r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
-			r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
-			return
+		for ; h != nil; h = h.earlier {
+			if e, ok := h.store.Take(now, key); ok {
+				r.c.store.Merge(now, []bucket.Entry{e})
+				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
+				r.npromo.Store(int64(len(r.promoted)))
+				r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
+				r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
+				return
+			}
 		}
 	}
 }
@@ -320,14 +331,26 @@ func (r *replicator) sweep() {
 	empty := map[string]*replicas{}
 	for owner, h := range stores {
 		h.store.Sweep(now, 0) // one pass; it holds a shard's lock briefly
-		if h.store.Len() == 0 {
+		r.mu.Lock()
+		earlier := h.earlier
+		r.mu.Unlock()
+		if earlier != nil {
+			earlier.store.Sweep(now, 0)
+		}
+		if h.store.Len() == 0 || (earlier != nil && earlier.store.Len() == 0) {
 			empty[owner] = h
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for owner, h := range empty {
-		if r.from[owner] == h && h.store.Len() == 0 {
+		if r.from[owner] != h {
+			continue
+		}
+		if h.earlier != nil && h.earlier.store.Len() == 0 {
+			h.earlier = nil
+		}
+		if h.store.Len() == 0 && h.earlier == nil {
 			delete(r.from, owner)
 		}
 	}
@@ -383,6 +406,76 @@ func (r *replicator) homeward(to string, entries []bucket.Entry) []bucket.Entry 
 	}
 	if out == nil {
 		return entries
+	}
+	return out
+}
+
+// restarted reports whether key's count here was continued from a replica
+// of owner's that an earlier incarnation of owner sent: it holds owner's
+// own counts, which owner lost when it restarted (see give).
+func (r *replicator) restarted(owner, key string) bool {
+	if r.npromo.Load() == 0 {
+		return false
+	}
+	inc := r.c.view.Load().incarnation(owner)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.promoted[key]
+	return ok && p.owner == owner && p.incarnation != inc
+}
+
+// give prepares what a pull by to takes from this node. A count continued
+// from to's replica goes less the replica while to runs the incarnation
+// that sent it (homeward), and whole, superseding what to restored from
+// its data file, once to has restarted. With no count here, a replica of
+// an earlier incarnation of to goes back to it, superseding likewise: it
+// is newer than any data file. The replica of to's running incarnation
+// never goes: to holds that count itself.
+func (r *replicator) give(now time.Time, to, key string, t rpc.TakeResponse) rpc.TakeResponse {
+	if t.Found {
+		taken := t.Entry
+		t.Supersedes = r.restarted(to, taken.Key)
+		t.Entry = r.homeward(to, []bucket.Entry{taken})[0]
+		r.left([]bucket.Entry{taken})
+		return t
+	}
+	if r.held.Load() == 0 {
+		return t
+	}
+	inc := r.c.view.Load().incarnation(to)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for h := r.from[to]; h != nil; h = h.earlier {
+		if h.incarnation == inc {
+			continue
+		}
+		if e, ok := h.store.Take(now, key); ok {
+			r.c.metrics.replicaKeys.WithLabelValues("returned").Inc()
+			return rpc.TakeResponse{Entry: e, Found: true, Supersedes: true}
+		}
+	}
+	return t
+}
+
+// earlierOf returns, for each member of v that restarted, the store of the
+// replicas its earlier incarnation sent here, if any is left.
+func (r *replicator) earlierOf(v *view) map[string]*bucket.Store {
+	if r.held.Load() == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]*bucket.Store{}
+	for owner, h := range r.from {
+		inc := v.incarnation(owner)
+		if inc == 0 || !v.routing.Has(owner) {
+			continue // gone, or unreachable: its replicas may be promoted
+		}
+		for ; h != nil; h = h.earlier {
+			if h.incarnation != inc && h.store.Len() > 0 {
+				out[owner] = h.store
+			}
+		}
 	}
 	return out
 }

@@ -15,11 +15,18 @@ import (
 // replicated waits until node holds a replica of key.
 func replicated(t *testing.T, node *memNode, key string) {
 	t.Helper()
-	testkit.Eventually(t, 5*time.Second, "the replica on "+node.name, func() bool {
+	replicatedWhere(t, node, key, "any", func(bucket.Entry) bool { return true })
+}
+
+// replicatedWhere waits until node holds a replica of key for which ok
+// holds; what says which, for the failure message.
+func replicatedWhere(t *testing.T, node *memNode, key, what string, ok func(bucket.Entry) bool) {
+	t.Helper()
+	testkit.Eventually(t, 5*time.Second, "the replica ("+what+") on "+node.name, func() bool {
 		node.repl.mu.Lock()
 		defer node.repl.mu.Unlock()
 		for _, h := range node.repl.from {
-			if h.store.Has(key) {
+			if e, found := h.store.Export(node.now(), key); found && ok(e) {
 				return true
 			}
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
@@ -81,6 +80,7 @@ func (c *Cluster) decideLocal(now time.Time, req *rpc.CheckRequest, resp *rpc.Ch
 	if c.repl != nil {
 		c.repl.promote(now, c.view.Load(), req.Key)
 	}
+	c.adopt(now, req.Key)
 	var err error
 	resp.Statuses, resp.Allowed, err = c.store.Check(now, req.Key, req.Counters, req.Cost, resp.Statuses[:0])
 	resp.Node = c.name
@@ -116,6 +116,7 @@ func (c *Cluster) decideFallback(req *rpc.CheckRequest, resp *rpc.CheckResponse,
 		// policy (local) then continues from its count.
 		c.repl.promote(now, c.view.Load(), req.Key)
 	}
+	c.adopt(now, req.Key)
 	if err := c.cfg.Fallback(now, req, resp); err != nil {
 		return err
 	}
@@ -213,12 +214,11 @@ func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Che
 	return c.serveLocal(ctx, v, req, resp)
 }
 
-func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool, error) {
+func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error) {
 	if err := h.c.awaitMember(ctx, req.To, req.ToAddr); err != nil {
-		return bucket.Entry{}, false, err
+		return rpc.TakeResponse{}, err
 	}
-	e, ok := h.c.take(ctx, req)
-	return e, ok, nil
+	return h.c.take(ctx, req), nil
 }
 
 func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
@@ -232,7 +232,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if req.Refund {
 		// Even while leaving: a refund lands where its key's count is,
 		// here or wherever it went (see refundHere).
-		h.c.refundHere(ctx, req.Entries)
+		h.c.refundHere(ctx, req.From, req.Entries)
 		return nil
 	}
 	if !h.c.enter() {
@@ -245,11 +245,14 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	switch {
 	case req.Replica:
 		if h.c.repl != nil {
-			h.c.repl.hold(req.From, req.Entries)
+			h.c.repl.hold(req.From, req.Incarnation, req.Entries)
 		}
 		return nil
 	}
 	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))
+	if req.Supersedes {
+		h.c.restore.drop(req.Entries)
+	}
 	if h.c.repl != nil {
 		h.c.repl.superseded(req.From, req.Entries)
 	}

@@ -25,10 +25,10 @@ func TestTakeForStrangerRefused(t *testing.T) {
 		{Key: key, To: "n1", ToAddr: "10.6.6.6:9091"},
 		{Key: key, To: "n0", ToAddr: memAddr("n0")},
 	} {
-		_, found, err := handler{n0.Cluster}.Take(context.Background(), &req)
+		r, err := handler{n0.Cluster}.Take(context.Background(), &req)
 		var nm *NotMemberError
-		if !errors.As(err, &nm) || found || nm.Name != req.To {
-			t.Errorf("Take to %s at %s: found %v, err %v; want a NotMemberError", req.To, req.ToAddr, found, err)
+		if !errors.As(err, &nm) || r.Found || nm.Name != req.To {
+			t.Errorf("Take to %s at %s: found %v, err %v; want a NotMemberError", req.To, req.ToAddr, r.Found, err)
 		}
 	}
 	got, last := checkN(t, n0, key, cs, 5)
@@ -36,8 +36,8 @@ func TestTakeForStrangerRefused(t *testing.T) {
 		t.Errorf("after the refused takes: %d of 5 allowed, by %s; want 2 by n0", got, last.Node)
 	}
 	// A member's pull is served.
-	e, found, err := handler{n0.Cluster}.Take(context.Background(), &rpc.TakeRequest{Key: key, To: "n1", ToAddr: memAddr("n1")})
-	if err != nil || !found || e.Counters[0].Count != 5 {
-		t.Errorf("Take to n1: %+v %v %v; want the entry with 5 hits", e, found, err)
+	r, err := handler{n0.Cluster}.Take(context.Background(), &rpc.TakeRequest{Key: key, To: "n1", ToAddr: memAddr("n1")})
+	if err != nil || !r.Found || r.Supersedes || r.Entry.Counters[0].Count != 5 {
+		t.Errorf("Take to n1: %+v %v; want the entry with 5 hits, not superseding", r, err)
 	}
 }

@@ -216,17 +216,26 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 		c.pullMu.Unlock()
 		close(p.done)
 	}()
-	entry, found, err := c.peers.get(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
+	r, err := c.peers.get(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
 	if err != nil {
 		c.metrics.rpcErrors.WithLabelValues("take").Inc()
 		c.log.Debug("pull failed", "key", key, "from", from.Name, "err", err)
 		return false
 	}
 	p.ok = true
-	c.log.Debug("pulled", "key", key, "from", from.Name, "found", found)
-	if found {
-		c.mergeHere([]bucket.Entry{entry})
+	c.log.Debug("pulled", "key", key, "from", from.Name, "found", r.Found, "supersedes", r.Supersedes)
+	if r.Found {
+		es := []bucket.Entry{r.Entry}
+		if r.Supersedes {
+			c.restore.drop(es)
+		}
+		c.mergeHere(es)
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
+		if c.repl != nil {
+			// Copied to the successor now, not at the key's next
+			// check: a crash before it must not lose what was pulled.
+			c.repl.changed(key)
+		}
 	}
 	return true
 }
@@ -291,8 +300,10 @@ func (v *view) hasPeer(name, addr string) bool {
 }
 
 // take serves a peer's pull: it removes key's entry from this node and
-// remembers that the key went to the puller.
-func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry, bool) {
+// remembers that the key went to the puller. A puller that restarted gets
+// what this node held of its own counts as superseding its data file: the
+// count this node continued from its replica, or else the replica itself.
+func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeResponse {
 	now := c.now()
 	c.movingMu.Lock()
 	if mv := c.moved.get(req.Key, now); mv != nil {
@@ -300,17 +311,16 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) (bucket.Entry,
 		// Already on its way (a push): let it land, then there is
 		// nothing more to give.
 		mv.wait(ctx)
-		return bucket.Entry{}, false
+		return rpc.TakeResponse{}
 	}
 	defer c.movingMu.Unlock()
-	entry, found := c.store.Take(now, req.Key)
-	if found && c.repl != nil {
-		taken := entry
-		entry = c.repl.homeward(req.To, []bucket.Entry{entry})[0]
-		c.repl.left([]bucket.Entry{taken})
+	var r rpc.TakeResponse
+	r.Entry, r.Found = c.store.Take(now, req.Key)
+	if c.repl != nil {
+		r = c.repl.give(now, req.To, req.Key, r)
 	}
 	done := make(chan struct{})
 	close(done)
 	c.moved.add([]string{req.Key}, &move{to: ring.Member{Name: req.To, Addr: req.ToAddr}, done: done, until: now.Add(moveTTL)})
-	return entry, found
+	return r
 }

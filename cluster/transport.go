@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
@@ -20,7 +19,7 @@ import (
 type Peer interface {
 	Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error
 	Merge(ctx context.Context, req *rpc.MergeRequest) error
-	Take(ctx context.Context, req *rpc.TakeRequest) (e bucket.Entry, found bool, err error)
+	Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error)
 	Reset(ctx context.Context, key string) error
 	Ping(ctx context.Context) error
 	// Close ends the peer's connection and waits for its goroutines.

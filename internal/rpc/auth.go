@@ -33,7 +33,7 @@ import (
 // handshake authenticates the peers; it does not encrypt the connection.
 
 const (
-	protoVersion = 1
+	protoVersion = 2
 	magic        = "RMSH"
 	nonceSize    = 32
 	macSize      = sha256.Size

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/ratemesh/ratemesh/bucket"
 )
 
 // Redial backoff after a failed dial: calls in the meantime fail at once
@@ -135,18 +133,19 @@ func (c *Client) Reset(ctx context.Context, key string) error {
 
 // Take asks the peer to remove and return the entry of req.Key; found is
 // false when it has none. Its deadline is that of Check.
-func (c *Client) Take(ctx context.Context, req *TakeRequest) (e bucket.Entry, found bool, err error) {
+func (c *Client) Take(ctx context.Context, req *TakeRequest) (TakeResponse, error) {
 	cl := c.begin(opTake)
 	defer c.end(cl)
 	cl.codec.encodeTakeRequest(req)
 	if err := c.roundTrip(ctx, cl, opTake, c.cfg.CallTimeout); err != nil {
-		return bucket.Entry{}, false, err
+		return TakeResponse{}, err
 	}
 	cl.codec.reset(cl.resp)
-	if found, err = cl.codec.decodeTakeResponse(&e); err != nil {
-		return bucket.Entry{}, false, c.unavailable(opTake, err)
+	var r TakeResponse
+	if err := cl.codec.decodeTakeResponse(&r); err != nil {
+		return TakeResponse{}, c.unavailable(opTake, err)
 	}
-	return e, found, nil
+	return r, nil
 }
 
 // Ping checks that the peer answers, dialling it if needed.
@@ -232,7 +231,7 @@ func (c *Client) roundTrip(ctx context.Context, cl *call, o op, timeout time.Dur
 	c.active.Add(1)
 	defer c.active.Add(-1)
 	if c.retiring.Load() {
-		return c.unavailable(o, ErrClosed)
+		return c.unavailable(o, fmt.Errorf("%w: %w", ErrNotSent, ErrClosed))
 	}
 	cl.timer.Reset(timeout)
 	defer cl.timer.Stop()
@@ -240,7 +239,7 @@ func (c *Client) roundTrip(ctx context.Context, cl *call, o op, timeout time.Dur
 	for attempt := 0; ; attempt++ {
 		var err error
 		if cn, err = c.conn(ctx, cl); err != nil {
-			return c.unavailable(o, err)
+			return c.unavailable(o, fmt.Errorf("%w: %w", ErrNotSent, err))
 		}
 		if err = cn.send(cl); err == nil {
 			break

@@ -15,9 +15,9 @@ import (
 //	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
 //	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
 //	reset         key str
-//	MergeRequest  [from str, replica bool, refund bool, [entry...]]
+//	MergeRequest  [from str, replica bool, refund bool, supersedes bool, incarnation uint, [entry...]]
 //	TakeRequest   [key str, to str, to-addr str]
-//	take response [found bool, entry|nil]
+//	take response [found bool, entry|nil, supersedes bool]
 //	entry         [key str, [state...]]
 //	state         [scope str, amount int, period ns, strategy uint, start int, count int, prev int, tat int, tat-frac int, [hit int...]]
 //	ping, and every other ok response: empty
@@ -109,10 +109,12 @@ func (c *codec) encodeCheckResponse(resp *CheckResponse) {
 func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
-	c.enc.EncodeArrayLen(4)
+	c.enc.EncodeArrayLen(6)
 	c.enc.EncodeString(req.From)
 	c.enc.EncodeBool(req.Replica)
 	c.enc.EncodeBool(req.Refund)
+	c.enc.EncodeBool(req.Supersedes)
+	c.enc.EncodeUint(req.Incarnation)
 	c.enc.EncodeArrayLen(len(req.Entries))
 	for i := range req.Entries {
 		if err := c.encodeEntry(&req.Entries[i]); err != nil {
@@ -158,13 +160,15 @@ func (c *codec) encodeTakeRequest(req *TakeRequest) {
 	c.enc.EncodeString(req.ToAddr)
 }
 
-func (c *codec) encodeTakeResponse(ent *bucket.Entry, found bool) error {
-	c.enc.EncodeArrayLen(2)
-	c.enc.EncodeBool(found)
-	if !found {
-		return c.enc.EncodeNil()
+func (c *codec) encodeTakeResponse(r *TakeResponse) error {
+	c.enc.EncodeArrayLen(3)
+	c.enc.EncodeBool(r.Found)
+	if !r.Found {
+		c.enc.EncodeNil()
+	} else if err := c.encodeEntry(&r.Entry); err != nil {
+		return err
 	}
-	return c.encodeEntry(ent)
+	return c.enc.EncodeBool(r.Supersedes)
 }
 
 // ---- decoding: from a payload read in place ----
@@ -380,7 +384,7 @@ func (c *codec) decodeKey() (string, error) {
 // payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
 // byte of a minimal list).
 func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	if err := c.fields(4, "merge request"); err != nil {
+	if err := c.fields(6, "merge request"); err != nil {
 		return err
 	}
 	var err error
@@ -392,6 +396,12 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) error {
 	}
 	if req.Refund, err = c.dec.DecodeBool(); err != nil {
 		return malformed("refund flag", err)
+	}
+	if req.Supersedes, err = c.dec.DecodeBool(); err != nil {
+		return malformed("supersedes flag", err)
+	}
+	if req.Incarnation, err = c.dec.DecodeUint64(); err != nil {
+		return malformed("incarnation", err)
 	}
 	if req.Replica && req.Refund {
 		return protoErr("malformed merge request: both a replica and a refund")
@@ -488,22 +498,23 @@ func (c *codec) decodeState(cs *bucket.CounterState) error {
 	return nil
 }
 
-func (c *codec) decodeTakeResponse(ent *bucket.Entry) (bool, error) {
-	if err := c.fields(2, "take response"); err != nil {
-		return false, err
+func (c *codec) decodeTakeResponse(r *TakeResponse) error {
+	if err := c.fields(3, "take response"); err != nil {
+		return err
 	}
-	found, err := c.dec.DecodeBool()
-	if err != nil {
-		return false, malformed("found", err)
+	var err error
+	if r.Found, err = c.dec.DecodeBool(); err != nil {
+		return malformed("found", err)
 	}
-	if !found {
+	if !r.Found {
 		if err := c.dec.DecodeNil(); err != nil {
-			return false, malformed("take response", err)
+			return malformed("take response", err)
 		}
-		return false, c.done()
+	} else if err := c.decodeEntry(&r.Entry); err != nil {
+		return err
 	}
-	if err := c.decodeEntry(ent); err != nil {
-		return false, err
+	if r.Supersedes, err = c.dec.DecodeBool(); err != nil {
+		return malformed("supersedes flag", err)
 	}
-	return true, c.done()
+	return c.done()
 }

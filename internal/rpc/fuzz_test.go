@@ -52,7 +52,7 @@ func FuzzFrame(f *testing.F) {
 			c.reset(payload)
 			c.decodeTakeRequest(new(TakeRequest))
 			c.reset(payload)
-			c.decodeTakeResponse(new(bucket.Entry))
+			c.decodeTakeResponse(new(TakeResponse))
 		}
 	})
 }
@@ -77,7 +77,7 @@ func fuzzSeeds() [][]byte {
 	add(opReset, func() { c.encodeKey("user:1") })
 	add(opTake, func() { c.encodeTakeRequest(&TakeRequest{Key: "k", To: "n2", ToAddr: "127.0.0.1:1"}) })
 	add(opTake, func() {
-		c.encodeTakeResponse(&bucket.Entry{Key: "k", Counters: []bucket.CounterState{{Count: 3}}}, true)
+		c.encodeTakeResponse(&TakeResponse{Found: true, Supersedes: true, Entry: bucket.Entry{Key: "k", Counters: []bucket.CounterState{{Count: 3}}}})
 	})
 	add(opMerge, func() {
 		c.encodeMergeRequest(&MergeRequest{Entries: []bucket.Entry{{Key: "k", Counters: []bucket.CounterState{
@@ -160,7 +160,7 @@ func TestCheckAllocs(t *testing.T) {
 // Counter states and the merge request's sender and replica flag come
 // back as they went, for every strategy.
 func TestMergeRequestRoundTrip(t *testing.T) {
-	in := &MergeRequest{From: "n1", Refund: true, Entries: []bucket.Entry{
+	in := &MergeRequest{From: "n1", Refund: true, Supersedes: true, Incarnation: 1 << 63, Entries: []bucket.Entry{
 		{Key: "a", Counters: []bucket.CounterState{
 			{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Minute)}, Start: 7, Count: 3},
 			{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Hour), Strategy: bucket.SlidingWindowCounter}, Start: 9, Count: 2, Prev: 4},

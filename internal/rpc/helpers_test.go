@@ -68,17 +68,17 @@ func (h *testHandler) Merge(ctx context.Context, req *MergeRequest) error {
 }
 
 // Take returns an entry with one counter whose Count is len(req.To+req.ToAddr),
-// and found false for the key "none".
-func (h *testHandler) Take(ctx context.Context, req *TakeRequest) (bucket.Entry, bool, error) {
+// superseding for the key "mine", and none for the key "none".
+func (h *testHandler) Take(ctx context.Context, req *TakeRequest) (TakeResponse, error) {
 	switch req.Key {
 	case "none":
-		return bucket.Entry{}, false, nil
+		return TakeResponse{}, nil
 	case "fail":
-		return bucket.Entry{}, false, errors.New("take refused")
+		return TakeResponse{}, errors.New("take refused")
 	}
-	return bucket.Entry{Key: req.Key, Counters: []bucket.CounterState{
+	return TakeResponse{Found: true, Supersedes: req.Key == "mine", Entry: bucket.Entry{Key: req.Key, Counters: []bucket.CounterState{
 		{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Minute)}, Start: 1, Count: int64(len(req.To + req.ToAddr))},
-	}}, true, nil
+	}}}, nil
 }
 
 func (h *testHandler) Reset(ctx context.Context, key string) error {

@@ -41,8 +41,26 @@ type MergeRequest struct {
 	// Refund marks fixed-window units the sender consumed ahead (a lease)
 	// and gives back unused: each state's Count comes off the counter if
 	// its window still starts at Start (see bucket.Store.Refund).
-	Refund  bool
-	Entries []bucket.Entry
+	Refund bool
+	// Supersedes marks handed-over entries that hold the receiver's own
+	// counts: a replica it sent before it restarted, and what was counted
+	// on top of it while it was away. They replace what the receiver
+	// restored from its data file for those keys instead of adding to it.
+	Supersedes bool
+	// Incarnation is the sender's (cluster.Meta.Incarnation): a replica
+	// is filed under the incarnation that sent it, even before the
+	// receiver's gossip has seen that incarnation.
+	Incarnation uint64
+	Entries     []bucket.Entry
+}
+
+// TakeResponse is the answer to a TakeRequest.
+type TakeResponse struct {
+	// Entry is the key's entry, when Found.
+	Entry bucket.Entry
+	Found bool
+	// Supersedes is MergeRequest.Supersedes for the entry taken.
+	Supersedes bool
 }
 
 // TakeRequest asks a key's previous owner to give up its entry for Key to
@@ -69,7 +87,7 @@ type Handler interface {
 	Reset(ctx context.Context, key string) error
 	// Take removes and returns the entry of req.Key; found is false when
 	// there is none.
-	Take(ctx context.Context, req *TakeRequest) (e bucket.Entry, found bool, err error)
+	Take(ctx context.Context, req *TakeRequest) (TakeResponse, error)
 }
 
 // FastChecker is the optional fast path of a Handler. The server calls
@@ -178,6 +196,13 @@ var (
 	// ErrTooLarge is returned, unwrapped by ErrUnavailable, when a request
 	// does not fit in MaxFrame: split it and retry.
 	ErrTooLarge = errors.New("rpc: request exceeds the frame size cap")
+	// ErrNotSent is wrapped (with ErrUnavailable) when the request never
+	// left this node — the dial or handshake failed, or the client was
+	// closed or retiring before it was sent — so the peer surely did not
+	// apply it and it may be sent elsewhere. Other unavailable errors (a
+	// timeout, a connection lost after the request was written) leave it
+	// unknown whether the peer applied it.
+	ErrNotSent = errors.New("rpc: request not sent")
 )
 
 // RemoteError is a handler's error as reported by the peer: the call reached

@@ -340,16 +340,19 @@ func TestTakeAndHops(t *testing.T) {
 	ts := startServer(t, &testHandler{}, ServerConfig{})
 	c, _ := newTestClient(t, ts.addr, ClientConfig{})
 	ctx := context.Background()
-	e, found, err := c.Take(ctx, &TakeRequest{Key: "ip:1", To: "n2", ToAddr: "10.0.0.2:7946"})
+	r, err := c.Take(ctx, &TakeRequest{Key: "ip:1", To: "n2", ToAddr: "10.0.0.2:7946"})
 	want := bucket.Entry{Key: "ip:1", Counters: []bucket.CounterState{{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Minute)}, Start: 1, Count: 15}}}
-	if err != nil || !found || !reflect.DeepEqual(e, want) {
-		t.Fatalf("Take = %+v, %v, %v; want %+v", e, found, err, want)
+	if err != nil || !r.Found || r.Supersedes || !reflect.DeepEqual(r.Entry, want) {
+		t.Fatalf("Take = %+v, %v; want %+v", r, err, want)
 	}
-	if e, found, err := c.Take(ctx, &TakeRequest{Key: "none"}); err != nil || found || e.Key != "" {
-		t.Fatalf("Take(none) = %+v, %v, %v", e, found, err)
+	if r, err := c.Take(ctx, &TakeRequest{Key: "mine"}); err != nil || !r.Found || !r.Supersedes {
+		t.Fatalf("Take(mine) = %+v, %v; want found and superseding", r, err)
+	}
+	if r, err := c.Take(ctx, &TakeRequest{Key: "none"}); err != nil || r.Found || r.Entry.Key != "" {
+		t.Fatalf("Take(none) = %+v, %v", r, err)
 	}
 	var re *RemoteError
-	if _, _, err := c.Take(ctx, &TakeRequest{Key: "fail"}); !errors.As(err, &re) {
+	if _, err := c.Take(ctx, &TakeRequest{Key: "fail"}); !errors.As(err, &re) {
 		t.Fatalf("Take(fail) = %v, want RemoteError", err)
 	}
 	req := sampleRequest("k", 1)

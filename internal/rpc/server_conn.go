@@ -296,11 +296,11 @@ func (sc *serverConn) merge(cl *serverCall, _ *codec) error {
 
 // take runs the handler's Take and encodes its answer into c.
 func (sc *serverConn) take(cl *serverCall, c *codec) error {
-	ent, found, err := sc.s.h.Take(sc.ctx, cl.take)
+	r, err := sc.s.h.Take(sc.ctx, cl.take)
 	if err != nil {
 		return err
 	}
-	return c.encodeTakeResponse(&ent, found)
+	return c.encodeTakeResponse(&r)
 }
 
 // recoverHandler ends the connection on a handler's panic: the caller sees

@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// An owner that crashes and restarts, with its data file or without, ends
+// up with each hit counted once: the replica its next owner continued from
+// (and what was counted on top) supersedes the older data file, a replica
+// never promoted does too, and the file fills in only for what no replica
+// holds. Whether the count comes back by the next owner's push (a handoff
+// once it sees the owner again) or by the owner's pull (its first check of
+// the key), the figures are the same.
+//
+// Timeline, at 10 a minute: 1 hit, the data file is written; 1 more hit,
+// replicated; the owner crashes; down hits via the next owner; the owner
+// restarts (from the file, or empty) and joins; 1 more hit. Remaining must
+// be 10 - 2 - down - 1.
+func TestRestartReconcilesFileAndReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		dataFile bool
+		down     int  // hits decided while the owner is away
+		push     bool // the next owner hands back before the first check
+	}{
+		{true, 3, true}, {true, 3, false}, {true, 0, true}, {true, 0, false},
+		{false, 3, true}, {false, 3, false}, {false, 0, true}, {false, 0, false},
+	} {
+		t.Run(fmt.Sprintf("file=%v/down=%d/push=%v", tc.dataFile, tc.down, tc.push), func(t *testing.T) {
+			rc := newReplicatedCluster(t, 1, nil)
+			net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+			file := nodes[2].store.Snapshot(clock.Now(), nil)
+			if got, _ := checkN(t, nodes[0], key, cs, 1); got != 1 {
+				t.Fatal("second hit denied")
+			}
+			replicatedCount(t, nodes[1], key, 2)
+
+			net.crash(nodes[2])
+			if got, last := checkN(t, nodes[0], key, cs, tc.down); got != tc.down || (tc.down > 0 && last.Node != "n1") {
+				t.Fatalf("while n2 is away: %d of %d allowed, last by %s; want all by n1", got, tc.down, last.Node)
+			}
+
+			n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1 })
+			if tc.dataFile {
+				n2.Restore(clock.Now(), file)
+			}
+			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+				t.Fatal(err)
+			}
+			nodes[2] = n2
+			for _, n := range nodes {
+				n.probe() // the others find n2 answering again
+			}
+			rebuildAll(nodes...)
+			if tc.push {
+				for _, n := range nodes {
+					n.handoffAll(context.Background())
+				}
+			}
+			got, last := checkN(t, nodes[0], key, cs, 1)
+			want := int64(10 - 2 - tc.down - 1)
+			if got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != want {
+				t.Fatalf("after the restart: %d allowed by %s with %d left; want 1 by n2 with %d left",
+					got, last.Node, last.Statuses[0].Remaining, want)
+			}
+		})
+	}
+}
+
+// replicatedCount waits until node holds a replica of key whose first
+// counter has count hits.
+func replicatedCount(t *testing.T, node *memNode, key string, count int64) {
+	t.Helper()
+	replicatedWhere(t, node, key, fmt.Sprintf("%d hits", count), func(e bucket.Entry) bool { return e.Counters[0].Count == count })
+}

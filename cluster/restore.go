@@ -1,0 +1,181 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
+	"github.com/ratemesh/ratemesh/ring"
+)
+
+// A node that restarts with a data file has counts that may not be its
+// own any more: while it was away, its keys' next owner continued from
+// the replicas it had sent — newer than the file — and counted on top of
+// them. Taking both would count the file's hits twice; taking the file's
+// alone would lose the hits since. So a restarted node keeps what it read
+// apart from its table (Restore) and takes each key's count once it knows
+// where that count is:
+//
+//   - A key pulled from its previous owner (the node's successor while it
+//     was away), or handed back by it, that holds the node's own counts —
+//     a promoted replica and what was counted on top, or a replica never
+//     promoted (rpc.TakeResponse.Supersedes, rpc.MergeRequest.Supersedes) —
+//     replaces the file's count. A count made there without a replica
+//     (the fail policy's) adds to it.
+//   - A key decided here that no one else held takes the file's count.
+//   - pullWindow after the node joined, whatever is left joins the table.
+//
+// So the replicas are authoritative over the data file whenever they
+// exist, and the file fills in for keys no replica holds.
+type restore struct {
+	n     atomic.Int64 // keys held, read on the check path
+	mu    sync.Mutex
+	store *bucket.Store
+	until time.Time // when the rest joins the table; zero until joined
+}
+
+// Restore keeps entries read from a data file apart from the table until
+// each key's count is known (see restore). Call it before Start.
+func (c *Cluster) Restore(now time.Time, entries []bucket.Entry) {
+	r := &c.restore
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.store == nil {
+		r.store = bucket.NewStore(bucket.StoreConfig{})
+	}
+	r.store.Merge(now, entries)
+	r.n.Store(int64(r.store.Len()))
+}
+
+// Restored lists the live entries kept apart, for a data file written
+// meanwhile.
+func (c *Cluster) Restored(now time.Time) []bucket.Entry {
+	r := &c.restore
+	if r.n.Load() == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.store.Snapshot(now, nil)
+}
+
+// drop forgets the restored counts of entries' keys: what arrived
+// supersedes them.
+func (r *restore) drop(entries []bucket.Entry) {
+	if r.n.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
+		r.store.Reset(e.Key)
+	}
+	r.n.Store(int64(r.store.Len()))
+}
+
+// adopt moves key's restored count, if any, into the table before this
+// node decides the key: no one else held it.
+func (c *Cluster) adopt(now time.Time, key string) {
+	r := &c.restore
+	if r.n.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	e, ok := r.store.Take(now, key)
+	r.n.Store(int64(r.store.Len()))
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	c.store.Merge(now, []bucket.Entry{e})
+	if c.repl != nil {
+		c.repl.changed(key)
+	}
+}
+
+// joined starts the restore window once this node's ring holds others;
+// alone, there is no one else to have held its counts: they join the
+// table at once.
+func (c *Cluster) joined(now time.Time, alone bool) {
+	r := &c.restore
+	if r.n.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.until.IsZero() {
+		r.until = now.Add(pullWindow)
+		if alone {
+			r.until = now
+		}
+	}
+}
+
+// adoptRest moves what is left of the restored counts into the table once
+// the restore window is over.
+func (c *Cluster) adoptRest(now time.Time) {
+	r := &c.restore
+	if r.n.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	if r.until.IsZero() || now.Before(r.until) {
+		r.mu.Unlock()
+		return
+	}
+	rest := r.store.Snapshot(now, nil)
+	r.store = bucket.NewStore(bucket.StoreConfig{})
+	r.n.Store(0)
+	r.mu.Unlock()
+	c.store.Merge(now, rest)
+	c.log.Info("counts restored from the data file that no peer held", "keys", len(rest))
+}
+
+// returnEarlier hands each restarted owner the replicas its earlier
+// incarnation sent here that it has not pulled, as superseding what it
+// restored (see restore): they are newer than its data file. Sent as a
+// handoff is — marked as moving, so that a pull of one waits for it — and
+// kept here when the owner does not take them.
+func (c *Cluster) returnEarlier(ctx context.Context) {
+	v := c.view.Load()
+	for owner, st := range c.repl.earlierOf(v) {
+		isOwner := func(key string) bool {
+			o, ok := v.routing.Owner(key)
+			return ok && o.Name == owner
+		}
+		to, _ := v.member(owner)
+		for ctx.Err() == nil {
+			c.movingMu.Lock()
+			es := st.Extract(c.now(), isOwner, handoffBatch)
+			mv := &move{to: ring.Member{Name: owner, Addr: to.RPCAddr}, done: make(chan struct{}), until: c.now().Add(moveTTL)}
+			keys := make([]string, len(es))
+			for i, e := range es {
+				keys[i] = e.Key
+			}
+			c.moved.add(keys, mv)
+			c.movingMu.Unlock()
+			if len(es) == 0 {
+				close(mv.done)
+				break
+			}
+			err := c.peers.get(owner, to.RPCAddr).Merge(ctx, &rpc.MergeRequest{From: c.name, Supersedes: true, Entries: es})
+			c.movingMu.Lock()
+			if err != nil {
+				st.Merge(c.now(), es) // the owner may pull them, or they expire
+			}
+			for _, k := range keys {
+				c.moved.forget(k)
+			}
+			close(mv.done)
+			c.movingMu.Unlock()
+			if err != nil {
+				c.log.Warn("returning a restarted peer's replicas failed; it may pull them", "peer", owner, "keys", len(es), "err", err)
+				break
+			}
+			c.metrics.replicaKeys.WithLabelValues("returned").Add(float64(len(es)))
+		}
+	}
+}
