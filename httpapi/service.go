@@ -97,8 +97,9 @@ type service struct {
 	limits     *compiled // cache of parsed limit strings
 	requests   *prometheus.CounterVec
 	stats      *Stats
-	registry   *prometheus.Registry // nil: no node metrics in /v1/stats
-	peers      *http.Client         // fetches the other members' /v1/stats
+	shown      prometheus.Gatherer // the node metrics /v1/stats shows; nil: none
+	peers      *http.Client        // fetches the other members' /v1/stats
+	cache      statsCache          // parts of /v1/stats, built once a second
 
 	adminFailures failureThrottle // of DELETE /v1/keys
 }
@@ -132,7 +133,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		now:        cfg.Now,
 		limits:     &compiled{},
 		stats:      cfg.Stats,
-		registry:   cfg.Registry,
+		shown:      statsGatherer(node, cfg.Registry),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
