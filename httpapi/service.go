@@ -77,6 +77,14 @@ type ServiceConfig struct {
 	// GET /v1/limits report; give the node's middlewares the same one.
 	// nil: neither endpoint is served.
 	Stats *Stats
+	// APITokens are the check API's tokens (BearerAuth's), if it has any.
+	// A caller of GET /v1/stats presenting one of them or the admin token
+	// sees client keys as they are; anyone else sees each as HideKey of
+	// it. nil: only the admin token shows them.
+	APITokens *Tokens
+	// KeyHashSecret is the secret of HideKey; give every member the same,
+	// so that one key is one row of the cluster's top. nil: a random one.
+	KeyHashSecret []byte
 	// Now is the clock reset times are reported against, and failed
 	// admin-token attempts are throttled by; nil: time.Now.
 	Now func() time.Time
@@ -100,6 +108,8 @@ type service struct {
 	shown      prometheus.Gatherer // the node metrics /v1/stats shows; nil: none
 	peers      *http.Client        // fetches the other members' /v1/stats
 	cache      statsCache          // parts of /v1/stats, built once a second
+	apiTokens  *Tokens             // show client keys in /v1/stats, with the admin token
+	keySecret  []byte              // of HideKey
 
 	adminFailures failureThrottle // of DELETE /v1/keys
 }
@@ -134,6 +144,8 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		limits:     &compiled{},
 		stats:      cfg.Stats,
 		shown:      statsGatherer(node, cfg.Registry),
+		apiTokens:  cfg.APITokens,
+		keySecret:  keyHashSecret(cfg.KeyHashSecret),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -270,10 +282,7 @@ type ResetResponse struct {
 
 func (s *service) reset(c echo.Context) error {
 	now, addr := s.now(), c.RealIP()
-	client, isIP := ipKey("", addr, s.ipv6Prefix)
-	if !isIP {
-		client = addr
-	}
+	client := s.adminClient(c)
 	if ok, wait := s.adminFailures.allow(now, client); !ok {
 		c.Response().Header().Set(hdrRetryAfter, strconv.Itoa(int(ceilSeconds(wait))))
 		return c.JSON(http.StatusTooManyRequests, ErrorResponse{Error: "too many failed admin-token attempts; try again later"})

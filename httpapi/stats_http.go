@@ -99,15 +99,13 @@ func (s *service) statsHandler(c echo.Context) error {
 	}
 	local := s.cache.local.get(s.now, s.localStats)
 	out := StatsResponse{Node: s.node.Name(), Time: s.now().UnixMilli(), Scope: scope, Members: local.shares}
+	show := s.showsKeys(s.now(), c)
 	out.Nodes = append(out.Nodes, local.own)
+	if !show {
+		out.Nodes = s.hideKeys(out.Nodes)
+	}
 	if scope == "cluster" {
-		// The members share their API tokens: the caller's opens theirs.
-		// The fetch is shared by every caller of the second, so it does
-		// not end with the request that started it; peerStatsTimeout
-		// bounds it.
-		auth := c.Request().Header.Get(echo.HeaderAuthorization)
-		ctx := context.WithoutCancel(c.Request().Context())
-		out.Nodes = append(out.Nodes, s.cache.peers[0].get(s.now, func() []NodeStats { return s.fetchPeers(ctx, local.members, auth) })...)
+		out.Nodes = append(out.Nodes, s.peerStats(c, local.members, show)...)
 	}
 	top := newTopK(len(out.Nodes) * statsTopShown)
 	for _, n := range out.Nodes {
@@ -116,6 +114,23 @@ func (s *service) statsHandler(c echo.Context) error {
 	out.TopDenied = top.top(statsTopShown)
 	out.Policies = s.stats.policyStats()
 	return c.JSON(http.StatusOK, out)
+}
+
+// peerStats are the other members' stats, fetched at most once a second
+// for the callers who may see client keys (show) and once for the others.
+// The first pass the caller's Authorization header on: the members share
+// their tokens, and the caller's opens theirs. The others pass none, and
+// the members hide the keys: a wrong token passed on would count against
+// this node's admin-token budget at each member. The fetch is shared by
+// every caller of the second, so it does not end with the request that
+// started it; peerStatsTimeout bounds it.
+func (s *service) peerStats(c echo.Context, members []ratemesh.Member, show bool) []NodeStats {
+	auth, class := "", 0
+	if show {
+		auth, class = c.Request().Header.Get(echo.HeaderAuthorization), 1
+	}
+	ctx := context.WithoutCancel(c.Request().Context())
+	return s.cache.peers[class].get(s.now, func() []NodeStats { return s.fetchPeers(ctx, members, auth) })
 }
 
 // localStats reads this node's part of /v1/stats.
