@@ -49,7 +49,9 @@ func (n *Node) loadCounters() {
 		n.cfg.Logger.Warn("counters file ignored", "err", err)
 		return
 	}
-	n.store.Merge(n.cfg.Clock(), entries)
+	if refused := n.store.Merge(n.cfg.Clock(), entries); refused > 0 {
+		n.cfg.Logger.Warn("counters file holds more than the table's bounds: counters refused", "counters", refused)
+	}
 	n.cfg.Logger.Info("counters loaded", "path", n.dataPath(), "keys", len(entries), "live_keys", n.store.Len())
 }
 

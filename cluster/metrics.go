@@ -77,11 +77,11 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 		}),
 		handoffKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_handoff_keys_total",
-			Help: "Routing keys handed to a new owner (sent), received from an old one (received), or kept by a leaving node because no owner took them (kept).",
+			Help: "Routing keys handed to a new owner (sent), received from an old one (received), pulled from it (pulled), or kept by a leaving node because no owner took them (kept); counter states moving in that a full counter table refused (refused).",
 		}, []string{"result"}),
 		replicaKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_replica_keys_total",
-			Help: "Key states replicated to successors (sent), failed to send (failed), dropped because too many changes waited (dropped), received from owners (received), and replicas this node continued from when their owner failed (promoted).",
+			Help: "Key states replicated to successors (sent), failed to send (failed), dropped because too many changes waited (dropped), received from owners (received), replicas this node continued from when their owner failed (promoted), and counter states of replicas a full table refused (refused).",
 		}, []string{"result"}),
 	}
 	m.shown = prometheus.NewRegistry()
