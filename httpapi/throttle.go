@@ -25,6 +25,16 @@ const (
 	AdminFailuresTotal = 1000
 	// AdminFailureWindow is the window of both budgets.
 	AdminFailureWindow = time.Second
+	// AdminKnownClients is how many clients that presented the admin token
+	// the throttle remembers, for AdminKnownFor each: they are spared the
+	// global budget (not their own), so that an attacker holding enough
+	// addresses to spend it (an IPv6 /48 holds 65,536 /64s) does not lock
+	// out an admin who succeeded from that client before. The oldest is
+	// forgotten first.
+	AdminKnownClients = 16
+	// AdminKnownFor is how long a client that presented the admin token
+	// is spared the global budget.
+	AdminKnownFor = 24 * time.Hour
 )
 
 // failureThrottle counts failures per client and in total in fixed
@@ -36,6 +46,7 @@ type failureThrottle struct {
 	start  time.Time
 	total  int
 	byAddr map[string]int
+	known  map[string]time.Time // client → when it last succeeded
 }
 
 // allow reports whether addr may make an attempt at now, and if not, how
@@ -48,7 +59,7 @@ func (f *failureThrottle) allow(now time.Time, addr string) (bool, time.Duration
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.roll(now)
-	if f.byAddr[addr] >= AdminFailuresPerIP || f.total >= AdminFailuresTotal {
+	if f.byAddr[addr] >= AdminFailuresPerIP || (f.total >= AdminFailuresTotal && !f.isKnown(now, addr)) {
 		return false, f.start.Add(AdminFailureWindow).Sub(now)
 	}
 	f.total++
@@ -57,10 +68,12 @@ func (f *failureThrottle) allow(now time.Time, addr string) (bool, time.Duration
 }
 
 // succeeded gives back the place of addr's attempt admitted at now, if
-// its window is still the current one.
+// its window is still the current one, and remembers addr as a client of
+// the admin.
 func (f *failureThrottle) succeeded(now time.Time, addr string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.remember(now, addr)
 	if f.byAddr[addr] == 0 || now.Before(f.start) || !now.Before(f.start.Add(AdminFailureWindow)) {
 		return
 	}
@@ -74,4 +87,30 @@ func (f *failureThrottle) roll(now time.Time) {
 	if f.byAddr == nil || !now.Before(f.start.Add(AdminFailureWindow)) {
 		f.start, f.total, f.byAddr = now, 0, map[string]int{}
 	}
+}
+
+// isKnown reports whether addr presented the admin token less than
+// AdminKnownFor before now. The caller holds mu.
+func (f *failureThrottle) isKnown(now time.Time, addr string) bool {
+	at, ok := f.known[addr]
+	return ok && now.Sub(at) < AdminKnownFor
+}
+
+// remember notes that addr presented the admin token at now, forgetting
+// the client that did longest ago when AdminKnownClients are known. The
+// caller holds mu.
+func (f *failureThrottle) remember(now time.Time, addr string) {
+	if f.known == nil {
+		f.known = map[string]time.Time{}
+	}
+	if _, ok := f.known[addr]; !ok && len(f.known) >= AdminKnownClients {
+		oldest := ""
+		for a, at := range f.known {
+			if oldest == "" || at.Before(f.known[oldest]) {
+				oldest = a
+			}
+		}
+		delete(f.known, oldest)
+	}
+	f.known[addr] = now
 }
