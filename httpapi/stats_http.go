@@ -117,17 +117,18 @@ func (s *service) statsHandler(c echo.Context) error {
 }
 
 // peerStats are the other members' stats, fetched at most once a second
-// for the callers who may see client keys (show) and once for the others.
-// The first pass the caller's Authorization header on: the members share
-// their tokens, and the caller's opens theirs. The others pass none, and
-// the members hide the keys: a wrong token passed on would count against
-// this node's admin-token budget at each member. The fetch is shared by
-// every caller of the second, so it does not end with the request that
-// started it; peerStatsTimeout bounds it.
+// for the callers who may see client keys (show) and once for the others,
+// each time with the Authorization header of the caller that found the
+// fetch due: the members share their tokens, and the caller's opens
+// theirs (and shows them the keys, or not, alike). A wrong admin token
+// passed on counts against this node's admin-token budget at each member,
+// at most once a second. The fetch is shared by every caller of the
+// second, so it does not end with the request that started it;
+// peerStatsTimeout bounds it.
 func (s *service) peerStats(c echo.Context, members []ratemesh.Member, show bool) []NodeStats {
-	auth, class := "", 0
+	auth, class := c.Request().Header.Get(echo.HeaderAuthorization), 0
 	if show {
-		auth, class = c.Request().Header.Get(echo.HeaderAuthorization), 1
+		class = 1
 	}
 	ctx := context.WithoutCancel(c.Request().Context())
 	return s.cache.peers[class].get(s.now, func() []NodeStats { return s.fetchPeers(ctx, members, auth) })
