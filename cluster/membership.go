@@ -336,5 +336,6 @@ func gossipLogClass(level slog.Level, s string) string {
 	return level.String() + " " + s[:min(end, maxGossipClass)]
 }
 
-// maxGossipClass bounds the bytes of a gossip log class.
+// maxGossipClass bounds the bytes of a gossip log class. A class is a map
+// key, never printed: a cut inside a character does no harm.
 const maxGossipClass = 48
