@@ -65,6 +65,7 @@ type Node struct {
 	store *bucket.Store
 	cl    *cluster.Cluster
 	reg   *prometheus.Registry // the node's own, when Config.Registerer is nil
+	shown prometheus.Gatherer  // the metrics the stats page shows
 
 	started  atomic.Bool
 	draining atomic.Bool // Drain was called: not ready, still deciding
@@ -102,6 +103,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.shown = m.Shown()
 	n.cl, err = cluster.New(n.clusterConfig(m))
 	if err != nil {
 		return nil, err
@@ -329,6 +331,10 @@ func (n *Node) Ready() bool {
 // Registry is the Prometheus registry the node made for its metrics when
 // Config.Registerer was nil; nil otherwise (the metrics are there).
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// StatsMetrics gathers the node's metrics that GET /v1/stats shows, and
+// no others: its cost does not grow with the rest of the registry.
+func (n *Node) StatsMetrics() prometheus.Gatherer { return n.shown }
 
 // FailPolicy is the policy the node applies when no owner answers.
 func (n *Node) FailPolicy() FailPolicy { return n.cfg.FailPolicy }

@@ -57,7 +57,9 @@ func (n *Node) loadCounters() {
 		n.cfg.Logger.Info("counters loaded; each key is checked against the peers' replicas when it is first used", "path", n.dataPath(), "keys", len(entries))
 		return
 	}
-	n.store.Merge(n.cfg.Clock(), entries)
+	if refused := n.store.Merge(n.cfg.Clock(), entries); refused > 0 {
+		n.cfg.Logger.Warn("counters file holds more than the table's bounds: counters refused", "counters", refused)
+	}
 	n.cfg.Logger.Info("counters loaded", "path", n.dataPath(), "keys", len(entries), "live_keys", n.store.Len())
 }
 

@@ -27,6 +27,18 @@ const (
 	DefaultMaxScopeBytes = 4 << 20
 )
 
+// MovedHeadroom sets how far counts moving in may take a Store beyond its
+// bounds: Merge (a handoff received, a replica continued from, a data file
+// loaded) admits new keys, counters and slots up to each bound plus
+// 1/MovedHeadroom of it (MaxKeys 1 Mi: 16,384 keys more), so that a
+// node's keys moving to a full node are not forgotten, which would admit
+// their hits again. Beyond that a moved key is refused and Merge reports
+// it. Checks never create beyond the bound itself, and Replace (a replica
+// kept for another owner, a copy) not either: a Store holds at most MaxKeys
+// keys created by checks and replicas, and at most MaxKeys + MaxKeys/64 in
+// all.
+const MovedHeadroom = 64
+
 // MaxMovingWindowHitsPerCheck bounds the hits one check may log in
 // moving-window counters: cost times the moving-window counters it names.
 // Each hit is an 8-byte timestamp kept for the whole period, so without it
@@ -105,22 +117,44 @@ func (a *account) init(cfg *StoreConfig, shards int) {
 // reserve takes keys, counters and slots from the bounds, or nothing and a
 // *FullError naming the first bound they would exceed.
 func (a *account) reserve(keys, counters, slots int64) error {
+	return a.reserveWithin(keys, counters, slots, 0)
+}
+
+// reserveMoved is reserve for counts moving in (Merge): they may take the
+// store beyond its bounds by a headroom of 1/MovedHeadroom of each, and
+// no further.
+func (a *account) reserveMoved(keys, counters, slots int64) error {
+	return a.reserveWithin(keys, counters, slots, MovedHeadroom)
+}
+
+// reserveWithin is reserve with each bound raised by 1/headroom of itself
+// (at least 1) when headroom is not 0.
+func (a *account) reserveWithin(keys, counters, slots int64, headroom int64) error {
 	if keys|counters|slots == 0 {
 		return nil // an existing key's check with several counters
 	}
-	if err := take(&a.keys, keys, a.maxKeys, "MaxKeys"); err != nil {
+	if err := take(&a.keys, keys, over(a.maxKeys, headroom), "MaxKeys"); err != nil {
 		return err
 	}
-	if err := take(&a.counters, counters, a.maxCounters, "MaxCounters"); err != nil {
+	if err := take(&a.counters, counters, over(a.maxCounters, headroom), "MaxCounters"); err != nil {
 		a.keys.Add(-keys)
 		return err
 	}
-	if err := take(&a.slots, slots, a.maxSlots, "MaxMovingWindowSlots"); err != nil {
+	if err := take(&a.slots, slots, over(a.maxSlots, headroom), "MaxMovingWindowSlots"); err != nil {
 		a.keys.Add(-keys)
 		a.counters.Add(-counters)
 		return err
 	}
 	return nil
+}
+
+// over is bound raised by 1/headroom of itself, at least 1; bound itself
+// when headroom is 0.
+func over(bound, headroom int64) int64 {
+	if headroom == 0 {
+		return bound
+	}
+	return bound + max(bound/headroom, 1)
 }
 
 // take adds n to v unless that exceeds max.
@@ -132,8 +166,9 @@ func take(v *atomic.Int64, n, max int64, bound string) error {
 	return &FullError{Bound: bound, Max: int(max)}
 }
 
-// force adds to the usage without bounds (Merge: hits admitted elsewhere
-// must not be lost) or gives back (negative arguments).
+// force adds to the usage without bounds or gives back (negative
+// arguments). Merge forces only the growth of a moving-window log it
+// merges into, which the counter's limit bounds.
 func (a *account) force(keys, counters, slots int64) {
 	if keys != 0 {
 		a.keys.Add(keys)

@@ -2,9 +2,12 @@ package bucket
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -169,9 +172,11 @@ func TestStoreFull(t *testing.T) {
 	}
 }
 
-// TestMergeIgnoresStoreBounds: a handoff never loses counters to the
-// store-wide bounds, even into a full store; it takes the store beyond them.
-func TestMergeIgnoresStoreBounds(t *testing.T) {
+// TestMergeWithinHeadroom: counts moving into a full store take it beyond
+// its bounds by MovedHeadroom and no further; counts into keys it holds
+// always merge, and Merge says how many it refused. Before, a merge took
+// the store beyond its bounds without end.
+func TestMergeWithinHeadroom(t *testing.T) {
 	src := NewStore(StoreConfig{})
 	cs := []Counter{
 		{Scope: "f", Limit: Limit{5, time.Minute}},
@@ -182,20 +187,93 @@ func TestMergeIgnoresStoreBounds(t *testing.T) {
 			t.Fatal(ok, err)
 		}
 	}
+	// Bounds of 1 have a headroom of 1: a second key, counter and slot.
 	dst := NewStore(StoreConfig{MaxKeys: 1, MaxCounters: 1, MaxMovingWindowSlots: 1})
 	if _, _, err := dst.Check(t0, "own", cs[:1], 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	dst.Merge(t0, src.Snapshot(t0, nil))
-	if got, want := audit(t, dst), (Usage{Keys: 4, Counters: 7, MovingWindowSlots: 15}); got.Keys != want.Keys || got.Counters != want.Counters || got.MovingWindowSlots != want.MovingWindowSlots {
-		t.Fatalf("after the merge: %+v, want %+v", got, want)
+	// The first key's fixed window takes the second key and counter; its
+	// moving window would be a third counter, the other keys third keys.
+	if refused := dst.Merge(t0, src.Snapshot(t0, nil)); refused != 5 {
+		t.Fatalf("merge of 3 keys × 2 counters into a full store refused %d, want 5", refused)
 	}
-	if n := counterCount(dst, t0); n != 7 {
-		t.Fatalf("%d live counters after the merge, want 7", n)
+	if got := audit(t, dst); got.Keys != 2 || got.Counters != 2 || got.MovingWindowSlots != 0 {
+		t.Fatalf("after the merge: %+v, want 2 keys, 2 counters, no slots", got)
 	}
-	st, ok, err := dst.Check(t0, "k1", cs, 0, nil)
-	if !ok || err != nil || st[0].Remaining != 0 || st[1].Remaining != 95 {
-		t.Fatalf("merged key: %s ok=%v err=%v; want the merged counts", fmtStatus(st), ok, err)
+	// The same without the slot bound in the way: one key of one
+	// counter moves in over the bound, the others are refused.
+	dst = NewStore(StoreConfig{MaxKeys: 64})
+	for i := range 64 {
+		if _, _, err := dst.Check(t0, "own"+strconv.Itoa(i), cs[:1], 1, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if refused := dst.Merge(t0, src.Snapshot(t0, nil)); refused != 4 {
+		t.Fatalf("merge of 3 keys × 2 counters into a store of 64 full keys refused %d, want 4: one key of 64/64 moves in", refused)
+	}
+	if got := audit(t, dst); got.Keys != 65 || got.Counters != 66 {
+		t.Fatalf("after the merge: %+v, want 65 keys and 66 counters", got)
+	}
+	if _, _, err := dst.Check(t0, "new", cs[:1], 1, nil); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("a new key's check over the bound: %v, want ErrStoreFull", err)
+	}
+	if refused := dst.Merge(t0, []Entry{{Key: "own0", Counters: []CounterState{{Counter: cs[0], Start: t0.UnixNano(), Count: 3}}}}); refused != 0 {
+		t.Fatalf("counts into a held key refused %d", refused)
+	}
+	if st, _, err := dst.Check(t0, "own0", cs[:1], 0, nil); err != nil || st[0].Remaining != 1 {
+		t.Fatalf("held key after the merge: %s %v, want 1 remaining of 5 (1 + 3 used)", fmtStatus(st), err)
+	}
+}
+
+// TestMaxKeysExact: 8 goroutines checking 500 new keys each into a store of
+// MaxKeys 1,000 leave exactly 1,000 keys and 3,000 refusals; 8 merging 50
+// new keys each then add exactly 15 (1,000/64), refusing 385; a replica
+// store (Replace) of MaxKeys 1,000 takes exactly 1,000 of 1,200 and no
+// headroom. Before, merges and replicas took the store beyond MaxKeys
+// without end (a node held 1,087,389 keys against 1,048,576).
+func TestMaxKeysExact(t *testing.T) {
+	const max, workers = 1000, 8
+	s := NewStore(StoreConfig{MaxKeys: max})
+	c := Counter{Scope: "s", Limit: Limit{5, time.Minute}}
+	var full, refused atomic.Int64
+	parallel := func(f func(w int)) {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() { f(w) })
+		}
+		wg.Wait()
+	}
+	parallel(func(w int) {
+		for i := range 500 {
+			if _, _, err := s.Check(t0, fmt.Sprintf("check-%d-%d", w, i), []Counter{c}, 1, nil); errors.Is(err, ErrStoreFull) {
+				full.Add(1)
+			} else if err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if got := audit(t, s); got.Keys != max || s.Len() != max || full.Load() != 3000 {
+		t.Fatalf("after 4,000 checks of new keys: %d keys (%d held), %d refused; want 1,000 and 3,000", got.Keys, s.Len(), full.Load())
+	}
+	parallel(func(w int) {
+		for i := range 50 {
+			e := Entry{Key: fmt.Sprintf("moved-%d-%d", w, i), Counters: []CounterState{{Counter: c, Start: t0.UnixNano(), Count: 1}}}
+			refused.Add(int64(s.Merge(t0, []Entry{e})))
+		}
+	})
+	if got := audit(t, s); got.Keys != max+max/MovedHeadroom || s.Len() != got.Keys || refused.Load() != 400-max/MovedHeadroom {
+		t.Fatalf("after 400 moved keys: %d keys (%d held), %d refused; want %d and %d", got.Keys, s.Len(), refused.Load(), max+max/MovedHeadroom, 400-max/MovedHeadroom)
+	}
+	replicas := NewStore(StoreConfig{MaxKeys: max})
+	refused.Store(0)
+	parallel(func(w int) {
+		for i := range 150 {
+			e := Entry{Key: fmt.Sprintf("replica-%d-%d", w, i), Counters: []CounterState{{Counter: c, Start: t0.UnixNano(), Count: 1}}}
+			refused.Add(int64(replicas.Replace(t0, []Entry{e})))
+		}
+	})
+	if got := audit(t, replicas); got.Keys != max || replicas.Len() != max || refused.Load() != 200 {
+		t.Fatalf("after 1,200 replicas: %d keys (%d held), %d refused; want 1,000 and 200", got.Keys, replicas.Len(), refused.Load())
 	}
 }
 

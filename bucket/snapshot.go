@@ -170,9 +170,11 @@ func (s *Store) Export(now time.Time, key string) (e Entry, ok bool) {
 
 // Replace sets each entry's key to exactly the entry's counters, dropping
 // what the store held for it: a copy kept for another node (a replica)
-// takes the newest state it is sent, never a sum.
-func (s *Store) Replace(now time.Time, entries []Entry) {
-	s.mergeAll(now, entries, true)
+// takes the newest state it is sent, never a sum. The store's bounds hold
+// exactly: it returns how many counter states it refused for want of room
+// (a replica missing costs a failover its precision, not a count).
+func (s *Store) Replace(now time.Time, entries []Entry) (refused int) {
+	return s.mergeAll(now, entries, true)
 }
 
 // export copies e's live counters; it reports false when none is live.
@@ -211,15 +213,19 @@ func (c *counter) transfer(t int64) (CounterState, bool) {
 // emptier state (the later TAT), moving-window logs merge keeping the newest
 // Amount hits. Expired counters are dropped, and so are invalid ones
 // (Counter.Validate fails) and those beyond the key's MaxCountersPerKey.
-// The store-wide bounds (MaxKeys, MaxCounters, MaxMovingWindowSlots) do not
-// apply: Merge may take the store beyond them rather than forget hits
-// another owner admitted; checks then fail to create until Sweep has
-// reclaimed enough.
-func (s *Store) Merge(now time.Time, entries []Entry) {
-	s.mergeAll(now, entries, false)
+//
+// Counts into a counter the store holds always merge. A new key or counter
+// takes room from the store-wide bounds with MovedHeadroom: the hits were
+// admitted by another owner, and forgetting them would admit them again.
+// One that would take the store beyond the headroom too is refused; Merge
+// returns how many counter states it refused, for the caller to report.
+// Checks then create nothing until Sweep has reclaimed room below the
+// bounds themselves.
+func (s *Store) Merge(now time.Time, entries []Entry) (refused int) {
+	return s.mergeAll(now, entries, false)
 }
 
-func (s *Store) mergeAll(now time.Time, entries []Entry, replace bool) {
+func (s *Store) mergeAll(now time.Time, entries []Entry, replace bool) (refused int) {
 	t := now.UnixNano()
 	tb := s.table()
 	if len(entries) >= reserveAt {
@@ -229,9 +235,10 @@ func (s *Store) mergeAll(now time.Time, entries []Entry, replace bool) {
 		en := &entries[i]
 		sh, tag := tb.shard(en.Key)
 		sh.mu.Lock()
-		sh.merge(t, tag, en, tb.maxPerKey, replace)
+		refused += sh.merge(t, tag, en, tb.maxPerKey, replace)
 		sh.mu.Unlock()
 	}
+	return refused
 }
 
 // reserveAt is the number of entries from which Merge makes room in every
@@ -258,9 +265,14 @@ func (tb *table) reserve(entries []Entry) {
 }
 
 // merge folds en into the shard; with replace, a counter held already
-// takes en's state instead of the sum of both.
-func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int, replace bool) {
+// takes en's state instead of the sum of both. It returns how many of en's
+// counters it refused for want of room.
+func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int, replace bool) (refused int) {
 	e, pos := sh.lookup(tag, en.Key)
+	reserve := sh.acct.reserveMoved
+	if replace {
+		reserve = sh.acct.reserve
+	}
 	for k := range en.Counters {
 		cs := &en.Counters[k]
 		c := cs.Counter
@@ -289,18 +301,21 @@ func (sh *shard) merge(t int64, tag uint32, en *Entry, maxPerKey int, replace bo
 			sh.removeAt(pos)
 			e = nil
 		}
-		// The store-wide bounds do not apply: these hits were admitted by
-		// the previous owner, and forgetting them would admit them again.
-		switch {
-		case e == nil:
+		if e != nil && e.len() >= maxPerKey {
+			continue
+		}
+		if reserve(b2i(e == nil), 1, int64(in.log.capacity())) != nil {
+			refused++
+			continue
+		}
+		if e == nil {
 			e, pos = sh.insert(tag, en.Key, &c), len(sh.entries)-1
 			e.first.st = in
-			sh.acct.force(1, 1, int64(in.log.capacity()))
-		case e.len() < maxPerKey:
+		} else {
 			e.add(sh.internCounter(&c)).st = in
-			sh.acct.force(0, 1, int64(in.log.capacity()))
 		}
 	}
+	return refused
 }
 
 // importState turns a received CounterState into a normalized state,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/logevery"
 	"github.com/ratemesh/ratemesh/ring"
 )
 
@@ -27,6 +28,7 @@ type Cluster struct {
 	name      string
 	now       func() time.Time
 	log       *slog.Logger
+	logs      *logevery.Logger // lines a peer or a full table could repeat
 	store     *bucket.Store
 	metrics   *Metrics
 	transport Transport
@@ -76,7 +78,8 @@ func New(cfg Config) (*Cluster, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cluster{cfg: cfg, now: cfg.Clock, log: cfg.Logger, store: cfg.Store, metrics: cfg.Metrics,
-		transport: tr, handoff: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+		transport: tr, handoff: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		logs: logevery.New(cfg.Logger, logevery.DefaultInterval)}
 	c.newGossip = func(meta Meta) (gossip, error) { return newMembership(&c.cfg, meta, c.log) }
 	c.peers.init(c)
 	if cfg.Replicas > 0 {
@@ -113,6 +116,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.cfg.Name = c.name
 	c.log = c.log.With("node", c.name)
+	c.logs = logevery.New(c.log, logevery.DefaultInterval)
 	c.incarnation = rand.Uint64() | 1 // never 0: that means "not known"
 	meta := Meta{Protocol: ProtocolVersion, RPCAddr: c.rpcAddr, HTTPAddr: c.cfg.HTTPAddr, Ring: ringSignature(c.cfg.Ring), Incarnation: c.incarnation}
 	if c.gossip, err = c.newGossip(meta); err == nil && ctx.Err() != nil {

@@ -223,9 +223,16 @@ func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckReque
 }
 
 // mergeHere adds entries to this node's table. Their keys are counted here
-// again, so any record of having given them away is dropped.
+// again, so any record of having given them away is dropped. A table full
+// beyond its headroom for moved counts (bucket.MovedHeadroom) refuses
+// some: they are counted and logged, not lost silently, and the table
+// creates no new key until the sweep has made room, so none of them is
+// decided from zero meanwhile.
 func (c *Cluster) mergeHere(entries []bucket.Entry) {
-	c.store.Merge(c.now(), entries)
+	if refused := c.store.Merge(c.now(), entries); refused > 0 {
+		c.metrics.handoffKeys.WithLabelValues("refused").Add(float64(refused))
+		c.logs.Warn(c.now(), "merge-refused", "counter table full: moved counts refused", "counters", refused, "keys", len(entries))
+	}
 	for _, e := range entries {
 		c.moved.forget(e.Key)
 	}

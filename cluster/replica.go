@@ -249,8 +249,11 @@ func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 		r.held.Store(int64(len(r.from)))
 	}
 	r.mu.Unlock()
-	h.store.Replace(r.c.now(), entries)
+	refused := h.store.Replace(r.c.now(), entries)
 	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
+	if refused > 0 {
+		r.c.metrics.replicaKeys.WithLabelValues("refused").Add(float64(refused))
+	}
 }
 
 // superseded drops owner's replicas of the keys it handed over here.
@@ -296,7 +299,12 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		}
 		for ; h != nil; h = h.earlier {
 			if e, ok := h.store.Take(now, key); ok {
-				r.c.store.Merge(now, []bucket.Entry{e})
+				if r.c.store.Merge(now, []bucket.Entry{e}) > 0 {
+					// The table is full beyond its headroom: it creates
+					// nothing for key until the sweep makes room.
+					r.c.metrics.replicaKeys.WithLabelValues("refused").Inc()
+					return
+				}
 				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
 				r.npromo.Store(int64(len(r.promoted)))
 				r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()

@@ -202,6 +202,45 @@ func TestAdminTokenThrottledPerSubnet(t *testing.T) {
 	}
 }
 
+// Guessing from many addresses does not lock the admin out: 12 clients
+// sending 100 wrong tokens each get 5 evaluated apiece (60 × 401, 1,140 ×
+// 429), and the right token from a 13th is answered 200. Before, the 50
+// failures in all a second were spent by the twelve and the admin got 429.
+// The global budget still holds above that: 200 clients at 5 spend its
+// 1,000, and a new client is refused; the client that presented the admin
+// token before is spared it.
+func TestAdminTokenPerClientNotGlobal(t *testing.T) {
+	n := clustertest.StartNode(t, "throttle-many", nil)
+	now := time.Unix(1_700_000_000, 0)
+	e := echo.New()
+	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
+		t.Fatal(err)
+	}
+	guess := func(clients, tries int) map[int]int {
+		codes := map[int]int{}
+		for i := range clients * tries {
+			codes[do(e, "DELETE", "/v1/keys/k", fmt.Sprintf("198.51.100.%d:1", i%clients), "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
+		}
+		return codes
+	}
+	if codes := guess(12, 100); codes[401] != 60 || codes[429] != 1140 {
+		t.Fatalf("12 clients × 100 guesses: %v, want 60 × 401 and 1,140 × 429", codes)
+	}
+	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.9:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+		t.Fatalf("the right token from a 13th client: %d %s", rec.Code, rec.Body)
+	}
+	now = now.Add(httpapi.AdminFailureWindow)
+	if codes := guess(httpapi.AdminFailuresTotal/httpapi.AdminFailuresPerIP, httpapi.AdminFailuresPerIP); codes[401] != httpapi.AdminFailuresTotal {
+		t.Fatalf("200 clients × 5 guesses: %v, want 1,000 × 401", codes)
+	}
+	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.10:1", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("the right token from a new client once the global budget is spent: %d %v, want 429 for 1 s", rec.Code, rec.Header())
+	}
+	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.9:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+		t.Fatalf("the right token from the client that presented it before: %d %s, want 200", rec.Code, rec.Body)
+	}
+}
+
 // guessAdminToken sends 1,000 wrong admin tokens, the i-th from peer(i),
 // to a node whose clock stands still at the returned time, and requires
 // AdminFailuresPerIP of them evaluated (401) and the rest refused (429).

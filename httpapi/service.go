@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/logevery"
 )
 
 // Routes is where RegisterService mounts the service API; *echo.Echo and
@@ -76,6 +77,14 @@ type ServiceConfig struct {
 	// GET /v1/limits report; give the node's middlewares the same one.
 	// nil: neither endpoint is served.
 	Stats *Stats
+	// APITokens are the check API's tokens (BearerAuth's), if it has any.
+	// A caller of GET /v1/stats presenting one of them or the admin token
+	// sees client keys as they are; anyone else sees each as HideKey of
+	// it. nil: only the admin token shows them.
+	APITokens *Tokens
+	// KeyHashSecret is the secret of HideKey; give every member the same,
+	// so that one key is one row of the cluster's top. nil: a random one.
+	KeyHashSecret []byte
 	// Now is the clock reset times are reported against, and failed
 	// admin-token attempts are throttled by; nil: time.Now.
 	Now func() time.Time
@@ -91,13 +100,16 @@ type service struct {
 	maxHits    int64 // moving-window hits per request
 	ipv6Prefix int
 	log        *slog.Logger
-	logs       *logEvery
+	logs       *logevery.Logger
 	now        func() time.Time
 	limits     *compiled // cache of parsed limit strings
 	requests   *prometheus.CounterVec
 	stats      *Stats
-	registry   *prometheus.Registry // nil: no node metrics in /v1/stats
-	peers      *http.Client         // fetches the other members' /v1/stats
+	shown      prometheus.Gatherer // the node metrics /v1/stats shows; nil: none
+	peers      *http.Client        // fetches the other members' /v1/stats
+	cache      statsCache          // parts of /v1/stats, built once a second
+	apiTokens  *Tokens             // show client keys in /v1/stats, with the admin token
+	keySecret  []byte              // of HideKey
 
 	adminFailures failureThrottle // of DELETE /v1/keys
 }
@@ -131,7 +143,9 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		now:        cfg.Now,
 		limits:     &compiled{},
 		stats:      cfg.Stats,
-		registry:   cfg.Registry,
+		shown:      statsGatherer(node, cfg.Registry),
+		apiTokens:  cfg.APITokens,
+		keySecret:  keyHashSecret(cfg.KeyHashSecret),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -145,7 +159,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.logs = newLogEvery(s.log, DefaultLogInterval)
+	s.logs = logevery.New(s.log, DefaultLogInterval)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -268,16 +282,13 @@ type ResetResponse struct {
 
 func (s *service) reset(c echo.Context) error {
 	now, addr := s.now(), c.RealIP()
-	client, isIP := ipKey("", addr, s.ipv6Prefix)
-	if !isIP {
-		client = addr
-	}
+	client := s.adminClient(c)
 	if ok, wait := s.adminFailures.allow(now, client); !ok {
 		c.Response().Header().Set(hdrRetryAfter, strconv.Itoa(int(ceilSeconds(wait))))
 		return c.JSON(http.StatusTooManyRequests, ErrorResponse{Error: "too many failed admin-token attempts; try again later"})
 	}
 	if !s.authorized(c.Request()) {
-		s.logs.warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
+		s.logs.Warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
 		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: "admin token required"})
 	}
@@ -289,7 +300,7 @@ func (s *service) reset(c echo.Context) error {
 	// The key's counters and its /v1/check counters both.
 	err = errors.Join(s.node.Reset(c.Request().Context(), key), s.node.Reset(c.Request().Context(), CheckKeyPrefix+key))
 	if err != nil {
-		s.logs.warn(now, "reset-failed", "ratemesh: reset failed", "err", err)
+		s.logs.Warn(now, "reset-failed", "ratemesh: reset failed", "err", err)
 		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "reset failed: " + err.Error()})
 	}
 	return c.JSON(http.StatusOK, ResetResponse{Node: s.node.Name(), Reset: key})

@@ -90,7 +90,6 @@ func peerClient() *http.Client {
 }
 
 func (s *service) statsHandler(c echo.Context) error {
-	now := s.now()
 	scope := c.QueryParam("scope")
 	if scope == "" {
 		scope = "cluster"
@@ -98,13 +97,15 @@ func (s *service) statsHandler(c echo.Context) error {
 	if scope != "cluster" && scope != "node" {
 		return c.JSON(http.StatusBadRequest, FieldErrorResponse{Error: "scope: want cluster or node", Field: "scope"})
 	}
-	members := s.node.Members()
-	out := StatsResponse{Node: s.node.Name(), Time: now.UnixMilli(), Scope: scope, Members: s.ringShares(members)}
-	out.Nodes = append(out.Nodes, s.own(now))
+	local := s.cache.local.get(s.now, s.localStats)
+	out := StatsResponse{Node: s.node.Name(), Time: s.now().UnixMilli(), Scope: scope, Members: local.shares}
+	show := s.showsKeys(s.now(), c)
+	out.Nodes = append(out.Nodes, local.own)
+	if !show {
+		out.Nodes = s.hideKeys(out.Nodes)
+	}
 	if scope == "cluster" {
-		// The members share their API tokens: the caller's opens theirs.
-		auth := c.Request().Header.Get(echo.HeaderAuthorization)
-		out.Nodes = append(out.Nodes, s.fetchPeers(c.Request().Context(), members, auth)...)
+		out.Nodes = append(out.Nodes, s.peerStats(c, local.members, show)...)
 	}
 	top := newTopK(len(out.Nodes) * statsTopShown)
 	for _, n := range out.Nodes {
@@ -113,6 +114,30 @@ func (s *service) statsHandler(c echo.Context) error {
 	out.TopDenied = top.top(statsTopShown)
 	out.Policies = s.stats.policyStats()
 	return c.JSON(http.StatusOK, out)
+}
+
+// peerStats are the other members' stats, fetched at most once a second
+// for the callers who may see client keys (show) and once for the others,
+// each time with the Authorization header of the caller that found the
+// fetch due: the members share their tokens, and the caller's opens
+// theirs (and shows them the keys, or not, alike). A wrong admin token
+// passed on counts against this node's admin-token budget at each member,
+// at most once a second. The fetch is shared by every caller of the
+// second, so it does not end with the request that started it;
+// peerStatsTimeout bounds it.
+func (s *service) peerStats(c echo.Context, members []ratemesh.Member, show bool) []NodeStats {
+	auth, class := c.Request().Header.Get(echo.HeaderAuthorization), 0
+	if show {
+		class = 1
+	}
+	ctx := context.WithoutCancel(c.Request().Context())
+	return s.cache.peers[class].get(s.now, func() []NodeStats { return s.fetchPeers(ctx, members, auth) })
+}
+
+// localStats reads this node's part of /v1/stats.
+func (s *service) localStats() localStats {
+	members := s.node.Members()
+	return localStats{members: members, shares: s.ringShares(members), own: s.own(s.now())}
 }
 
 // own is this node's stats.
@@ -194,15 +219,15 @@ func (s *service) ringShares(members []ratemesh.Member) []MemberStats {
 	return out
 }
 
-// nodeMetrics reads the node's cluster metrics from its registry.
+// nodeMetrics reads the node's cluster metrics.
 func (s *service) nodeMetrics() NodeMetrics {
 	nm := NodeMetrics{Checks: map[string]int64{}}
-	if s.registry == nil {
+	if s.shown == nil {
 		return nm
 	}
-	mfs, err := s.registry.Gather()
+	mfs, err := s.shown.Gather()
 	if err != nil {
-		s.logs.warn(s.now(), "stats-gather", "ratemesh: reading the node's metrics for /v1/stats failed", "err", err)
+		s.logs.Warn(s.now(), "stats-gather", "ratemesh: reading the node's metrics for /v1/stats failed", "err", err)
 	}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {

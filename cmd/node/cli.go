@@ -40,7 +40,7 @@ func cliCommands() map[string]cliCommand {
 		"check":   {usage: "KEY LIMITS [--cost N] [--strategy S] [--scope S]", help: "one check of the check API (counted under check|KEY)", nargs: 2, run: cmdCheck},
 		"reset":   {usage: "KEY", help: "forget a routing key's counters on every member (needs --admin-token)", nargs: 1, run: cmdReset},
 		"limits":  {usage: "[--key KEY]", help: "the policy's limits, and with --key that key's state on its owner", run: cmdLimits},
-		"top":     {usage: "[--node]", help: "the keys denied most right now, cluster-wide (--node: per node too)", run: cmdTop},
+		"top":     {usage: "[--node]", help: "the keys denied most right now, cluster-wide (--node: per node too); keys are hashed unless --token or --admin-token is given", run: cmdTop},
 	}
 }
 

@@ -187,11 +187,13 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	}
 	h.stats = httpapi.NewStats()
 	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
-		Stats:      h.stats,
-		AdminToken: h.adminToken,
-		Registry:   node.Registry(),
-		Logger:     log,
-		IPv6Prefix: h.ipv6Prefix,
+		Stats:         h.stats,
+		AdminToken:    h.adminToken,
+		APITokens:     h.auth.tokens,
+		KeyHashSecret: h.derivedSecret(keyHashLabel),
+		Registry:      node.Registry(),
+		Logger:        log,
+		IPv6Prefix:    h.ipv6Prefix,
 	})
 	if err != nil {
 		return nil, err
@@ -205,6 +207,22 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	return e, h.registerDemo(e, node, policy, clients, headers, log)
 }
 
+// derivedSecret is a secret derived from the cluster secret for one use
+// (label), the same on every node of the cluster; nil without --secret.
+func (h *httpOptions) derivedSecret(label string) []byte {
+	if h.clusterSecret == "" {
+		return nil
+	}
+	mac := hmac.New(sha256.New, []byte(h.clusterSecret))
+	mac.Write([]byte(label))
+	return mac.Sum(nil)
+}
+
+// keyHashLabel derives the secret under which /v1/stats hides client keys
+// from callers without a token: the same on every node with the same
+// --secret, so that a key is one row of the cluster's top.
+const keyHashLabel = "ratemesh stats key hash"
+
 // demoJWTSecret is --jwt-secret, else one derived from the cluster secret
 // (so every node of a cluster verifies every other's tokens), else a random
 // one: tokens then work only on the node that issued them.
@@ -213,9 +231,7 @@ func (h *httpOptions) demoJWTSecret(log *slog.Logger) []byte {
 		return []byte(h.jwtSecret)
 	}
 	if h.clusterSecret != "" {
-		mac := hmac.New(sha256.New, []byte(h.clusterSecret))
-		mac.Write([]byte("ratemesh demo jwt secret"))
-		return mac.Sum(nil)
+		return h.derivedSecret("ratemesh demo jwt secret")
 	}
 	b := make([]byte, 32)
 	rand.Read(b)

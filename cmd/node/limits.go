@@ -38,7 +38,7 @@ type storeOptions struct {
 }
 
 func (s *storeOptions) register(e *envFlags) {
-	e.Int(&s.maxKeys, "max-keys", "RATEMESH_MAX_KEYS", bucket.DefaultMaxKeys, "routing keys the node's counter table holds at most; checks of new keys beyond it are refused (503)")
+	e.Int(&s.maxKeys, "max-keys", "RATEMESH_MAX_KEYS", bucket.DefaultMaxKeys, "routing keys the node's counter table holds at most; checks of new keys beyond it are refused (503), keys moving in from other nodes may take it 1/64 beyond and no further")
 	e.Int(&s.maxCounters, "max-counters", "RATEMESH_MAX_COUNTERS", bucket.DefaultMaxCounters, "counters of all keys together the node holds at most")
 	e.Int(&s.maxMovingSlots, "max-moving-window-slots", "RATEMESH_MAX_MOVING_WINDOW_SLOTS", bucket.DefaultMaxMovingWindowSlots, "timestamps (8 bytes each) all moving-window counters together hold at most")
 }

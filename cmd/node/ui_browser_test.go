@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -49,15 +50,19 @@ const readPage = `(() => ({
 
 // TestDashboardInBrowser opens /ui/ of one of three real nodes in headless
 // Chromium while a client floods GET /products: the page shows the three
-// members alive, a denied rate above zero and the flooded key among the top
-// denied, with a chart per node.
+// members alive, a denied rate above zero and the flooded key (hashed: the
+// page has no token) among the top denied, with a chart per node.
 func TestDashboardInBrowser(t *testing.T) {
 	chromium := findChromium()
 	if chromium == "" {
 		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
 	}
 	policy := writePolicy(t, "routes:\n  - method: GET\n    path: /flash-sale\n    limits: \"3 per minute\"\n    shadow: true\n")
-	addrs := threeNodes(t, "--policy", policy, "--rls-config", rlsConfig(t), "--grpc-port", "0")
+	// Without --api-token the page shows keys hashed under a secret
+	// derived from --secret, the same on the three nodes.
+	const secret = "test-secret-0123456789"
+	flooded := httpapi.HideKey((&httpOptions{clusterSecret: secret}).derivedSecret(keyHashLabel), "apikey:mallory")
+	addrs := threeNodes(t, "--policy", policy, "--rls-config", rlsConfig(t), "--grpc-port", "0", "--secret", secret)
 	stopFlood := floodInBackground(addrs, "mallory", "eve")
 	t.Cleanup(stopFlood)
 
@@ -71,7 +76,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		why = fmt.Sprintf("the page shows %+v", got)
 		return got.Status == "live" && len(got.Members) == 3 && got.DeniedRate > 0 && len(got.TopKeys) > 0 &&
-			got.TopKeys[0] == "apikey:mallory" && got.Charts == 3 && len(got.Shadow) == 1 && got.Shadow[0] == "GET /flash-sale 3 per 1 minute" &&
+			got.TopKeys[0] == flooded && got.Charts == 3 && len(got.Shadow) == 1 && got.Shadow[0] == "GET /flash-sale 3 per 1 minute" &&
 			strings.HasPrefix(got.Gateway, "edge.user: unit=MINUTE requests_per_unit=100")
 	}, &why)
 	for i, m := range got.Members {
