@@ -53,9 +53,6 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 			break // no owner took any: the next ring change tries again
 		}
 	}
-	if c.repl != nil && !c.leaving.Load() {
-		c.returnEarlier(ctx)
-	}
 }
 
 // outbound is the entries going to one owner, and their move record.
@@ -229,12 +226,25 @@ func (c *Cluster) serveLeaving(ctx context.Context, v *view, req *rpc.CheckReque
 // creates no new key until the sweep has made room, so none of them is
 // decided from zero meanwhile.
 func (c *Cluster) mergeHere(entries []bucket.Entry) {
+	defer c.replicate(entries)
 	if refused := c.store.Merge(c.now(), entries); refused > 0 {
 		c.metrics.handoffKeys.WithLabelValues("refused").Add(float64(refused))
 		c.logs.Warn(c.now(), "merge-refused", "counter table full: moved counts refused", "counters", refused, "keys", len(entries))
 	}
 	for _, e := range entries {
 		c.moved.forget(e.Key)
+	}
+}
+
+// replicate notes that the counts of entries' keys changed here other than
+// by a check (a merge, a refund), so that their successors' replicas
+// follow: a crash must not lose a count handed over or taken back.
+func (c *Cluster) replicate(entries []bucket.Entry) {
+	if c.repl == nil {
+		return
+	}
+	for _, e := range entries {
+		c.repl.changed(e.Key)
 	}
 }
 

@@ -365,6 +365,10 @@ func (c *Cluster) refundHere(ctx context.Context, from string, entries []bucket.
 func (c *Cluster) refundOne(ctx context.Context, from string, e bucket.Entry) {
 	for pulled := false; ; pulled = true {
 		now := c.now()
+		if c.repl != nil {
+			// Its owner gone, the key's count may be a replica here.
+			c.repl.promote(now, c.view.Load(), e.Key)
+		}
 		// Under movingMu, as a handoff takes entries out and marks them
 		// moved: the key is either still here or marked as gone.
 		c.movingMu.Lock()
@@ -372,6 +376,7 @@ func (c *Cluster) refundOne(ctx context.Context, from string, e bucket.Entry) {
 		if mv == nil && c.store.Has(e.Key) {
 			c.store.Refund(now, []bucket.Entry{e})
 			c.movingMu.Unlock()
+			c.replicate([]bucket.Entry{e})
 			return
 		}
 		c.movingMu.Unlock()

@@ -87,7 +87,11 @@ func (n *memNet) reach(op, from, addr string) (rpc.Handler, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h := n.handlers[addr]
-	if h == nil || n.cut[addr] || n.side[from] != n.side[addr] {
+	if h == nil {
+		// Nothing listens there (a crash): refused before it was sent.
+		return nil, fmt.Errorf("%w: %w: %s %s: connection refused", rpc.ErrUnavailable, rpc.ErrNotSent, op, addr)
+	}
+	if n.cut[addr] || n.side[from] != n.side[addr] {
 		return nil, fmt.Errorf("%w: %s %s: no answer", rpc.ErrUnavailable, op, addr)
 	}
 	n.calls[op+" "+addr]++

@@ -464,26 +464,3 @@ func (r *replicator) give(now time.Time, to, key string, t rpc.TakeResponse) rpc
 	}
 	return t
 }
-
-// earlierOf returns, for each member of v that restarted, the store of the
-// replicas its earlier incarnation sent here, if any is left.
-func (r *replicator) earlierOf(v *view) map[string]*bucket.Store {
-	if r.held.Load() == 0 {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]*bucket.Store{}
-	for owner, h := range r.from {
-		inc := v.incarnation(owner)
-		if inc == 0 || !v.routing.Has(owner) {
-			continue // gone, or unreachable: its replicas may be promoted
-		}
-		for ; h != nil; h = h.earlier {
-			if h.incarnation != inc && h.store.Len() > 0 {
-				out[owner] = h.store
-			}
-		}
-	}
-	return out
-}

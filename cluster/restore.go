@@ -1,14 +1,11 @@
 package cluster
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/internal/rpc"
-	"github.com/ratemesh/ratemesh/ring"
 )
 
 // A node that restarts with a data file has counts that may not be its
@@ -132,50 +129,4 @@ func (c *Cluster) adoptRest(now time.Time) {
 	r.mu.Unlock()
 	c.store.Merge(now, rest)
 	c.log.Info("counts restored from the data file that no peer held", "keys", len(rest))
-}
-
-// returnEarlier hands each restarted owner the replicas its earlier
-// incarnation sent here that it has not pulled, as superseding what it
-// restored (see restore): they are newer than its data file. Sent as a
-// handoff is — marked as moving, so that a pull of one waits for it — and
-// kept here when the owner does not take them.
-func (c *Cluster) returnEarlier(ctx context.Context) {
-	v := c.view.Load()
-	for owner, st := range c.repl.earlierOf(v) {
-		isOwner := func(key string) bool {
-			o, ok := v.routing.Owner(key)
-			return ok && o.Name == owner
-		}
-		to, _ := v.member(owner)
-		for ctx.Err() == nil {
-			c.movingMu.Lock()
-			es := st.Extract(c.now(), isOwner, handoffBatch)
-			mv := &move{to: ring.Member{Name: owner, Addr: to.RPCAddr}, done: make(chan struct{}), until: c.now().Add(moveTTL)}
-			keys := make([]string, len(es))
-			for i, e := range es {
-				keys[i] = e.Key
-			}
-			c.moved.add(keys, mv)
-			c.movingMu.Unlock()
-			if len(es) == 0 {
-				close(mv.done)
-				break
-			}
-			err := c.peers.get(owner, to.RPCAddr).Merge(ctx, &rpc.MergeRequest{From: c.name, Supersedes: true, Entries: es})
-			c.movingMu.Lock()
-			if err != nil {
-				st.Merge(c.now(), es) // the owner may pull them, or they expire
-			}
-			for _, k := range keys {
-				c.moved.forget(k)
-			}
-			close(mv.done)
-			c.movingMu.Unlock()
-			if err != nil {
-				c.log.Warn("returning a restarted peer's replicas failed; it may pull them", "peer", owner, "keys", len(es), "err", err)
-				break
-			}
-			c.metrics.replicaKeys.WithLabelValues("returned").Add(float64(len(es)))
-		}
-	}
 }

@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+// churn is the world of TestExactThroughChurn: the nodes by name and the
+// admitted hits.
+type churn struct {
+	t        *testing.T
+	net      *memNet
+	clock    *manualClock
+	nodes    map[string]*memNode
+	cfg      func(*Config)
+	admitted int
+}
+
+func (w *churn) live() []*memNode {
+	out := make([]*memNode, 0, len(w.nodes))
+	for _, name := range []string{"n0", "n1", "n2", "n3"} {
+		if n := w.nodes[name]; n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (w *churn) names() []string {
+	var out []string
+	for _, n := range w.live() {
+		out = append(out, n.name)
+	}
+	return out
+}
+
+// rejoin brings node into every ring, as gossip and probes would.
+func (w *churn) rejoin() {
+	w.net.setMembers(w.names()...)
+	for _, n := range w.live() {
+		n.probe()
+	}
+	rebuildAll(w.live()...)
+}
+
+// The invariant of TestExactThroughPausesAndReplicas under the events of
+// deploys: a fourth node joining (it owns the key then: a pull, or the old
+// owner's push) and leaving (a handoff back), with replicas racing every
+// millisecond and handoff passes anywhere. Once settled, the key's owner
+// counts every admitted hit exactly once.
+//
+// Leases stay off here: with them on, this model still ends with the owner
+// counting more hits than were admitted, by about a slice (20 to 140 hits)
+// in some interleavings of joins, leaves and expiries — under-admission
+// the real-socket tests (TestJoinOfNewOwnerKeepsCount, TestGraceful-
+// LeaveOfOwnerKeepsCount) do not show; it is an open defect, as are
+// crashes, restarts and pauses in this model.
+func TestExactThroughChurn(t *testing.T) {
+	key := keyWhere(t, func(k string) bool {
+		return ownerIn(memRing("n0", "n1", "n2"), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1" &&
+			ownerIn(memRing("n0", "n1", "n2", "n3"), k) == "n3"
+	})
+	rapid.Check(t, func(rt *rapid.T) {
+		w := &churn{t: t, net: newMemNet(), clock: newManualClock(), nodes: map[string]*memNode{}}
+		w.cfg = func(c *Config) {
+			c.Replicas = 1
+			c.replicaFlush = time.Millisecond
+		}
+		for i, n := range startMemClusterWith(t, w.net, w.clock, w.cfg, "n0", "n1", "n2") {
+			w.nodes[[]string{"n0", "n1", "n2"}[i]] = n
+		}
+		defer func() {
+			var wg sync.WaitGroup
+			for _, n := range w.live() {
+				wg.Go(func() { n.Close(context.Background()) })
+			}
+			wg.Wait()
+		}()
+		cs := perMinute(t, 1000)
+		rt.Repeat(map[string]func(*rapid.T){
+			"check": func(rt *rapid.T) {
+				live := w.live()
+				n := live[rapid.IntRange(0, len(live)-1).Draw(rt, "node")]
+				got, _ := checkN(t, n, key, cs, rapid.IntRange(1, 30).Draw(rt, "hits"))
+				w.admitted += got
+			},
+			"handoff": func(rt *rapid.T) {
+				live := w.live()
+				live[rapid.IntRange(0, len(live)-1).Draw(rt, "node")].handoffAll(context.Background())
+			},
+			"join": func(rt *rapid.T) {
+				if w.nodes["n3"] != nil {
+					rt.Skip("n3 is a member")
+				}
+				w.net.setMembers("n0", "n1", "n2", "n3")
+				n3 := startMemNodeWith(t, w.net, w.clock, "n3", w.cfg)
+				if err := n3.Join(context.Background(), "gossip:n0"); err != nil {
+					rt.Fatal(err)
+				}
+				w.nodes["n3"] = n3
+				w.rejoin()
+			},
+			"leave": func(rt *rapid.T) {
+				n3 := w.nodes["n3"]
+				if n3 == nil {
+					rt.Skip("n3 is not a member")
+				}
+				n3.Close(context.Background())
+				delete(w.nodes, "n3")
+				w.rejoin()
+			},
+		})
+		settle(w.live()...)
+		owner := w.nodes[ownerIn(memRing(w.names()...), key)]
+		st, _, _ := owner.store.Check(w.clock.Now(), key, cs, 0, nil)
+		if used := 1000 - int(st[0].Remaining); used != w.admitted {
+			rt.Fatalf("the owner %s counts %d hits; %d were admitted", owner.name, used, w.admitted)
+		}
+		for _, n := range w.live() {
+			if n != owner && n.store.Has(key) {
+				rt.Fatalf("%s still holds counts of the key after settling", n.name)
+			}
+		}
+	})
+}
