@@ -132,7 +132,7 @@ func (m *Middleware) Finish(r *http.Request, status int) {
 		_, err := m.cluster.Check(ctx, ratemesh.Request{Key: p.key, Counters: p.counters, Cost: p.cost})
 		if err != nil {
 			m.metrics.checkError.Inc()
-			m.log.warn(m.now(), "count-failed", "ratemesh: counting a request after its handler failed", "route", p.route.scope, "err", err)
+			m.log.Warn(m.now(), "count-failed", "ratemesh: counting a request after its handler failed", "route", p.route.scope, "err", err)
 		}
 	})
 }

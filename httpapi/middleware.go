@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/logevery"
 )
 
 // Config configures a Middleware.
@@ -51,7 +52,7 @@ type Middleware struct {
 	headers  Headers
 	onDeny   DenyHandler
 	onKeyErr KeyErrorHandler
-	log      *logEvery
+	log      *logevery.Logger
 	failOpen bool // the node's fail policy is open: a failed check passes
 	now      func() time.Time
 	metrics  *httpMetrics
@@ -107,7 +108,7 @@ func New(cfg Config) (*Middleware, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m.log = newLogEvery(cfg.Logger, DefaultLogInterval)
+	m.log = logevery.New(cfg.Logger, DefaultLogInterval)
 	if m.now == nil {
 		m.now = time.Now
 	}
@@ -205,7 +206,7 @@ func (m *Middleware) answer(w http.ResponseWriter, r *http.Request, rt *route, k
 		m.metrics.checkError.Inc()
 		if r.Context().Err() == nil {
 			// A client that hung up is no news.
-			m.log.warn(m.now(), "check-failed", "ratemesh: rate-limit check failed", "route", rt.scope, "allowed", m.failOpen, "err", err)
+			m.log.Warn(m.now(), "check-failed", "ratemesh: rate-limit check failed", "route", rt.scope, "allowed", m.failOpen, "err", err)
 		}
 		if !m.failOpen {
 			writeCheckFailed(w)
@@ -254,7 +255,7 @@ func (m *Middleware) addDynamic(req *http.Request, r *route, s *scratch) ([]buck
 		d, fresh := m.pol.dynamicGroup(lim)
 		if d.err != nil {
 			if fresh {
-				m.log.warn(m.now(), "bad-dynamic-limit", "ratemesh: bad dynamic limit; only the route's static limits apply", "route", r.scope, "err", d.err)
+				m.log.Warn(m.now(), "bad-dynamic-limit", "ratemesh: bad dynamic limit; only the route's static limits apply", "route", r.scope, "err", d.err)
 			}
 		} else {
 			for i, l := range d.g.limits {
@@ -266,3 +267,8 @@ func (m *Middleware) addDynamic(req *http.Request, r *route, s *scratch) ([]buck
 	s.counters, s.metas = cs, ms
 	return cs, ms
 }
+
+// DefaultLogInterval is how often one class of event (a failed check, a
+// bad dynamic limit) may log a line: a client repeating a failing request
+// must not turn into a flood of log.
+const DefaultLogInterval = logevery.DefaultInterval

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/logevery"
 )
 
 // Routes is where RegisterService mounts the service API; *echo.Echo and
@@ -91,7 +92,7 @@ type service struct {
 	maxHits    int64 // moving-window hits per request
 	ipv6Prefix int
 	log        *slog.Logger
-	logs       *logEvery
+	logs       *logevery.Logger
 	now        func() time.Time
 	limits     *compiled // cache of parsed limit strings
 	requests   *prometheus.CounterVec
@@ -145,7 +146,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.logs = newLogEvery(s.log, DefaultLogInterval)
+	s.logs = logevery.New(s.log, DefaultLogInterval)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -277,7 +278,7 @@ func (s *service) reset(c echo.Context) error {
 		return c.JSON(http.StatusTooManyRequests, ErrorResponse{Error: "too many failed admin-token attempts; try again later"})
 	}
 	if !s.authorized(c.Request()) {
-		s.logs.warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
+		s.logs.Warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
 		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: "admin token required"})
 	}
@@ -289,7 +290,7 @@ func (s *service) reset(c echo.Context) error {
 	// The key's counters and its /v1/check counters both.
 	err = errors.Join(s.node.Reset(c.Request().Context(), key), s.node.Reset(c.Request().Context(), CheckKeyPrefix+key))
 	if err != nil {
-		s.logs.warn(now, "reset-failed", "ratemesh: reset failed", "err", err)
+		s.logs.Warn(now, "reset-failed", "ratemesh: reset failed", "err", err)
 		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "reset failed: " + err.Error()})
 	}
 	return c.JSON(http.StatusOK, ResetResponse{Node: s.node.Name(), Reset: key})

@@ -115,7 +115,7 @@ func (s *service) check(c echo.Context) error {
 		res, err := s.node.Check(c.Request().Context(), ratemesh.Request{Key: CheckKeyPrefix + reqs[i].Key, Counters: counters[i], Cost: cost})
 		if err != nil {
 			if c.Request().Context().Err() == nil { // not a client that hung up
-				s.logs.warn(s.now(), "check-failed", "ratemesh: /v1/check failed", "err", err)
+				s.logs.Warn(s.now(), "check-failed", "ratemesh: /v1/check failed", "err", err)
 			}
 			c.Response().Header().Set(hdrRetryAfter, "1")
 			return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "check failed: " + err.Error()})

@@ -202,7 +202,7 @@ func (s *service) nodeMetrics() NodeMetrics {
 	}
 	mfs, err := s.registry.Gather()
 	if err != nil {
-		s.logs.warn(s.now(), "stats-gather", "ratemesh: reading the node's metrics for /v1/stats failed", "err", err)
+		s.logs.Warn(s.now(), "stats-gather", "ratemesh: reading the node's metrics for /v1/stats failed", "err", err)
 	}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/logevery"
 )
 
 // RateLimiterStore implements Echo's middleware.RateLimiterStore over a
@@ -46,7 +47,7 @@ type RateLimiterStore struct {
 
 	once     sync.Once
 	counters []bucket.Counter // built at the first Allow; read-only after
-	logs     *logEvery        // built at the first Allow
+	logs     *logevery.Logger // built at the first Allow
 	err      error
 }
 
@@ -79,7 +80,7 @@ func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 	res, err := s.cl.Check(ctx, ratemesh.Request{Key: key, Counters: s.counters, Cost: 1})
 	if err != nil {
 		open := failPolicyOf(s.cl) == ratemesh.FailOpen
-		s.logs.warn(time.Now(), "check-failed", "ratemesh: rate-limit check failed", "scope", s.Scope, "allowed", open, "err", err)
+		s.logs.Warn(time.Now(), "check-failed", "ratemesh: rate-limit check failed", "scope", s.Scope, "allowed", open, "err", err)
 		if open {
 			return true, nil
 		}
@@ -94,7 +95,7 @@ func (s *RateLimiterStore) build() {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
-	s.logs = newLogEvery(s.Logger, DefaultLogInterval)
+	s.logs = logevery.New(s.Logger, DefaultLogInterval)
 	s.counters = make([]bucket.Counter, len(s.limits))
 	for i, l := range s.limits {
 		s.counters[i] = bucket.Counter{Scope: s.Scope, Limit: l, Strategy: s.Strategy}

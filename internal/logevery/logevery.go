@@ -1,43 +1,56 @@
-package httpapi
+// Package logevery bounds how often one class of event may log: a client
+// repeating a failing request must not turn into a flood of log.
+package logevery
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
 )
 
-// DefaultLogInterval is how often one class of event (a failed check, a
-// bad dynamic limit) may log a line: a client repeating a failing request
-// must not turn into a flood of log.
-const DefaultLogInterval = 10 * time.Second
+// DefaultInterval is how often one class of event (a failed check, a bad
+// dynamic limit, a recovered panic) may log a line.
+const DefaultInterval = 10 * time.Second
 
-// logEvery logs at most one line per event class and interval, and says
-// in the next line how many it left out. Classes are a few fixed names.
-type logEvery struct {
+// Logger logs at most one line per event class and interval, and says in
+// the next line how many it left out. Classes are a few fixed names. Its
+// methods are safe for concurrent use.
+type Logger struct {
 	log      *slog.Logger
 	interval time.Duration
 
 	mu      sync.Mutex
-	classes map[string]*logClass
+	classes map[string]*class
 }
 
-type logClass struct {
+type class struct {
 	next       time.Time // no line of the class before this
 	suppressed int       // lines left out since the last one
 }
 
-func newLogEvery(log *slog.Logger, interval time.Duration) *logEvery {
-	return &logEvery{log: log, interval: interval, classes: map[string]*logClass{}}
+// New returns a Logger writing to log at most once per interval and class.
+func New(log *slog.Logger, interval time.Duration) *Logger {
+	return &Logger{log: log, interval: interval, classes: map[string]*class{}}
 }
 
-// warn logs msg at WARN under class unless a line of the class was
+// Warn logs msg at WARN under class unless a line of the class was
 // logged less than an interval before now.
-func (l *logEvery) warn(now time.Time, class, msg string, args ...any) {
+func (l *Logger) Warn(now time.Time, class, msg string, args ...any) {
+	l.logAt(now, slog.LevelWarn, class, msg, args)
+}
+
+// Error is Warn at ERROR.
+func (l *Logger) Error(now time.Time, class, msg string, args ...any) {
+	l.logAt(now, slog.LevelError, class, msg, args)
+}
+
+func (l *Logger) logAt(now time.Time, level slog.Level, name, msg string, args []any) {
 	l.mu.Lock()
-	c := l.classes[class]
+	c := l.classes[name]
 	if c == nil {
-		c = &logClass{}
-		l.classes[class] = c
+		c = &class{}
+		l.classes[name] = c
 	}
 	if now.Before(c.next) {
 		c.suppressed++
@@ -51,5 +64,5 @@ func (l *logEvery) warn(now time.Time, class, msg string, args ...any) {
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed, "in", l.interval)
 	}
-	l.log.Warn(msg, args...)
+	l.log.Log(context.Background(), level, msg, args...)
 }
