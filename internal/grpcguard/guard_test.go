@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -42,27 +40,9 @@ func (h *health) Watch(*healthpb.HealthCheckRequest, healthpb.Health_WatchServer
 // serve serves h under g on 127.0.0.1:0 and returns a client of it.
 func serve(t *testing.T, g *Guard, h *health, maxMsg int) healthpb.HealthClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := grpc.NewServer(append(g.ServerOptions(), grpc.MaxRecvMsgSize(maxMsg))...)
 	healthpb.RegisterHealthServer(g.Registrar(srv), h)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(lis)
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
-	return healthpb.NewHealthClient(conn)
+	return healthpb.NewHealthClient(testkit.ServeGRPC(t, srv))
 }
 
 // TestPanicIsInternal: 100 panicking calls (unary and stream) each get
