@@ -11,9 +11,13 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/connlimit"
+	"github.com/ratemesh/ratemesh/internal/grpcguard"
 	"github.com/ratemesh/ratemesh/rls"
 )
 
@@ -24,7 +28,31 @@ type rlsOptions struct {
 	shadow   bool
 	headers  string
 	interval time.Duration
+	bounds   grpcBounds
 }
+
+// grpcBounds bound what clients of the gRPC server can hold.
+type grpcBounds struct {
+	maxStreams, maxConns, maxRecv, maxInFlight int
+	maxOverride                                time.Duration
+}
+
+// Defaults of grpcBounds. Memory the server can be made to hold is about
+// maxConns × maxStreams × grpcWindow (requests waiting for the budget,
+// buffered by the transport) plus a few times maxInFlight (requests read,
+// decoded and decided): 128 × 64 × 64 KiB + 3 × 64 MiB at the defaults.
+const (
+	defaultGRPCMaxStreams  = 64
+	defaultGRPCMaxConns    = 128
+	defaultGRPCMaxRecv     = 4 << 20
+	defaultGRPCMaxInFlight = 64 << 20
+	// grpcWindow is the HTTP/2 flow-control window of each stream and
+	// connection, gRPC's smallest. Setting it turns off gRPC's dynamic
+	// window, which grows to 16 MiB per stream: the transport would then
+	// buffer whole 4 MiB requests that wait for the in-flight budget,
+	// outside it.
+	grpcWindow = 64 << 10
+)
 
 // register adds the rate limit service's flags.
 func (r *rlsOptions) register(e *envFlags) {
@@ -33,6 +61,37 @@ func (r *rlsOptions) register(e *envFlags) {
 	e.Bool(&r.shadow, "rls-shadow", "RATEMESH_RLS_SHADOW", false, "rate limit service in shadow mode: answer OK to every request and only count in metrics what would have been denied")
 	e.String(&r.headers, "rls-headers", "RATEMESH_RLS_HEADERS", "none", "headers the rate limit service asks Envoy to add: none, ratelimit (RateLimit-Limit, -Remaining, -Reset) or x-ratelimit (X-RateLimit-*)")
 	e.Duration(&r.interval, "rls-reload-interval", "RATEMESH_RLS_RELOAD_INTERVAL", time.Second, "how often --rls-config is read for changes")
+	b := &r.bounds
+	e.Int(&b.maxStreams, "grpc-max-concurrent-streams", "RATEMESH_GRPC_MAX_CONCURRENT_STREAMS", defaultGRPCMaxStreams, "gRPC calls one connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS)")
+	e.Int(&b.maxConns, "grpc-max-connections", "RATEMESH_GRPC_MAX_CONNECTIONS", defaultGRPCMaxConns, "gRPC connections open at once; more wait in the kernel's queue")
+	e.Int(&b.maxRecv, "grpc-max-recv-bytes", "RATEMESH_GRPC_MAX_RECV_BYTES", defaultGRPCMaxRecv, "largest gRPC request; larger ones are refused with RESOURCE_EXHAUSTED")
+	e.Int(&b.maxInFlight, "grpc-max-inflight-bytes", "RATEMESH_GRPC_MAX_INFLIGHT_BYTES", defaultGRPCMaxInFlight, "bytes of gRPC requests being read, decoded or decided at once (a request being read counts as --grpc-max-recv-bytes until decoded); more wait; at least --grpc-max-recv-bytes")
+	e.Duration(&b.maxOverride, "rls-max-override-period", "RATEMESH_RLS_MAX_OVERRIDE_PERIOD", rls.DefaultMaxOverridePeriod, "longest window a descriptor's own limit may choose; longer ones are refused")
+}
+
+// check refuses bounds that bound nothing.
+func (b *grpcBounds) check() error {
+	switch {
+	case b.maxStreams < 1:
+		return fmt.Errorf("--grpc-max-concurrent-streams %d: want at least 1", b.maxStreams)
+	case b.maxConns < 1:
+		return fmt.Errorf("--grpc-max-connections %d: want at least 1", b.maxConns)
+	case b.maxRecv < 1:
+		return fmt.Errorf("--grpc-max-recv-bytes %d: want at least 1", b.maxRecv)
+	case b.maxInFlight < b.maxRecv:
+		return fmt.Errorf("--grpc-max-inflight-bytes %d: want at least --grpc-max-recv-bytes (%d)", b.maxInFlight, b.maxRecv)
+	case b.maxOverride <= 0 || b.maxOverride > bucket.MaxPeriod:
+		return fmt.Errorf("--rls-max-override-period %v: want a positive duration of at most %v", b.maxOverride, bucket.MaxPeriod)
+	}
+	return nil
+}
+
+// serverOptions are the gRPC server's bounds.
+func (b *grpcBounds) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(uint32(b.maxStreams)), grpc.MaxRecvMsgSize(b.maxRecv),
+		grpc.InitialWindowSize(grpcWindow), grpc.InitialConnWindowSize(grpcWindow),
+	}
 }
 
 // headerNames reads --rls-headers.
@@ -58,6 +117,9 @@ func (r *rlsOptions) preflight() error {
 		return fmt.Errorf("--rls-reload-interval %v: want a positive duration", r.interval)
 	}
 	if _, err := r.headerNames(); err != nil {
+		return err
+	}
+	if err := r.bounds.check(); err != nil {
 		return err
 	}
 	if _, err := rls.LoadPath(r.config); err != nil {
@@ -87,34 +149,43 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	if err != nil {
 		return nil, err
 	}
+	if err := r.bounds.check(); err != nil {
+		return nil, err
+	}
 	cfg, err := rls.LoadPath(r.config)
 	if err != nil {
 		return nil, fmt.Errorf("--rls-config: %w", err)
 	}
-	svc, err := rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log})
+	svc, err := rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log,
+		MaxOverridePeriod: r.bounds.maxOverride})
 	if err != nil {
 		return nil, err
 	}
+	guards, err := newGuards(&r.bounds, node.Registry(), log)
+	if err != nil {
+		return nil, err
+	}
+	opts, err := o.http.auth.grpcOptions(node.Registry())
+	if err != nil {
+		return nil, err
+	}
+	// Recovery first, so that it also covers the interceptors after it.
+	opts = append(append(guards.rls.ServerOptions(), opts...), o.tls.grpcOptions()...)
+	opts = append(opts, r.bounds.serverOptions()...)
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.bind, strconv.Itoa(r.port)))
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-port %d: %w", r.port, err)
 	}
-	opts, err := o.http.auth.grpcOptions(node.Registry())
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	opts = append(opts, o.tls.grpcOptions()...)
-	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: ln}
-	svc.Register(s.srv)
-	svc.RegisterHealth(s.srv)
+	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: connlimit.New(ln, connlimit.Config{Max: r.bounds.maxConns})}
+	svc.Register(guards.rls.Registrar(s.srv))
+	svc.RegisterHealth(guards.health.Registrar(s.srv))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	reloader := rls.NewReloader(svc, r.config, log)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("rls: grpc server", "err", err)
 		}
 	}()
@@ -124,6 +195,21 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	}()
 	log.Info("rls: Envoy rate limit service up", "grpc", ln.Addr().String(), "config", r.config, "domains", cfg.Domains())
 	return s, nil
+}
+
+// guards are the gRPC server's: the rate limit service's requests share
+// the in-flight budget; health checks have a budget of their own (two
+// requests of the largest size), so that they are answered while
+// hostile requests fill the service's.
+type guards struct{ rls, health *grpcguard.Guard }
+
+func newGuards(b *grpcBounds, reg prometheus.Registerer, log *slog.Logger) (guards, error) {
+	main, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: int64(b.maxInFlight), Registerer: reg, Logger: log})
+	if err != nil {
+		return guards{}, err
+	}
+	health, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: 2 * int64(b.maxRecv), Logger: log})
+	return guards{main, health}, err
 }
 
 // Addr is where the gRPC server listens; "" without one.
