@@ -22,7 +22,11 @@ import (
 
 const hostileConfig = `
 domain: edge
-descriptors:
+descriptors:` + hostileRules
+
+// hostileRules are rules whose metrics name descriptors by the request's
+// values.
+const hostileRules = `
   - key: remote_address
     detailed_metric: true
     rate_limit: {unit: minute, requests_per_unit: 5}
