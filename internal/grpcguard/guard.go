@@ -29,9 +29,17 @@ type Config struct {
 	// unknown size is read. Must be > 0.
 	MaxRecvMsgSize int
 	// MaxInFlightBytes bounds the bytes of requests being read, decoded
-	// or decided at once; at least MaxRecvMsgSize. Requests past it wait
+	// or decided at once; at least ReadReserve. Requests past it wait
 	// (until their deadline) for others to finish.
 	MaxInFlightBytes int64
+	// ReadReserve is what a request takes of the budget while it is read
+	// and decoded, before its size is known: at least what Weigh can
+	// return for a message of MaxRecvMsgSize. 0 means MaxRecvMsgSize.
+	ReadReserve int64
+	// Weigh returns what a unary request holds while it is decided, from
+	// its wire form raw, before it is decoded into m, or an error (a
+	// status) refusing it undecoded. Nil: its size, after decoding.
+	Weigh func(raw []byte, m any) (int64, error)
 	// Registerer receives the guard's metrics; nil: none.
 	Registerer prometheus.Registerer
 	// Logger receives recovered panics, at most one line per
@@ -45,23 +53,28 @@ var ErrConfig = errors.New("grpcguard: bad config")
 // Guard holds a server's panic counter, log and byte budget. Its methods
 // are safe for concurrent use.
 type Guard struct {
-	maxMsg int64
-	total  int64
-	budget *budget
-	logs   *logevery.Logger
-	panics atomic.Int64
+	reserve int64 // taken while a request is read
+	total   int64
+	weigh   func([]byte, any) (int64, error)
+	budget  *budget
+	logs    *logevery.Logger
+	panics  atomic.Int64
 }
 
 // New returns a Guard for cfg, its metrics registered.
 func New(cfg Config) (*Guard, error) {
-	if cfg.MaxRecvMsgSize <= 0 || cfg.MaxInFlightBytes < int64(cfg.MaxRecvMsgSize) {
-		return nil, fmt.Errorf("%w: in-flight bytes %d must be at least the largest message, %d", ErrConfig, cfg.MaxInFlightBytes, cfg.MaxRecvMsgSize)
+	if cfg.ReadReserve <= 0 {
+		cfg.ReadReserve = int64(cfg.MaxRecvMsgSize)
+	}
+	if cfg.MaxRecvMsgSize <= 0 || cfg.ReadReserve < int64(cfg.MaxRecvMsgSize) || cfg.MaxInFlightBytes < cfg.ReadReserve {
+		return nil, fmt.Errorf("%w: in-flight bytes %d must be at least the read reserve %d, at least the largest message %d",
+			ErrConfig, cfg.MaxInFlightBytes, cfg.ReadReserve, cfg.MaxRecvMsgSize)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Guard{
-		maxMsg: int64(cfg.MaxRecvMsgSize), total: cfg.MaxInFlightBytes, budget: newBudget(cfg.MaxInFlightBytes),
+		reserve: cfg.ReadReserve, total: cfg.MaxInFlightBytes, weigh: cfg.Weigh, budget: newBudget(cfg.MaxInFlightBytes),
 		logs: logevery.New(cfg.Logger, logevery.DefaultInterval),
 	}
 	if cfg.Registerer != nil {
@@ -78,6 +91,21 @@ func New(cfg Config) (*Guard, error) {
 	}
 	return g, nil
 }
+
+// Acquire takes n bytes of the budget, or all of it if that is less, for
+// a request the server does not read through gRPC (POST /json), waiting
+// until they are free or ctx ends; it returns what it took. Give them
+// back with Release.
+func (g *Guard) Acquire(ctx context.Context, n int64) (int64, error) {
+	n = min(n, g.total)
+	if err := g.budget.acquire(ctx, n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Release gives back n bytes taken with Acquire.
+func (g *Guard) Release(n int64) { g.budget.release(n) }
 
 // InFlight is the bytes of the budget held now.
 func (g *Guard) InFlight() int64 { return g.budget.taken(g.total) }
@@ -113,12 +141,11 @@ func (g *Guard) recover(method string, err *error) {
 	*err = status.Error(codes.Internal, "internal error")
 }
 
-// weight is what a decoded request holds of the budget while it is
-// decided: its size on the wire (its decoded form and the work it makes
-// are counted in the budget's sizing, see docs/running.md).
+// weight is what a request decoded without Weigh holds of the budget
+// while it is decided: its size.
 func (g *Guard) weight(m any) int64 {
 	if pm, ok := m.(proto.Message); ok {
-		return min(int64(proto.Size(pm)), g.maxMsg)
+		return min(int64(proto.Size(pm)), g.reserve)
 	}
-	return g.maxMsg
+	return g.reserve
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -157,5 +158,44 @@ func TestBudgetWaiterGivesUp(t *testing.T) {
 func TestNewRefusesBudgetSmallerThanAMessage(t *testing.T) {
 	if _, err := New(Config{MaxRecvMsgSize: 4 << 20, MaxInFlightBytes: 1 << 20}); !errors.Is(err, ErrConfig) {
 		t.Fatalf("New: %v, want ErrConfig", err)
+	}
+}
+
+// TestWeighBeforeDecoding: with Weigh, a request is weighed from its wire
+// form: refused undecoded with Weigh's error, refused ResourceExhausted
+// if it would hold more than its reserve, else decoded and held at its
+// weight while the handler runs.
+func TestWeighBeforeDecoding(t *testing.T) {
+	var decided []string
+	var g *Guard
+	g, err := New(Config{MaxRecvMsgSize: 1 << 10, ReadReserve: 4 << 10, MaxInFlightBytes: 8 << 10,
+		Weigh: func(raw []byte, _ any) (int64, error) {
+			if strings.Contains(string(raw), "refuse") {
+				return 0, status.Error(codes.InvalidArgument, "refused by its shape")
+			}
+			if strings.Contains(string(raw), "heavy") {
+				return 5 << 10, nil
+			}
+			return 100 * int64(len(raw)), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := serve(t, g, &health{check: func(r *healthpb.HealthCheckRequest) {
+		decided = append(decided, r.Service+"="+strconv.FormatInt(g.InFlight(), 10))
+	}}, 1<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		service string
+		want    codes.Code
+	}{{"refuse", codes.InvalidArgument}, {"heavy", codes.ResourceExhausted}, {"light", codes.OK}} {
+		if _, err := c.Check(ctx, &healthpb.HealthCheckRequest{Service: tc.service}); status.Code(err) != tc.want {
+			t.Errorf("%s: %v, want %v", tc.service, err, tc.want)
+		}
+	}
+	// "light" is 7 bytes on the wire (tag, length, 5 bytes): 700 held.
+	if strings.Join(decided, " ") != "light=700" || g.InFlight() != 0 {
+		t.Fatalf("decided %q, %d held after; want light=700 and 0", decided, g.InFlight())
 	}
 }

@@ -4,15 +4,18 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Registrar wraps r so that every service registered through it reads
-// its requests under the guard's byte budget: the largest message's worth
-// of bytes is taken before a request is read (its size is not known
-// before), and all but the decoded request's size is given back as soon
-// as it is decoded; the rest when the handler returns. Interceptors come
-// too late for this: a unary request is decoded before they run.
+// its requests under the guard's byte budget: ReadReserve is taken before
+// a request is read (its size is not known before), and all but the
+// request's weight is given back as soon as it is decoded; the rest when
+// the handler returns. Interceptors come too late for this: a unary
+// request is decoded before they run.
 func (g *Guard) Registrar(r grpc.ServiceRegistrar) grpc.ServiceRegistrar {
 	return registrar{r, g}
 }
@@ -26,7 +29,7 @@ func (r registrar) RegisterService(sd *grpc.ServiceDesc, impl any) {
 	w := *sd
 	w.Methods = make([]grpc.MethodDesc, len(sd.Methods))
 	for i, m := range sd.Methods {
-		w.Methods[i] = grpc.MethodDesc{MethodName: m.MethodName, Handler: r.g.unary(m.Handler)}
+		w.Methods[i] = grpc.MethodDesc{MethodName: m.MethodName, Handler: r.g.unary("/"+sd.ServiceName+"/"+m.MethodName, m.Handler)}
 	}
 	w.Streams = make([]grpc.StreamDesc, len(sd.Streams))
 	for i, s := range sd.Streams {
@@ -36,20 +39,22 @@ func (r registrar) RegisterService(sd *grpc.ServiceDesc, impl any) {
 	r.ServiceRegistrar.RegisterService(&w, impl)
 }
 
-// unary wraps a unary method's handler: its decoding takes the bytes.
-func (g *Guard) unary(h grpc.MethodHandler) grpc.MethodHandler {
+// unary wraps a unary method's handler: its decoding takes the bytes. A
+// panic while the request is weighed or decoded is recovered as in the
+// interceptors, which run only after.
+func (g *Guard) unary(method string, h grpc.MethodHandler) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 		var held int64
 		defer func() { g.budget.release(held) }()
-		budgeted := func(m any) error {
-			if err := g.budget.acquire(ctx, g.maxMsg); err != nil {
+		budgeted := func(m any) (err error) {
+			defer g.recover(method, &err)
+			if err := g.budget.acquire(ctx, g.reserve); err != nil {
 				return status.FromContextError(err).Err()
 			}
-			held = g.maxMsg
-			err := dec(m)
-			keep := int64(0)
-			if err == nil {
-				keep = g.weight(m)
+			held = g.reserve
+			keep, err := g.decode(dec, m)
+			if err != nil {
+				keep = 0
 			}
 			g.budget.release(held - keep)
 			held = keep
@@ -57,6 +62,37 @@ func (g *Guard) unary(h grpc.MethodHandler) grpc.MethodHandler {
 		}
 		return h(srv, ctx, budgeted, ic)
 	}
+}
+
+// decode decodes a request into m with dec and returns what it holds of
+// the budget. With Weigh, the request is first read as raw bytes (as the
+// unknown fields of an Empty: one copy, no decoding) and weighed, so that
+// a request whose decoded form would take more than its reserve is
+// refused before it is decoded.
+func (g *Guard) decode(dec func(any) error, m any) (int64, error) {
+	pm, ok := m.(proto.Message)
+	if g.weigh == nil || !ok {
+		if err := dec(m); err != nil {
+			return 0, err
+		}
+		return g.weight(m), nil
+	}
+	var raw emptypb.Empty
+	if err := dec(&raw); err != nil {
+		return 0, err
+	}
+	b := raw.ProtoReflect().GetUnknown()
+	w, err := g.weigh(b, m)
+	switch {
+	case err != nil:
+		return 0, err
+	case w > g.reserve:
+		return 0, status.Errorf(codes.ResourceExhausted, "grpcguard: the request would hold %d bytes, more than the %d reserved for one", w, g.reserve)
+	}
+	if err := proto.Unmarshal(b, pm); err != nil {
+		return 0, status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
+	}
+	return w, nil
 }
 
 // stream wraps a streaming method's handler: each message it receives
@@ -75,9 +111,9 @@ type budgetedStream struct {
 }
 
 func (s *budgetedStream) RecvMsg(m any) error {
-	if err := s.g.budget.acquire(s.Context(), s.g.maxMsg); err != nil {
+	if err := s.g.budget.acquire(s.Context(), s.g.reserve); err != nil {
 		return status.FromContextError(err).Err()
 	}
-	defer s.g.budget.release(s.g.maxMsg)
+	defer s.g.budget.release(s.g.reserve)
 	return s.ServerStream.RecvMsg(m)
 }
