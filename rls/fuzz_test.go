@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/ratemesh/ratemesh/internal/clustertest"
@@ -59,6 +60,7 @@ func FuzzShouldRateLimit(f *testing.F) {
 				t.Fatalf("error %v, want InvalidArgument or Unavailable", err)
 			}
 		}
+		fuzzWeigh(t, svc, req, value)
 		body, err := protojson.Marshal(req)
 		if err != nil { // invalid UTF-8: the JSON carries the raw bytes
 			body = []byte(`{"domain":` + strconv.Quote(domain) + `,"descriptors":[{"entries":[{"key":"` + key + `","value":"` + value + `"}]}]}`)
@@ -102,4 +104,18 @@ func fuzzRequest(domain, key, value string, hits uint64, shape uint8, rpu uint32
 		req.Descriptors = append(req.Descriptors, d)
 	}
 	return req
+}
+
+// fuzzWeigh weighs req from its wire form, which must give the weight of
+// the decoded request when it is within the caps, and weighs raw as a
+// request's wire form; neither may panic.
+func fuzzWeigh(t *testing.T, svc *Service, req *pb.RateLimitRequest, raw string) {
+	svc.Weigh([]byte(raw), &pb.RateLimitRequest{})
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return // invalid UTF-8
+	}
+	if w, err := svc.Weigh(b, &pb.RateLimitRequest{}); err == nil && w != weightOf(req) {
+		t.Fatalf("Weigh from the wire %d, decoded %d", w, weightOf(req))
+	}
 }

@@ -76,6 +76,19 @@ type Options struct {
 	// Clock is the time duration_until_reset is measured from; nil:
 	// time.Now. It should be the clock of the Checker.
 	Clock func() time.Time
+	// Budget bounds the bytes of POST /json requests being read, decoded
+	// and decided, shared with the gRPC server's requests; nil: only
+	// MaxJSONBody bounds each.
+	Budget Budget
+}
+
+// Budget is a bound on the bytes of requests in flight.
+type Budget interface {
+	// Acquire takes n bytes, or all of the budget if that is less,
+	// waiting until they are free or ctx ends; it returns what it took.
+	Acquire(ctx context.Context, n int64) (int64, error)
+	// Release gives back n bytes.
+	Release(n int64)
 }
 
 // HeaderNames are the response headers of Options.Headers; empty names
