@@ -39,13 +39,15 @@ type grpcBounds struct {
 
 // Defaults of grpcBounds. Memory the server can be made to hold is about
 // maxConns × maxStreams × grpcWindow (requests waiting for the budget,
-// buffered by the transport) plus a few times maxInFlight (requests read,
-// decoded and decided): 128 × 64 × 64 KiB + 3 × 64 MiB at the defaults.
+// buffered by the transport) plus maxInFlight (requests read, decoded and
+// decided, each weighed by rls.Service.Weigh), and what the collector
+// lets grow before it runs: 128 × 64 × 64 KiB + 128 MiB at the defaults,
+// where one request of 4 MiB reserves 21 MiB while it is read.
 const (
 	defaultGRPCMaxStreams  = 64
 	defaultGRPCMaxConns    = 128
 	defaultGRPCMaxRecv     = 4 << 20
-	defaultGRPCMaxInFlight = 64 << 20
+	defaultGRPCMaxInFlight = 128 << 20
 	// grpcWindow is the HTTP/2 flow-control window of each stream and
 	// connection, gRPC's smallest. Setting it turns off gRPC's dynamic
 	// window, which grows to 16 MiB per stream: the transport would then
@@ -78,8 +80,9 @@ func (b *grpcBounds) check() error {
 		return fmt.Errorf("--grpc-max-connections %d: want at least 1", b.maxConns)
 	case b.maxRecv < 1:
 		return fmt.Errorf("--grpc-max-recv-bytes %d: want at least 1", b.maxRecv)
-	case b.maxInFlight < b.maxRecv:
-		return fmt.Errorf("--grpc-max-inflight-bytes %d: want at least --grpc-max-recv-bytes (%d)", b.maxInFlight, b.maxRecv)
+	case int64(b.maxInFlight) < rls.MaxWeight(b.maxRecv):
+		return fmt.Errorf("--grpc-max-inflight-bytes %d: want at least %d, what one request of --grpc-max-recv-bytes (%d) may hold while it is decided",
+			b.maxInFlight, rls.MaxWeight(b.maxRecv), b.maxRecv)
 	case b.maxOverride <= 0 || b.maxOverride > bucket.MaxPeriod:
 		return fmt.Errorf("--rls-max-override-period %v: want a positive duration of at most %v", b.maxOverride, bucket.MaxPeriod)
 	}
@@ -156,12 +159,15 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	if err != nil {
 		return nil, fmt.Errorf("--rls-config: %w", err)
 	}
-	svc, err := rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log,
-		MaxOverridePeriod: r.bounds.maxOverride})
+	// The guard weighs requests with the service, and the service's POST
+	// /json shares the guard's budget.
+	var svc *rls.Service
+	guards, err := newGuards(&r.bounds, func(raw []byte, m any) (int64, error) { return svc.Weigh(raw, m) }, node.Registry(), log)
 	if err != nil {
 		return nil, err
 	}
-	guards, err := newGuards(&r.bounds, node.Registry(), log)
+	svc, err = rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log,
+		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls})
 	if err != nil {
 		return nil, err
 	}
@@ -203,8 +209,9 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 // hostile requests fill the service's.
 type guards struct{ rls, health *grpcguard.Guard }
 
-func newGuards(b *grpcBounds, reg prometheus.Registerer, log *slog.Logger) (guards, error) {
-	main, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: int64(b.maxInFlight), Registerer: reg, Logger: log})
+func newGuards(b *grpcBounds, weigh func([]byte, any) (int64, error), reg prometheus.Registerer, log *slog.Logger) (guards, error) {
+	main, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: int64(b.maxInFlight),
+		ReadReserve: rls.MaxWeight(b.maxRecv), Weigh: weigh, Registerer: reg, Logger: log})
 	if err != nil {
 		return guards{}, err
 	}
