@@ -12,7 +12,8 @@ import (
 // are held up to three times: decoded, in routing keys and in metric
 // names. Each descriptor adds its plan, routing key, status and answer;
 // each entry its decoded message and its place in the plan. A request of
-// many tiny entries takes up to 20 times its size on the wire this way,
+// many tiny entries takes up to 20 times its size on the wire this way
+// (4.1 MB of one-letter entries decode to 70 MB live, 85 bytes an entry),
 // which is why the shape is checked before the request is decoded.
 const (
 	bytesWeight      = 3

@@ -41,7 +41,7 @@ const maxAttackRSS = 512 << 20
 // 1,024 descriptors of 3,800-byte values (3.9 MB, answered OK); 1,024
 // descriptors of 64 one-letter entries (330 KB that decode to about 8 MB,
 // answered OK); and 1,024 descriptors of 800 such entries (4.1 MB that
-// would decode to 80 MB, refused from their wire form before decoding).
+// would decode to 70 MB, refused from their wire form before decoding).
 // gRPC health on its own connection answers SERVING within 5 s at every
 // poll, and the node's peak RSS stays under 512 MiB (measured: 182 MiB;
 // before the bounds, the first wave alone took it to 3,546 MiB and health
