@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 	"github.com/ratemesh/ratemesh/rls"
 )
@@ -33,8 +37,9 @@ import (
 // TestGRPCBoundsHoldMemory: the target.
 const maxAttackRSS = 512 << 20
 
-// TestGRPCBoundsHoldMemory runs the built binary with its default gRPC
-// bounds but a cap of 3 connections, and sends three waves of 201
+// TestGRPCBoundsHoldMemory runs the built binary (2 nodes in one
+// process) with its default gRPC bounds but a cap of 3 connections, and
+// sends node 0 three waves of 201
 // concurrent requests over 3 connections of 67 calls: more connections
 // than the cap (one waits in the kernel's queue until another closes) and
 // more calls per connection than the 64 streams allowed. The waves:
@@ -43,9 +48,10 @@ const maxAttackRSS = 512 << 20
 // answered OK); and 1,024 descriptors of 800 such entries (4.1 MB that
 // would decode to 70 MB, refused from their wire form before decoding).
 // gRPC health on its own connection answers SERVING within 5 s at every
-// poll, and the node's peak RSS stays under 512 MiB (measured: 182 MiB;
-// before the bounds, the first wave alone took it to 3,546 MiB and health
-// checks timed out).
+// poll, the peer sees both members alive at every poll, and the process's
+// peak RSS stays under 512 MiB (measured: 209 MiB; before the bounds, the
+// first wave alone took one node to 3,546 MiB and health checks timed
+// out).
 func TestGRPCBoundsHoldMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -59,7 +65,7 @@ func TestGRPCBoundsHoldMemory(t *testing.T) {
 	os.WriteFile(cfg, []byte("domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 1000}\n"), 0o644)
 	addrs := filepath.Join(dir, "addrs.json")
 	var logs testlog.Buffer
-	cmd := exec.Command(bin, "--http-port", "0", "--gossip-port", "0", "--rpc-port", "0", "--grpc-port", "0", "--gossip-profile", "local",
+	cmd := exec.Command(bin, "--nodes", "2", "--http-port", "0", "--gossip-port", "0", "--rpc-port", "0", "--grpc-port", "0", "--gossip-profile", "local",
 		"--demo=false", "--rls-config", cfg, "--addr-file", addrs, "--grpc-max-connections", "3")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	cmd.Stderr = &logs
@@ -67,11 +73,11 @@ func TestGRPCBoundsHoldMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitOrKill(t, cmd)
-	addr := waitAddrFile(t, addrs).Nodes[0].GRPC
-	health := dialGRPC(t, addr)
-	if s := healthOf(health); s != "SERVING" {
-		t.Fatalf("health before: %s", s)
-	}
+	nodes := waitAddrFile(t, addrs).Nodes
+	addr := nodes[0].GRPC
+	w := &watcher{health: dialGRPC(t, addr), peer: "http://" + nodes[1].HTTP + "/v1/cluster/members", http: &http.Client{Timeout: 5 * time.Second}}
+	defer w.http.CloseIdleConnections()
+	testkit.Eventually(t, 15*time.Second, "health SERVING and both members alive", func() bool { return w.problem() == "" })
 	for _, wave := range []struct {
 		name string
 		req  *pb.RateLimitRequest
@@ -85,31 +91,70 @@ func TestGRPCBoundsHoldMemory(t *testing.T) {
 			t.Fatalf("%s: request of %d bytes, more than the 4 MiB allowed", wave.name, n)
 		}
 		results := attack(t, addr, wave.req, 3, 67)
-		polls, notServing := 0, []string{}
-		for done := false; !done; {
-			select {
-			case <-results.done:
-				done = true
-			case <-time.After(100 * time.Millisecond):
-			}
-			polls++
-			if s := healthOf(health); s != "SERVING" {
-				notServing = append(notServing, s)
-			}
-		}
+		polls, problems := w.until(results.done)
 		rss := peakRSS(t, cmd.Process.Pid)
-		t.Logf("%s: 201 requests of %d bytes: %d as wanted, %d health polls, peak RSS so far %.1f MiB",
+		t.Logf("%s: 201 requests of %d bytes: %d as wanted, %d polls of health and members, peak RSS so far %.1f MiB",
 			wave.name, proto.Size(wave.req), results.byCode[wave.want], polls, float64(rss)/(1<<20))
 		if results.byCode[wave.want] != 201 {
 			t.Fatalf("%s: %d of 201 answered %v; answers %v, first other %q", wave.name, results.byCode[wave.want], wave.want, results.byCode, results.other)
 		}
-		if len(notServing) > 0 {
-			t.Fatalf("%s: health during the attack: %d of %d polls not SERVING: %v", wave.name, len(notServing), polls, notServing)
+		if len(problems) > 0 {
+			t.Fatalf("%s: %d of %d polls found health not SERVING or a member not alive: %v", wave.name, len(problems), polls, problems)
 		}
 		if rss > maxAttackRSS {
 			t.Fatalf("%s: peak RSS %d bytes, want under %d", wave.name, rss, maxAttackRSS)
 		}
 	}
+}
+
+// watcher polls the attacked node's gRPC health and its peer's view of
+// the members.
+type watcher struct {
+	health *grpc.ClientConn
+	peer   string // the peer's GET /v1/cluster/members
+	http   *http.Client
+}
+
+// until polls every 100 ms until done is closed, and returns how many
+// polls it made and what was wrong at each that found a problem.
+func (w *watcher) until(done <-chan struct{}) (polls int, problems []string) {
+	for {
+		select {
+		case <-done:
+			return polls, problems
+		case <-time.After(100 * time.Millisecond):
+		}
+		polls++
+		if p := w.problem(); p != "" {
+			problems = append(problems, p)
+		}
+	}
+}
+
+// problem is "" when health is SERVING and the peer sees every member
+// alive, else what is not.
+func (w *watcher) problem() string {
+	if s := healthOf(w.health); s != "SERVING" {
+		return "health " + s
+	}
+	resp, err := w.http.Get(w.peer)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var m httpapi.MembersResponse
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return err.Error()
+	}
+	for _, mem := range m.Members {
+		if mem.State != "alive" {
+			return mem.Name + " " + mem.State
+		}
+	}
+	if len(m.Members) != 2 {
+		return fmt.Sprintf("%d members", len(m.Members))
+	}
+	return ""
 }
 
 // bigRequest is 1,024 descriptors, each of entries entries: the first a
