@@ -41,7 +41,7 @@ const (
 	DefaultNearLimitRatio = 0.8
 	// DefaultMaxOverridePeriod is the longest window a descriptor's own
 	// limit may have, as for a /v1/check limit.
-	DefaultMaxOverridePeriod = 24 * time.Hour
+	DefaultMaxOverridePeriod = bucket.DefaultMaxClientPeriod
 )
 
 // Options tune a Service. The zero value is the reference's defaults:
