@@ -34,7 +34,7 @@ type rlsOptions struct {
 // grpcBounds bound what clients of the gRPC server can hold.
 type grpcBounds struct {
 	maxStreams, maxConns, maxRecv, maxInFlight int
-	maxOverride                                time.Duration
+	readTimeout, maxOverride                   time.Duration
 }
 
 // Defaults of grpcBounds. Memory the server can be made to hold is about
@@ -68,6 +68,7 @@ func (r *rlsOptions) register(e *envFlags) {
 	e.Int(&b.maxConns, "grpc-max-connections", "RATEMESH_GRPC_MAX_CONNECTIONS", defaultGRPCMaxConns, "gRPC connections open at once; more wait in the kernel's queue")
 	e.Int(&b.maxRecv, "grpc-max-recv-bytes", "RATEMESH_GRPC_MAX_RECV_BYTES", defaultGRPCMaxRecv, "largest gRPC request; larger ones are refused with RESOURCE_EXHAUSTED")
 	e.Int(&b.maxInFlight, "grpc-max-inflight-bytes", "RATEMESH_GRPC_MAX_INFLIGHT_BYTES", defaultGRPCMaxInFlight, "bytes of gRPC requests being read, decoded or decided at once (a request being read counts as --grpc-max-recv-bytes until decoded); more wait; at least --grpc-max-recv-bytes")
+	e.Duration(&b.readTimeout, "grpc-read-timeout", "RATEMESH_GRPC_READ_TIMEOUT", grpcguard.DefaultReadTimeout, "time a gRPC request may take to arrive once its share of --grpc-max-inflight-bytes is taken; a slower one fails with DEADLINE_EXCEEDED")
 	e.Duration(&b.maxOverride, "rls-max-override-period", "RATEMESH_RLS_MAX_OVERRIDE_PERIOD", rls.DefaultMaxOverridePeriod, "longest window a descriptor's own limit may choose; longer ones are refused")
 }
 
@@ -83,6 +84,8 @@ func (b *grpcBounds) check() error {
 	case int64(b.maxInFlight) < rls.MaxWeight(b.maxRecv):
 		return fmt.Errorf("--grpc-max-inflight-bytes %d: want at least %d, what one request of --grpc-max-recv-bytes (%d) may hold while it is decided",
 			b.maxInFlight, rls.MaxWeight(b.maxRecv), b.maxRecv)
+	case b.readTimeout <= 0:
+		return fmt.Errorf("--grpc-read-timeout %v: want a positive duration", b.readTimeout)
 	case b.maxOverride <= 0 || b.maxOverride > bucket.MaxPeriod:
 		return fmt.Errorf("--rls-max-override-period %v: want a positive duration of at most %v", b.maxOverride, bucket.MaxPeriod)
 	}
@@ -211,11 +214,11 @@ type guards struct{ rls, health *grpcguard.Guard }
 
 func newGuards(b *grpcBounds, weigh func([]byte, any) (int64, error), reg prometheus.Registerer, log *slog.Logger) (guards, error) {
 	main, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: int64(b.maxInFlight),
-		ReadReserve: rls.MaxWeight(b.maxRecv), Weigh: weigh, Registerer: reg, Logger: log})
+		ReadReserve: rls.MaxWeight(b.maxRecv), ReadTimeout: b.readTimeout, Weigh: weigh, Registerer: reg, Logger: log})
 	if err != nil {
 		return guards{}, err
 	}
-	health, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: 2 * int64(b.maxRecv), Logger: log})
+	health, err := grpcguard.New(grpcguard.Config{MaxRecvMsgSize: b.maxRecv, MaxInFlightBytes: 2 * int64(b.maxRecv), ReadTimeout: b.readTimeout, Logger: log})
 	return guards{main, health}, err
 }
 

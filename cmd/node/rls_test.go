@@ -150,7 +150,7 @@ func TestRLSServerDrain(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "rl.yaml")
 	os.WriteFile(cfg, []byte("domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 2}\n"), 0o644)
 	o := &options{bind: "127.0.0.1", rls: rlsOptions{config: cfg, interval: time.Second, bounds: grpcBounds{
-		maxStreams: defaultGRPCMaxStreams, maxConns: defaultGRPCMaxConns, maxRecv: defaultGRPCMaxRecv, maxInFlight: defaultGRPCMaxInFlight, maxOverride: time.Hour,
+		maxStreams: defaultGRPCMaxStreams, maxConns: defaultGRPCMaxConns, maxRecv: defaultGRPCMaxRecv, maxInFlight: defaultGRPCMaxInFlight, readTimeout: time.Second, maxOverride: time.Hour,
 	}}}
 	s, err := startRLS(node, o, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -36,6 +36,9 @@ type Config struct {
 	// and decoded, before its size is known: at least what Weigh can
 	// return for a message of MaxRecvMsgSize. 0 means MaxRecvMsgSize.
 	ReadReserve int64
+	// ReadTimeout bounds the time a unary request may take to arrive once
+	// its reserve is taken; 0 means DefaultReadTimeout.
+	ReadTimeout time.Duration
 	// Weigh returns what a unary request holds while it is decided, from
 	// its wire form raw, before it is decoded into m, or an error (a
 	// status) refusing it undecoded. Nil: its size, after decoding.
@@ -47,24 +50,31 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultReadTimeout is Config.ReadTimeout's default.
+const DefaultReadTimeout = 10 * time.Second
+
 // ErrConfig is a Config the guard cannot work with.
 var ErrConfig = errors.New("grpcguard: bad config")
 
 // Guard holds a server's panic counter, log and byte budget. Its methods
 // are safe for concurrent use.
 type Guard struct {
-	reserve int64 // taken while a request is read
-	total   int64
-	weigh   func([]byte, any) (int64, error)
-	budget  *budget
-	logs    *logevery.Logger
-	panics  atomic.Int64
+	reserve     int64 // taken while a request is read
+	readTimeout time.Duration
+	total       int64
+	weigh       func([]byte, any) (int64, error)
+	budget      *budget
+	logs        *logevery.Logger
+	panics      atomic.Int64
 }
 
 // New returns a Guard for cfg, its metrics registered.
 func New(cfg Config) (*Guard, error) {
 	if cfg.ReadReserve <= 0 {
 		cfg.ReadReserve = int64(cfg.MaxRecvMsgSize)
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	if cfg.MaxRecvMsgSize <= 0 || cfg.ReadReserve < int64(cfg.MaxRecvMsgSize) || cfg.MaxInFlightBytes < cfg.ReadReserve {
 		return nil, fmt.Errorf("%w: in-flight bytes %d must be at least the read reserve %d, at least the largest message %d",
@@ -74,7 +84,7 @@ func New(cfg Config) (*Guard, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Guard{
-		reserve: cfg.ReadReserve, total: cfg.MaxInFlightBytes, weigh: cfg.Weigh, budget: newBudget(cfg.MaxInFlightBytes),
+		reserve: cfg.ReadReserve, readTimeout: cfg.ReadTimeout, total: cfg.MaxInFlightBytes, weigh: cfg.Weigh, budget: newBudget(cfg.MaxInFlightBytes),
 		logs: logevery.New(cfg.Logger, logevery.DefaultInterval),
 	}
 	if cfg.Registerer != nil {

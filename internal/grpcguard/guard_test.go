@@ -13,7 +13,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/ratemesh/ratemesh/internal/testkit"
@@ -198,4 +201,50 @@ func TestWeighBeforeDecoding(t *testing.T) {
 	if strings.Join(decided, " ") != "light=700" || g.InFlight() != 0 {
 		t.Fatalf("decided %q, %d held after; want light=700 and 0", decided, g.InFlight())
 	}
+}
+
+// stallCodec is gRPC's proto codec, but its Marshal waits for release: a
+// client whose call has sent its headers and not its message.
+type stallCodec struct{ release chan struct{} }
+
+func (c stallCodec) Marshal(v any) (mem.BufferSlice, error) {
+	<-c.release
+	return encoding.GetCodecV2(grpcproto.Name).Marshal(v)
+}
+
+func (stallCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2(grpcproto.Name).Unmarshal(data, v)
+}
+
+func (stallCodec) Name() string { return grpcproto.Name }
+
+// TestSlowRequestGivesUpItsReserve: with a budget of one reserve, a call
+// whose message does not come holds the reserve for ReadTimeout (200 ms)
+// and fails; the call waiting behind it is then answered, and every byte
+// is given back.
+func TestSlowRequestGivesUpItsReserve(t *testing.T) {
+	g, err := New(Config{MaxRecvMsgSize: 1 << 20, MaxInFlightBytes: 1 << 20, ReadTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := serve(t, g, &health{check: func(*healthpb.HealthCheckRequest) {}}, 1<<20)
+	stall := stallCodec{release: make(chan struct{})}
+	slow := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := c.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.ForceCodecV2(stall))
+		slow <- err
+	}()
+	testkit.Eventually(t, 10*time.Second, "the slow call holding the reserve", func() bool { return g.InFlight() == 1<<20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("the call behind the slow one: %v", err)
+	}
+	close(stall.release)
+	if err := <-slow; err == nil {
+		t.Fatal("the slow call succeeded, want it failed")
+	}
+	testkit.Eventually(t, 10*time.Second, "every byte given back", func() bool { return g.InFlight() == 0 })
 }

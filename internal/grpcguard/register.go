@@ -2,6 +2,7 @@ package grpcguard
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -48,19 +49,52 @@ func (g *Guard) unary(method string, h grpc.MethodHandler) grpc.MethodHandler {
 		defer func() { g.budget.release(held) }()
 		budgeted := func(m any) (err error) {
 			defer g.recover(method, &err)
-			if err := g.budget.acquire(ctx, g.reserve); err != nil {
-				return status.FromContextError(err).Err()
-			}
-			held = g.reserve
-			keep, err := g.decode(dec, m)
-			if err != nil {
-				keep = 0
-			}
-			g.budget.release(held - keep)
-			held = keep
+			held, err = g.read(ctx, method, dec, m)
 			return err
 		}
 		return h(srv, ctx, budgeted, ic)
+	}
+}
+
+// decoded is what decode returned.
+type decoded struct {
+	keep int64
+	err  error
+}
+
+// read takes the read reserve, decodes a request into m with dec, gives
+// back all but what the request holds while it is decided, and returns
+// that (0 when it fails). A request not received within ReadTimeout
+// fails: a client that sends one slowly must not hold the reserve for
+// ever. gRPC then ends the stream, which ends the read, and the reserve
+// is given back only then, by the reading goroutine: the bytes read so
+// far are held until that point.
+func (g *Guard) read(ctx context.Context, method string, dec func(any) error, m any) (int64, error) {
+	if err := g.budget.acquire(ctx, g.reserve); err != nil {
+		return 0, status.FromContextError(err).Err()
+	}
+	done := make(chan decoded, 1)
+	go func() {
+		var d decoded
+		defer func() { done <- d }()
+		defer g.recover(method, &d.err)
+		d.keep, d.err = g.decode(dec, m)
+		if d.err != nil {
+			d.keep = 0
+		}
+	}()
+	t := time.NewTimer(g.readTimeout)
+	defer t.Stop()
+	select {
+	case d := <-done:
+		g.budget.release(g.reserve - d.keep)
+		return d.keep, d.err
+	case <-t.C:
+		go func() {
+			<-done
+			g.budget.release(g.reserve)
+		}()
+		return 0, status.Errorf(codes.DeadlineExceeded, "grpcguard: the request was not received within %v", g.readTimeout)
 	}
 }
 
