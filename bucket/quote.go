@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // MaxQuoted bounds how much client input an error message quotes: at most
@@ -22,7 +24,7 @@ const maxQuotedToken = 16
 // at most max bytes both before and after escaping; cut reports whether it
 // is shorter than s.
 func quotePrefix(s string, max int) (q string, cut bool) {
-	k := cutAt(s, max)
+	k := textcut.At(s, max)
 	for {
 		q = strconv.Quote(s[:k])
 		if len(q)-2 <= max || k == 0 {
@@ -51,18 +53,5 @@ func quoteLen(s string, n int) string {
 // clip returns a copy of at most MaxQuoted bytes of s, for an error to keep
 // without pinning the caller's (possibly huge) string.
 func clip(s string) string {
-	return strings.Clone(s[:cutAt(s, MaxQuoted)])
-}
-
-// cutAt returns min(len(s), max), moved back (by less than utf8.UTFMax
-// bytes) so as not to cut a rune in half.
-func cutAt(s string, max int) int {
-	if len(s) <= max {
-		return len(s)
-	}
-	k := max
-	for k > 0 && k > max-utf8.UTFMax+1 && !utf8.RuneStart(s[k]) {
-		k--
-	}
-	return k
+	return strings.Clone(s[:textcut.At(s, MaxQuoted)])
 }

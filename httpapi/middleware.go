@@ -267,3 +267,8 @@ func (m *Middleware) addDynamic(req *http.Request, r *route, s *scratch) ([]buck
 	s.counters, s.metas = cs, ms
 	return cs, ms
 }
+
+// DefaultLogInterval is how often one class of event (a failed check, a
+// bad dynamic limit) may log a line: a client repeating a failing request
+// must not turn into a flood of log.
+const DefaultLogInterval = logevery.DefaultInterval

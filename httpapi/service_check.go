@@ -8,11 +8,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // maxServiceKey bounds the routing key of a /v1/check.
@@ -179,11 +179,7 @@ func clip(s string) string {
 	if len(s) <= bucket.MaxQuoted {
 		return s
 	}
-	k := bucket.MaxQuoted
-	for k > 0 && !utf8.RuneStart(s[k]) {
-		k--
-	}
-	return s[:k] + "…"
+	return textcut.Prefix(s, bucket.MaxQuoted) + "…"
 }
 
 // decodeStrict decodes one JSON value, refusing unknown fields, wrong

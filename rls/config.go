@@ -12,6 +12,7 @@ import (
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // Config is a loaded rate limit configuration: the domains of one or more
@@ -120,7 +121,7 @@ func counterScope(prefix, path string) string {
 	}
 	sum := sha256.Sum256([]byte(path))
 	tag := "#" + hex.EncodeToString(sum[:16])
-	return s[:bucket.MaxScopeLen-len(tag)] + tag
+	return textcut.Prefix(s, bucket.MaxScopeLen-len(tag)) + tag
 }
 
 // newCounter builds the counter of rpu requests per period.

@@ -2,7 +2,6 @@ package rls
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -12,10 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -62,28 +61,10 @@ func serveAll(t *testing.T, nodes []*ratemesh.Node, cfg *Config, o Options) *rls
 // returns a client connection to it; both end with the test.
 func serveOne(t testing.TB, svc *Service) *grpc.ClientConn {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := grpc.NewServer()
 	svc.Register(srv)
 	svc.RegisterHealth(srv)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(lis)
-	}()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-		<-done
-	})
-	return conn
+	return testkit.ServeGRPC(t, srv)
 }
 
 // mustConfig parses one YAML file.

@@ -2,6 +2,7 @@ package rls
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -32,6 +33,12 @@ func (s *Service) ConfigHandler() http.Handler {
 // not decode or validate gets 400; a check that fails, 503.
 func (s *Service) JSONHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held, err := s.take(r.Context(), jsonWeight*MaxJSONBody)
+		if err != nil {
+			http.Error(w, "rls: too many requests in flight: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer func() { s.give(held) }()
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxJSONBody))
 		if err != nil {
 			code := http.StatusBadRequest
@@ -47,6 +54,10 @@ func (s *Service) JSONHandler() http.Handler {
 			http.Error(w, "rls: body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		// Decoded, the request holds what deciding it takes.
+		keep := min(weightOf(&req), held)
+		s.give(held - keep)
+		held = keep
 		resp, err := s.ShouldRateLimit(r.Context(), &req)
 		if err != nil {
 			code := http.StatusServiceUnavailable
@@ -74,4 +85,20 @@ func (s *Service) JSONHandler() http.Handler {
 		compact.WriteByte('\n')
 		w.Write(compact.Bytes())
 	})
+}
+
+// take acquires n bytes of Options.Budget, if any, and returns what it
+// took.
+func (s *Service) take(ctx context.Context, n int64) (int64, error) {
+	if s.opts.Budget == nil {
+		return 0, nil
+	}
+	return s.opts.Budget.Acquire(ctx, n)
+}
+
+// give releases n bytes taken with take.
+func (s *Service) give(n int64) {
+	if s.opts.Budget != nil && n > 0 {
+		s.opts.Budget.Release(n)
+	}
 }

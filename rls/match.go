@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // lookup finds the limit of a descriptor as the reference does: at each
@@ -96,7 +98,7 @@ func routingKey(buf []byte, domainName string, entries []*rlv3.RateLimitDescript
 		return string(b)
 	}
 	sum := sha256.Sum256(b)
-	return string(b[:128]) + "#" + hex.EncodeToString(sum[:])
+	return textcut.Prefix(string(b), 128) + "#" + hex.EncodeToString(sum[:])
 }
 
 func appendField(b []byte, s string) []byte {

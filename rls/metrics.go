@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 	"math"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // Bounds on the metric series of per-request names (detailed_metric,
@@ -65,9 +67,12 @@ func (m *metrics) label(p *plan) string {
 		return p.metric
 	}
 	l := p.metric
-	if len(l) > maxMetricLabel {
+	if len(l) > maxMetricLabel || !utf8.ValidString(l) {
+		// Prometheus panics on a label that is not valid UTF-8: the cut
+		// keeps whole characters and bytes that are no character become
+		// U+FFFD; the hash keeps names that differ apart.
 		sum := sha256.Sum256([]byte(l))
-		l = l[:maxMetricLabel-33] + "#" + hex.EncodeToString(sum[:16])
+		l = textcut.Valid(l, maxMetricLabel-33) + "#" + hex.EncodeToString(sum[:16])
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -72,7 +72,7 @@ func (s *Service) plan(cfg *Config, req *pb.RateLimitRequest) ([]plan, error) {
 		nodes[i], nodesBuf = nodesBuf[:len(d.GetEntries()):len(d.GetEntries())], nodesBuf[len(d.GetEntries()):]
 		var err error
 		if d.GetLimit() != nil && known {
-			plans[i].rule, err = overrideRule(domainName, d, i)
+			plans[i].rule, err = overrideRule(domainName, d, i, s.opts.MaxOverridePeriod)
 		} else {
 			plans[i].rule = cfg.lookup(domainName, d.GetEntries(), nodes[i])
 		}
@@ -99,6 +99,9 @@ func (s *Service) plan(cfg *Config, req *pb.RateLimitRequest) ([]plan, error) {
 		p.hits = hitsOf(req, i)
 		p.cost = costOf(p.hits)
 		p.key = routingKey(make([]byte, 0, 128), domainName, entries, nodes[i])
+		if p.rule.override {
+			p.key = overrideKey(p.rule, p.key)
+		}
 		if s.metrics != nil {
 			if p.rule.override {
 				p.metric = descriptorPath(domainName, entries)
@@ -119,8 +122,10 @@ func planReplaces(r *Rule) []string {
 
 // overrideRule is the limit a descriptor carries itself (Envoy's
 // RateLimitDescriptor.limit), which the reference applies instead of the
-// config's, never in shadow mode.
-func overrideRule(domainName string, d *rlv3.RateLimitDescriptor, i int) (*Rule, error) {
+// config's, never in shadow mode. Its window is at most maxPeriod, as a
+// /v1/check limit is: a request must not make counters that outlive any
+// configured one.
+func overrideRule(domainName string, d *rlv3.RateLimitDescriptor, i int, maxPeriod time.Duration) (*Rule, error) {
 	o := d.GetLimit()
 	u := pb.RateLimitResponse_RateLimit_Unit(o.GetUnit())
 	period, ok := unitPeriod(u)
@@ -134,14 +139,30 @@ func overrideRule(domainName string, d *rlv3.RateLimitDescriptor, i int) (*Rule,
 	switch {
 	case mult == 0:
 		return nil, invalid(fmt.Sprintf("descriptors[%d].limit.unit_multiplier", i), "0; at least 1")
-	case time.Duration(mult) > bucket.MaxPeriod/period:
-		return nil, invalid(fmt.Sprintf("descriptors[%d].limit.unit_multiplier", i), "%d %v is longer than 10 years", mult, u)
+	case time.Duration(mult) > maxPeriod/period:
+		return nil, invalid(fmt.Sprintf("descriptors[%d].limit", i), "a window of %d × %v is longer than %v, the longest a request may choose", mult, u, maxPeriod)
 	}
 	rpu := o.GetRequestsPerUnit()
 	return &Rule{
 		Path: domainName + ".(override)", Unit: u, RequestsPerUnit: rpu, override: true,
 		counters: []bucket.Counter{newCounter("rls-override", rpu, time.Duration(mult)*period)},
 	}, nil
+}
+
+// OverrideKeyPrefix starts the routing key of every counter a descriptor's
+// own limit makes, followed by the limit and the descriptor's routing
+// key: each limit a request chooses has a key of its own, apart from the
+// configured rule's, so requests choosing many limits for a victim's
+// descriptor cannot fill that descriptor's counter table (at most
+// bucket.MaxCountersPerKey live counters) and make its configured rule
+// fail. GET /v1/cluster/owner?key=... with the whole key names the owner.
+const OverrideKeyPrefix = "rls-override|"
+
+// overrideKey is the routing key of an override's counter for the
+// descriptor whose routing key is key.
+func overrideKey(r *Rule, key string) string {
+	l := r.counters[0].Limit
+	return OverrideKeyPrefix + strconv.FormatInt(l.Amount, 10) + "/" + l.Period.String() + "|" + key
 }
 
 // descriptorPath names a descriptor by its request entries, as the

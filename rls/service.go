@@ -3,6 +3,7 @@ package rls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -18,6 +19,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/logevery"
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // Checker decides checks; *ratemesh.Node is one.
@@ -35,6 +39,9 @@ const (
 	DefaultMaxEntries     = 64
 	DefaultParallel       = 32
 	DefaultNearLimitRatio = 0.8
+	// DefaultMaxOverridePeriod is the longest window a descriptor's own
+	// limit may have, as for a /v1/check limit.
+	DefaultMaxOverridePeriod = bucket.DefaultMaxClientPeriod
 )
 
 // Options tune a Service. The zero value is the reference's defaults:
@@ -57,6 +64,11 @@ type Options struct {
 	// Parallel bounds the descriptors of one request checked at once; 0
 	// means DefaultParallel.
 	Parallel int
+	// MaxOverridePeriod bounds the window of a limit a descriptor carries
+	// (unit × unit_multiplier); a longer one is refused with
+	// InvalidArgument. 0 means DefaultMaxOverridePeriod; at most
+	// bucket.MaxPeriod.
+	MaxOverridePeriod time.Duration
 	// Registerer receives the service's metrics; nil: no metrics.
 	Registerer prometheus.Registerer
 	// Logger receives reloads and failures; nil: discarded.
@@ -64,6 +76,19 @@ type Options struct {
 	// Clock is the time duration_until_reset is measured from; nil:
 	// time.Now. It should be the clock of the Checker.
 	Clock func() time.Time
+	// Budget bounds the bytes of POST /json requests being read, decoded
+	// and decided, shared with the gRPC server's requests; nil: only
+	// MaxJSONBody bounds each.
+	Budget Budget
+}
+
+// Budget is a bound on the bytes of requests in flight.
+type Budget interface {
+	// Acquire takes n bytes, or all of the budget if that is less,
+	// waiting until they are free or ctx ends; it returns what it took.
+	Acquire(ctx context.Context, n int64) (int64, error)
+	// Release gives back n bytes.
+	Release(n int64)
 }
 
 // HeaderNames are the response headers of Options.Headers; empty names
@@ -90,7 +115,8 @@ type Service struct {
 	opts    Options
 	cfg     atomic.Pointer[Config]
 	health  *health.Server
-	metrics *metrics // nil without Options.Registerer
+	metrics *metrics         // nil without Options.Registerer
+	logs    *logevery.Logger // failed checks: a client repeating one must not flood the log
 }
 
 // New builds a service deciding with node under cfg. Its metrics are
@@ -105,13 +131,17 @@ func New(node Checker, cfg *Config, o Options) (*Service, error) {
 	o.MaxDescriptors = orDefault(o.MaxDescriptors, DefaultMaxDescriptors)
 	o.MaxEntries = orDefault(o.MaxEntries, DefaultMaxEntries)
 	o.Parallel = orDefault(o.Parallel, DefaultParallel)
+	if o.MaxOverridePeriod <= 0 {
+		o.MaxOverridePeriod = DefaultMaxOverridePeriod
+	}
+	o.MaxOverridePeriod = min(o.MaxOverridePeriod, bucket.MaxPeriod)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	s := &Service{node: node, opts: o, health: health.NewServer()}
+	s := &Service{node: node, opts: o, health: health.NewServer(), logs: logevery.New(o.Logger, logevery.DefaultInterval)}
 	if o.Registerer != nil {
 		m, err := newMetrics(o.Registerer)
 		if err != nil {
@@ -181,7 +211,7 @@ func (s *Service) ShouldRateLimit(ctx context.Context, req *pb.RateLimitRequest)
 	if err := s.checkAll(ctx, plans); err != nil {
 		s.metrics.request("error")
 		if ctx.Err() == nil {
-			s.opts.Logger.Warn("rls: check failed", "domain", req.GetDomain(), "err", err)
+			s.logs.Warn(time.Now(), "check-failed", "rls: check failed", "domain", textcut.Valid(req.GetDomain(), bucket.MaxQuoted), "err", err)
 		}
 		return nil, checkError(ctx, err)
 	}
@@ -199,7 +229,11 @@ func checkError(ctx context.Context, err error) error {
 }
 
 // checkAll makes the checks of plans, at most Options.Parallel at once.
-// The first failure cancels the others.
+// The first failure cancels the others; its error names the descriptor
+// (a full counter table refuses new counters only, so the client learns
+// which of its descriptors was new). A panic in a check is raised again
+// in the caller's goroutine, where the server's recovery answers it: in
+// a goroutine of its own it would end the process.
 func (s *Service) checkAll(ctx context.Context, plans []plan) error {
 	var todo []int
 	for i := range plans {
@@ -209,16 +243,23 @@ func (s *Service) checkAll(ctx context.Context, plans []plan) error {
 	}
 	if len(todo) == 1 {
 		s.check(ctx, &plans[todo[0]])
-		return plans[todo[0]].err
+		return descError(todo[0], plans[todo[0]].err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var panicked atomic.Pointer[any]
 	for w := min(s.opts.Parallel, len(todo)); w > 0; w-- {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					panicked.CompareAndSwap(nil, &r)
+					cancel()
+				}
+			}()
 			for j := next.Add(1) - 1; j < int64(len(todo)); j = next.Add(1) - 1 {
 				p := &plans[todo[j]]
 				if s.check(ctx, p); p.err != nil {
@@ -228,12 +269,23 @@ func (s *Service) checkAll(ctx context.Context, plans []plan) error {
 		}()
 	}
 	wg.Wait()
+	if r := panicked.Load(); r != nil {
+		panic(*r)
+	}
 	for _, i := range todo {
 		if err := plans[i].err; err != nil && !errors.Is(err, context.Canceled) {
-			return err
+			return descError(i, err)
 		}
 	}
 	return ctx.Err()
+}
+
+// descError names descriptor i in err; nil stays nil.
+func descError(i int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("descriptors[%d]: %w", i, err)
 }
 
 func (s *Service) check(ctx context.Context, p *plan) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 // ConfigError is a configuration the loader refuses: the file, the line
@@ -271,7 +273,7 @@ func shown(n *yaml.Node) string {
 	}
 	s := n.Value
 	if len(s) > 64 {
-		s = s[:64] + "…"
+		s = textcut.Prefix(s, 64) + "…"
 	}
 	return fmt.Sprintf("%q", s)
 }

@@ -22,10 +22,7 @@ func TestBinaryReloadAndHealthcheck(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "ratemesh-node")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildNode(t, dir)
 	policy := writePolicy(t, productsPolicy("1 per minute"))
 	addrs := filepath.Join(dir, "addrs.json")
 	var logs testlog.Buffer
@@ -36,20 +33,8 @@ func TestBinaryReloadAndHealthcheck(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	waited := false
-	t.Cleanup(func() {
-		if !waited {
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	testkit.Eventually(t, 15*time.Second, "the address file", func() bool {
-		_, err := os.Stat(addrs)
-		return err == nil
-	})
-	n := readAddrFile(t, addrs).Nodes[0]
+	exited, waited := waitOrKill(t, cmd)
+	n := waitAddrFile(t, addrs).Nodes[0]
 	c := &http.Client{Timeout: 5 * time.Second}
 	defer c.CloseIdleConnections()
 	if got := admitted(t, c, n.HTTP, 2); got != 1 {
@@ -71,11 +56,46 @@ func TestBinaryReloadAndHealthcheck(t *testing.T) {
 	}
 	select {
 	case err := <-exited:
-		waited = true
+		*waited = true
 		if err != nil || !strings.Contains(logs.String(), `msg="left the cluster"`) {
 			t.Fatalf("after SIGTERM: %v\n%s", err, logs.String())
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatalf("no exit 15 s after SIGTERM:\n%s", logs.String())
 	}
+}
+
+// buildNode builds the node's binary into dir.
+func buildNode(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "ratemesh-node")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// waitOrKill waits for the started cmd in the background; the process is
+// killed when the test ends unless *waited was set by a reader of exited.
+func waitOrKill(t *testing.T, cmd *exec.Cmd) (exited <-chan error, waited *bool) {
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	waited = new(bool)
+	t.Cleanup(func() {
+		if !*waited {
+			cmd.Process.Kill()
+			<-ch
+		}
+	})
+	return ch, waited
+}
+
+// waitAddrFile waits for the address file at path and reads it.
+func waitAddrFile(t *testing.T, path string) addrDoc {
+	t.Helper()
+	testkit.Eventually(t, 15*time.Second, "the address file", func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	})
+	return readAddrFile(t, path)
 }

@@ -17,12 +17,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
-	"github.com/ratemesh/ratemesh/rls"
 )
 
 // TestRLSFlags: the rate limit service's flags, their environment
@@ -151,25 +149,15 @@ func TestRLSServerDrain(t *testing.T) {
 	node := clustertest.StartNode(t, "drain", nil)
 	cfg := filepath.Join(t.TempDir(), "rl.yaml")
 	os.WriteFile(cfg, []byte("domain: edge\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 2}\n"), 0o644)
-	o := &options{bind: "127.0.0.1", rls: rlsOptions{config: cfg, interval: time.Second}}
+	o := &options{bind: "127.0.0.1", rls: rlsOptions{config: cfg, interval: time.Second, bounds: grpcBounds{
+		maxStreams: defaultGRPCMaxStreams, maxConns: defaultGRPCMaxConns, maxRecv: defaultGRPCMaxRecv, maxInFlight: defaultGRPCMaxInFlight, readTimeout: time.Second, maxOverride: time.Hour,
+	}}}
 	s, err := startRLS(node, o, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	health := func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: rls.ServiceName})
-		if err != nil {
-			return err.Error()
-		}
-		return r.Status.String()
-	}
+	conn := dialGRPC(t, s.Addr())
+	health := func() string { return healthOf(conn) }
 	if h := health(); h != "SERVING" {
 		t.Fatalf("health %s, want SERVING", h)
 	}

@@ -53,6 +53,11 @@ func (l *Logger) Warn(now time.Time, class, msg string, args ...any) {
 	l.Log(now, slog.LevelWarn, class, msg, args...)
 }
 
+// Error is Warn at ERROR.
+func (l *Logger) Error(now time.Time, class, msg string, args ...any) {
+	l.Log(now, slog.LevelError, class, msg, args...)
+}
+
 // Log logs msg at level under class unless a line of the class was logged
 // less than an interval before now.
 func (l *Logger) Log(now time.Time, level slog.Level, class, msg string, args ...any) {

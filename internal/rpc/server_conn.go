@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
 const (
@@ -333,7 +335,7 @@ func (sc *serverConn) reply(id uint64, herr error, payload []byte) int {
 	if herr != nil {
 		msg := herr.Error()
 		if len(msg) > maxErrorMsg {
-			msg = msg[:maxErrorMsg]
+			msg = textcut.Prefix(msg, maxErrorMsg)
 		}
 		b[at+preSize-1] = statusError
 		b = append(b, msg...)
