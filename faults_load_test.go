@@ -128,7 +128,7 @@ type lbLoad struct {
 
 // lbWorkers bounds the checks in flight: a paused node holds those sent
 // to it until it runs again, and the pace drops meanwhile.
-const lbWorkers = 48
+const lbWorkers = 256
 
 func startLBLoad(c *procCluster, keys []*faultKey, pool []*nodeProc, rate int) *lbLoad {
 	l := &lbLoad{c: c, keys: keys, rate: rate, pool: slices.Clone(pool), want: keys, stop: make(chan struct{}),
