@@ -103,6 +103,20 @@ func faultKeys(rng *rand.Rand, runID string, n int, demandPerKey float64) []*fau
 type eventTally struct {
 	checks, errs, resent, fallbacks int64
 	bodies                          map[string]int // error text → count
+	took                            []time.Duration
+}
+
+// latencies is the median, 99th percentile and longest of the checks'
+// times to answer (resends included).
+func (tl *eventTally) latencies() string {
+	if len(tl.took) == 0 {
+		return "no answers"
+	}
+	slices.Sort(tl.took)
+	q := func(f float64) time.Duration {
+		return tl.took[int(f*float64(len(tl.took)-1))].Round(100 * time.Microsecond)
+	}
+	return fmt.Sprintf("answered in %v / %v / %v (p50 / p99 / max)", q(0.5), q(0.99), q(1))
 }
 
 // lbLoad checks keys at a bounded pace through a pool of nodes, as a load
@@ -213,6 +227,7 @@ func (l *lbLoad) check(k *faultKey) {
 	pool := l.pool
 	l.mu.Unlock()
 	start := int(l.rr.Add(1))
+	began := time.Now()
 	var (
 		r         httpReply
 		err       error
@@ -248,6 +263,7 @@ func (l *lbLoad) check(k *faultKey) {
 	tl := l.tally[ev]
 	tl.checks++
 	tl.resent += resent
+	tl.took = append(tl.took, done.Sub(began))
 	if err != nil {
 		tl.errs++
 		k.errs++

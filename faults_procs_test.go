@@ -403,8 +403,8 @@ func (r *faultRun) report(keys []*faultKey) {
 		} else {
 			errsByKind["none"] += tl.errs
 		}
-		t.Logf("%s: %d checks, %d errors, %d resent after a closed connection, %d fallbacks %s",
-			label, tl.checks, tl.errs, tl.resent, tl.fallbacks, bodyList(tl.bodies))
+		t.Logf("%s: %d checks, %d errors, %d resent after a closed connection, %d fallbacks, %s %s",
+			label, tl.checks, tl.errs, tl.resent, tl.fallbacks, tl.latencies(), bodyList(tl.bodies))
 	}
 	kinds := ""
 	for k := range faultKindNames {
