@@ -412,8 +412,8 @@ func (r *faultRun) report(keys []*faultKey) {
 			kinds += fmt.Sprintf("; keys whose owner or next had a %s: %v", faultKind(k), s)
 		}
 	}
-	t.Logf("SUMMARY %s seed %d: %d keys: %v%s; %d checks, %d errors %v, %d resent, %d fallbacks, %d ticks dropped; %d events",
-		r.sc.name, r.seed, len(keys), all, kinds, checks, errs, errsByKind, resent, fallbacks, r.load.dropped, len(r.events))
+	t.Logf("SUMMARY %s seed %d: %d keys: %v, beyond the bound %d%s; %d checks, %d errors %v, %d resent, %d fallbacks, %d ticks dropped; %d events",
+		r.sc.name, r.seed, len(keys), all, len(bad), kinds, checks, errs, errsByKind, resent, fallbacks, r.load.dropped, len(r.events))
 	for _, b := range bad {
 		t.Errorf("key %s", b)
 	}
