@@ -119,12 +119,16 @@ func TestFaultSchedule(t *testing.T) {
 	} else {
 		t.Logf("random seed %d (replay: RATEMESH_FAULTS_SEED=%d)", seeds[1], seeds[1])
 	}
+	replay := "RATEMESH_FAULTS_SEED=%d go test -run 'TestFaultSchedule/%s$' ."
+	if v := os.Getenv("RATEMESH_FAULTS"); v != "" {
+		replay = "RATEMESH_FAULTS=" + v + " " + replay
+	}
 	bin := buildNodeBinary(t)
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			for _, seed := range seeds {
 				t.Run(fmt.Sprintf("seed-%d", seed), func(t *testing.T) {
-					t.Logf("replay: RATEMESH_FAULTS_SEED=%d go test -run 'TestFaultSchedule/%s$' .", seed, sc.name)
+					t.Logf("replay: "+replay, seed, sc.name)
 					runFaultSchedule(t, bin, sc, seed, length)
 				})
 			}
