@@ -1,8 +1,7 @@
 //go:build linux
 
-// The fault schedule's load and its checker: a client that spreads checks
-// of many keys over the nodes as a load balancer does, and a ledger per key
-// that compares what the cluster admitted with the limit.
+// The fault schedule's load: a client that spreads checks of many keys
+// over the nodes as a load balancer does, counting what each event saw.
 
 package ratemesh_test
 
@@ -11,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -20,83 +17,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
-	"github.com/ratemesh/ratemesh/ring"
 )
-
-// faultStrategies are the /v1/check algorithms the keys are spread over.
-var faultStrategies = []string{"fixed-window", "sliding-window-counter", "moving-window", "token-bucket"}
-
-// faultKey is one key of the schedule and what the load saw of it.
-type faultKey struct {
-	name, strategy string
-	limit          int64 // per day
-	body           string
-
-	// Under the ledger's lock.
-	demand, admitted     int64 // answered checks, and the allowed ones
-	fallbacks, errs      int64
-	firstSent, firstDone time.Time // the first admitted check's
-	lastSent, lastDone   time.Time // the last answered check's
-	deciders             map[string]int64
-}
-
-// expected is the range of admissions the algorithm allows for the key's
-// demand.
-func (k *faultKey) expected() (lo, hi int64) {
-	lo, hi = k.allowance()
-	return min(lo, k.demand), min(hi, k.demand)
-}
-
-// allowance is what the algorithm admits over the run to an unbounded
-// demand; lo == hi but for a token bucket, whose refill over the run the
-// client can only bound by its own send and answer times.
-func (k *faultKey) allowance() (lo, hi int64) {
-	lo, hi = k.limit, k.limit
-	if k.strategy == "token-bucket" && !k.firstSent.IsZero() {
-		// GCRA: the burst, and one more hit per day/limit since the first.
-		perDay := func(d time.Duration) int64 { return int64(math.Floor(float64(k.limit) * max(d, 0).Hours() / 24)) }
-		lo += perDay(k.lastSent.Sub(k.firstDone))
-		hi += perDay(k.lastDone.Sub(k.firstSent))
-	}
-	return lo, hi
-}
-
-// deviation is admitted less the nearest admission the algorithm allows:
-// 0 when exact, > 0 over, < 0 under.
-func (k *faultKey) deviation() int64 {
-	lo, hi := k.expected()
-	switch {
-	case k.admitted > hi:
-		return k.admitted - hi
-	case k.admitted < lo:
-		return k.admitted - lo
-	}
-	return 0
-}
-
-// faultKeys makes n keys over the four strategies, each with a per-day
-// limit between 30 % and 90 % of the demand the load will make of it, so
-// that keys run out at times spread over the run.
-func faultKeys(rng *rand.Rand, runID string, n int, demandPerKey float64) []*faultKey {
-	keys := make([]*faultKey, n)
-	for i := range keys {
-		k := &faultKey{
-			name:     fmt.Sprintf("faults-%s-%d", runID, i),
-			strategy: faultStrategies[i%len(faultStrategies)],
-			limit:    max(3, int64(demandPerKey*(0.3+0.6*rng.Float64()))),
-			deciders: map[string]int64{},
-		}
-		b, _ := json.Marshal(httpapi.CheckRequest{Key: k.name, Limits: fmt.Sprintf("%d per day", k.limit), Strategy: k.strategy})
-		k.body = string(b)
-		keys[i] = k
-	}
-	return keys
-}
 
 // eventTally is what the load saw while one event ran (event 0: before
 // the first).
@@ -300,71 +224,4 @@ func closedUnanswered(err error) bool {
 	}
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		strings.Contains(err.Error(), "server closed idle connection")
-}
-
-// ownersAt is a key's owner and successor on the ring of members.
-func ownersAt(members []string, key string) (owner, successor string) {
-	ms := make([]ring.Member, len(members))
-	for i, m := range members {
-		ms[i] = ring.Member{Name: m}
-	}
-	s := ring.New(ms, ring.Config{}).Successors(httpapi.CheckKeyPrefix+key, 2)
-	if len(s) > 0 {
-		owner = s[0].Name
-	}
-	if len(s) > 1 {
-		successor = s[1].Name
-	}
-	return owner, successor
-}
-
-// verifyOwners fails the test unless the ring the checker computes places
-// every key where the cluster does: the checker's owner history is the
-// cluster's.
-func verifyOwners(t *testing.T, c *procCluster, p *nodeProc, members []string, keys []*faultKey) {
-	t.Helper()
-	for _, k := range keys {
-		want, _ := ownersAt(members, k.name)
-		got, err := c.owner(p, httpapi.CheckKeyPrefix+k.name)
-		if err != nil || got != want {
-			t.Fatalf("%s places %s on %q (%v); the checker's ring of %v on %s", p.name, k.name, got, err, members, want)
-		}
-	}
-}
-
-// deviationStats sums up the deviations of keys.
-type deviationStats struct {
-	exact, over, under int
-	maxOver, maxUnder  int64
-}
-
-func (s *deviationStats) add(d int64) {
-	switch {
-	case d > 0:
-		s.over++
-		s.maxOver = max(s.maxOver, d)
-	case d < 0:
-		s.under++
-		s.maxUnder = min(s.maxUnder, d)
-	default:
-		s.exact++
-	}
-}
-
-func (s deviationStats) String() string {
-	return fmt.Sprintf("exact %d, over %d (max +%d), under %d (max %d)", s.exact, s.over, s.maxOver, s.under, s.maxUnder)
-}
-
-// deciderList is a key's admissions by deciding node, sorted by name.
-func deciderList(m map[string]int64) string {
-	names := make([]string, 0, len(m))
-	for n := range m {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	var b strings.Builder
-	for _, n := range names {
-		fmt.Fprintf(&b, " %s:%d", n, m[n])
-	}
-	return strings.TrimSpace(b.String())
 }
