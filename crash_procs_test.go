@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // The owner of a key at 1000 per minute is SIGKILLed mid-window, ~600
@@ -40,14 +42,7 @@ func TestOwnerCrashMidWindow(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, p := range asking {
 		wg.Go(func() {
-			pace := time.NewTicker(20 * time.Millisecond) // 50 a second from each
-			defer pace.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-pace.C:
-				}
+			testkit.Paced(stop, 20*time.Millisecond, func() bool { // 50 a second from each
 				start := time.Now()
 				r, err := c.do(p, http.MethodPost, "/v1/check", strings.NewReader(body), "Content-Type", "application/json")
 				took := time.Since(start)
@@ -58,12 +53,13 @@ func TestOwnerCrashMidWindow(t *testing.T) {
 				if err != nil || r.status != http.StatusOK || json.Unmarshal(r.body, &a) != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v %d %s", p.name, err, r.status, r.body))
-					continue
+					return true
 				}
 				if a.Allowed {
 					allowed.Add(1)
 				}
-			}
+				return true
+			})
 		})
 	}
 	waitUntil(t, 30*time.Second, "600 admitted", func() bool { return allowed.Load() >= 600 })

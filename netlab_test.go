@@ -3,6 +3,7 @@
 package ratemesh_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,11 +29,21 @@ type netLab struct {
 // not (not root, no "ip", no namespaces).
 func newNetLab(t *testing.T, n int) *netLab {
 	t.Helper()
+	l, err := tryNetLab(t, n)
+	if err != nil {
+		t.Skip(err)
+	}
+	return l
+}
+
+// tryNetLab builds n namespaces, or says why this process may not.
+func tryNetLab(t *testing.T, n int) (*netLab, error) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
+		return nil, errors.New("network namespaces need root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("no ip command")
+		return nil, errors.New("no ip command")
 	}
 	l := &netLab{t: t, id: randomHex(2)}
 	l.bridge = "rmbr" + l.id
@@ -40,7 +51,7 @@ func newNetLab(t *testing.T, n int) *netLab {
 	subnet := fmt.Sprintf("10.%d.%d", 100+r>>8%100, r&0xff)
 	t.Cleanup(l.remove)
 	if err := l.run("ip", "link", "add", l.bridge, "type", "bridge"); err != nil {
-		t.Skipf("cannot make a bridge here: %v", err)
+		return nil, fmt.Errorf("cannot make a bridge here: %v", err)
 	}
 	l.must("ip", "addr", "add", subnet+".254/24", "dev", l.bridge)
 	l.must("ip", "link", "set", l.bridge, "up")
@@ -57,7 +68,7 @@ func newNetLab(t *testing.T, n int) *netLab {
 		l.must("ip", "-n", ns, "link", "set", peer, "up")
 		l.must("ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	return l
+	return l, nil
 }
 
 func (l *netLab) run(args ...string) error {

@@ -51,28 +51,21 @@ func StartLoad(t testing.TB, clients []CheckFunc) *Load {
 
 func (l *Load) client(check CheckFunc) {
 	defer l.wg.Done()
-	pace := time.NewTicker(500 * time.Microsecond)
-	defer pace.Stop()
-	for {
-		select {
-		case <-l.stop:
-			return
-		case <-pace.C:
-		}
+	Paced(l.stop, 500*time.Microsecond, func() bool {
 		start := time.Now()
 		out, err := check(context.Background())
 		if gap := int64(time.Since(start)); gap > l.maxGap.Load() {
 			l.maxGap.Store(gap)
 		}
 		if err == ErrGone {
-			return
+			return false
 		}
 		l.Checks.Add(1)
 		if err != nil {
 			if l.Errs.Add(1) == 1 {
 				l.firstErr.Store(err)
 			}
-			continue
+			return true
 		}
 		if out.Fallback {
 			l.Fallbacks.Add(1)
@@ -82,6 +75,25 @@ func (l *Load) client(check CheckFunc) {
 			l.mu.Lock()
 			l.byDecider[out.Node]++
 			l.mu.Unlock()
+		}
+		return true
+	})
+}
+
+// Paced calls tick once every interval until stop is closed or tick
+// returns false. A tick that takes longer than interval delays the next;
+// the ticks missed meanwhile are dropped, so the pace never bursts.
+func Paced(stop <-chan struct{}, interval time.Duration, tick func() bool) {
+	pace := time.NewTicker(interval)
+	defer pace.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-pace.C:
+		}
+		if !tick() {
+			return
 		}
 	}
 }
