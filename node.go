@@ -152,6 +152,9 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.started.Swap(true) {
 		return errors.New("ratemesh: node already started")
 	}
+	if len(n.cfg.Seeds) > 0 {
+		n.cl.ExpectJoin()
+	}
 	if n.cfg.DataDir != "" {
 		n.loadCounters()
 	}

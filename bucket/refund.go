@@ -5,9 +5,11 @@ import "time"
 // Refund gives back units of fixed-window counters that were consumed
 // ahead of use and not used (a lease's unused slice): for each counter
 // state of each entry, Count units come off the key's counter of that
-// identity if its window is still the one that started at Start. A window
-// that has ended since, a counter that is gone, or another strategy takes
-// nothing back: the units expired with their window. Counts never go
+// identity if its window is still the one that was current at Start (it
+// started at Start, or earlier within a period: a window merged from two
+// nodes keeps the earlier start). A window that has ended since, a counter
+// that is gone, or another strategy takes nothing back: the units expired
+// with their window. Counts never go
 // below zero.
 func (s *Store) Refund(now time.Time, entries []Entry) {
 	t := now.UnixNano()
@@ -35,7 +37,11 @@ func refundOne(e *entry, cs *CounterState, t int64) {
 	}
 	st := &e.at(j).st
 	st.normalize(&cs.Counter, t)
-	if st.n > 0 && st.t == cs.Start {
+	// The slice's window is this one if it started within it: counts of
+	// one window merged from two nodes keep the earlier start (see
+	// state.merge), and a slice taken on either still belongs to it. A
+	// window that ended started a period or more before this one.
+	if st.n > 0 && cs.Start >= st.t && cs.Start-st.t < int64(cs.Counter.Limit.Period) {
 		st.n = max(0, st.n-cs.Count)
 	}
 }

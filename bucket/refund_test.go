@@ -39,3 +39,25 @@ func TestRefund(t *testing.T) {
 		t.Fatalf("a token bucket took a refund: remaining %d, want 6", st[0].Remaining)
 	}
 }
+
+// A window merged from two nodes keeps the earlier start; a slice taken on
+// the node whose window started later is still of that window and comes
+// back. One that started a period or more before it does not.
+func TestRefundIntoMergedWindow(t *testing.T) {
+	t0 := time.Unix(5_000, 0)
+	fixed := []Counter{{Scope: "r", Limit: Limit{Amount: 100, Period: time.Minute}}}
+	a, b := NewStore(StoreConfig{}), NewStore(StoreConfig{})
+	a.Check(t0, "k", fixed, 10, nil)
+	st, _, _ := b.Check(t0.Add(20*time.Second), "k", fixed, 30, nil) // a slice of 30, on b's later window
+	later := st[0].Reset.Add(-time.Minute).UnixNano()
+	e, _ := b.Take(t0.Add(21*time.Second), "k")
+	a.Merge(t0.Add(21*time.Second), []Entry{e})
+	a.Refund(t0.Add(22*time.Second), []Entry{{Key: "k", Counters: []CounterState{{Counter: fixed[0], Start: later, Count: 30}}}})
+	if st, _, _ := a.Check(t0.Add(22*time.Second), "k", fixed, 0, nil); st[0].Remaining != 90 {
+		t.Fatalf("after merging and refunding the slice: remaining %d, want 90", st[0].Remaining)
+	}
+	a.Refund(t0.Add(22*time.Second), []Entry{{Key: "k", Counters: []CounterState{{Counter: fixed[0], Start: t0.Add(-time.Minute).UnixNano(), Count: 5}}}})
+	if st, _, _ := a.Check(t0.Add(22*time.Second), "k", fixed, 0, nil); st[0].Remaining != 90 {
+		t.Fatalf("a refund of the window before: remaining %d, want 90", st[0].Remaining)
+	}
+}

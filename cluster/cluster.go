@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/logevery"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
 
@@ -45,10 +46,13 @@ type Cluster struct {
 	leaving   atomic.Bool
 	stopped   atomic.Bool                   // the leave is done: checks are refused
 	joinGate  atomic.Pointer[chan struct{}] // open while Join merges state
-	moved     moves                         // keys given away recently, and to whom
-	denied    denyCache                     // checks owners denied, until they may pass
-	served    atomic.Int64                  // checks received from peers, for quiesce
-	changing  atomic.Int64                  // changes admitted by enter and not yet done
+	// unjoined is set by ExpectJoin until Join succeeds: the node answers
+	// no peer's request before it knows the cluster (rpc.ErrNotServing).
+	unjoined  atomic.Bool
+	moved     moves        // keys given away recently, and to whom
+	denied    denyCache    // checks owners denied, until they may pass
+	served    atomic.Int64 // checks received from peers, for quiesce
+	changing  atomic.Int64 // changes admitted by enter and not yet done
 	pullMu    sync.Mutex
 	pulling   map[string]*pulled // keys being pulled, by waiters
 	handoff   chan struct{}      // capacity 1: wakes the handoff loop
@@ -153,6 +157,17 @@ func rpcSecret(secret []byte) []byte {
 	return rpcKey(secret)
 }
 
+// ExpectJoin makes the node refuse its peers' requests (checks, pulls,
+// handoffs, pings) until Join succeeds, unapplied and marked so that the
+// peers send them elsewhere: a node restarted under its old name, and
+// still in its peers' rings, would otherwise decide its keys alone from
+// what it had (nothing, or its data file) before it could pull them from
+// where they went while it was away. Call it before Start.
+func (c *Cluster) ExpectJoin() { c.unjoined.Store(true) }
+
+// errNotJoined refuses peers' requests before the node has joined.
+var errNotJoined = fmt.Errorf("%w: not joined yet", rpc.ErrNotServing)
+
 // Name is this node's unique name in the cluster.
 func (c *Cluster) Name() string { return c.name }
 
@@ -179,6 +194,7 @@ func (c *Cluster) Join(ctx context.Context, seeds ...string) error {
 		return err
 	}
 	c.rebuild()
+	c.unjoined.Store(false)
 	c.joined(c.now(), c.view.Load().full.Len() <= 1)
 	return nil
 }

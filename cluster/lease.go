@@ -291,7 +291,7 @@ func (l *leaser) giveBack(ctx context.Context, refunds map[ring.Member][]bucket.
 		var unsent []bucket.Entry
 		for owner, es := range refunds {
 			if owner.Name == l.c.name {
-				l.c.refundHere(ctx, l.c.name, es)
+				l.c.refundHere(ctx, l.c.name, 0, es)
 				continue
 			}
 			err := l.c.peers.get(owner.Name, owner.Addr).Merge(ctx, &rpc.MergeRequest{From: l.c.name, Refund: true, Entries: es})
@@ -356,13 +356,14 @@ func fixedWindowsOnly(cs []bucket.Counter) bool {
 // from names the node that gave the refund back: it goes on in its name,
 // so that a node that does not know this one yet (a joiner whose pull it
 // refused) still takes it.
-func (c *Cluster) refundHere(ctx context.Context, from string, entries []bucket.Entry) {
+// hops is how often the refund was passed on by leaving nodes.
+func (c *Cluster) refundHere(ctx context.Context, from string, hops int, entries []bucket.Entry) {
 	for _, e := range entries {
-		c.refundOne(ctx, from, e)
+		c.refundOne(ctx, from, hops, e)
 	}
 }
 
-func (c *Cluster) refundOne(ctx context.Context, from string, e bucket.Entry) {
+func (c *Cluster) refundOne(ctx context.Context, from string, hops int, e bucket.Entry) {
 	for pulled := false; ; pulled = true {
 		now := c.now()
 		if c.repl != nil {
@@ -380,7 +381,8 @@ func (c *Cluster) refundOne(ctx context.Context, from string, e bucket.Entry) {
 			return
 		}
 		c.movingMu.Unlock()
-		prev, inbound := c.view.Load().inboundFrom(e.Key, now)
+		v := c.view.Load()
+		prev, inbound := v.inboundFrom(e.Key, now)
 		var to ring.Member
 		switch {
 		case mv != nil:
@@ -391,11 +393,19 @@ func (c *Cluster) refundOne(ctx context.Context, from string, e bucket.Entry) {
 				continue // the count is here now, or was nowhere
 			}
 			to = prev // it would not give the count up: it still has it
+		case c.leaving.Load() && hops < maxLeavingHops:
+			// Sent here as the owner a moment before this node left,
+			// for a key it never held: on to the key's next owner.
+			var ok bool
+			if to, ok = v.routing.Owner(e.Key); !ok || to.Name == c.name {
+				return
+			}
+			hops++
 		default:
 			c.metrics.leases.WithLabelValues("refund_dropped").Inc()
 			return
 		}
-		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: from, Refund: true, Entries: []bucket.Entry{e}}); err != nil {
+		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: from, Refund: true, Hops: hops, Entries: []bucket.Entry{e}}); err != nil {
 			c.metrics.leases.WithLabelValues("refund_failed").Inc()
 		}
 		return

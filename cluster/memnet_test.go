@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -154,6 +155,9 @@ func (p *memPeer) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 }
 
 func (p *memPeer) answer(err error, out, resp *rpc.CheckResponse) error {
+	if errors.Is(err, rpc.ErrNotServing) {
+		return fmt.Errorf("%w: %w: %w", rpc.ErrUnavailable, rpc.ErrNotSent, err)
+	}
 	if err != nil {
 		return &rpc.RemoteError{Msg: err.Error()}
 	}
@@ -190,8 +194,16 @@ func (p *memPeer) Reset(ctx context.Context, key string) error {
 }
 
 func (p *memPeer) Ping(ctx context.Context) error {
-	_, err := p.net.reach("ping", p.from, p.addr)
-	return err
+	h, err := p.net.reach("ping", p.from, p.addr)
+	if err != nil {
+		return err
+	}
+	if sv, ok := h.(rpc.ServerReadiness); ok {
+		if err := sv.Serving(); err != nil {
+			return fmt.Errorf("%w: %w: %w", rpc.ErrUnavailable, rpc.ErrNotServing, err)
+		}
+	}
+	return nil
 }
 
 func (p *memPeer) Close() error  { return nil }

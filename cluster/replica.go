@@ -395,10 +395,14 @@ func (r *replicator) left(entries []bucket.Entry) {
 // landed (see left): a send that fails merges the key back here, replica
 // part and all.
 func (r *replicator) homeward(to string, entries []bucket.Entry) []bucket.Entry {
+	return r.homewardAs(to, r.c.view.Load().incarnation(to), entries)
+}
+
+// homewardAs is homeward with to's incarnation known.
+func (r *replicator) homewardAs(to string, inc uint64, entries []bucket.Entry) []bucket.Entry {
 	if r.npromo.Load() == 0 {
 		return entries
 	}
-	inc := r.c.view.Load().incarnation(to)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []bucket.Entry
@@ -422,10 +426,14 @@ func (r *replicator) homeward(to string, entries []bucket.Entry) []bucket.Entry 
 // of owner's that an earlier incarnation of owner sent: it holds owner's
 // own counts, which owner lost when it restarted (see give).
 func (r *replicator) restarted(owner, key string) bool {
+	return r.restartedAs(owner, r.c.view.Load().incarnation(owner), key)
+}
+
+// restartedAs is restarted with owner's incarnation known.
+func (r *replicator) restartedAs(owner string, inc uint64, key string) bool {
 	if r.npromo.Load() == 0 {
 		return false
 	}
-	inc := r.c.view.Load().incarnation(owner)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.promoted[key]
@@ -439,18 +447,23 @@ func (r *replicator) restarted(owner, key string) bool {
 // an earlier incarnation of to goes back to it, superseding likewise: it
 // is newer than any data file. The replica of to's running incarnation
 // never goes: to holds that count itself.
-func (r *replicator) give(now time.Time, to, key string, t rpc.TakeResponse) rpc.TakeResponse {
+func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeResponse) rpc.TakeResponse {
+	to, key, inc := req.To, req.Key, req.Incarnation
+	if inc == 0 { // a caller that does not say: as gossip has it
+		inc = r.c.view.Load().incarnation(to)
+	}
 	if t.Found {
 		taken := t.Entry
-		t.Supersedes = r.restarted(to, taken.Key)
-		t.Entry = r.homeward(to, []bucket.Entry{taken})[0]
+		t.Supersedes = r.restartedAs(to, inc, taken.Key)
+		if !t.Supersedes {
+			t.Entry = r.homewardAs(to, inc, []bucket.Entry{taken})[0]
+		}
 		r.left([]bucket.Entry{taken})
 		return t
 	}
 	if r.held.Load() == 0 {
 		return t
 	}
-	inc := r.c.view.Load().incarnation(to)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for h := r.from[to]; h != nil; h = h.earlier {

@@ -160,12 +160,23 @@ var errLeaving = errors.New("node is leaving the cluster; send counts to the nex
 // goroutine of its own, so no check can stall a peer's connection.
 type handler struct{ c *Cluster }
 
-var _ rpc.FastChecker = handler{}
+var (
+	_ rpc.FastChecker     = handler{}
+	_ rpc.ServerReadiness = handler{}
+)
+
+// Serving implements rpc.ServerReadiness: not before the node joined.
+func (h handler) Serving() error {
+	if h.c.unjoined.Load() {
+		return errNotJoined
+	}
+	return nil
+}
 
 // TryCheck implements rpc.FastChecker.
 func (h handler) TryCheck(req *rpc.CheckRequest, resp *rpc.CheckResponse) (bool, error) {
 	c := h.c
-	if c.joinGate.Load() != nil || !c.enter() {
+	if c.joinGate.Load() != nil || c.unjoined.Load() || !c.enter() {
 		return false, nil
 	}
 	defer c.exit()
@@ -192,6 +203,9 @@ func (c *Cluster) passOn(v *view, req *rpc.CheckRequest) bool {
 
 func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	c := h.c
+	if err := h.Serving(); err != nil {
+		return err
+	}
 	c.served.Add(1)
 	v := c.settledView(ctx)
 	if !c.enter() {
@@ -215,6 +229,9 @@ func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Che
 }
 
 func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error) {
+	if err := h.Serving(); err != nil {
+		return rpc.TakeResponse{}, err
+	}
 	if err := h.c.awaitMember(ctx, req.To, req.ToAddr); err != nil {
 		return rpc.TakeResponse{}, err
 	}
@@ -222,6 +239,9 @@ func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeRespon
 }
 
 func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
+	if err := h.Serving(); err != nil {
+		return err
+	}
 	if (req.Refund || req.Replica) && !h.c.view.Load().hasMember(req.From) {
 		// Only a member of this node's ring may give slices back or leave
 		// replicas here: a node that places keys by another ring (or
@@ -232,7 +252,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if req.Refund {
 		// Even while leaving: a refund lands where its key's count is,
 		// here or wherever it went (see refundHere).
-		h.c.refundHere(ctx, req.From, req.Entries)
+		h.c.refundHere(ctx, req.From, req.Hops, req.Entries)
 		return nil
 	}
 	if !h.c.enter() {

@@ -216,7 +216,7 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 		c.pullMu.Unlock()
 		close(p.done)
 	}()
-	r, err := c.peers.get(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr()})
+	r, err := c.peers.get(from.Name, from.Addr).Take(ctx, &rpc.TakeRequest{Key: key, To: c.name, ToAddr: c.RPCAddr(), Incarnation: c.incarnation})
 	if err != nil {
 		c.metrics.rpcErrors.WithLabelValues("take").Inc()
 		c.log.Debug("pull failed", "key", key, "from", from.Name, "err", err)
@@ -317,7 +317,7 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 	var r rpc.TakeResponse
 	r.Entry, r.Found = c.store.Take(now, req.Key)
 	if c.repl != nil {
-		r = c.repl.give(now, req.To, req.Key, r)
+		r = c.repl.give(now, req, r)
 	}
 	done := make(chan struct{})
 	close(done)

@@ -262,6 +262,8 @@ func (c *Client) roundTrip(ctx context.Context, cl *call, o op, timeout time.Dur
 		return c.unavailable(o, cl.err)
 	case cl.status == statusError:
 		return &RemoteError{Msg: string(cl.resp)}
+	case cl.status == statusNotServing:
+		return c.unavailable(o, fmt.Errorf("%w: %w: %s", ErrNotSent, ErrNotServing, cl.resp))
 	}
 	return nil
 }

@@ -98,7 +98,7 @@ func (cn *clientConn) readLoop() {
 			return
 		}
 		id, status, payload := parseHead(body)
-		if status != statusOK && status != statusError {
+		if status != statusOK && status != statusError && status != statusNotServing {
 			cn.fail(protoErr("unknown response status %d", status))
 			return
 		}

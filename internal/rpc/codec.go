@@ -15,8 +15,8 @@ import (
 //	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
 //	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
 //	reset         key str
-//	MergeRequest  [from str, replica bool, refund bool, supersedes bool, incarnation uint, [entry...]]
-//	TakeRequest   [key str, to str, to-addr str]
+//	MergeRequest  [from str, replica bool, refund bool, supersedes bool, incarnation uint, hops int, [entry...]]
+//	TakeRequest   [key str, to str, to-addr str, incarnation uint]
 //	take response [found bool, entry|nil, supersedes bool]
 //	entry         [key str, [state...]]
 //	state         [scope str, amount int, period ns, strategy uint, start int, count int, prev int, tat int, tat-frac int, [hit int...]]
@@ -109,12 +109,13 @@ func (c *codec) encodeCheckResponse(resp *CheckResponse) {
 func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
-	c.enc.EncodeArrayLen(6)
+	c.enc.EncodeArrayLen(7)
 	c.enc.EncodeString(req.From)
 	c.enc.EncodeBool(req.Replica)
 	c.enc.EncodeBool(req.Refund)
 	c.enc.EncodeBool(req.Supersedes)
 	c.enc.EncodeUint(req.Incarnation)
+	c.enc.EncodeInt(int64(req.Hops))
 	c.enc.EncodeArrayLen(len(req.Entries))
 	for i := range req.Entries {
 		if err := c.encodeEntry(&req.Entries[i]); err != nil {
@@ -154,10 +155,11 @@ func (c *codec) encodeState(cs *bucket.CounterState) {
 }
 
 func (c *codec) encodeTakeRequest(req *TakeRequest) {
-	c.enc.EncodeArrayLen(3)
+	c.enc.EncodeArrayLen(4)
 	c.enc.EncodeString(req.Key)
 	c.enc.EncodeString(req.To)
 	c.enc.EncodeString(req.ToAddr)
+	c.enc.EncodeUint(req.Incarnation)
 }
 
 func (c *codec) encodeTakeResponse(r *TakeResponse) error {
@@ -384,7 +386,7 @@ func (c *codec) decodeKey() (string, error) {
 // payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
 // byte of a minimal list).
 func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	if err := c.fields(6, "merge request"); err != nil {
+	if err := c.fields(7, "merge request"); err != nil {
 		return err
 	}
 	var err error
@@ -402,6 +404,9 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) error {
 	}
 	if req.Incarnation, err = c.dec.DecodeUint64(); err != nil {
 		return malformed("incarnation", err)
+	}
+	if req.Hops, err = c.dec.DecodeInt(); err != nil || req.Hops < 0 {
+		return malformed("hops", err)
 	}
 	if req.Replica && req.Refund {
 		return protoErr("malformed merge request: both a replica and a refund")
@@ -443,7 +448,7 @@ func (c *codec) decodeEntry(ent *bucket.Entry) error {
 }
 
 func (c *codec) decodeTakeRequest(req *TakeRequest) error {
-	if err := c.fields(3, "take request"); err != nil {
+	if err := c.fields(4, "take request"); err != nil {
 		return err
 	}
 	var err error
@@ -455,6 +460,9 @@ func (c *codec) decodeTakeRequest(req *TakeRequest) error {
 	}
 	if req.ToAddr, err = c.str("to-addr"); err != nil {
 		return err
+	}
+	if req.Incarnation, err = c.dec.DecodeUint64(); err != nil {
+		return malformed("incarnation", err)
 	}
 	return c.done()
 }

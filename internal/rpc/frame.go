@@ -40,6 +40,9 @@ func (o op) String() string {
 const (
 	statusOK    = 0
 	statusError = 1
+	// statusNotServing: the handler refused the request unapplied
+	// (ErrNotServing); the caller may send it elsewhere.
+	statusNotServing = 2
 )
 
 const (

@@ -160,7 +160,7 @@ func TestCheckAllocs(t *testing.T) {
 // Counter states and the merge request's sender and replica flag come
 // back as they went, for every strategy.
 func TestMergeRequestRoundTrip(t *testing.T) {
-	in := &MergeRequest{From: "n1", Refund: true, Supersedes: true, Incarnation: 1 << 63, Entries: []bucket.Entry{
+	in := &MergeRequest{From: "n1", Refund: true, Supersedes: true, Incarnation: 1 << 63, Hops: 2, Entries: []bucket.Entry{
 		{Key: "a", Counters: []bucket.CounterState{
 			{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Minute)}, Start: 7, Count: 3},
 			{Counter: bucket.Counter{Scope: "s", Limit: limit(5, time.Hour), Strategy: bucket.SlidingWindowCounter}, Start: 9, Count: 2, Prev: 4},

@@ -51,7 +51,10 @@ type MergeRequest struct {
 	// is filed under the incarnation that sent it, even before the
 	// receiver's gossip has seen that incarnation.
 	Incarnation uint64
-	Entries     []bucket.Entry
+	// Hops counts how often a refund was passed on by nodes that did not
+	// hold its key (leaving ones), so that it is not passed around.
+	Hops    int
+	Entries []bucket.Entry
 }
 
 // TakeResponse is the answer to a TakeRequest.
@@ -69,6 +72,10 @@ type TakeRequest struct {
 	Key    string
 	To     string
 	ToAddr string
+	// Incarnation is the taker's (cluster.Meta.Incarnation), which the
+	// giver's gossip may not have seen yet: it tells whether the taker
+	// restarted since it sent the replicas the giver holds.
+	Incarnation uint64
 }
 
 // Handler serves the operations of a Server. Every method may block (call
@@ -203,7 +210,18 @@ var (
 	// timeout, a connection lost after the request was written) leave it
 	// unknown whether the peer applied it.
 	ErrNotSent = errors.New("rpc: request not sent")
+	// ErrNotServing is returned by a handler that refuses a request
+	// without applying it (a node not joined yet): the caller sees
+	// ErrUnavailable and ErrNotSent, and may send it elsewhere.
+	ErrNotServing = errors.New("rpc: peer not serving yet")
 )
+
+// ServerReadiness is implemented by a Handler that is not always ready:
+// while Serving returns an error, pings are answered with it (as
+// ErrNotServing) so that callers keep routing around this node.
+type ServerReadiness interface {
+	Serving() error
+}
 
 // RemoteError is a handler's error as reported by the peer: the call reached
 // the peer, which answered with an error. It does not wrap ErrUnavailable.

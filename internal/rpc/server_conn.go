@@ -183,7 +183,13 @@ func (r *reader) handle(body []byte) error {
 	dec.reset(payload)
 	switch op(kind) {
 	case opPing:
-		return r.replied(sc.reply(id, nil, nil))
+		var herr error
+		if sv, ok := sc.s.h.(ServerReadiness); ok {
+			if err := sv.Serving(); err != nil {
+				herr = fmt.Errorf("%w: %w", ErrNotServing, err)
+			}
+		}
+		return r.replied(sc.reply(id, herr, nil))
 	case opCheck:
 		cl := r.call
 		if err := dec.decodeCheckRequest(&cl.req); err != nil {
@@ -338,6 +344,9 @@ func (sc *serverConn) reply(id uint64, herr error, payload []byte) int {
 			msg = textcut.Prefix(msg, maxErrorMsg)
 		}
 		b[at+preSize-1] = statusError
+		if errors.Is(herr, ErrNotServing) {
+			b[at+preSize-1] = statusNotServing
+		}
 		b = append(b, msg...)
 	} else {
 		b = append(b, payload...)

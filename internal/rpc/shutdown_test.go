@@ -171,3 +171,33 @@ func TestRetireWaitsForCallsInFlight(t *testing.T) {
 		t.Error("the check made after Retire reached the server")
 	}
 }
+
+// notServingHandler refuses every check and ping as a node that has not
+// joined yet does.
+type notServingHandler struct{ *testHandler }
+
+func (notServingHandler) Serving() error { return errors.New("not joined yet") }
+
+func (notServingHandler) Check(context.Context, *CheckRequest, *CheckResponse) error {
+	return fmt.Errorf("%w: not joined yet", ErrNotServing)
+}
+
+// A handler that is not serving yet refuses checks and pings so that the
+// caller knows they were not applied (ErrNotSent) and fails over.
+func TestNotServingIsUnavailableAndUnsent(t *testing.T) {
+	ts := startServer(t, notServingHandler{&testHandler{}}, ServerConfig{})
+	c, _ := newTestClient(t, ts.addr, ClientConfig{})
+	var resp CheckResponse
+	err := c.Check(context.Background(), sampleRequest("k", 1), &resp)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNotSent) || !errors.Is(err, ErrNotServing) {
+		t.Errorf("check: %v; want ErrUnavailable, ErrNotSent and ErrNotServing", err)
+	}
+	if err := c.Ping(context.Background()); !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNotServing) {
+		t.Errorf("ping: %v; want ErrUnavailable and ErrNotServing", err)
+	}
+	ok := startServer(t, &testHandler{}, ServerConfig{})
+	c2, _ := newTestClient(t, ok.addr, ClientConfig{})
+	if err := c2.Ping(context.Background()); err != nil {
+		t.Errorf("ping of a serving handler: %v", err)
+	}
+}
