@@ -63,9 +63,21 @@ func runCLI(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	if len(args) == 0 {
 		return 0, false
 	}
+	if isVersionFlag(args[0]) {
+		printVersion(stdout)
+		return 0, true
+	}
+	args = commandFirst(args)
+	if args[0] == healthcheckCommand {
+		return healthcheck(args[1:], getenv, stderr), true
+	}
 	cmd, ok := cliCommands()[args[0]]
 	if !ok {
-		return 0, false
+		if strings.HasPrefix(args[0], "-") {
+			return 0, false // a node's flags
+		}
+		fmt.Fprintf(stderr, "ratemesh-node: %s\n", unknownCommand(args[0]))
+		return 2, true
 	}
 	name := args[0]
 	cl, pos, err := parseCLI(name, cmd, args[1:], getenv, stdout, stderr)

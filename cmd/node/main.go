@@ -25,11 +25,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == healthcheckCommand {
-		os.Exit(healthcheck(os.Args[2:], os.Getenv, os.Stderr))
-	}
 	if code, ok := runCLI(os.Args[1:], os.Getenv, os.Stdout, os.Stderr); ok {
-		os.Exit(code) // a client subcommand (cli.go)
+		os.Exit(code) // a client subcommand (cli.go), healthcheck or --version
 	}
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
