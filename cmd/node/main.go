@@ -174,7 +174,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		// has: /readyz says 503 and checks wait meanwhile.
 		err := node.WaitJoined(ctx)
 		if err != nil {
-			log.Error("join failed", "err", err)
+			// The node has logged why; serve's caller logs the error.
 			shutdown([]*peer{p}, o.shutdownTimeout)
 			return nil, err
 		}
