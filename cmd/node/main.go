@@ -70,6 +70,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	o.tls.announce(log)
 	o.http.auth.announce(log)
+	announceSecret(log, o.secret, o.bind)
 	// Before the nodes start, so that a SIGHUP meanwhile does not kill the
 	// process and a file changed meanwhile is seen.
 	hup := make(chan os.Signal, 1)

@@ -43,3 +43,39 @@ func TestWrongSecretFailsFast(t *testing.T) {
 		t.Fatalf("the log retries or escapes:\n%s", l)
 	}
 }
+
+// Without --secret the node says so at start: a WARN on a loopback
+// address, an ERROR on any other; with one, nothing.
+func TestNoSecretSaysSo(t *testing.T) {
+	for _, tc := range []struct {
+		secret, bind, want string
+	}{
+		{"", "127.0.0.1", `level=WARN msg="` + noSecretLoopback + `" bind=127.0.0.1` + "\n"},
+		{"", "::1", `level=WARN msg="` + noSecretLoopback + `" bind=::1` + "\n"},
+		{"", "localhost", `level=WARN msg="` + noSecretLoopback + `" bind=localhost` + "\n"},
+		{"", "0.0.0.0", `level=ERROR msg="` + noSecretExposed + `" bind=0.0.0.0` + "\n"},
+		{"", "10.0.0.11", `level=ERROR msg="` + noSecretExposed + `" bind=10.0.0.11` + "\n"},
+		{"s3cret-0123456789abcdef", "0.0.0.0", ""},
+	} {
+		var logs testlog.Buffer
+		announceSecret(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{ReplaceAttr: dropTime})), tc.secret, tc.bind)
+		if got := logs.String(); got != tc.want {
+			t.Errorf("secret %q, bind %s:\n got %q\nwant %q", tc.secret, tc.bind, got, tc.want)
+		}
+	}
+	// The lines, word for word.
+	if noSecretExposed != "no --secret on a non-loopback address: anyone who reaches the gossip and RPC ports can join this cluster, "+
+		"read its gossip and change its counts; set --secret (RATEMESH_SECRET) to the same random string on every node, e.g. from openssl rand -hex 32" ||
+		noSecretLoopback != "no --secret: gossip is not encrypted and RPC is not authenticated; fine while every node is on this host, "+
+			"but before nodes share a network set --secret (RATEMESH_SECRET) to the same random string on each, e.g. from openssl rand -hex 32" {
+		t.Fatalf("the lines changed: %q, %q", noSecretExposed, noSecretLoopback)
+	}
+}
+
+// dropTime leaves the time out of a log line.
+func dropTime(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
+}
