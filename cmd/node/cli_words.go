@@ -75,7 +75,7 @@ func unknownCommand(word string) string {
 func nearest(word string, names []string) string {
 	best, bestD := "", max(1, len(word)/3)+1
 	for _, n := range names {
-		if d := editDistance(strings.ToLower(word), n); d < bestD {
+		if d := editDistance(strings.ToLower(word), strings.ToLower(n)); d < bestD {
 			best, bestD = n, d
 		}
 	}
