@@ -145,7 +145,7 @@ func cmdTop(cl *cliClient, _ []string) error {
 	if err := cl.call(http.MethodGet, "/v1/stats", nil, nil, cmp.Or(cl.token, cl.adminToken), &st); err != nil {
 		return err
 	}
-	if cl.json {
+	if cl.json || cl.format != nil {
 		return cl.show(struct {
 			Cluster []httpapi.TopKey `json:"cluster"`
 			Nodes   []nodeTop        `json:"nodes,omitempty"`

@@ -201,6 +201,13 @@ func TestCLIMembersOwnerCheck(t *testing.T) {
 	if out, code = cli(t, "--addr", addrs[2], "--json", "members"); code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 3 {
 		t.Fatalf("--addr X --json members (exit %d):\n%s", code, out)
 	}
+	// --format reads the JSON without jq: the scripts count live members so.
+	if out, code = cli(t, "members", "--addr", addrs[1], "--format", `{{range .}}{{if eq .state "alive"}}.{{end}}{{end}}`); code != 0 || out != "..." {
+		t.Fatalf("members --format (exit %d): %q", code, out)
+	}
+	if out, code = cli(t, "owner", "check|user:42", "--addr", addrs[1], "--format", "{{.owner.name}}"); code != 0 || out != o.Owner.Name {
+		t.Fatalf("owner --format (exit %d): %q, want %q", code, out, o.Owner.Name)
+	}
 	// These nodes have no admin token: reset says the endpoint is off.
 	out, code = cli(t, "reset", "user:42", "--admin-token", "some-admin-token-0123", "--addr", addrs[0])
 	if want := "ratemesh-node reset: the admin endpoint of " + addrs[0] + " is off: the node was started without --admin-token (RATEMESH_ADMIN_TOKEN), which reset needs\n"; code != 1 || out != want {
@@ -223,7 +230,7 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"memebrs"}, "ratemesh-node: unknown command \"memebrs\"; did you mean \"members\"?\n"},
 		{[]string{"--addr", "127.0.0.1:1", "ownr", "k"}, "ratemesh-node: unknown command \"ownr\"; did you mean \"owner\"?\n"},
 		{[]string{"helthcheck"}, "ratemesh-node: unknown command \"helthcheck\"; did you mean \"healthcheck\"?\n"},
-		{[]string{"serve"}, "ratemesh-node: unknown command \"serve\" (commands: check, healthcheck, limits, members, owner, reset, top; a node takes flags only)\n"},
+		{[]string{"serve"}, "ratemesh-node: unknown command \"serve\" (commands: check, healthcheck, json, limits, members, owner, reset, top; a node takes flags only)\n"},
 	} {
 		if out, code := cli(t, tc.args...); code != 2 || out != tc.want {
 			t.Errorf("%q: exit %d, %q, want %q", tc.args, code, out, tc.want)
@@ -276,6 +283,29 @@ func TestCLIVersion(t *testing.T) {
 	} {
 		if got := binaryVersion(tc.set, tc.info); got != tc.want {
 			t.Errorf("binaryVersion(%q): %q, want %q", tc.set, got, tc.want)
+		}
+	}
+}
+
+// json FILE prints a JSON file through --format (the scripts read
+// --addr-file so), or indented without it; errors name the file.
+func TestCLIJSONFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "addrs.json")
+	os.WriteFile(file, []byte(`{"pid":4242042,"nodes":[{"name":"a","http":"127.0.0.1:8081"},{"name":"b","http":"127.0.0.1:8082"}]}`), 0o644)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"json", file, "--format", "{{.pid}}"}, 0, "4242042"},
+		{[]string{"json", file, "--format", `{{range .nodes}}{{.http}}{{"\n"}}{{end}}`}, 0, "127.0.0.1:8081\n127.0.0.1:8082\n"},
+		{[]string{"json", file}, 0, "{\n  \"pid\": 4242042,\n  \"nodes\": [\n    {\n      \"name\": \"a\",\n      \"http\": \"127.0.0.1:8081\"\n    },\n    {\n      \"name\": \"b\",\n      \"http\": \"127.0.0.1:8082\"\n    }\n  ]\n}\n"},
+		{[]string{"json", file, "--format", "{{.port}}"}, 1, "ratemesh-node json: " + file + `: --format: template: --format:1:2: executing "--format" at <.port>: map has no entry for key "port"` + "\n"},
+		{[]string{"json", file, "--format", "{{.pid"}, 2, "ratemesh-node json: --format: template: --format:1: unclosed action\n"},
+		{[]string{"json", filepath.Join(filepath.Dir(file), "none.json")}, 1, "ratemesh-node json: open " + filepath.Join(filepath.Dir(file), "none.json") + ": no such file or directory\n"},
+	} {
+		if out, code := cli(t, tc.args...); code != tc.code || out != tc.want {
+			t.Errorf("%q: exit %d, %q, want %d, %q", tc.args, code, out, tc.code, tc.want)
 		}
 	}
 }
