@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ratemesh/ratemesh/internal/textcut"
+	"github.com/ratemesh/ratemesh/internal/yamlsyntax"
 )
 
 // ConfigError is a configuration the loader refuses: the file, the line
@@ -86,48 +87,14 @@ func parseFile(name string, data []byte) (*domain, error) {
 }
 
 // syntaxError is the error of a file that is not YAML, at the first line
-// where it stops being YAML. The YAML parser names, for most syntax
-// errors, the line before (0-based) of the collection it was reading, not
-// the line that broke it: an unclosed "{" on line 4 read "line 3".
+// where it stops being YAML (the parser's own line is often the one before
+// the collection it was reading).
 func (p *fileParser) syntaxError(data []byte, err error) error {
-	line := syntaxLine(data)
+	line := yamlsyntax.Line(data)
 	if line == 0 {
 		return p.fail(nil, "", "error loading config file: %v", err)
 	}
-	return &ConfigError{File: p.file, Line: line, Msg: "error loading config file: yaml: " + withoutYAMLLine(err.Error())}
-}
-
-// withoutYAMLLine is the parser's message without its "yaml: line N: ".
-func withoutYAMLLine(msg string) string {
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if _, after, ok := strings.Cut(rest, ": "); ok {
-			return after
-		}
-	}
-	return msg
-}
-
-// syntaxScanBudget bounds the bytes syntaxLine parses in all: past it, the
-// parser's own line is kept.
-const syntaxScanBudget = 8 << 20
-
-// syntaxLine is the first line whose end makes data stop being YAML: the
-// file up to the line before parses, up to it does not. 0 when no prefix
-// fails, or finding it would parse more than syntaxScanBudget bytes.
-func syntaxLine(data []byte) int {
-	end, parsed := 0, 0
-	for i, l := range bytes.SplitAfter(data, []byte("\n")) {
-		end += len(l)
-		if parsed += end; parsed > syntaxScanBudget {
-			return 0
-		}
-		var n yaml.Node
-		if yaml.Unmarshal(data[:end], &n) != nil {
-			return i + 1
-		}
-	}
-	return 0
+	return &ConfigError{File: p.file, Line: line, Msg: "error loading config file: yaml: " + yamlsyntax.Message(err)}
 }
 
 // domain reads the top-level mapping.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/yamlsyntax"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -58,6 +59,9 @@ func loadPolicy(file string, base httpapi.Policy) (httpapi.Policy, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
+		if line := yamlsyntax.Line(data); line > 0 {
+			return base, fmt.Errorf("%s:%d: yaml: %s", file, line, yamlsyntax.Message(err))
+		}
 		return base, fmt.Errorf("%s: %w", file, err)
 	}
 	l := &policyLoader{file: file, p: base, seen: map[string]int{}}
