@@ -48,3 +48,18 @@ func oneLine(err error) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// oneLineError is an error whose message is on one line (oneLine), still
+// wrapping the error it flattens.
+type oneLineError struct{ err error }
+
+func (e oneLineError) Error() string { return oneLine(e.err) }
+func (e oneLineError) Unwrap() error { return e.err }
+
+// flat is err with its message on one line; nil stays nil.
+func flat(err error) error {
+	if err == nil {
+		return nil
+	}
+	return oneLineError{err}
+}

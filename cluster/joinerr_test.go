@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +27,13 @@ func TestJoinErrorsOnOneLine(t *testing.T) {
 		if got := secretMismatch(tc.err); got != tc.mismatch {
 			t.Errorf("secretMismatch(%q) = %v", tc.err, got)
 		}
+	}
+	wrapped := fmt.Errorf("cluster: rejoin x: %w", flat(errors.Join(ErrNoSeedAddrs, multi)))
+	if !errors.Is(wrapped, ErrNoSeedAddrs) || strings.Contains(wrapped.Error(), "\n") ||
+		wrapped.Error() != "cluster: rejoin x: "+ErrNoSeedAddrs.Error()+"; failed to join 10.0.0.1:7946: dial tcp 10.0.0.1:7946: connect: connection refused; failed to join 10.0.0.2:7946: i/o timeout" {
+		t.Errorf("flat: %q", wrapped)
+	}
+	if flat(nil) != nil {
+		t.Error("flat(nil) is not nil")
 	}
 }
