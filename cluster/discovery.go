@@ -109,7 +109,7 @@ func (m *membership) rejoin(ctx context.Context, seeds []string) (int, error) {
 		m.signal()
 		return n, nil
 	}
-	return 0, fmt.Errorf("cluster: rejoin %s: %w", strings.Join(missing, ","), errors.Join(err, joinErr))
+	return 0, fmt.Errorf("cluster: rejoin %s: %w", strings.Join(missing, ","), flat(errors.Join(err, joinErr)))
 }
 
 // Rejoin resolves seeds again and joins the addresses among them that are

@@ -211,12 +211,15 @@ func (m *membership) join(ctx context.Context, seeds []string) error {
 			m.signal()
 			return nil
 		}
-		m.log.Warn("join failed, retrying", "seeds", seeds, "err", err, "backoff", backoff)
+		if secretMismatch(err) {
+			return fmt.Errorf("cluster: join %s: %w (%s)", strings.Join(seeds, ","), ErrSecretMismatch, oneLine(err))
+		}
+		m.log.Warn("join failed, retrying", "seeds", seeds, "err", oneLine(err), "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("cluster: join %s: %v (gave up: %w)", strings.Join(seeds, ","), err, ctx.Err())
+			return fmt.Errorf("cluster: join %s: %s (gave up: %w)", strings.Join(seeds, ","), oneLine(err), ctx.Err())
 		case <-t.C:
 		}
 		if backoff *= 2; backoff > 2*time.Second {

@@ -53,3 +53,25 @@ func echoStatus(c echo.Context, err error) int {
 	}
 	return http.StatusInternalServerError
 }
+
+// UnservedRoutes lists the routes of p that match no route of an Echo app
+// (e.Routes()): a typo such as "/prodcts", or a method the path is not
+// served under. Such a route limits nothing; call it once the app's routes
+// are registered and warn about what it returns. A route without a method
+// matches a path served under any method.
+func UnservedRoutes(p Policy, served []*echo.Route) []Route {
+	var out []Route
+	for _, r := range p.Routes {
+		found := false
+		for _, s := range served {
+			if s.Path == r.Path && (r.Method == "" || s.Method == r.Method || s.Method == echo.RouteNotFound) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, r)
+		}
+	}
+	return out
+}

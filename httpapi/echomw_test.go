@@ -33,3 +33,19 @@ func TestEchoRateLimiterOneLineSwitch(t *testing.T) {
 		}
 	}
 }
+
+// UnservedRoutes names the routes of a policy no route of the app serves.
+func TestUnservedRoutes(t *testing.T) {
+	e := echo.New()
+	e.GET("/products", ok)
+	e.POST("/login", ok)
+	e.GET("/products/:id", ok)
+	p := httpapi.Policy{Routes: []httpapi.Route{
+		{Method: "GET", Path: "/products"}, {Path: "/login"}, {Method: "GET", Path: "/products/:id"},
+		{Method: "GET", Path: "/prodcts"}, {Method: "POST", Path: "/products"}, {Path: "/logout"},
+	}}
+	got := httpapi.UnservedRoutes(p, e.Routes())
+	if len(got) != 3 || got[0].Path != "/prodcts" || got[1].Method != "POST" || got[1].Path != "/products" || got[2].Path != "/logout" {
+		t.Fatalf("unserved: %+v, want GET /prodcts, POST /products and /logout", got)
+	}
+}

@@ -183,6 +183,8 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if cfg.AdminToken != "" {
 		s.admin = sha256.Sum256([]byte(cfg.AdminToken))
 		r.DELETE("/v1/keys/:key", s.count("reset", s.reset))
+	} else {
+		r.DELETE("/v1/keys/:key", s.count("reset", adminOff))
 	}
 	if cfg.Stats != nil {
 		s.peers = peerClient()
@@ -290,7 +292,7 @@ func (s *service) reset(c echo.Context) error {
 	if !s.authorized(c.Request()) {
 		s.logs.Warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
-		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: "admin token required"})
+		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: adminRefusal(c.Request())})
 	}
 	s.adminFailures.succeeded(now, client)
 	key, err := url.PathUnescape(c.Param("key"))
@@ -305,6 +307,24 @@ func (s *service) reset(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, ResetResponse{Node: s.node.Name(), Reset: key})
 }
+
+// adminRefusal says why a request was refused the admin endpoint: it
+// presented no bearer token, or another one than the node's.
+func adminRefusal(r *http.Request) string {
+	if _, ok := strings.CutPrefix(r.Header.Get(echo.HeaderAuthorization), "Bearer "); !ok {
+		return "admin token required"
+	}
+	return "admin token wrong: it is not this node's admin token"
+}
+
+// adminOff answers DELETE /v1/keys/:key on a node without an admin token.
+func adminOff(c echo.Context) error {
+	return c.JSON(http.StatusNotFound, ErrorResponse{Error: AdminOffMessage})
+}
+
+// AdminOffMessage is the error of DELETE /v1/keys/:key on a node without
+// ServiceConfig.AdminToken.
+const AdminOffMessage = "admin endpoint off: this node has no admin token, so keys cannot be reset through it"
 
 // authorized compares the bearer token with the admin token in constant
 // time (over hashes, so that not even the length leaks).

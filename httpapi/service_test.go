@@ -201,7 +201,7 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 		body   string
 	}{
 		{nil, 401, `{"error":"admin token required"}` + "\n"},
-		{[]string{"Authorization", "Bearer wrong"}, 401, `{"error":"admin token required"}` + "\n"},
+		{[]string{"Authorization", "Bearer wrong"}, 401, `{"error":"admin token wrong: it is not this node's admin token"}` + "\n"},
 		{[]string{"Authorization", "adm1n-token"}, 401, `{"error":"admin token required"}` + "\n"},
 		{[]string{"Authorization", "Bearer adm1n-token"}, 200, `{"node":"` + nodes[2].Name() + `","reset":"ip:198.51.100.1"}` + "\n"},
 	} {
@@ -221,8 +221,9 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 func TestServiceAdminOffHealthMetrics(t *testing.T) {
 	n := clustertest.StartNode(t, "svcmisc", nil)
 	e := serviceFor(t, n, "")
-	if rec := send(e, "DELETE", "/v1/keys/ip:1.2.3.4", "", "Authorization", "Bearer "); rec.Code != 404 {
-		t.Fatalf("admin endpoint without a token configured: %d", rec.Code)
+	if rec := send(e, "DELETE", "/v1/keys/ip:1.2.3.4", "", "Authorization", "Bearer "); rec.Code != 404 ||
+		rec.Body.String() != `{"error":"admin endpoint off: this node has no admin token, so keys cannot be reset through it"}`+"\n" {
+		t.Fatalf("admin endpoint without a token configured: %d %s", rec.Code, rec.Body)
 	}
 	if rec := send(e, "GET", "/healthz", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ok","node":"svcmisc"}`+"\n" {
 		t.Fatalf("healthz: %d %s", rec.Code, rec.Body)

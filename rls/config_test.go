@@ -19,7 +19,15 @@ func TestParseRefuses(t *testing.T) {
 	cases := []struct {
 		name, yaml, want string
 	}{
-		{"not YAML", "domain: d\ndescriptors: [\n", "f.yaml: error loading config file: yaml: line 2: did not find expected node content"},
+		{"not YAML", "domain: d\ndescriptors: [\n", "f.yaml:2: error loading config file: yaml: did not find expected node content"},
+		// The parser itself says "line 3" for these.
+		{"unclosed flow mapping", head + "  - key: plan\n    rate_limit: {unit: minute, requests_per_unit: 2\n  - key: other\n",
+			"f.yaml:4: error loading config file: yaml: did not find expected ',' or '}'"},
+		{"unclosed quote", head + "  - key: plan\n    value: \"x\n  - key: other\n", "f.yaml:4: error loading config file: yaml: found unexpected end of stream"},
+		{"indented too little", head + "  - key: plan\n   value: x\n", "f.yaml:4: error loading config file: yaml: did not find expected '-' indicator"},
+		{"tab", head + "  - key: plan\n\tvalue: x\n", "f.yaml:4: error loading config file: yaml: found a tab character that violates indentation"},
+		{"nested indented too little", head + "  - key: plan\n    rate_limit:\n      unit: minute\n     requests_per_unit: 2\n",
+			"f.yaml:6: error loading config file: yaml: did not find expected key"},
 		{"empty file", "", "f.yaml: config file cannot have empty domain (the file is empty)"},
 		{"empty domain", "domain: ''\n", "f.yaml:1: config file cannot have empty domain"},
 		{"no domain", "descriptors: []\n", "f.yaml:1: config file cannot have empty domain"},

@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ratemesh/ratemesh/internal/textcut"
+	"github.com/ratemesh/ratemesh/internal/yamlsyntax"
 )
 
 // ConfigError is a configuration the loader refuses: the file, the line
@@ -69,7 +70,7 @@ func parseFile(name string, data []byte) (*domain, error) {
 		return nil, p.fail(nil, "", "config file cannot have empty domain (the file is empty)")
 	}
 	if err != nil {
-		return nil, p.fail(nil, "", "error loading config file: %v", err)
+		return nil, p.syntaxError(data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -83,6 +84,17 @@ func parseFile(name string, data []byte) (*domain, error) {
 		return nil, p.fail(root, "", "the file must be a mapping with domain and descriptors, found %s", kindName(root))
 	}
 	return p.domain(root)
+}
+
+// syntaxError is the error of a file that is not YAML, at the first line
+// where it stops being YAML (the parser's own line is often the one before
+// the collection it was reading).
+func (p *fileParser) syntaxError(data []byte, err error) error {
+	line := yamlsyntax.Line(data)
+	if line == 0 {
+		return p.fail(nil, "", "error loading config file: %v", err)
+	}
+	return &ConfigError{File: p.file, Line: line, Msg: "error loading config file: yaml: " + yamlsyntax.Message(err)}
 }
 
 // domain reads the top-level mapping.

@@ -256,7 +256,7 @@ report() {
 }
 
 http_benchmarks() {
-	need wrk curl jq
+	need go wrk curl
 	work="$(mktemp -d -t ratemesh-bench.XXXXXX)"
 	secret="$(random_secret)"
 	: >"$work/results.tsv"

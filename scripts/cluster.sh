@@ -10,7 +10,7 @@
 #
 # Ports: node K uses HTTP_BASE+K-1, GOSSIP_BASE+K-1 and RPC_BASE+K-1
 # (defaults 8081, 7946, 9091). State (PIDs, address files, logs, the cluster
-# secret) lives in run/cluster/ (git-ignored). Needs go, curl and jq.
+# secret) lives in run/cluster/ (git-ignored). Needs bash, Go and curl.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -93,7 +93,7 @@ cmd_up() {
 			running "$k" && die "a cluster is already up (node $k runs); run: $0 down"
 		done
 	fi
-	need curl jq
+	need go curl
 	mkdir -p "$run_dir"
 	rm -f "$run_dir"/*.pid "$run_dir"/*.log "$run_dir"/*.json
 	echo "building $bin"

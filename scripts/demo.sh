@@ -21,7 +21,7 @@ positive HTTP_BASE
 entry="127.0.0.1:$HTTP_BASE"
 run="demo-$(date +%s)-$RANDOM"
 
-need curl jq
+need go curl
 need_bin
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -29,7 +29,7 @@ trap 'rm -rf "$tmp"' EXIT
 # The members that answer, sorted by name: names[i] serves HTTP at
 # urls[i]. Gossip takes a moment to notice a crashed node, so each is asked
 # for its health first.
-members="$(cli "$entry" members --json --timeout 3s)" ||
+members="$(cli "$entry" members --timeout 3s --format '{{range .}}{{if eq .state "alive"}}{{.name}} {{.http_addr}}{{"\n"}}{{end}}{{end}}')" ||
 	die "no ratemesh node answers at $entry; start a cluster with ./scripts/cluster.sh up (or set HTTP_BASE)"
 names=()
 urls=()
@@ -37,7 +37,7 @@ while read -r name addr; do
 	curl -fsS -o /dev/null --max-time 1 "http://$addr/healthz" 2>/dev/null || continue
 	names+=("$name")
 	urls+=("http://$addr")
-done < <(jq -r 'map(select(.state == "alive")) | sort_by(.name)[] | "\(.name) \(.http_addr)"' <<<"$members")
+done <<<"$members"
 ((${#names[@]} >= 2)) || die "the tour needs a cluster of at least 2 nodes; ${#names[@]} answer through $entry"
 
 # ask I METHOD PATH [curl args...] sends one request to node I (taken modulo
@@ -101,8 +101,8 @@ login() {
 	ask 0 POST /login -H "X-API-KEY: $run-login" -H 'Content-Type: application/json' \
 		-d "{\"username\":\"$1\",\"password\":\"$2\"}"
 	[[ "$code" == 200 ]] || die "login of $1 failed: $body"
-	token="$(jq -r .token <<<"$body")"
-	printf '           {"token":"%s...", "tier":"%s"}\n' "${token:0:20}" "$(jq -r .tier <<<"$body")"
+	token="$("$bin" json - --format '{{.token}}' <<<"$body")"
+	printf '           {"token":"%s...", "tier":"%s"}\n' "${token:0:20}" "$("$bin" json - --format '{{.tier}}' <<<"$body")"
 }
 
 printf 'ratemesh demo tour: %d nodes (%s); API keys of this run start with %s\n' \

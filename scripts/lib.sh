@@ -7,7 +7,8 @@
 # and defines:
 #
 #   die MESSAGE...               print "SCRIPT: MESSAGE" on stderr, exit 1
-#   need COMMAND...              die unless every command is installed
+#   need COMMAND...              die unless every command is installed, saying
+#                                how to get the missing one
 #   positive NAME...             die unless each named variable is a whole number > 0
 #   random_secret                print a fresh cluster secret
 #   build_node OUT               go build the node to OUT
@@ -20,17 +21,19 @@
 #                                LOG; sets launched_pid
 #   wait_addr_file FILE PID SECONDS LOG
 #                                wait until node process PID has written FILE
-#   addr_field FILE FIELD        print FIELD (name, http, gossip or rpc) of
+#   addr_field FILE FIELD        print FIELD (name, http, gossip, rpc or grpc) of
 #                                every node in FILE, one per line
-#   alive_members URL            print how many members the node at
-#                                http://URL reports alive (0 if it does not answer)
+#   alive_members ADDR           print how many members the node at ADDR
+#                                reports alive (0 if it does not answer)
 #   wait_members SECONDS N URL...
 #                                wait until every node at URL reports N members
 #                                alive and is ready
 #   stop_pids SECONDS PID...     SIGTERM each process (a graceful leave), then
 #                                SIGKILL those still running after SECONDS
 #
-# Every JSON answer and file is read with jq, by field name.
+# Every JSON answer and file is read by the node binary itself ($bin, which a
+# script builds first: `json FILE --format` and its commands' --format), so
+# the scripts need nothing but bash, Go and curl.
 
 # shellcheck disable=SC2034 # root and bin are for the scripts that source this
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,8 +48,17 @@ die() {
 need() {
 	local c
 	for c in "$@"; do
-		command -v "$c" >/dev/null || die "$c is needed (Debian/Ubuntu: apt-get install $c)"
+		command -v "$c" >/dev/null || die "$c is needed; $(how_to_get "$c")"
 	done
+}
+
+# how_to_get COMMAND says where a missing command comes from.
+how_to_get() {
+	case "$1" in
+	go) echo "install Go from https://go.dev/dl/ (the version in go.mod or later) and put it on PATH" ;;
+	redis-cli) echo "Debian/Ubuntu: apt-get install redis-tools" ;;
+	*) echo "Debian/Ubuntu: apt-get install $1" ;;
+	esac
 }
 
 positive() {
@@ -94,7 +106,7 @@ wait_addr_file() {
 	local file="$1" pid="$2" deadline=$((SECONDS + $3)) log="$4"
 	# The node writes the file atomically once it is up and joined; the pid
 	# tells it from a file a killed process left behind.
-	until [[ -f "$file" ]] && jq -e --argjson pid "$pid" '.pid == $pid' "$file" >/dev/null 2>&1; do
+	until [[ -f "$file" ]] && [[ "$("$bin" json "$file" --format '{{.pid}}' 2>/dev/null)" == "$pid" ]]; do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			tail -n 20 "$log" >&2
 			die "the node (pid $pid) exited during its start; see $log"
@@ -105,12 +117,14 @@ wait_addr_file() {
 }
 
 addr_field() {
-	jq -r --arg f "$2" '.nodes[][$f]' "$1"
+	"$bin" json "$1" --format "{{range .nodes}}{{.$2}}{{\"\\n\"}}{{end}}"
 }
 
 alive_members() {
-	curl -fsS --max-time 1 "http://$1/v1/cluster/members" 2>/dev/null |
-		jq '[.members[] | select(.state == "alive")] | length' 2>/dev/null || echo 0
+	local alive
+	# One dot per member alive.
+	alive="$("$bin" members --addr "$1" --timeout 1s --format '{{range .}}{{if eq .state "alive"}}.{{end}}{{end}}' 2>/dev/null)" || alive=""
+	echo "${#alive}"
 }
 
 wait_members() {

@@ -46,7 +46,7 @@ ROUNDS="${ROUNDS:-3}"
 BASE_PORT="${BASE_PORT:-18000}"
 FORWARD_TIMEOUT="${FORWARD_TIMEOUT:-1s}"
 positive DURATION CONCURRENCY KEYS COLD_LIMIT HOT_LIMIT HOT_EVERY ROUNDS BASE_PORT
-need go jq curl redis-server redis-cli
+need go curl redis-server redis-cli
 [[ -n "${RATELIMIT_BIN:-}" || -n "${RATELIMIT_SRC:-}" ]] ||
 	die "set RATELIMIT_SRC to a checkout of envoyproxy/ratelimit (or RATELIMIT_BIN to its built service)"
 
@@ -64,7 +64,9 @@ for p in "$redis_port" "$ref_grpc" "$ref_http" "$ref_debug"; do
 done
 
 echo "building ratemesh-node, rls-load and the reference ..." >&2
-build_node "$work/ratemesh-node"
+# lib.sh's helpers read the nodes' JSON with this binary.
+bin="$work/ratemesh-node"
+build_node "$bin"
 (cd "$root" && go build -o "$work/rls-load" ./cmd/rls-load) || die "go build ./cmd/rls-load failed"
 ref="${RATELIMIT_BIN:-}"
 if [[ -z "$ref" ]]; then
@@ -111,7 +113,7 @@ secret="$(random_secret)"
 grpc_addrs=() http_addrs=() seed=""
 for i in 0 1 2; do
 	file="$work/node$i.json" log="$work/node$i.log"
-	args=("$work/ratemesh-node" --name "bench-$i" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
+	args=("$bin" --name "bench-$i" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
 		--grpc-port 0 --rls-config "$cfg" --demo=false --gossip-profile local --secret "$secret" --log-level warn --forward-timeout "$FORWARD_TIMEOUT")
 	[[ -z "$seed" ]] || args+=(--join "$seed")
 	launch_node "$log" "$file" "${args[@]}"

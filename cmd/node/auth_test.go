@@ -220,6 +220,10 @@ func TestOpenCheckAPILogsOnce(t *testing.T) {
 	if got := len(open.FindAllString(logs.String(), -1)); got != 1 {
 		t.Errorf("%d lines say the API is open, want 1:\n%s", got, logs.String())
 	}
+	// Nor has it a secret, on 127.0.0.1: a WARN, once for both nodes.
+	if got := strings.Count(logs.String(), `level=WARN msg="`+noSecretLoopback+`" bind=127.0.0.1`+"\n"); got != 1 {
+		t.Errorf("%d lines say there is no secret, want 1:\n%s", got, logs.String())
+	}
 }
 
 // TestAPITokenBadInput: a short token, an empty or missing token file

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 	"time"
 )
 
@@ -41,6 +43,7 @@ func cliCommands() map[string]cliCommand {
 		"reset":   {usage: "KEY", help: "forget a routing key's counters on every member (needs --admin-token)", nargs: 1, run: cmdReset},
 		"limits":  {usage: "[--key KEY]", help: "the policy's limits, and with --key that key's state on its owner", run: cmdLimits},
 		"top":     {usage: "[--node]", help: "the keys denied most right now, cluster-wide (--node: per node too); keys are hashed unless --token or --admin-token is given", run: cmdTop},
+		"json":    {usage: "FILE|-", help: "print the JSON in FILE (- for stdin), e.g. --addr-file's, through --format; asks no node", nargs: 1, run: cmdJSON},
 	}
 }
 
@@ -51,6 +54,8 @@ type cliClient struct {
 	key, strategy, scope    string
 	cost                    int64
 	costSet                 bool
+	format                  *template.Template // --format; nil: a table or --json
+	in                      io.Reader          // stdin, for json -
 	out                     io.Writer
 	http                    *http.Client
 	timeout                 time.Duration
@@ -63,9 +68,21 @@ func runCLI(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	if len(args) == 0 {
 		return 0, false
 	}
+	if isVersionFlag(args[0]) {
+		printVersion(stdout)
+		return 0, true
+	}
+	args = commandFirst(args)
+	if args[0] == healthcheckCommand {
+		return healthcheck(args[1:], getenv, stderr), true
+	}
 	cmd, ok := cliCommands()[args[0]]
 	if !ok {
-		return 0, false
+		if strings.HasPrefix(args[0], "-") {
+			return 0, false // a node's flags
+		}
+		fmt.Fprintf(stderr, "ratemesh-node: %s\n", unknownCommand(args[0]))
+		return 2, true
 	}
 	name := args[0]
 	cl, pos, err := parseCLI(name, cmd, args[1:], getenv, stdout, stderr)
@@ -93,12 +110,13 @@ func parseCLI(name string, cmd cliCommand, args []string, getenv func(string) st
 		fmt.Fprintf(stderr, "Usage: ratemesh-node %s %s [flags]\n\n%s.\n\n", name, cmd.usage, cmd.help)
 		fs.PrintDefaults()
 	}
-	cl := &cliClient{out: stdout}
+	cl := &cliClient{out: stdout, in: os.Stdin}
 	fs.StringVar(&cl.addr, "addr", localHTTPAddr(getenv), "HTTP address (host:port) of the node to ask (env RATEMESH_ADDR; default: the local node's, from RATEMESH_BIND and RATEMESH_HTTP_PORT)")
 	fs.StringVar(&cl.token, "token", firstToken(getenv("RATEMESH_API_TOKEN")), "bearer token of the node's /v1/ API, when the node has --api-token (env RATEMESH_API_TOKEN, its first token)")
 	fs.StringVar(&cl.adminToken, "admin-token", getenv("RATEMESH_ADMIN_TOKEN"), "the node's admin token, for reset (env RATEMESH_ADMIN_TOKEN)")
 	fs.BoolVar(&cl.json, "json", false, "print the API's JSON instead of a table")
 	fs.DurationVar(&cl.timeout, "timeout", 5*time.Second, "how long to wait for the node")
+	format := fs.String("format", "", "print the JSON through this Go template, fields by their JSON names, e.g. '{{range .}}{{.name}} {{.http_addr}}{{\"\\n\"}}{{end}}' (docs/cli.md)")
 	switch name {
 	case "check":
 		fs.Int64Var(&cl.cost, "cost", 1, "what the check consumes; 0 looks without consuming")
@@ -120,6 +138,12 @@ func parseCLI(name string, cmd cliCommand, args []string, getenv func(string) st
 		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
 	fs.Visit(func(f *flag.Flag) { cl.costSet = cl.costSet || f.Name == "cost" })
+	if *format != "" {
+		var err error
+		if cl.format, err = parseFormat(*format); err != nil {
+			return nil, nil, err
+		}
+	}
 	if len(pos) != cmd.nargs {
 		fs.Usage()
 		return nil, nil, fmt.Errorf("want %d argument(s) (%s), got %d", cmd.nargs, cmd.usage, len(pos))
@@ -215,6 +239,9 @@ func (cl *cliClient) call(method, path string, query url.Values, body any, beare
 
 // show prints v as JSON with --json, else as the table table writes.
 func (cl *cliClient) show(v any, table func(w io.Writer)) error {
+	if cl.format != nil {
+		return printFormat(cl.out, cl.format, v)
+	}
 	if cl.json {
 		enc := json.NewEncoder(cl.out)
 		enc.SetIndent("", "  ")

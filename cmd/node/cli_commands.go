@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,15 +56,11 @@ func cmdCheck(cl *cliClient, args []string) error {
 		return err
 	}
 	return cl.show(res, func(w io.Writer) {
-		verdict := "denied"
-		if res.Allowed {
-			verdict = "allowed"
-		}
 		by := res.Node
 		if res.Fallback {
 			by += " (fail policy)"
 		}
-		fmt.Fprintf(w, "%s %s by %s\n", res.Key, verdict, by)
+		fmt.Fprintln(w, checkVerdict(res, by, cl.costSet && cl.cost == 0))
 		fmt.Fprintln(w, "LIMIT\tREMAINING\tRESET\tRETRY AFTER\t")
 		for _, l := range res.Limits {
 			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\n", l.Limit, l.Remaining, fromNow(l.Reset), seconds(l.RetryAfter))
@@ -71,12 +68,36 @@ func cmdCheck(cl *cliClient, args []string) error {
 	})
 }
 
+// checkVerdict is the first line of a check's answer, decided by by:
+// allowed or denied, or for a peek (cost 0), which counts nothing and is
+// always allowed, whether a hit of cost 1 would be allowed now.
+func checkVerdict(res httpapi.CheckResponse, by string, peek bool) string {
+	if !peek {
+		verdict := "denied"
+		if res.Allowed {
+			verdict = "allowed"
+		}
+		return fmt.Sprintf("%s %s by %s", res.Key, verdict, by)
+	}
+	next := "allowed"
+	for _, l := range res.Limits {
+		if l.Remaining < 1 {
+			next = "denied"
+		}
+	}
+	return fmt.Sprintf("%s peeked at by %s (cost 0, nothing counted): the next hit would be %s", res.Key, by, next)
+}
+
 func cmdReset(cl *cliClient, args []string) error {
 	if cl.adminToken == "" {
 		return fmt.Errorf("--admin-token (or RATEMESH_ADMIN_TOKEN) is required")
 	}
 	var res httpapi.ResetResponse
-	if err := cl.call(http.MethodDelete, "/v1/keys/"+url.PathEscape(args[0]), nil, nil, cl.adminToken, &res); err != nil {
+	err := cl.call(http.MethodDelete, "/v1/keys/"+url.PathEscape(args[0]), nil, nil, cl.adminToken, &res)
+	if ae := (*apiError)(nil); errors.As(err, &ae) && ae.status == http.StatusNotFound {
+		return fmt.Errorf("the admin endpoint of %s is off: the node was started without --admin-token (RATEMESH_ADMIN_TOKEN), which reset needs", cl.addr)
+	}
+	if err != nil {
 		return err
 	}
 	return cl.show(res, func(w io.Writer) {
@@ -124,7 +145,7 @@ func cmdTop(cl *cliClient, _ []string) error {
 	if err := cl.call(http.MethodGet, "/v1/stats", nil, nil, cmp.Or(cl.token, cl.adminToken), &st); err != nil {
 		return err
 	}
-	if cl.json {
+	if cl.json || cl.format != nil {
 		return cl.show(struct {
 			Cluster []httpapi.TopKey `json:"cluster"`
 			Nodes   []nodeTop        `json:"nodes,omitempty"`

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,10 @@ func TestCLILimitsAndTopAfterFlood(t *testing.T) {
 	if out, code := cli(t, "reset", "apikey:alice", "--addr", addrs[0]); code != 1 || !strings.Contains(out, "--admin-token") {
 		t.Fatalf("reset without token (exit %d): %s", code, out)
 	}
+	if out, code := cli(t, "reset", "apikey:alice", "--admin-token", "admin-wrong-0123456789", "--addr", addrs[0]); code != 1 ||
+		out != "ratemesh-node reset: 401 Unauthorized: admin token wrong: it is not this node's admin token\n" {
+		t.Fatalf("reset with a wrong token (exit %d): %q", code, out)
+	}
 	if out, code := cli(t, "reset", "apikey:alice", "--admin-token", "admin-0123456789abcdef", "--addr", addrs[0]); code != 0 || out != "apikey:alice reset on every member (asked cli-0)\n" {
 		t.Fatalf("reset (exit %d): %q", code, out)
 	}
@@ -181,8 +186,32 @@ func TestCLIMembersOwnerCheck(t *testing.T) {
 			t.Fatalf("check %d (exit %d):\n%s", i, code, out)
 		}
 	}
-	if out, code = cli(t, "check", "user:42", "2 per minute", "--cost", "0", "--addr", addrs[0]); !regexp.MustCompile(`(?m)^2 per 1 minute +0 `).MatchString(out) {
+	// A peek at the spent key is not "allowed": it says what the next hit
+	// would get.
+	out, code = cli(t, "check", "user:42", "2 per minute", "--cost", "0", "--addr", addrs[0])
+	if code != 0 || !strings.HasPrefix(out, "user:42 peeked at by "+o.Owner.Name+" (cost 0, nothing counted): the next hit would be denied\n") ||
+		!regexp.MustCompile(`(?m)^2 per 1 minute +0 `).MatchString(out) {
 		t.Fatalf("check --cost 0 (exit %d):\n%s", code, out)
+	}
+	out, _ = cli(t, "check", "user:43", "2 per minute", "--cost", "0", "--addr", addrs[0])
+	if !strings.Contains(out, " (cost 0, nothing counted): the next hit would be allowed\n") || !regexp.MustCompile(`(?m)^2 per 1 minute +2 `).MatchString(out) {
+		t.Fatalf("check --cost 0 of a fresh key:\n%s", out)
+	}
+	// The client flags may come before the command.
+	if out, code = cli(t, "--addr", addrs[2], "--json", "members"); code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 3 {
+		t.Fatalf("--addr X --json members (exit %d):\n%s", code, out)
+	}
+	// --format reads the JSON without jq: the scripts count live members so.
+	if out, code = cli(t, "members", "--addr", addrs[1], "--format", `{{range .}}{{if eq .state "alive"}}.{{end}}{{end}}`); code != 0 || out != "..." {
+		t.Fatalf("members --format (exit %d): %q", code, out)
+	}
+	if out, code = cli(t, "owner", "check|user:42", "--addr", addrs[1], "--format", "{{.owner.name}}"); code != 0 || out != o.Owner.Name {
+		t.Fatalf("owner --format (exit %d): %q, want %q", code, out, o.Owner.Name)
+	}
+	// These nodes have no admin token: reset says the endpoint is off.
+	out, code = cli(t, "reset", "user:42", "--admin-token", "some-admin-token-0123", "--addr", addrs[0])
+	if want := "ratemesh-node reset: the admin endpoint of " + addrs[0] + " is off: the node was started without --admin-token (RATEMESH_ADMIN_TOKEN), which reset needs\n"; code != 1 || out != want {
+		t.Fatalf("reset on a node without an admin token (exit %d): %q, want %q", code, out, want)
 	}
 }
 
@@ -194,10 +223,27 @@ func TestCLIUsage(t *testing.T) {
 			t.Fatalf("%q: exit %d, %s", args, code, out)
 		}
 	}
-	for _, args := range [][]string{nil, {"--nodes", "3"}, {"--help"}, {"serve"}} {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"memebrs"}, "ratemesh-node: unknown command \"memebrs\"; did you mean \"members\"?\n"},
+		{[]string{"--addr", "127.0.0.1:1", "ownr", "k"}, "ratemesh-node: unknown command \"ownr\"; did you mean \"owner\"?\n"},
+		{[]string{"helthcheck"}, "ratemesh-node: unknown command \"helthcheck\"; did you mean \"healthcheck\"?\n"},
+		{[]string{"serve"}, "ratemesh-node: unknown command \"serve\" (commands: check, healthcheck, json, limits, members, owner, reset, top; a node takes flags only)\n"},
+	} {
+		if out, code := cli(t, tc.args...); code != 2 || out != tc.want {
+			t.Errorf("%q: exit %d, %q, want %q", tc.args, code, out, tc.want)
+		}
+	}
+	for _, args := range [][]string{nil, {"--nodes", "3"}, {"--help"}, {"--name", "members"}, {"--bind", "0.0.0.0"}} {
 		if _, ok := runCLI(args, func(string) string { return "" }, io.Discard, io.Discard); ok {
 			t.Fatalf("%q ran as a subcommand", args)
 		}
+	}
+	var help bytes.Buffer
+	if _, err := parseOptions([]string{"--help"}, func(string) string { return "" }, &help); !strings.Contains(help.String(), "\n       ratemesh-node healthcheck [--url URL]\n       ratemesh-node --version\n") {
+		t.Fatalf("--help (%v) lacks healthcheck and --version:\n%s", err, help.String())
 	}
 	env := map[string]string{"RATEMESH_BIND": "0.0.0.0", "RATEMESH_HTTP_PORT": "9000"}
 	if got := localHTTPAddr(func(k string) string { return env[k] }); got != "127.0.0.1:9000" {
@@ -205,5 +251,61 @@ func TestCLIUsage(t *testing.T) {
 	}
 	if out, code := cli(t, "members", "--addr", "127.0.0.1:1"); code != 1 || !strings.Contains(out, "connection refused") {
 		t.Fatalf("no node: exit %d, %s", code, out)
+	}
+}
+
+// --version prints one line: the version set at build time, else the
+// module's, else dev and the commit the binary was built from.
+func TestCLIVersion(t *testing.T) {
+	for _, arg := range []string{"--version", "-version", "version"} {
+		out, code := cli(t, arg)
+		if code != 0 || !regexp.MustCompile(`^ratemesh-node dev( \([0-9a-f]{1,12}(\+modified)?\))?\n$`).MatchString(out) {
+			t.Fatalf("%s: exit %d, %q", arg, code, out)
+		}
+	}
+	info := func(v string, settings ...debug.BuildSetting) func() (*debug.BuildInfo, bool) {
+		return func() (*debug.BuildInfo, bool) {
+			return &debug.BuildInfo{Main: debug.Module{Version: v}, Settings: settings}, true
+		}
+	}
+	rev := debug.BuildSetting{Key: "vcs.revision", Value: "0123456789abcdef0123"}
+	for _, tc := range []struct {
+		set  string
+		info func() (*debug.BuildInfo, bool)
+		want string
+	}{
+		{"v1.4.0", info("v1.3.0"), "v1.4.0"},
+		{"dev", info("v1.3.0"), "v1.3.0"},
+		{"dev", info("(devel)", rev), "dev (0123456789ab)"},
+		{"dev", info("(devel)", rev, debug.BuildSetting{Key: "vcs.modified", Value: "true"}), "dev (0123456789ab+modified)"},
+		{"dev", info("(devel)"), "dev"},
+		{"", func() (*debug.BuildInfo, bool) { return nil, false }, "dev"},
+	} {
+		if got := binaryVersion(tc.set, tc.info); got != tc.want {
+			t.Errorf("binaryVersion(%q): %q, want %q", tc.set, got, tc.want)
+		}
+	}
+}
+
+// json FILE prints a JSON file through --format (the scripts read
+// --addr-file so), or indented without it; errors name the file.
+func TestCLIJSONFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "addrs.json")
+	os.WriteFile(file, []byte(`{"pid":4242042,"nodes":[{"name":"a","http":"127.0.0.1:8081"},{"name":"b","http":"127.0.0.1:8082"}]}`), 0o644)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"json", file, "--format", "{{.pid}}"}, 0, "4242042"},
+		{[]string{"json", file, "--format", `{{range .nodes}}{{.http}}{{"\n"}}{{end}}`}, 0, "127.0.0.1:8081\n127.0.0.1:8082\n"},
+		{[]string{"json", file}, 0, "{\n  \"pid\": 4242042,\n  \"nodes\": [\n    {\n      \"name\": \"a\",\n      \"http\": \"127.0.0.1:8081\"\n    },\n    {\n      \"name\": \"b\",\n      \"http\": \"127.0.0.1:8082\"\n    }\n  ]\n}\n"},
+		{[]string{"json", file, "--format", "{{.port}}"}, 1, "ratemesh-node json: " + file + `: --format: template: --format:1:2: executing "--format" at <.port>: map has no entry for key "port"` + "\n"},
+		{[]string{"json", file, "--format", "{{.pid"}, 2, "ratemesh-node json: --format: template: --format:1: unclosed action\n"},
+		{[]string{"json", filepath.Join(filepath.Dir(file), "none.json")}, 1, "ratemesh-node json: open " + filepath.Join(filepath.Dir(file), "none.json") + ": no such file or directory\n"},
+	} {
+		if out, code := cli(t, tc.args...); code != tc.code || out != tc.want {
+			t.Errorf("%q: exit %d, %q, want %d, %q", tc.args, code, out, tc.code, tc.want)
+		}
 	}
 }

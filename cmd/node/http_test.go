@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"go.uber.org/goleak"
 )
@@ -145,6 +146,9 @@ func TestStartHTTPDemoOffAndErrors(t *testing.T) {
 		e.ServeHTTP(rec, req)
 		if rec.Code != want {
 			t.Errorf("demo off: %s %d, want %d", path, rec.Code, want)
+		}
+		if want := `{"error":"` + httpapi.AdminOffMessage + `"}` + "\n"; path == "/v1/keys/x" && rec.Body.String() != want {
+			t.Errorf("DELETE /v1/keys/x without an admin token: %q, want %q", rec.Body.String(), want)
 		}
 	}
 	for _, tc := range []struct {

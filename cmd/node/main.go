@@ -25,11 +25,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == healthcheckCommand {
-		os.Exit(healthcheck(os.Args[2:], os.Getenv, os.Stderr))
-	}
 	if code, ok := runCLI(os.Args[1:], os.Getenv, os.Stdout, os.Stderr); ok {
-		os.Exit(code) // a client subcommand (cli.go)
+		os.Exit(code) // a client subcommand (cli.go), healthcheck or --version
 	}
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
@@ -73,6 +70,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	o.tls.announce(log)
 	o.http.auth.announce(log)
+	announceSecret(log, o.secret, o.bind)
 	// Before the nodes start, so that a SIGHUP meanwhile does not kill the
 	// process and a file changed meanwhile is seen.
 	hup := make(chan os.Signal, 1)
@@ -177,7 +175,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		// has: /readyz says 503 and checks wait meanwhile.
 		err := node.WaitJoined(ctx)
 		if err != nil {
-			log.Error("join failed", "err", err)
+			// The node has logged why; serve's caller logs the error.
 			shutdown([]*peer{p}, o.shutdownTimeout)
 			return nil, err
 		}

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/yamlsyntax"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -46,6 +48,7 @@ import (
 type policyLoader struct {
 	file string
 	p    httpapi.Policy
+	seen map[string]int // "METHOD path" of each route of the file -> its line
 }
 
 // loadPolicy reads file and merges it into base.
@@ -56,9 +59,12 @@ func loadPolicy(file string, base httpapi.Policy) (httpapi.Policy, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
+		if line := yamlsyntax.Line(data); line > 0 {
+			return base, fmt.Errorf("%s:%d: yaml: %s", file, line, yamlsyntax.Message(err))
+		}
 		return base, fmt.Errorf("%s: %w", file, err)
 	}
-	l := &policyLoader{file: file, p: base}
+	l := &policyLoader{file: file, p: base, seen: map[string]int{}}
 	l.p.Shared = append([]httpapi.Shared(nil), base.Shared...)
 	l.p.Routes = append([]httpapi.Route(nil), base.Routes...)
 	if len(doc.Content) == 0 {
@@ -211,8 +217,7 @@ func (l *policyLoader) route(n *yaml.Node) error {
 		set[k.Value] = true
 		switch k.Value {
 		case "method":
-			r.Method, err = l.str(k, v)
-			r.Method = strings.ToUpper(r.Method)
+			r.Method, err = l.method(k, v)
 		case "path":
 			r.Path, err = l.str(k, v)
 		case "limits":
@@ -249,6 +254,9 @@ func (l *policyLoader) route(n *yaml.Node) error {
 	if r.Path == "" {
 		return l.errorf(n, "route: path is missing")
 	}
+	if err := l.once(n, r); err != nil {
+		return err
+	}
 	// A route without a method changes every entry of its path (the demo's
 	// are per method); with one, the entry of that method.
 	var matched []*httpapi.Route
@@ -273,6 +281,38 @@ func (l *policyLoader) route(n *yaml.Node) error {
 		}
 	}
 	return nil
+}
+
+// once refuses a route (method and path) the file gave before: the later
+// entry would silently replace the earlier's keys.
+func (l *policyLoader) once(n *yaml.Node, r httpapi.Route) error {
+	key := r.Method + " " + r.Path
+	name := strings.TrimSpace(key)
+	if r.Method == "" {
+		name += " (every method)"
+	}
+	if line, dup := l.seen[key]; dup {
+		return l.errorf(n, "route %s is given twice, at lines %d and %d: merge the two entries", name, line, n.Line)
+	}
+	l.seen[key] = n.Line
+	return nil
+}
+
+// method reads an HTTP method (upper-cased) and refuses a word that is
+// none, suggesting the nearest.
+func (l *policyLoader) method(k, v *yaml.Node) (string, error) {
+	s, err := l.str(k, v)
+	s = strings.ToUpper(strings.TrimSpace(s))
+	methods := []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace}
+	if err != nil || s == "" || slices.Contains(methods, s) {
+		return s, err
+	}
+	msg := fmt.Sprintf("method %q: not an HTTP method (want %s)", v.Value, strings.Join(methods, ", "))
+	if near := nearest(s, methods); near != "" {
+		msg += fmt.Sprintf("; did you mean %q?", near)
+	}
+	return "", l.errorf(v, "%s", msg)
 }
 
 // merge copies the keys of r the file set into cur.

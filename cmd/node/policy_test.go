@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/ratemesh/ratemesh/demo"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
 // writePolicy writes content to policy.yaml in a temporary directory.
@@ -114,8 +116,14 @@ func TestLoadPolicyErrors(t *testing.T) {
 		{"routes: /products\n", `policy.yaml:1: routes: want a list`},
 		{"default: [1, 2]\n", `policy.yaml:1: default: want a string`},
 		{"- 1\n- 2\n", `policy.yaml:1: policy: want a mapping`},
-		{"default: \"1/minute\n", `policy.yaml: yaml: line 2: `},
+		{"default: \"1/minute\n", `/policy.yaml:1: yaml: found unexpected end of stream`},
+		{"routes:\n  - method: GET\n    path: /products\n    tiers: {free: \"1/minute\"\n  - path: /login\n", `/policy.yaml:4: yaml: did not find expected ',' or '}'`},
 		{"strategy: moving-window\ndefault: \"100000 per hour\"\n", `policy.yaml:2: default: limits "100000 per hour"`},
+		{"routes:\n  - method: GETT\n    path: /products\n", `/policy.yaml:2: method "GETT": not an HTTP method (want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE); did you mean "GET"?`},
+		{"routes:\n  - method: FETCH\n    path: /products\n", `/policy.yaml:2: method "FETCH": not an HTTP method (want GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE)`},
+		{"routes:\n  - method: GET\n    path: /products\n    limits: \"5/minute\"\n  - path: /login\n  - method: get\n    path: /products\n    limits: \"6/minute\"\n",
+			`/policy.yaml:6: route GET /products is given twice, at lines 2 and 6: merge the two entries`},
+		{"routes:\n  - path: /a\n  - path: /a\n    exempt: true\n", `/policy.yaml:3: route /a (every method) is given twice, at lines 2 and 3: merge the two entries`},
 	} {
 		file := writePolicy(t, tc.content)
 		_, err := loadPolicy(file, demo.Policy())
@@ -125,5 +133,22 @@ func TestLoadPolicyErrors(t *testing.T) {
 	}
 	if _, err := loadPolicy(filepath.Join(t.TempDir(), "missing.yaml"), demo.Policy()); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// A route of the policy that matches no route of the demo is loaded (the
+// file is valid) but said at start: it limits nothing.
+func TestUnservedPolicyRouteWarns(t *testing.T) {
+	n := startedNode(t)
+	h := &httpOptions{demo: true, jwtSecret: "js", headers: "all", policyFile: writePolicy(t,
+		"routes:\n  - method: GET\n    path: /prodcts\n    limits: \"5/minute\"\n  - method: DELETE\n    path: /products\n    limits: \"1/minute\"\n  - path: /login\n    limits: \"3/minute\"\n")}
+	var logs testlog.Buffer
+	if _, _, err := h.handler(n, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{ReplaceAttr: dropTime}))); err != nil {
+		t.Fatal(err)
+	}
+	want := `level=WARN msg="a route of the policy matches no route the node serves: it limits nothing; did you mean \"/products\"?" route="GET /prodcts"` + "\n" +
+		`level=WARN msg="a route of the policy matches no route the node serves: it limits nothing" route="DELETE /products"` + "\n"
+	if got := logs.String(); got != want {
+		t.Fatalf("log:\n%s\nwant:\n%s", got, want)
 	}
 }

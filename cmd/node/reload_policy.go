@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
@@ -73,6 +75,23 @@ func (h *httpOptions) registerDemo(e *echo.Echo, node *ratemesh.Node, policy htt
 	for _, r := range b.inner.Routes() {
 		e.Add(r.Method, r.Path, d.serve)
 	}
+	warnUnserved(log, policy, b.inner.Routes())
 	h.hub.addDemo(d)
 	return nil
+}
+
+// warnUnserved warns, once a line, about each route of the policy that
+// matches no route of the app it limits (the demo's): it limits nothing.
+func warnUnserved(log *slog.Logger, p httpapi.Policy, served []*echo.Route) {
+	var paths []string
+	for _, s := range served {
+		paths = append(paths, s.Path)
+	}
+	for _, r := range httpapi.UnservedRoutes(p, served) {
+		msg := "a route of the policy matches no route the node serves: it limits nothing"
+		if near := nearest(r.Path, paths); near != "" && near != r.Path {
+			msg += fmt.Sprintf("; did you mean %q?", near)
+		}
+		log.Warn(msg, "route", strings.TrimSpace(r.Method+" "+r.Path))
+	}
 }
