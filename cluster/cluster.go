@@ -46,9 +46,11 @@ type Cluster struct {
 	leaving   atomic.Bool
 	stopped   atomic.Bool                   // the leave is done: checks are refused
 	joinGate  atomic.Pointer[chan struct{}] // open while Join merges state
-	// unjoined is set by ExpectJoin until Join succeeds: the node answers
-	// no peer's request before it knows the cluster (rpc.ErrNotServing).
+	// unjoined is set by ExpectJoin until Join succeeds: the node decides
+	// no peer's request before it knows the cluster; joinedCh is closed
+	// then.
 	unjoined  atomic.Bool
+	joinedCh  chan struct{}
 	moved     moves        // keys given away recently, and to whom
 	denied    denyCache    // checks owners denied, until they may pass
 	served    atomic.Int64 // checks received from peers, for quiesce
@@ -157,13 +159,32 @@ func rpcSecret(secret []byte) []byte {
 	return rpcKey(secret)
 }
 
-// ExpectJoin makes the node refuse its peers' requests (checks, pulls,
-// handoffs, pings) until Join succeeds, unapplied and marked so that the
-// peers send them elsewhere: a node restarted under its old name, and
-// still in its peers' rings, would otherwise decide its keys alone from
-// what it had (nothing, or its data file) before it could pull them from
-// where they went while it was away. Call it before Start.
-func (c *Cluster) ExpectJoin() { c.unjoined.Store(true) }
+// ExpectJoin makes the node hold its peers' requests (checks, pulls,
+// handoffs) until Join succeeds, and answer their pings as not serving
+// (rpc.ErrNotServing), so that a peer that routes around it keeps doing so
+// until then: a node restarted under its old name, still in its peers'
+// rings, would otherwise decide its keys alone from what it had (nothing,
+// or its data file) before it could pull them from where they went while
+// it was away. A request held past its connection's end is refused
+// unapplied. Call it before Start.
+func (c *Cluster) ExpectJoin() {
+	c.joinedCh = make(chan struct{})
+	c.unjoined.Store(true)
+}
+
+// awaitJoined returns once the node has joined (at once if it expects no
+// join), or errNotJoined when ctx ends first.
+func (c *Cluster) awaitJoined(ctx context.Context) error {
+	if !c.unjoined.Load() {
+		return nil
+	}
+	select {
+	case <-c.joinedCh:
+		return nil
+	case <-ctx.Done():
+		return errNotJoined
+	}
+}
 
 // errNotJoined refuses peers' requests before the node has joined.
 var errNotJoined = fmt.Errorf("%w: not joined yet", rpc.ErrNotServing)
@@ -194,7 +215,9 @@ func (c *Cluster) Join(ctx context.Context, seeds ...string) error {
 		return err
 	}
 	c.rebuild()
-	c.unjoined.Store(false)
+	if c.unjoined.Swap(false) {
+		close(c.joinedCh)
+	}
 	c.joined(c.now(), c.view.Load().full.Len() <= 1)
 	return nil
 }

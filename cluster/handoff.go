@@ -272,9 +272,12 @@ func (c *Cluster) Close(ctx context.Context) error {
 	if c.Ring().Len() > 0 {
 		c.handoffAll(ctx)
 	}
-	timeout := time.Second
+	// The leave message is confirmed by a peer that hears it; when the
+	// whole cluster stops at once none may: a quarter of what is left (at
+	// most maxLeaveWait), so that the drain after it still fits.
+	timeout := maxLeaveWait
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = dl.Sub(c.now())
+		timeout = min(time.Until(dl)/4, maxLeaveWait)
 	}
 	err := c.gossip.leave(max(timeout, 10*time.Millisecond))
 	c.quiesce(ctx)
@@ -289,6 +292,10 @@ func (c *Cluster) Close(ctx context.Context) error {
 	c.wg.Wait()
 	return err
 }
+
+// maxLeaveWait bounds how long Close waits for its leave message to be
+// confirmed: peers that do not hear it detect the departure as a failure.
+const maxLeaveWait = 2 * time.Second
 
 // enter admits a change to this node's table of the keys it holds — a
 // decision, a merge — unless the node is leaving; exit ends it. Close sets

@@ -203,7 +203,7 @@ func (c *Cluster) passOn(v *view, req *rpc.CheckRequest) bool {
 
 func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 	c := h.c
-	if err := h.Serving(); err != nil {
+	if err := c.awaitJoined(ctx); err != nil {
 		return err
 	}
 	c.served.Add(1)
@@ -229,7 +229,7 @@ func (h handler) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Che
 }
 
 func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error) {
-	if err := h.Serving(); err != nil {
+	if err := h.c.awaitJoined(ctx); err != nil {
 		return rpc.TakeResponse{}, err
 	}
 	if err := h.c.awaitMember(ctx, req.To, req.ToAddr); err != nil {
@@ -239,7 +239,7 @@ func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeRespon
 }
 
 func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
-	if err := h.Serving(); err != nil {
+	if err := h.c.awaitJoined(ctx); err != nil {
 		return err
 	}
 	if (req.Refund || req.Replica) && !h.c.view.Load().hasMember(req.From) {
