@@ -61,6 +61,8 @@ type NodeStats struct {
 	Name string `json:"name"`
 	// Error says why the member's stats are missing.
 	Error string `json:"error,omitempty"`
+	// Warnings are the member's ServiceConfig.Warnings, as on its /readyz.
+	Warnings []string `json:"warnings,omitempty"`
 	NodeActivity
 	Metrics NodeMetrics `json:"metrics"`
 }
@@ -142,7 +144,7 @@ func (s *service) localStats() localStats {
 
 // own is this node's stats.
 func (s *service) own(now time.Time) NodeStats {
-	return NodeStats{Name: s.node.Name(), NodeActivity: s.stats.activity(now), Metrics: s.nodeMetrics()}
+	return NodeStats{Name: s.node.Name(), Warnings: s.currentWarnings(), NodeActivity: s.stats.activity(now), Metrics: s.nodeMetrics()}
 }
 
 // fetchPeers gets the stats of every other member in the ring, in

@@ -41,6 +41,7 @@ type httpOptions struct {
 	hub            *reloader        // set by serve; nil: nothing reloads
 	tls            *tlsOptions      // set by parseOptions; nil: plain HTTP
 	routes         func(*echo.Echo) // more routes (the rate limit service's); nil: none
+	warnings       func() []string  // what /readyz and /v1/stats report (the rate limit service's); nil: none
 }
 
 // register adds the HTTP flags.
@@ -194,6 +195,7 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 		Registry:      node.Registry(),
 		Logger:        log,
 		IPv6Prefix:    h.ipv6Prefix,
+		Warnings:      h.warnings,
 	})
 	if err != nil {
 		return nil, err

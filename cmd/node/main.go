@@ -161,6 +161,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 	var web *httpServer
 	if err == nil {
 		bound.http.routes = rs.routes
+		bound.http.warnings = rs.warnings
 		web, err = serveHTTP(node, &bound.http, ln, log)
 	}
 	if err != nil {

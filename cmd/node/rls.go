@@ -140,6 +140,7 @@ type rlsServer struct {
 	svc    *rls.Service
 	srv    *grpc.Server
 	ln     net.Listener
+	watch  *refusalWatch      // calls refused for their token; nil: open API
 	cancel context.CancelFunc // stops the reloader
 	wg     sync.WaitGroup     // the server and the reloader
 }
@@ -174,7 +175,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	if err != nil {
 		return nil, err
 	}
-	opts, err := o.http.auth.grpcOptions(node.Registry())
+	opts, watch, err := o.http.auth.grpcOptions(node.Registry(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +186,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-port %d: %w", r.port, err)
 	}
-	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: connlimit.New(ln, connlimit.Config{Max: r.bounds.maxConns})}
+	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: connlimit.New(ln, connlimit.Config{Max: r.bounds.maxConns}), watch: watch}
 	svc.Register(guards.rls.Registrar(s.srv))
 	svc.RegisterHealth(guards.health.Registrar(s.srv))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -237,6 +238,15 @@ func (s *rlsServer) routes(e *echo.Echo) {
 	}
 	e.GET("/rlconfig", echo.WrapHandler(s.svc.ConfigHandler()))
 	e.POST("/json", echo.WrapHandler(s.svc.JSONHandler()))
+}
+
+// warnings are what /readyz and /v1/stats report of the service: that
+// every recent call was refused for its token.
+func (s *rlsServer) warnings() []string {
+	if s == nil {
+		return nil
+	}
+	return s.watch.Warnings()
 }
 
 // drain reports NOT_SERVING from now on, so that Envoy's health checks
