@@ -103,6 +103,7 @@ func (s *service) statsHandler(c echo.Context) error {
 	out := StatsResponse{Node: s.node.Name(), Time: s.now().UnixMilli(), Scope: scope, Members: local.shares}
 	show := s.showsKeys(s.now(), c)
 	out.Nodes = append(out.Nodes, local.own)
+	out.Nodes[0].Warnings = s.currentWarnings() // as of now, like /readyz, not of the cached second
 	if !show {
 		out.Nodes = s.hideKeys(out.Nodes)
 	}
@@ -144,7 +145,7 @@ func (s *service) localStats() localStats {
 
 // own is this node's stats.
 func (s *service) own(now time.Time) NodeStats {
-	return NodeStats{Name: s.node.Name(), Warnings: s.currentWarnings(), NodeActivity: s.stats.activity(now), Metrics: s.nodeMetrics()}
+	return NodeStats{Name: s.node.Name(), NodeActivity: s.stats.activity(now), Metrics: s.nodeMetrics()}
 }
 
 // fetchPeers gets the stats of every other member in the ring, in

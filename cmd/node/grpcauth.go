@@ -133,5 +133,10 @@ func (w *refusalWatch) Warnings() []string {
 	if w.refused == 0 || w.now().Sub(w.lastRefused) > refusalWindow {
 		return nil
 	}
-	return []string{fmt.Sprintf("grpc: the last %d calls were refused (api token %s), none accepted since: Envoy is not limiting; send authorization: Bearer <token> in grpc_service.initial_metadata", w.refused, w.reason)}
+	calls := "calls"
+	if w.refused == 1 {
+		calls = "call"
+	}
+	return []string{fmt.Sprintf("grpc: %d %s refused (api token %s) and none accepted since: Envoy is not limiting; send authorization: Bearer <token> in grpc_service.initial_metadata",
+		w.refused, calls, w.reason)}
 }
