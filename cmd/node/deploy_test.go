@@ -83,8 +83,9 @@ func (c *checker) argv(file string, argv []string) {
 }
 
 // TestDeployFilesUseRealFlags: every YAML document under deploy/ parses;
-// every flag and RATEMESH_ variable that the manifests, the Dockerfile and
-// the systemd unit use is one the node has; and the settings that make a
+// every flag and RATEMESH_ variable that the manifests, the Dockerfile,
+// the systemd unit and the code blocks of docs/envoy.md and
+// docs/kubernetes.md use is one the node has; and the settings that make a
 // graceful leave, probes and a non-root image work are there.
 func TestDeployFilesUseRealFlags(t *testing.T) {
 	flags, envs := nodeFlags(t)
@@ -111,6 +112,8 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkManifests(t, c, docs)
+	checkDocs(t, c)
+	checkEnvoyService(t, docs)
 	b, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)

@@ -144,3 +144,23 @@ func TestExpandMetadata(t *testing.T) {
 		t.Errorf("ExpandMetadata without TOKEN: %v", err)
 	}
 }
+
+// TestDocShowsExample: docs/envoy.md shows envoy.yaml from
+// static_resources on and ratelimit/edge.yaml from its domain on, as the
+// files are.
+func TestDocShowsExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(example, "..", "..", "docs", "envoy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, from := range map[string]string{"envoy.yaml": "static_resources:", "ratelimit/edge.yaml": "domain:"} {
+		b, err := os.ReadFile(filepath.Join(example, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body, ok := strings.Cut(string(b), from)
+		if !ok || !strings.Contains(string(doc), "```yaml\n"+from+body+"```\n") {
+			t.Errorf("docs/envoy.md does not show %s from %q on as it is", file, from)
+		}
+	}
+}
