@@ -53,6 +53,16 @@ function renderFigures(st) {
   document.getElementById("shadow-rate").textContent = fmtRate(rate(st.nodes, "shadow"));
 }
 
+// renderWarnings shows what the nodes report wrong while they serve, such
+// as a gRPC service refusing every call for its token.
+function renderWarnings(st) {
+  const list = [];
+  for (const n of st.nodes) for (const w of n.warnings || []) list.push(el("li", {}, n.name + ": " + w));
+  const box = document.getElementById("warnings");
+  box.replaceChildren(...list);
+  box.hidden = list.length === 0;
+}
+
 function renderMembers(st) {
   const ms = [...st.members].sort((a, b) => a.name.localeCompare(b.name));
   rows("members", ms, m => {
@@ -169,6 +179,7 @@ function render(st) {
   if (!st) return;
   document.getElementById("viewing").textContent = "node " + st.node + " · " + new Date(st.time).toLocaleTimeString();
   renderFigures(st);
+  renderWarnings(st);
   renderMembers(st);
   renderCharts(st);
   renderTop(st);
