@@ -80,7 +80,28 @@ type Options struct {
 	// and decided, shared with the gRPC server's requests; nil: only
 	// MaxJSONBody bounds each.
 	Budget Budget
+	// Observer is told every checked descriptor's decision, as a node's
+	// dashboard shows the HTTP API's; nil: no one.
+	Observer Observer
 }
+
+// Observer is told the decision of each descriptor that was checked.
+type Observer interface {
+	Decided(now time.Time, d Decision)
+}
+
+// Decision is one checked descriptor's outcome.
+type Decision struct {
+	// Allowed: within the limit. Otherwise Shadow says whether the denial
+	// was let through (a shadow_mode rule, or the service's Shadow).
+	Allowed, Shadow bool
+	// Key is the descriptor's counter (its routing key); Rule the rule's
+	// path, such as edge.user.plan_gold.
+	Key, Rule string
+	// Status is the counter's limit, what is left and when it resets.
+	Status bucket.Status
+}
+
 
 // Budget is a bound on the bytes of requests in flight.
 type Budget interface {

@@ -32,7 +32,7 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
-	stats          *httpapi.Stats // set by echo: the node's, for its service API and demo
+	stats          *httpapi.Stats // the node's, for its service API, demo and rate limit service; nil: echo makes one
 	shadow         bool
 	ipv6Prefix     int
 	limits         serverLimits
@@ -186,7 +186,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	if err := h.auth.use(e, node.Registry()); err != nil {
 		return nil, err
 	}
-	h.stats = httpapi.NewStats()
+	if h.stats == nil {
+		h.stats = httpapi.NewStats()
+	}
 	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
 		Stats:         h.stats,
 		AdminToken:    h.adminToken,

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/httpapi"
 )
 
 func main() {
@@ -157,6 +158,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		ln.Close()
 		return nil, err
 	}
+	bound.http.stats = httpapi.NewStats() // shared by the HTTP API and the rate limit service
 	rs, err := startRLS(node, &bound, log)
 	var web *httpServer
 	if err == nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/connlimit"
 	"github.com/ratemesh/ratemesh/internal/grpcguard"
 	"github.com/ratemesh/ratemesh/rls"
@@ -171,7 +172,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 		return nil, err
 	}
 	svc, err = rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log,
-		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls})
+		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls, Observer: statsObserver{o.http.stats}})
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +206,22 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	}()
 	log.Info("rls: Envoy rate limit service up", "grpc", ln.Addr().String(), "config", r.config, "domains", cfg.Domains())
 	return s, nil
+}
+
+// statsObserver puts the rate limit service's decisions in the node's
+// stats, beside the HTTP API's: the dashboard's charts, top denied keys
+// (under the rule's path) and shadow denials.
+type statsObserver struct{ stats *httpapi.Stats }
+
+func (o statsObserver) Decided(now time.Time, d rls.Decision) {
+	switch {
+	case d.Allowed:
+		o.stats.RecordAllowed(now)
+	case d.Shadow:
+		o.stats.RecordShadowDenied(now, d.Rule, d.Status.Limit.String())
+	default:
+		o.stats.RecordDenied(now, d.Key, d.Rule, &d.Status)
+	}
 }
 
 // guards are the gRPC server's: the rate limit service's requests share

@@ -153,8 +153,11 @@ function renderShadow(st) {
 
 function renderPolicy(st) {
   const p = (st.policies || [])[0];
+  // A node that serves no HTTP routes (a gateway's, --demo=false) has no
+  // policy: the panel is hidden rather than empty.
+  document.getElementById("routes-card").hidden = !p;
+  if (!p) { rows("routes", [], null); return; }
   const head = document.getElementById("policy-head");
-  if (!p) { head.textContent = "No HTTP policy on this node."; rows("routes", [], null); return; }
   const parts = [];
   if (p.default) parts.push("default " + p.default);
   if (p.application) parts.push("application " + p.application);
