@@ -185,6 +185,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 			return nil, err
 		}
 	}
+	rs.serving() // gRPC health: SERVING from now on, NOT_SERVING while joining
 	log.Info("ratemesh node ready", "name", node.Name(), "gossip", node.GossipAddr(), "rpc", node.RPCAddr(), "http", web.Addr())
 	return p, nil
 }

@@ -172,7 +172,8 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 		return nil, err
 	}
 	svc, err = rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log,
-		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls, Observer: statsObserver{o.http.stats}})
+		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls, Observer: statsObserver{o.http.stats},
+		NotServing: true})
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +265,13 @@ func (s *rlsServer) warnings() []string {
 		return nil
 	}
 	return s.watch.Warnings()
+}
+
+// serving reports SERVING on gRPC health, once the node has joined.
+func (s *rlsServer) serving() {
+	if s != nil {
+		s.svc.SetServing()
+	}
 }
 
 // drain reports NOT_SERVING from now on, so that Envoy's health checks
