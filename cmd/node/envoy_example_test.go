@@ -14,7 +14,6 @@ import (
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -42,12 +41,7 @@ func exampleGateway(t *testing.T, logs *testlog.Buffer, args ...string) (addrNod
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(n.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return n, c, bs, conn
+	return n, c, bs, dialGRPC(t, n.GRPC)
 }
 
 // TestEnvoyExampleToken calls a node with an API token as the example's

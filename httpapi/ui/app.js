@@ -156,7 +156,7 @@ function renderPolicy(st) {
   // A node that serves no HTTP routes (a gateway's, --demo=false) has no
   // policy: the panel is hidden rather than empty.
   document.getElementById("routes-card").hidden = !p;
-  if (!p) { rows("routes", [], null); return; }
+  if (!p) return;
   const head = document.getElementById("policy-head");
   const parts = [];
   if (p.default) parts.push("default " + p.default);
