@@ -76,11 +76,22 @@ function renderMembers(st) {
   });
 }
 
+// timeLabels names the x axis' ticks by the time of day only: minutes as
+// 05:58, the ticks between as :30. uPlot's default puts the date under the
+// first tick, where it runs into the next one's label.
+function timeLabels(u, splits) {
+  const two = n => String(n).padStart(2, "0");
+  return splits.map(t => {
+    const d = new Date(t * 1000);
+    return d.getSeconds() === 0 ? two(d.getHours()) + ":" + two(d.getMinutes()) : ":" + two(d.getSeconds());
+  });
+}
+
 function chartOpts(width) {
   return {
     width, height: 160, legend: { show: true, live: false },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-    axes: [{}, { size: 40 }],
+    axes: [{ values: timeLabels }, { size: 40 }],
     series: [
       {},
       { label: "allowed", stroke: "#1f9d55", fill: "rgba(31,157,85,.12)", width: 1.5 },
