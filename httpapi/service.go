@@ -88,6 +88,10 @@ type ServiceConfig struct {
 	// Now is the clock reset times are reported against, and failed
 	// admin-token attempts are throttled by; nil: time.Now.
 	Now func() time.Time
+	// Warnings lists what is wrong with the node while it still serves,
+	// such as a gRPC service that refuses every call it gets: GET /readyz
+	// and the node's entry of GET /v1/stats show them. nil: none.
+	Warnings func() []string
 }
 
 // service serves the API of one node.
@@ -110,6 +114,7 @@ type service struct {
 	cache      statsCache          // parts of /v1/stats, built once a second
 	apiTokens  *Tokens             // show client keys in /v1/stats, with the admin token
 	keySecret  []byte              // of HideKey
+	warnings   func() []string     // nil: none
 
 	adminFailures failureThrottle // of DELETE /v1/keys
 }
@@ -121,7 +126,7 @@ type service struct {
 //	GET    /v1/cluster/owner    ?key=…: the member owning a routing key
 //	DELETE /v1/keys/:key        reset a routing key cluster-wide (admin token)
 //	GET    /healthz             liveness; never limited
-//	GET    /readyz              200 once joined with a ring, else 503
+//	GET    /readyz              200 once joined with a ring, else 503; cfg.Warnings in "warnings"
 //	GET    /metrics             Prometheus exposition of cfg.Registry
 //	GET    /v1/stats            the node's and cluster's activity (with cfg.Stats)
 //	GET    /v1/limits           ?key=…: the policy's limits and the key's state (with cfg.Stats)
@@ -146,6 +151,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		shown:      statsGatherer(node, cfg.Registry),
 		apiTokens:  cfg.APITokens,
 		keySecret:  keyHashSecret(cfg.KeyHashSecret),
+		warnings:   cfg.Warnings,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = 1 << 20
@@ -216,6 +222,9 @@ func (s *service) count(endpoint string, h echo.HandlerFunc) echo.HandlerFunc {
 type HealthResponse struct {
 	Status string `json:"status"`
 	Node   string `json:"node"`
+	// Warnings are ServiceConfig.Warnings, on /readyz: the node is ready
+	// but something it serves is not working as meant.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func (s *service) healthz(c echo.Context) error {
@@ -224,9 +233,17 @@ func (s *service) healthz(c echo.Context) error {
 
 func (s *service) readyz(c echo.Context) error {
 	if !s.node.Ready() {
-		return c.JSON(http.StatusServiceUnavailable, HealthResponse{Status: "not ready", Node: s.node.Name()})
+		return c.JSON(http.StatusServiceUnavailable, HealthResponse{Status: "not ready", Node: s.node.Name(), Warnings: s.currentWarnings()})
 	}
-	return c.JSON(http.StatusOK, HealthResponse{Status: "ready", Node: s.node.Name()})
+	return c.JSON(http.StatusOK, HealthResponse{Status: "ready", Node: s.node.Name(), Warnings: s.currentWarnings()})
+}
+
+// currentWarnings are ServiceConfig.Warnings as they are now; nil without.
+func (s *service) currentWarnings() []string {
+	if s.warnings == nil {
+		return nil
+	}
+	return s.warnings()
 }
 
 // MemberResponse is a cluster member as the service API shows it.

@@ -95,6 +95,22 @@ func (s *Stats) denied(now time.Time, key, route string, st *bucket.Status) {
 	s.mu.Unlock()
 }
 
+// RecordAllowed records a check allowed outside the HTTP API, such as one
+// of the Envoy rate limit service's descriptors, in the history.
+func (s *Stats) RecordAllowed(now time.Time) { s.allowed(now) }
+
+// RecordDenied records a check of key denied outside the HTTP API by st
+// under route (for the rate limit service, its rule), in the history and
+// the top denied keys.
+func (s *Stats) RecordDenied(now time.Time, key, route string, st *bucket.Status) {
+	s.denied(now, key, route, st)
+}
+
+// RecordShadowDenied records a check outside the HTTP API that limit
+// would have denied and let through, in the history and the shadow rows
+// of route.
+func (s *Stats) RecordShadowDenied(now time.Time, route, limit string) { s.shadowDenied(now, route, limit) }
+
 // shadowDenied records a request a shadow limit would have denied.
 func (s *Stats) shadowDenied(now time.Time, route, limit string) {
 	if s == nil {

@@ -61,6 +61,8 @@ type NodeStats struct {
 	Name string `json:"name"`
 	// Error says why the member's stats are missing.
 	Error string `json:"error,omitempty"`
+	// Warnings are the member's ServiceConfig.Warnings, as on its /readyz.
+	Warnings []string `json:"warnings,omitempty"`
 	NodeActivity
 	Metrics NodeMetrics `json:"metrics"`
 }
@@ -101,6 +103,7 @@ func (s *service) statsHandler(c echo.Context) error {
 	out := StatsResponse{Node: s.node.Name(), Time: s.now().UnixMilli(), Scope: scope, Members: local.shares}
 	show := s.showsKeys(s.now(), c)
 	out.Nodes = append(out.Nodes, local.own)
+	out.Nodes[0].Warnings = s.currentWarnings() // as of now, like /readyz, not of the cached second
 	if !show {
 		out.Nodes = s.hideKeys(out.Nodes)
 	}

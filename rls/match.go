@@ -150,3 +150,10 @@ func metricValue(detailed bool, value string, n *descNode) string {
 	}
 	return value
 }
+
+// Match is the rule a descriptor of domainName with entries gets, as in a
+// request; nil: none matches, and the descriptor is not limited. Tests and
+// tools use it to check that a gateway's actions meet the config's rules.
+func (c *Config) Match(domainName string, entries []*rlv3.RateLimitDescriptor_Entry) *Rule {
+	return c.lookup(domainName, entries, make([]*descNode, len(entries)))
+}

@@ -90,3 +90,38 @@ func TestWildcardMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestMatch: a rule applies at a descriptor's last entry only; a key
+// without a value matches any value the others do not.
+func TestMatch(t *testing.T) {
+	cfg := mustConfig(t, `domain: edge
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 1}
+    descriptors:
+      - key: plan
+        value: gold
+        rate_limit: {unit: minute, requests_per_unit: 10}
+      - key: plan
+        rate_limit: {unit: minute, requests_per_unit: 5}
+`)
+	for _, tc := range []struct {
+		domain  string
+		entries []string
+		want    string
+	}{
+		{"edge", []string{"user", "bob", "plan", "silver"}, "edge.user.plan"},
+		{"edge", []string{"user", "alice", "plan", "gold"}, "edge.user.plan_gold"},
+		{"edge", []string{"user", "bob"}, "edge.user"},
+		{"edge", []string{"plan", "gold"}, ""},
+		{"other", []string{"user", "bob"}, ""},
+	} {
+		got := ""
+		if r := cfg.Match(tc.domain, entriesOf(tc.entries...)); r != nil {
+			got = r.Path
+		}
+		if got != tc.want {
+			t.Errorf("Match(%s, %v): %q, want %q", tc.domain, tc.entries, got, tc.want)
+		}
+	}
+}

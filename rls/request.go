@@ -240,6 +240,10 @@ func (s *Service) status(p *plan, now time.Time) *pb.RateLimitResponse_Descripto
 	st := &p.res.Statuses[0]
 	over := !p.res.Allowed
 	s.metrics.record(p, over, st, s.opts.NearLimitRatio)
+	if s.opts.Observer != nil {
+		s.opts.Observer.Decided(now, Decision{Allowed: !over, Shadow: over && (p.rule.ShadowMode || s.opts.Shadow),
+			Key: p.key, Rule: p.rule.Path, Status: *st})
+	}
 	code := pb.RateLimitResponse_OK
 	if over && !p.rule.ShadowMode {
 		code = pb.RateLimitResponse_OVER_LIMIT

@@ -80,6 +80,30 @@ type Options struct {
 	// and decided, shared with the gRPC server's requests; nil: only
 	// MaxJSONBody bounds each.
 	Budget Budget
+	// Observer is told every checked descriptor's decision, as a node's
+	// dashboard shows the HTTP API's; nil: no one.
+	Observer Observer
+	// NotServing starts gRPC health at NOT_SERVING until SetServing, for
+	// a node that has yet to join its cluster: Envoy's health checks then
+	// keep calls away from it while it could not decide them.
+	NotServing bool
+}
+
+// Observer is told the decision of each descriptor that was checked.
+type Observer interface {
+	Decided(now time.Time, d Decision)
+}
+
+// Decision is one checked descriptor's outcome.
+type Decision struct {
+	// Allowed: within the limit. Otherwise Shadow says whether the denial
+	// was let through (a shadow_mode rule, or the service's Shadow).
+	Allowed, Shadow bool
+	// Key is the descriptor's counter (its routing key); Rule the rule's
+	// path, such as edge.user.plan_gold.
+	Key, Rule string
+	// Status is the counter's limit, what is left and when it resets.
+	Status bucket.Status
 }
 
 // Budget is a bound on the bytes of requests in flight.
@@ -150,8 +174,12 @@ func New(node Checker, cfg *Config, o Options) (*Service, error) {
 		s.metrics = m
 	}
 	s.cfg.Store(cfg)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if o.NotServing {
+		s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+		s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	} else {
+		s.SetServing()
+	}
 	return s, nil
 }
 
@@ -179,6 +207,13 @@ func (s *Service) Register(r grpc.ServiceRegistrar) { pb.RegisterRateLimitServic
 // RegisterHealth registers the standard gRPC health service on r,
 // reporting SERVING for "" and ServiceName until Shutdown.
 func (s *Service) RegisterHealth(r grpc.ServiceRegistrar) { healthpb.RegisterHealthServer(r, s.health) }
+
+// SetServing reports SERVING for "" and ServiceName; after Shutdown it
+// does nothing.
+func (s *Service) SetServing() {
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+}
 
 // Shutdown reports NOT_SERVING from now on, so that clients watching
 // health move away before the server stops; call it first when draining.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,11 +8,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/ratemesh/ratemesh/httpapi"
 )
@@ -127,56 +121,4 @@ func (a *authOptions) use(e *echo.Echo, reg prometheus.Registerer) error {
 	}
 	e.Use(mw)
 	return nil
-}
-
-// grpcOptions are the gRPC server options that guard the rate limit
-// service; none when the API is open. gRPC health stays open, as
-// /healthz does, for the load balancers that probe it.
-func (a *authOptions) grpcOptions(reg prometheus.Registerer) ([]grpc.ServerOption, error) {
-	if a.tokens == nil {
-		return nil, nil
-	}
-	refused, err := httpapi.NewAuthRefusals(reg)
-	if err != nil {
-		return nil, err
-	}
-	g := &grpcAuth{tokens: a.tokens, refused: refused}
-	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.unary), grpc.ChainStreamInterceptor(g.stream)}, nil
-}
-
-// grpcAuth checks the "authorization" metadata of gRPC calls.
-type grpcAuth struct {
-	tokens  *httpapi.Tokens
-	refused *prometheus.CounterVec
-}
-
-// check returns nil for calls that may proceed, else Unauthenticated.
-func (g *grpcAuth) check(ctx context.Context, method string) error {
-	if strings.HasPrefix(method, "/"+healthpb.Health_ServiceDesc.ServiceName+"/") {
-		return nil
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	res := httpapi.AuthMissing
-	if v := md.Get("authorization"); len(v) == 1 {
-		res = g.tokens.Check(v[0])
-	}
-	if res == httpapi.AuthOK {
-		return nil
-	}
-	g.refused.WithLabelValues("grpc", res.String()).Inc()
-	return status.Error(codes.Unauthenticated, "api token "+res.String()+": send authorization: Bearer <token>")
-}
-
-func (g *grpcAuth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := g.check(ctx, info.FullMethod); err != nil {
-		return nil, err
-	}
-	return h(ctx, req)
-}
-
-func (g *grpcAuth) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := g.check(ss.Context(), info.FullMethod); err != nil {
-		return err
-	}
-	return h(srv, ss)
 }

@@ -32,9 +32,9 @@ const (
 	admin  = "admin-0123456789abcdef"
 )
 
-// servedNode runs serve with args (plus port 0 everywhere and an address
-// file) and returns the first node's addresses once they are up.
-func servedNode(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, func() error) {
+// servedNodes runs serve with args (plus port 0 everywhere and an address
+// file) and returns the nodes' addresses once they are up and joined.
+func servedNodes(t *testing.T, logs *testlog.Buffer, args ...string) ([]addrNode, func() error) {
 	t.Helper()
 	addrs := filepath.Join(t.TempDir(), "addrs.json")
 	args = append(args, "--gossip-port", "0", "--rpc-port", "0", "--http-port", "0", "--grpc-port", "0",
@@ -44,16 +44,23 @@ func servedNode(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, f
 		_, err := os.Stat(addrs)
 		return err == nil
 	})
-	return readAddrFile(t, addrs).Nodes[0], stop
+	return readAddrFile(t, addrs).Nodes, stop
 }
 
-// servedClient is servedNode stopped at the test's end, with a client
+// servedNode is servedNodes' first node.
+func servedNode(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, func() error) {
+	t.Helper()
+	nodes, stop := servedNodes(t, logs, args...)
+	return nodes[0], stop
+}
+
+// servedClients is servedNodes stopped at the test's end, with a client
 // whose idle connections are closed then, and leaks checked after both.
-func servedClient(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, *http.Client) {
+func servedClients(t *testing.T, logs *testlog.Buffer, args ...string) ([]addrNode, *http.Client) {
 	t.Helper()
 	// Registered first, so it runs after the other cleanups.
 	t.Cleanup(func() { goleak.VerifyNone(t, clustertest.LeakOptions()...) })
-	n, stop := servedNode(t, logs, args...)
+	nodes, stop := servedNodes(t, logs, args...)
 	c := &http.Client{Timeout: 5 * time.Second}
 	t.Cleanup(func() {
 		c.CloseIdleConnections()
@@ -61,7 +68,14 @@ func servedClient(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode,
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return n, c
+	return nodes, c
+}
+
+// servedClient is servedClients' first node.
+func servedClient(t *testing.T, logs *testlog.Buffer, args ...string) (addrNode, *http.Client) {
+	t.Helper()
+	nodes, c := servedClients(t, logs, args...)
+	return nodes[0], c
 }
 
 // rlsConfig writes an envoyproxy/ratelimit config with one descriptor.

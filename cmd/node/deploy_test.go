@@ -26,19 +26,12 @@ const repoRoot = "../.."
 // usage the flag set itself prints.
 func nodeFlags(t *testing.T) (flags, envs map[string]bool) {
 	t.Helper()
-	var out bytes.Buffer
-	if _, err := parseOptions([]string{"--help"}, func(string) string { return "" }, &out); err == nil {
-		t.Fatal("--help did not stop")
-	}
 	flags, envs = map[string]bool{}, map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(out.String(), -1) {
-		flags[m[1]] = true
+	for name, f := range helpFlags(t) {
+		flags[name], envs[f.env] = true, true
 	}
-	for _, m := range regexp.MustCompile(`\(env (RATEMESH_[A-Z0-9_]+)\)`).FindAllStringSubmatch(out.String(), -1) {
-		envs[m[1]] = true
-	}
-	if len(flags) < 30 || len(flags) != len(envs) {
-		t.Fatalf("read %d flags and %d variables from --help:\n%s", len(flags), len(envs), out.String())
+	if len(flags) != len(envs) || envs[""] {
+		t.Fatalf("read %d flags and %d variables from --help", len(flags), len(envs))
 	}
 	return flags, envs
 }
@@ -83,8 +76,9 @@ func (c *checker) argv(file string, argv []string) {
 }
 
 // TestDeployFilesUseRealFlags: every YAML document under deploy/ parses;
-// every flag and RATEMESH_ variable that the manifests, the Dockerfile and
-// the systemd unit use is one the node has; and the settings that make a
+// every flag and RATEMESH_ variable that the manifests, the Dockerfile,
+// the systemd unit and the code blocks of docs/envoy.md and
+// docs/kubernetes.md use is one the node has; and the settings that make a
 // graceful leave, probes and a non-root image work are there.
 func TestDeployFilesUseRealFlags(t *testing.T) {
 	flags, envs := nodeFlags(t)
@@ -111,6 +105,8 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkManifests(t, c, docs)
+	checkDocs(t, c)
+	checkEnvoyService(t, docs)
 	b, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
-	stats          *httpapi.Stats // set by echo: the node's, for its service API and demo
+	stats          *httpapi.Stats // the node's, for its service API, demo and rate limit service; nil: echo makes one
 	shadow         bool
 	ipv6Prefix     int
 	limits         serverLimits
@@ -41,6 +41,7 @@ type httpOptions struct {
 	hub            *reloader        // set by serve; nil: nothing reloads
 	tls            *tlsOptions      // set by parseOptions; nil: plain HTTP
 	routes         func(*echo.Echo) // more routes (the rate limit service's); nil: none
+	warnings       func() []string  // what /readyz and /v1/stats report (the rate limit service's); nil: none
 }
 
 // register adds the HTTP flags.
@@ -185,7 +186,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 	if err := h.auth.use(e, node.Registry()); err != nil {
 		return nil, err
 	}
-	h.stats = httpapi.NewStats()
+	if h.stats == nil {
+		h.stats = httpapi.NewStats()
+	}
 	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
 		Stats:         h.stats,
 		AdminToken:    h.adminToken,
@@ -194,6 +197,7 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 		Registry:      node.Registry(),
 		Logger:        log,
 		IPv6Prefix:    h.ipv6Prefix,
+		Warnings:      h.warnings,
 	})
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/httpapi"
 )
 
 func main() {
@@ -155,10 +156,12 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		ln.Close()
 		return nil, err
 	}
+	bound.http.stats = httpapi.NewStats() // shared by the HTTP API and the rate limit service
 	rs, err := startRLS(node, &bound, log)
 	var web *httpServer
 	if err == nil {
 		bound.http.routes = rs.routes
+		bound.http.warnings = rs.warnings
 		web, err = serveHTTP(node, &bound.http, ln, log)
 	}
 	if err != nil {
@@ -180,6 +183,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 			return nil, err
 		}
 	}
+	rs.serving() // gRPC health: SERVING from now on, NOT_SERVING while joining
 	log.Info("ratemesh node ready", "name", node.Name(), "gossip", node.GossipAddr(), "rpc", node.RPCAddr(), "http", web.Addr())
 	return p, nil
 }

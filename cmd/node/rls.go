@@ -16,6 +16,7 @@ import (
 
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/connlimit"
 	"github.com/ratemesh/ratemesh/internal/grpcguard"
 	"github.com/ratemesh/ratemesh/rls"
@@ -140,6 +141,7 @@ type rlsServer struct {
 	svc    *rls.Service
 	srv    *grpc.Server
 	ln     net.Listener
+	watch  *refusalWatch      // calls refused for their token; nil: open API
 	cancel context.CancelFunc // stops the reloader
 	wg     sync.WaitGroup     // the server and the reloader
 }
@@ -170,11 +172,12 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 		return nil, err
 	}
 	svc, err = rls.New(node, cfg, rls.Options{Shadow: r.shadow, Headers: headers, Registerer: node.Registry(), Logger: log,
-		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls})
+		MaxOverridePeriod: r.bounds.maxOverride, Budget: guards.rls, Observer: statsObserver{o.http.stats},
+		NotServing: true})
 	if err != nil {
 		return nil, err
 	}
-	opts, err := o.http.auth.grpcOptions(node.Registry())
+	opts, watch, err := o.http.auth.grpcOptions(node.Registry(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +188,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-port %d: %w", r.port, err)
 	}
-	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: connlimit.New(ln, connlimit.Config{Max: r.bounds.maxConns})}
+	s := &rlsServer{svc: svc, srv: grpc.NewServer(opts...), ln: connlimit.New(ln, connlimit.Config{Max: r.bounds.maxConns}), watch: watch}
 	svc.Register(guards.rls.Registrar(s.srv))
 	svc.RegisterHealth(guards.health.Registrar(s.srv))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -204,6 +207,22 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	}()
 	log.Info("rls: Envoy rate limit service up", "grpc", ln.Addr().String(), "config", r.config, "domains", cfg.Domains())
 	return s, nil
+}
+
+// statsObserver puts the rate limit service's decisions in the node's
+// stats, beside the HTTP API's: the dashboard's charts, top denied keys
+// (under the rule's path) and shadow denials.
+type statsObserver struct{ stats *httpapi.Stats }
+
+func (o statsObserver) Decided(now time.Time, d rls.Decision) {
+	switch {
+	case d.Allowed:
+		o.stats.RecordAllowed(now)
+	case d.Shadow:
+		o.stats.RecordShadowDenied(now, d.Rule, d.Status.Limit.String())
+	default:
+		o.stats.RecordDenied(now, d.Key, d.Rule, &d.Status)
+	}
 }
 
 // guards are the gRPC server's: the rate limit service's requests share
@@ -237,6 +256,22 @@ func (s *rlsServer) routes(e *echo.Echo) {
 	}
 	e.GET("/rlconfig", echo.WrapHandler(s.svc.ConfigHandler()))
 	e.POST("/json", echo.WrapHandler(s.svc.JSONHandler()))
+}
+
+// warnings are what /readyz and /v1/stats report of the service: that
+// every recent call was refused for its token.
+func (s *rlsServer) warnings() []string {
+	if s == nil {
+		return nil
+	}
+	return s.watch.Warnings()
+}
+
+// serving reports SERVING on gRPC health, once the node has joined.
+func (s *rlsServer) serving() {
+	if s != nil {
+		s.svc.SetServing()
+	}
 }
 
 // drain reports NOT_SERVING from now on, so that Envoy's health checks

@@ -141,8 +141,9 @@ func askGRPC(t *testing.T, addr string) pb.RateLimitResponse_Code {
 	return r.OverallCode
 }
 
-// TestRLSServerDrain: drain turns gRPC health to NOT_SERVING while the
-// service still answers, and stop closes the port.
+// TestRLSServerDrain: gRPC health is NOT_SERVING until serving (the
+// node has joined), then SERVING; drain turns it to NOT_SERVING for good
+// while the service still answers, and stop closes the port.
 func TestRLSServerDrain(t *testing.T) {
 	// Registered first, so it runs after the node's own cleanup.
 	t.Cleanup(func() { goleak.VerifyNone(t, clustertest.LeakOptions()...) })
@@ -158,12 +159,19 @@ func TestRLSServerDrain(t *testing.T) {
 	}
 	conn := dialGRPC(t, s.Addr())
 	health := func() string { return healthOf(conn) }
+	if h := health(); h != "NOT_SERVING" {
+		t.Fatalf("health %s before the node has joined, want NOT_SERVING", h)
+	}
+	s.serving()
 	if h := health(); h != "SERVING" {
 		t.Fatalf("health %s, want SERVING", h)
 	}
 	s.drain()
 	if h, code := health(), askGRPC(t, s.Addr()); h != "NOT_SERVING" || code != pb.RateLimitResponse_OK {
 		t.Fatalf("draining: health %s, answer %s; want NOT_SERVING and still OK", h, code)
+	}
+	if s.serving(); health() != "NOT_SERVING" {
+		t.Fatal("serving after drain turned health back to SERVING")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

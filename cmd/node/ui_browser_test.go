@@ -110,20 +110,26 @@ func TestDashboardAsksForToken(t *testing.T) {
 	}
 	addrs := threeNodes(t, "--api-token", tokenA)
 	ctx := openDashboard(t, chromium, addrs[1])
-	visible := `!document.getElementById("token-form").hidden`
-	testkit.Eventually(t, 20*time.Second, "the token form", func() bool {
-		shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](visible))
-		return err == nil && shown
-	})
-	enter := `document.getElementById("token").value = ` + strconv.Quote(tokenA) + `; document.getElementById("token-form").requestSubmit(); true`
-	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](enter)); err != nil {
-		t.Fatal(err)
-	}
+	enterToken(t, ctx, tokenA)
 	answered := `document.getElementById("status").textContent === "live" && document.querySelectorAll("#nodes tbody tr").length === 3 && !document.querySelector("#nodes .pill.down")`
 	testkit.Eventually(t, 20*time.Second, "three nodes' stats", func() bool {
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](answered))
 		return err == nil && ok
 	})
+}
+
+// enterToken waits for the page's token form and submits token.
+func enterToken(t *testing.T, ctx context.Context, token string) {
+	t.Helper()
+	visible := `!document.getElementById("token-form").hidden`
+	testkit.Eventually(t, 20*time.Second, "the token form", func() bool {
+		shown, err := chromedp.Run(ctx, chromedp.Evaluate[bool](visible))
+		return err == nil && shown
+	})
+	enter := `document.getElementById("token").value = ` + strconv.Quote(token) + `; document.getElementById("token-form").requestSubmit(); true`
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](enter)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // openDashboard opens /ui/ of the node at addr in a browser that stops

@@ -53,6 +53,16 @@ function renderFigures(st) {
   document.getElementById("shadow-rate").textContent = fmtRate(rate(st.nodes, "shadow"));
 }
 
+// renderWarnings shows what the nodes report wrong while they serve, such
+// as a gRPC service refusing every call for its token.
+function renderWarnings(st) {
+  const list = [];
+  for (const n of st.nodes) for (const w of n.warnings || []) list.push(el("li", {}, n.name + ": " + w));
+  const box = document.getElementById("warnings");
+  box.replaceChildren(...list);
+  box.hidden = list.length === 0;
+}
+
 function renderMembers(st) {
   const ms = [...st.members].sort((a, b) => a.name.localeCompare(b.name));
   rows("members", ms, m => {
@@ -66,11 +76,22 @@ function renderMembers(st) {
   });
 }
 
+// timeLabels names the x axis' ticks by the time of day only: minutes as
+// 05:58, the ticks between as :30. uPlot's default puts the date under the
+// first tick, where it runs into the next one's label.
+function timeLabels(u, splits) {
+  const two = n => String(n).padStart(2, "0");
+  return splits.map(t => {
+    const d = new Date(t * 1000);
+    return d.getSeconds() === 0 ? two(d.getHours()) + ":" + two(d.getMinutes()) : ":" + two(d.getSeconds());
+  });
+}
+
 function chartOpts(width) {
   return {
     width, height: 160, legend: { show: true, live: false },
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-    axes: [{}, { size: 40 }],
+    axes: [{ values: timeLabels }, { size: 40 }],
     series: [
       {},
       { label: "allowed", stroke: "#1f9d55", fill: "rgba(31,157,85,.12)", width: 1.5 },
@@ -143,8 +164,11 @@ function renderShadow(st) {
 
 function renderPolicy(st) {
   const p = (st.policies || [])[0];
+  // A node that serves no HTTP routes (a gateway's, --demo=false) has no
+  // policy: the panel is hidden rather than empty.
+  document.getElementById("routes-card").hidden = !p;
+  if (!p) return;
   const head = document.getElementById("policy-head");
-  if (!p) { head.textContent = "No HTTP policy on this node."; rows("routes", [], null); return; }
   const parts = [];
   if (p.default) parts.push("default " + p.default);
   if (p.application) parts.push("application " + p.application);
@@ -169,6 +193,7 @@ function render(st) {
   if (!st) return;
   document.getElementById("viewing").textContent = "node " + st.node + " · " + new Date(st.time).toLocaleTimeString();
   renderFigures(st);
+  renderWarnings(st);
   renderMembers(st);
   renderCharts(st);
   renderTop(st);
