@@ -363,6 +363,23 @@ func sameMembers(a, b []ring.Member) bool {
 	return slices.Equal(a, sorted)
 }
 
+// catchUp rebuilds the ring at once when gossip has reported a change that
+// the ring builder has not taken yet, so that no check is decided from a
+// view older than what gossip knows: the first node of a cluster, say,
+// whose first peer joined it while it was starting, would otherwise own
+// every key alone for as long as the ring builder waits for the CPU. An
+// empty channel costs a check a few nanoseconds.
+func (c *Cluster) catchUp() {
+	if c.view.Load() == nil {
+		return // starting: gossip is set before the first view is stored
+	}
+	select {
+	case <-c.gossip.changes():
+		c.rebuild()
+	default:
+	}
+}
+
 func (c *Cluster) kickHandoff() {
 	select {
 	case c.handoff <- struct{}{}:

@@ -22,6 +22,7 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 		return false, c.serveLeaving(ctx, c.view.Load(), req, resp)
 	}
 	defer c.exit()
+	c.catchUp()
 	var owner ring.Member
 	for attempt := 0; attempt < 2; attempt++ {
 		v := c.settledView(ctx)
@@ -180,6 +181,7 @@ func (h handler) TryCheck(req *rpc.CheckRequest, resp *rpc.CheckResponse) (bool,
 		return false, nil
 	}
 	defer c.exit()
+	c.catchUp()
 	now := c.now()
 	v := c.view.Load()
 	if c.passOn(v, req) || !c.decidable(v, req, now) {
