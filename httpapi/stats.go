@@ -109,7 +109,9 @@ func (s *Stats) RecordDenied(now time.Time, key, route string, st *bucket.Status
 // RecordShadowDenied records a check outside the HTTP API that limit
 // would have denied and let through, in the history and the shadow rows
 // of route.
-func (s *Stats) RecordShadowDenied(now time.Time, route, limit string) { s.shadowDenied(now, route, limit) }
+func (s *Stats) RecordShadowDenied(now time.Time, route, limit string) {
+	s.shadowDenied(now, route, limit)
+}
 
 // shadowDenied records a request a shadow limit would have denied.
 func (s *Stats) shadowDenied(now time.Time, route, limit string) {
