@@ -262,12 +262,9 @@ func (c *Cluster) Close(ctx context.Context) error {
 	}
 	c.awaitChanges(ctx)
 	if c.leases != nil {
-		c.leases.settle(ctx, c.now, c.view.Load)
+		c.leases.settle(ctx)
 	}
-	c.restore.mu.Lock()
-	c.restore.until = c.now() // what is left goes with the rest
-	c.restore.mu.Unlock()
-	c.adoptRest(c.now())
+	c.adoptAll(c.now())
 	c.rebuild()
 	if c.Ring().Len() > 0 {
 		c.handoffAll(ctx)

@@ -176,12 +176,12 @@ func (l *leaser) askLocked(owner ring.Member, req *rpc.CheckRequest, n, remainin
 // for any more, the grants in flight get their answers (each within
 // ForwardTimeout: one cut off could have been counted by its owner, a
 // slice lost), and every slice held goes back to its key's count.
-func (l *leaser) settle(ctx context.Context, now func() time.Time, v func() *view) {
+func (l *leaser) settle(ctx context.Context) {
 	l.mu.Lock()
 	l.closing = true
 	l.mu.Unlock()
 	l.asks.Wait()
-	l.expire(ctx, now(), v(), true)
+	l.expire(ctx, l.c.now(), l.c.view.Load(), true)
 }
 
 func minRemaining(sts []bucket.Status) int64 {
@@ -353,10 +353,10 @@ func fixedWindowsOnly(cs []bucket.Counter) bool {
 // count up yet — on that previous owner. A refund with no count to land on
 // (the window ended, the key was reset) is dropped: it would take nothing
 // off.
+//
 // from names the node that gave the refund back: it goes on in its name,
 // so that a node that does not know this one yet (a joiner whose pull it
-// refused) still takes it.
-// hops is how often the refund was passed on by leaving nodes.
+// refused) still takes it. hops is how often leaving nodes passed it on.
 func (c *Cluster) refundHere(ctx context.Context, from string, hops int, entries []bucket.Entry) {
 	for _, e := range entries {
 		c.refundOne(ctx, from, hops, e)

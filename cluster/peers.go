@@ -156,15 +156,9 @@ func (s *peerSet) closeAll() {
 	all := s.peers
 	s.peers = map[string]*dialed{}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
 	for _, d := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.peer.Retire()
-		}()
+		s.retire(d.peer) // Close waits for them with the cluster's goroutines
 	}
-	wg.Wait()
 }
 
 // probeLoop pings suspected peers until they answer, and forgets old moves.

@@ -88,9 +88,7 @@ func (c *Cluster) adopt(now time.Time, key string) {
 		return
 	}
 	c.store.Merge(now, []bucket.Entry{e})
-	if c.repl != nil {
-		c.repl.changed(key)
-	}
+	c.replicate([]bucket.Entry{e})
 }
 
 // joined starts the restore window once this node's ring holds others;
@@ -109,6 +107,15 @@ func (c *Cluster) joined(now time.Time, alone bool) {
 			r.until = now
 		}
 	}
+}
+
+// adoptAll moves every restored count into the table now: the node is
+// leaving, and hands them off with the rest.
+func (c *Cluster) adoptAll(now time.Time) {
+	c.restore.mu.Lock()
+	c.restore.until = now
+	c.restore.mu.Unlock()
+	c.adoptRest(now)
 }
 
 // adoptRest moves what is left of the restored counts into the table once

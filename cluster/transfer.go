@@ -229,13 +229,8 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 		if r.Supersedes {
 			c.restore.drop(es)
 		}
-		c.mergeHere(es)
+		c.mergeHere(es) // replicated at once: see replicate
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
-		if c.repl != nil {
-			// Copied to the successor now, not at the key's next
-			// check: a crash before it must not lose what was pulled.
-			c.repl.changed(key)
-		}
 	}
 	return true
 }
