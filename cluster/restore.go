@@ -76,19 +76,24 @@ func (r *restore) drop(entries []bucket.Entry) {
 // adopt moves key's restored count, if any, into the table before this
 // node decides the key: no one else held it.
 func (c *Cluster) adopt(now time.Time, key string) {
-	r := &c.restore
+	if e, ok := c.restore.take(now, key); ok {
+		c.store.Merge(now, []bucket.Entry{e})
+		c.replicate([]bucket.Entry{e})
+	}
+}
+
+// take removes and returns key's restored count, if any: for the table,
+// or for a peer that pulls the key (its new owner after a whole cluster
+// restarted: the count read from this node's file is this node's).
+func (r *restore) take(now time.Time, key string) (bucket.Entry, bool) {
 	if r.n.Load() == 0 {
-		return
+		return bucket.Entry{}, false
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	e, ok := r.store.Take(now, key)
 	r.n.Store(int64(r.store.Len()))
-	r.mu.Unlock()
-	if !ok {
-		return
-	}
-	c.store.Merge(now, []bucket.Entry{e})
-	c.replicate([]bucket.Entry{e})
+	return e, ok
 }
 
 // joined starts the restore window once this node's ring holds others;
@@ -136,4 +141,5 @@ func (c *Cluster) adoptRest(now time.Time) {
 	r.mu.Unlock()
 	c.store.Merge(now, rest)
 	c.log.Info("counts restored from the data file that no peer held", "keys", len(rest))
+	c.kickHandoff() // those of keys others own go to them
 }

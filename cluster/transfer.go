@@ -311,6 +311,9 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 	defer c.movingMu.Unlock()
 	var r rpc.TakeResponse
 	r.Entry, r.Found = c.store.Take(now, req.Key)
+	if !r.Found {
+		r.Entry, r.Found = c.restore.take(now, req.Key)
+	}
 	if c.repl != nil {
 		r = c.repl.give(now, req, r)
 	}
