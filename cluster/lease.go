@@ -303,6 +303,7 @@ func (l *leaser) giveBack(ctx context.Context, refunds map[ring.Member][]bucket.
 				unsent = append(unsent, es...)
 			default:
 				l.c.metrics.leases.WithLabelValues("refund_failed").Add(float64(len(es)))
+				l.c.log.Warn("giving back lease slices failed; they stay spent", "owner", owner.Name, "keys", len(es), "err", err)
 			}
 		}
 		refunds = byOwner(l.c.view.Load(), unsent)
@@ -407,6 +408,7 @@ func (c *Cluster) refundOne(ctx context.Context, from string, hops int, e bucket
 		}
 		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: from, Refund: true, Hops: hops, Entries: []bucket.Entry{e}}); err != nil {
 			c.metrics.leases.WithLabelValues("refund_failed").Inc()
+			c.log.Warn("passing a lease slice on failed; it stays spent", "to", to.Name, "from", from, "err", err)
 		}
 		return
 	}

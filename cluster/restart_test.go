@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
 // An owner that crashes and restarts, with its data file or without, ends
@@ -87,11 +89,8 @@ func replicatedCount(t *testing.T, node *memNode, key string, count int64) {
 // decided the 2 alone.
 func TestRestartedNodeDecidesNothingBeforeJoin(t *testing.T) {
 	rc := newReplicatedCluster(t, 2, nil)
+	rc.crashOwner(t, rc.nodes[0])
 	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
-	net.crash(nodes[2])
-	if got, last := checkN(t, nodes[0], key, cs, 3); got != 3 || last.Node != "n1" {
-		t.Fatalf("while n2 is down: %d of 3 allowed, last by %s; want 3 by n1", got, last.Node)
-	}
 	n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1 })
 	n2.ExpectJoin()
 	nodes[2] = n2
@@ -114,5 +113,58 @@ func TestRestartedNodeDecidesNothingBeforeJoin(t *testing.T) {
 	got, last := checkN(t, nodes[0], key, cs, 1)
 	if got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 2 {
 		t.Fatalf("after the join: %d allowed by %s with %d left; want 1 by n2 with 2 left", got, last.Node, last.Statuses[0].Remaining)
+	}
+}
+
+// The next owner still suspects a restarted owner when the owner, joined
+// again, pulls back the count the next owner continued: a check that
+// reaches the next owner then must follow the count, not be decided by the
+// fail policy on a table the key has left (a fresh count: a whole window's
+// remainder again — the over-admission the fault schedule's crashes
+// showed). 2 hits before the crash, 3 decided by n1 from the replica while
+// n2 is down, then 2 through n1 and 1 through n2 after n2 pulled: 2 of 10
+// left.
+func TestPulledKeyNotDecidedAroundItsOwner(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, localFallback)
+	rc.crashOwner(t, rc.nodes[1])
+	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	if !nodes[1].peers.isSuspect("n2") {
+		t.Fatal("n1 does not suspect the crashed n2")
+	}
+	n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1; localFallback(c) })
+	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2] = n2
+	rebuildAll(nodes...)
+	// n2's first check pulls the count back from n1; n1 has not probed
+	// n2 yet and routes around it.
+	if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 4 {
+		t.Fatalf("n2 after its restart: %d allowed by %s with %d left; want 1 by n2 with 4 left", got, last.Node, last.Statuses[0].Remaining)
+	}
+	got, last := checkN(t, nodes[1], key, cs, 2)
+	if got != 2 || last.Node != "n2" || last.Statuses[0].Remaining != 2 {
+		t.Fatalf("n1 after the pull: %d of 2 allowed, last by %s with %d left; want 2 by n2 with 2 left", got, last.Node, last.Statuses[0].Remaining)
+	}
+}
+
+// localFallback makes a node's fail policy the presets' "local": it decides
+// on its own table.
+func localFallback(c *Config) {
+	store := c.Store
+	c.Fallback = func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) (err error) {
+		resp.Statuses, resp.Allowed, err = store.Check(now, req.Key, req.Counters, req.Cost, resp.Statuses[:0])
+		return err
+	}
+	c.FallbackName = "local"
+}
+
+// crashOwner crashes n2 and checks the key 3 times through via: n1
+// decides them from its replica.
+func (rc *replicatedCluster) crashOwner(t *testing.T, via *memNode) {
+	t.Helper()
+	rc.net.crash(rc.nodes[2])
+	if got, last := checkN(t, via, rc.key, rc.cs, 3); got != 3 || last.Node != "n1" {
+		t.Fatalf("while n2 is down: %d of 3 allowed, last by %s; want 3 by n1", got, last.Node)
 	}
 }

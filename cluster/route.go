@@ -30,8 +30,10 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 		owner, ok = v.routing.Owner(req.Key)
 		if !ok || owner.Name == c.name {
 			// Only while this node suspects a peer can the key's owner by
-			// gossip differ from where it routes: then no owner answered.
-			if v.routing != v.full {
+			// gossip differ from where it routes: then no owner answered —
+			// unless the owner pulled the key's count from here since
+			// (restarted, it answers again): serveLocal follows the count.
+			if v.routing != v.full && c.moved.get(req.Key, c.now()) == nil {
 				if real, ok := v.full.Owner(req.Key); ok && real.Name != c.name {
 					return true, c.decideFallback(req, resp, real.Name, err)
 				}
@@ -237,6 +239,9 @@ func (h handler) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeRespon
 	if err := h.c.awaitMember(ctx, req.To, req.ToAddr); err != nil {
 		return rpc.TakeResponse{}, err
 	}
+	// A node that pulls answers: routed around (it crashed and restarted,
+	// say), it takes the key's checks from here on, where its count goes.
+	h.c.peers.clear(req.To)
 	return h.c.take(ctx, req), nil
 }
 
@@ -244,12 +249,16 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if err := h.c.awaitJoined(ctx); err != nil {
 		return err
 	}
-	if (req.Refund || req.Replica) && !h.c.view.Load().hasMember(req.From) {
+	if req.Refund || req.Replica {
 		// Only a member of this node's ring may give slices back or leave
 		// replicas here: a node that places keys by another ring (or
 		// speaks another protocol) is kept out of it, and its replicas
-		// would be promoted for keys it does not own.
-		return &NotMemberError{Name: req.From}
+		// would be promoted for keys it does not own. Awaited briefly: a
+		// refund refused is a slice lost, and a joiner hears from members
+		// before gossip has told it of all of them.
+		if err := h.c.awaitMember(ctx, req.From, ""); err != nil {
+			return err
+		}
 	}
 	if req.Refund {
 		// Even while leaving: a refund lands where its key's count is,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
@@ -39,5 +40,43 @@ func TestTakeForStrangerRefused(t *testing.T) {
 	r, err := handler{n0.Cluster}.Take(context.Background(), &rpc.TakeRequest{Key: key, To: "n1", ToAddr: memAddr("n1")})
 	if err != nil || !r.Found || r.Supersedes || r.Entry.Counters[0].Count != 5 {
 		t.Errorf("Take to n1: %+v %v; want the entry with 5 hits, not superseding", r, err)
+	}
+}
+
+// A slice given back by a member that this node's ring lacks yet — a joiner
+// hears from members before its ring holds them all — lands on the count:
+// refused, it would be a slice lost (TestJoinOfNewOwnerKeepsCount admitted
+// 982 to 998 of 1,000 in 5 of 77 runs).
+func TestRefundFromMemberNotYetInRing(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	nodes := startMemCluster(t, net, clock, "n0", "n1")
+	n0 := nodes[0]
+	startMemNode(t, net, clock, "n2")
+	key := keyOn(t, []string{"n0", "n1"}, "n0")
+	cs := perMinute(t, 10)
+	if got, _ := checkN(t, n0, key, cs, 10); got != 10 {
+		t.Fatalf("before: %d of 10 allowed", got)
+	}
+	e, ok := n0.store.Export(clock.Now(), key)
+	if !ok {
+		t.Fatal("no entry for the key")
+	}
+	e.Counters[0].Count = 4          // n2 gives back 4 units of a slice
+	net.setMembers("n0", "n1", "n2") // gossip knows n2; n0's ring does not yet
+	err := handler{n0.Cluster}.Merge(context.Background(), &rpc.MergeRequest{From: "n2", Refund: true, Entries: []bucket.Entry{e}})
+	if err != nil {
+		t.Fatalf("refund from n2: %v", err)
+	}
+	if got, _ := checkN(t, n0, key, cs, 5); got != 4 {
+		t.Errorf("after the refund: %d of 5 allowed; want the 4 given back", got)
+	}
+	// A stranger's refund is still refused, and takes nothing off.
+	err = handler{n0.Cluster}.Merge(context.Background(), &rpc.MergeRequest{From: "mallory", Refund: true, Entries: []bucket.Entry{e}})
+	var nm *NotMemberError
+	if !errors.As(err, &nm) || nm.Name != "mallory" {
+		t.Errorf("refund from mallory: %v; want a NotMemberError", err)
+	}
+	if got, _ := checkN(t, n0, key, cs, 1); got != 0 {
+		t.Errorf("after mallory's refund: %d of 1 allowed; want 0", got)
 	}
 }

@@ -247,11 +247,13 @@ func (e *NotMemberError) Error() string {
 	return fmt.Sprintf("take: %q at %q is not a member this node knows", e.Name, e.Addr)
 }
 
-// awaitMember returns once this node's view has a peer name at addr. A
-// node that has just joined may pull before gossip has reached this one,
-// so the view is rebuilt from gossip at once and then awaited briefly
-// (a quarter of ForwardTimeout, the puller's own deadline being about
-// that); after that, or when ctx ends, the pull is refused.
+// awaitMember returns once this node's view has a peer name at addr (at
+// any address when addr is ""). Gossip reaches nodes at different times: a
+// node that has just joined may pull, or have a slice given back to it by
+// a member it has not heard of yet. So the view is rebuilt from gossip at
+// once and then awaited briefly (a quarter of ForwardTimeout, the caller's
+// own deadline being about that); after that, or when ctx ends, the call
+// is refused.
 func (c *Cluster) awaitMember(ctx context.Context, name, addr string) error {
 	v := c.view.Load()
 	if v.hasPeer(name, addr) {
@@ -272,12 +274,6 @@ func (c *Cluster) awaitMember(ctx context.Context, name, addr string) error {
 	return nil
 }
 
-// hasMember reports whether name is a member other than this node.
-func (v *view) hasMember(name string) bool {
-	m, ok := v.member(name)
-	return ok && !m.Self
-}
-
 // hasAddr reports whether a member's RPC address is addr.
 func (v *view) hasAddr(addr string) bool {
 	for _, m := range v.members {
@@ -291,7 +287,7 @@ func (v *view) hasAddr(addr string) bool {
 // hasPeer reports whether name at addr is a member other than this node.
 func (v *view) hasPeer(name, addr string) bool {
 	m, ok := v.member(name)
-	return ok && !m.Self && m.RPCAddr == addr
+	return ok && !m.Self && (addr == "" || m.RPCAddr == addr)
 }
 
 // take serves a peer's pull: it removes key's entry from this node and
