@@ -34,9 +34,44 @@ func TestLeasesExactAtTheLimit(t *testing.T) {
 	}
 }
 
-// A hot key far from its limit is decided where it is asked: at least 95 %
-// of the checks the non-owners answer come from a slice, not an RPC.
+// A hot key far from its limit is decided where it is asked: after
+// leaseHeat forwards the node holds a slice, and it renews the slice ahead,
+// before it runs out, so that no check of the key needs an RPC any more.
+// The clock stands still, so every figure is exact.
 func TestLeasesDecideHotKeysLocally(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	names := []string{"n0", "n1", "n2"}
+	nodes := startMemClusterWith(t, net, clock, func(cfg *Config) { cfg.Leases = true }, names...)
+	n0, key := nodes[0], keyOn(t, names, "n2")
+	cs := perMinute(t, 1_000_000_000)
+	granted := func(n int) func() bool {
+		return func() bool { return testutil.ToFloat64(n0.metrics.leases.WithLabelValues("granted")) == float64(n) }
+	}
+	if got, _ := checkN(t, n0, key, cs, leaseHeat); got != leaseHeat {
+		t.Fatalf("%d of %d allowed", got, leaseHeat)
+	}
+	testkit.Eventually(t, 5*time.Second, "no slice granted", granted(1))
+	// The slice is the rate over a lease's lifetime: leaseHeat forwards
+	// within under a millisecond, 4,000 for leaseTTL. Renewed once fewer
+	// than a quarter are left.
+	const size = leaseHeat * int(leaseTTL/time.Millisecond)
+	if got, _ := checkN(t, n0, key, cs, size*3/4+1); got != size*3/4+1 {
+		t.Fatalf("from the slice: %d of %d allowed", got, size*3/4+1)
+	}
+	testkit.Eventually(t, 5*time.Second, "the slice was not renewed", granted(2))
+	if got, _ := checkN(t, n0, key, cs, size); got != size {
+		t.Fatalf("from the renewed slice: %d of %d allowed", got, size)
+	}
+	leased, forwarded := testutil.ToFloat64(n0.metrics.checksLeased), testutil.ToFloat64(n0.metrics.checksForwarded)
+	if leased != float64(size*7/4+1) || forwarded != leaseHeat {
+		t.Errorf("%.0f checks leased, %.0f forwarded; want %d and %d", leased, forwarded, size*7/4+1, leaseHeat)
+	}
+}
+
+// The same over real sockets, where the clock runs: most checks of a hot
+// key are decided from a slice. Half is far below what a loaded machine
+// gives (over 95 %): a lease lives leaseTTL, many RPCs long.
+func TestLeasesDecideHotKeysLocallyOverSockets(t *testing.T) {
 	nodes := startRealClusterWith(t, 3, func(cfg *Config) { cfg.Leases = true })
 	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n2")
 	cs := testkit.Counters(t, "r", "1000000000 per minute")
@@ -50,8 +85,8 @@ func TestLeasesDecideHotKeysLocally(t *testing.T) {
 	}
 	share := leased / (leased + forwarded)
 	t.Logf("%.0f checks leased, %.0f forwarded: %.1f %% decided without an RPC", leased, forwarded, 100*share)
-	if share < 0.95 || l.Allowed.Load() != l.Checks.Load() {
-		t.Fatalf("%.1f %% leased (want at least 95 %%), %d of %d admitted", 100*share, l.Allowed.Load(), l.Checks.Load())
+	if share < 0.5 || l.Allowed.Load() != l.Checks.Load() {
+		t.Fatalf("%.1f %% leased (want at least half), %d of %d admitted", 100*share, l.Allowed.Load(), l.Checks.Load())
 	}
 }
 
