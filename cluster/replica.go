@@ -156,6 +156,7 @@ func (r *replicator) loop(ctx context.Context) {
 	}()
 	pending := map[string]struct{}{}
 	var spare []string
+	synced := r.c.view.Load() // the view the successors' replicas are complete for
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,6 +166,14 @@ func (r *replicator) loop(ctx context.Context) {
 			continue
 		case <-r.full:
 		case <-t.C:
+		}
+		if v := r.c.view.Load(); v != synced {
+			if synced != nil {
+				if fresh := freshSuccessors(synced, v); fresh != nil {
+					r.resync(ctx, synced, v, fresh)
+				}
+			}
+			synced = v
 		}
 		r.dirtyMu.Lock()
 		keys := r.dirty
@@ -201,15 +210,20 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 		}
 	}
 	for m, es := range batches {
-		ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
-		err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Incarnation: r.c.incarnation, Replica: true, Entries: es})
-		cancel()
-		result := "sent"
-		if err != nil {
-			result = "failed"
-		}
-		r.c.metrics.replicaKeys.WithLabelValues(result).Add(float64(len(es)))
+		r.send(ctx, m, es)
 	}
+}
+
+// send sends es to m as replicas.
+func (r *replicator) send(ctx context.Context, m ring.Member, es []bucket.Entry) {
+	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
+	err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Incarnation: r.c.incarnation, Replica: true, Entries: es})
+	cancel()
+	result := "sent"
+	if err != nil {
+		result = "failed"
+	}
+	r.c.metrics.replicaKeys.WithLabelValues(result).Add(float64(len(es)))
 }
 
 // conn returns the replication connection to m, dropping those to

@@ -180,3 +180,26 @@ func TestPromoteBeforeRebuild(t *testing.T) {
 		t.Fatalf("decided with %d left, want 5: it did not continue from the replica's 4", resp.Statuses[0].Remaining)
 	}
 }
+
+// A successor that restarted (its replicas lost) gets the owner's keys
+// again although they do not change — a key at its limit is only denied —
+// so that when the owner then crashes it continues from the count, not
+// from zero: 10 of 10 spent, the next owner restarts, the owner crashes,
+// and 0 of 5 more are allowed (before: 5, a whole window again).
+func TestRestartedSuccessorGetsReplicasOfUnchangedKeys(t *testing.T) {
+	rc := newReplicatedCluster(t, 10, nil)
+	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	replicatedCount(t, nodes[1], key, 10)
+	net.crash(nodes[1])
+	n1 := startMemNodeWith(t, net, clock, "n1", func(c *Config) { c.Replicas = 1 })
+	if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1] = n1
+	rebuildAll(nodes...)
+	replicatedCount(t, n1, key, 10)
+	net.crash(nodes[2])
+	if got, last := checkN(t, nodes[0], key, cs, 5); got != 0 || last.Node != "n1" {
+		t.Fatalf("after the owner's crash: %d of 5 allowed, last by %s; want 0 by n1", got, last.Node)
+	}
+}
