@@ -199,10 +199,7 @@ func (sn *scaleNodes) closeAll() {
 	// Something of a closed node (gossip's timers, connections ending)
 	// holds its table for a second or two after Close: wait, within
 	// bounds, until the heap is back to what it was before the nodes.
-	deadline := time.Now().Add(30 * time.Second)
-	for heapInuse() > sn.heap+8<<20 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool { return heapInuse() <= sn.heap+8<<20 })
 }
 
 func joinTo(t *testing.T, n, seed *ratemesh.Node) {
@@ -284,13 +281,7 @@ func waitAgree(t *testing.T, nodes []*ratemesh.Node) time.Duration {
 		}
 		return clustertest.OwnersAgree(nodes, 200)
 	}
-	testkit.Eventually(t, scaleAgree, fmt.Sprintf("%d nodes did not agree", len(nodes)), func() bool {
-		if same() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond) // a poll, not a wait for something
-		return false
-	})
+	testkit.Eventually(t, scaleAgree, fmt.Sprintf("%d nodes did not agree", len(nodes)), same)
 	return time.Since(start)
 }
 
@@ -301,7 +292,6 @@ func waitHandoff(t *testing.T, nodes []*ratemesh.Node, dir string, before int, s
 	t.Helper()
 	last, lastAt := handoffSum(nodes, dir), time.Now()
 	testkit.Eventually(t, scaleAgree, "the handoff did not end", func() bool {
-		time.Sleep(20 * time.Millisecond) // a poll of a counter
 		if s := handoffSum(nodes, dir); s != last {
 			last, lastAt = s, time.Now()
 		}

@@ -12,21 +12,29 @@ import (
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
-// A crashed owner's checks fail over to the next owner within the forward
-// timeout: no check fails, none waits long, and the limit is kept within
-// what the lost counts allow (the crashed owner's counts are gone).
+// A crashed owner's checks fail over to the next owner at once, not after
+// the forward timeout: no check fails, none waits out the timeout, and
+// the limit is kept within what the lost counts allow (the crashed
+// owner's counts are gone).
 func TestCrashOfOwner(t *testing.T) {
 	crashOwnerUnderLoad(t, 0, 500, 2000, "the limit twice: the crashed owner's counts are gone")
 }
 
+// crashForwardTimeout is the forward timeout of the crash tests: far
+// longer than any answer takes on a busy machine, so that a check that
+// waited out a timeout on the crashed owner, instead of failing over at
+// once on its closed connection, stands out, and no healthy check comes
+// near it however slow the machine.
+const crashForwardTimeout = 5 * time.Second
+
 // crashOwnerUnderLoad runs 3 nodes with replicas, has two clients check
 // a key of n2's at 1000 per minute, kills n2 once spent are admitted, and
-// checks that no check failed or waited over 200 ms and at most max were
-// admitted over the window.
+// checks that no check failed or waited out the forward timeout and at
+// most max were admitted over the window.
 func crashOwnerUnderLoad(t *testing.T, replicas int, spent, max int64, why string) {
 	t.Helper()
 	nodes := startRealClusterWith(t, 3, func(cfg *Config) {
-		cfg.ForwardTimeout = 50 * time.Millisecond
+		cfg.ForwardTimeout = crashForwardTimeout
 		cfg.Replicas = replicas
 	})
 	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n2")
@@ -39,8 +47,8 @@ func crashOwnerUnderLoad(t *testing.T, replicas int, spent, max int64, why strin
 	if n := l.Errs.Load(); n != 0 {
 		t.Errorf("%d checks returned an error", n)
 	}
-	if gap := l.MaxGap(); gap > 200*time.Millisecond {
-		t.Errorf("a check waited %v; want no gap over 200ms", gap)
+	if gap := l.MaxGap(); gap >= crashForwardTimeout {
+		t.Errorf("a check waited %v, the whole forward timeout: it did not fail over when the owner crashed", gap)
 	}
 	if got := l.Allowed.Load(); got > max {
 		t.Errorf("admitted %d in the window; want at most %d (%s)", got, max, why)

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 
 // realConfig is a node on 127.0.0.1 with local gossip timings whose fail
 // policy decides on its own table (the root's FailLocal).
-func realConfig(t *testing.T, name string) Config {
+func realConfig(t testing.TB, name string) Config {
 	t.Helper()
 	store := bucket.NewStore(bucket.StoreConfig{})
 	metrics, err := NewMetrics(nil, nil)
@@ -54,7 +54,7 @@ func realConfig(t *testing.T, name string) Config {
 }
 
 // startReal starts a node from cfg and closes it when the test ends.
-func startReal(t *testing.T, cfg Config) *Cluster {
+func startReal(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	c, err := New(cfg)
 	if err != nil {
@@ -73,13 +73,13 @@ func startReal(t *testing.T, cfg Config) *Cluster {
 
 // startRealCluster starts size nodes n0, n1, … with forward timeout fwd,
 // joined through n0, and waits until all see each other.
-func startRealCluster(t *testing.T, size int, fwd time.Duration) []*Cluster {
+func startRealCluster(t testing.TB, size int, fwd time.Duration) []*Cluster {
 	t.Helper()
 	return startRealClusterWith(t, size, func(cfg *Config) { cfg.ForwardTimeout = fwd })
 }
 
 // startRealClusterWith is startRealCluster with each Config changed by mod.
-func startRealClusterWith(t *testing.T, size int, mod func(*Config)) []*Cluster {
+func startRealClusterWith(t testing.TB, size int, mod func(*Config)) []*Cluster {
 	t.Helper()
 	nodes := make([]*Cluster, size)
 	for i := range nodes {
@@ -94,7 +94,7 @@ func startRealClusterWith(t *testing.T, size int, mod func(*Config)) []*Cluster 
 	return nodes
 }
 
-func join(t *testing.T, c, via *Cluster) {
+func join(t testing.TB, c, via *Cluster) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -104,7 +104,7 @@ func join(t *testing.T, c, via *Cluster) {
 }
 
 // waitRing waits until every node's ring holds exactly nodes.
-func waitRing(t *testing.T, nodes []*Cluster) {
+func waitRing(t testing.TB, nodes []*Cluster) {
 	t.Helper()
 	testkit.Eventually(t, 15*time.Second, fmt.Sprintf("%d nodes did not converge", len(nodes)), func() bool {
 		for _, n := range nodes {

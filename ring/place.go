@@ -48,7 +48,7 @@ func place(pos []position, excluded []byte, n int, cfg Config) []int32 {
 // the positions are sorted (O(M log M), once per Ring). The library
 // re-sorts every position after adding each member, O(members × M log M):
 // 21 ms per ring at 50 members against 1 ms at 3, paid by every node on
-// every membership change (TestNewScalesLinearly). The steps and their
+// every membership change (BenchmarkNewScales). The steps and their
 // tie-breaks are the library's:
 //   - member m's virtual node i sits at xxhash("<i>:<name>"); members are
 //     added in name order, and when two positions share a hash the member

@@ -72,13 +72,19 @@ own) wrk=(setsid -w wrk) ;;
 esac
 
 work=""
-pids=()
 
-# stop_nodes stops every node this script started: a graceful leave, and
-# SIGKILL for those still running after a deadline.
+# stop_nodes stops every node this script started (by the pid files
+# start_cluster leaves): a graceful leave, and SIGKILL for those still
+# running after a deadline.
 stop_nodes() {
+	local f pids=()
+	[[ -n "$work" ]] || return 0
+	for f in "$work"/*/node*.pid; do
+		[[ -f "$f" ]] || continue
+		pids+=("$(cat "$f")")
+		rm -f "$f"
+	done
 	stop_pids 10 "${pids[@]}"
-	pids=()
 }
 
 cleanup() {
@@ -117,47 +123,20 @@ go_benchmarks() {
 
 # ---------------------------------------------------------------- HTTP
 
-# start_node NAME POLICY JOIN [NODES] starts one node process (POLICY: a
-# policy file, or "" for the demo's own; JOIN: a gossip address, or "";
-# NODES: how many nodes the process runs, default 1) and waits until its
-# nodes are up. It sets node_http (one address per node) and node_gossip
-# (the first node's) from the process's address file.
-start_node() {
-	local name="$1" policy="$2" join="$3" nodes="${4:-1}"
-	local log="$work/$scenario_name.r$round.$name.log" file="$work/$name.addr.json"
-	local args=(--name "$name" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
-		--gossip-profile local --demo=true --headers "$HEADERS"
-		--shutdown-timeout 2s --log-level info --nodes "$nodes")
-	[[ -n "$policy" ]] && args+=(--policy "$policy")
-	[[ -n "$join" ]] && args+=(--join "$join")
-	RATEMESH_SECRET="$secret" launch_node "$log" "$file" "$bin" "${args[@]}"
-	pids+=("$launched_pid")
-	wait_addr_file "$file" "$launched_pid" "$WAIT_SECONDS" "$log"
-	mapfile -t node_http < <(addr_field "$file" http)
-	node_gossip="$(addr_field "$file" gossip | head -n 1)"
-}
-
-# start_cluster N POLICY [ONE_PROCESS] starts N nodes joined into one
-# cluster, as N processes or, with ONE_PROCESS=1, as one process running N
-# nodes, and waits until every node reports N members alive and is ready. It
-# sets addrs to the comma-separated HTTP addresses.
-start_cluster() {
-	local n="$1" policy="$2" one="${3:-0}" join="" k
-	local list=()
-	if ((one)); then
-		start_node nodes "$policy" "" "$n"
-		list=("${node_http[@]}")
-	else
-		for ((k = 1; k <= n; k++)); do
-			start_node "node$k" "$policy" "$join"
-			[[ -z "$join" ]] && join="$node_gossip"
-			list+=("${node_http[@]}")
-		done
-	fi
-	wait_members "$WAIT_SECONDS" "$n" "${list[@]}"
+# start_bench_cluster N POLICY [ONE_PROCESS] starts N nodes with lib.sh's
+# start_cluster and the benchmark's flags (POLICY: a policy file, or "" for
+# the demo's own), as N processes or, with ONE_PROCESS=1, as one process
+# running N nodes. It sets addrs to the comma-separated HTTP addresses.
+start_bench_cluster() {
+	local n="$1" policy="$2" one="${3:-0}" processes="$1" dir="$work/$scenario_name.r$round"
+	local flags=(--demo=true --headers "$HEADERS" --shutdown-timeout 2s --log-level info)
+	[[ -z "$policy" ]] || flags+=(--policy "$policy")
+	((one == 0)) || processes=1
+	mkdir -p "$dir"
+	start_cluster "$n" "$processes" "$dir" "${flags[@]}"
 	addrs="$(
 		IFS=,
-		echo "${list[*]}"
+		echo "${cluster_http[*]}"
 	)"
 }
 
@@ -210,27 +189,21 @@ scenario() {
 	esac
 	local c=$((CONNS / t * t))
 	((c >= t)) || c="$t"
-	start_cluster "$nodes" "$policy" "$one"
+	start_bench_cluster "$nodes" "$policy" "$one"
 	run_wrk "$name" "$t" "$c"
 	stop_nodes
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$name" "$nodes" "$t" "$c" \
 		"$r_rps" "$r_p50" "$r_p99" "$r_2xx" "$r_429" "$r_errors" >>"$work/results.tsv"
 }
 
-# report prints the rows of round R (or, for R = median, the medians of
-# every round) with their ratios: to the unlimited run of the same round
-# with as many nodes (none for cluster-1p and bare-x3, which have no
-# such twin), and to the bare run of the same round with as many threads.
-report() {
-	awk -F'\t' -v want="$1" '
-	function median(list,   a, n, i, j, t) {
-		n = split(list, a, " ")
-		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-	}
+# with_ratios prints every row of the results with two more columns: the
+# ratio to the unlimited run of the same round with as many nodes (none,
+# "-", for cluster-1p and bare-x3, which have no such twin), and to the bare
+# run of the same round with as many threads.
+with_ratios() {
+	awk -F'\t' -v OFS='\t' '
 	{ rps[$1, $2] = $6; thr[$2] = $4; row[NR] = $0 }
 	END {
-		printf "%-16s %5s %8s %10s %8s %8s %10s %10s %7s %7s %7s\n", "scenario", "nodes", "thr/conn", "req/s", "p50_us", "p99_us", "2xx", "429", "errors", "x_unlim", "x_bare"
 		for (i = 1; i <= NR; i++) {
 			split(row[i], f, "\t")
 			r = f[1]; s = f[2]
@@ -238,27 +211,55 @@ report() {
 			unl = (s == "cluster-1p" || s == "bare-x3") ? "" : (f[3] > 1) ? "cluster" : "unlimited"
 			xu = ((r, unl) in rps) ? sprintf("%.3f", f[6] / rps[r, unl]) : "-"
 			xb = ((r, bare) in rps) ? sprintf("%.3f", f[6] / rps[r, bare]) : "-"
-			if (want == "median") {
-				if (!(s in seen)) { seen[s] = 1; order[++ns] = s; nodes[s] = f[3]; tc[s] = f[4] "/" f[5] }
-				m_rps[s] = m_rps[s] " " f[6]; m_p50[s] = m_p50[s] " " f[7]; m_p99[s] = m_p99[s] " " f[8]
-				m_2xx[s] = m_2xx[s] " " f[9]; m_429[s] = m_429[s] " " f[10]; m_err[s] = m_err[s] " " f[11]
-				if (xu != "-") m_xu[s] = m_xu[s] " " xu
-				if (xb != "-") m_xb[s] = m_xb[s] " " xb
-			} else if (r == want) {
-				printf "%-16s %5s %8s %10s %8s %8s %10s %10s %7s %7s %7s\n", s, f[3], f[4] "/" f[5], f[6], f[7], f[8], f[9], f[10], f[11], xu, xb
-			}
-		}
-		for (k = 1; k <= ns; k++) {
-			s = order[k]
-			printf "%-16s %5s %8s %10.0f %8.0f %8.0f %10.0f %10.0f %7.0f %7s %7s\n", s, nodes[s], tc[s], median(m_rps[s]), median(m_p50[s]), median(m_p99[s]), median(m_2xx[s]), median(m_429[s]), median(m_err[s]), m_xu[s] == "" ? "-" : sprintf("%.3f", median(m_xu[s])), m_xb[s] == "" ? "-" : sprintf("%.3f", median(m_xb[s]))
+			print row[i], xu, xb
 		}
 	}' "$work/results.tsv"
+}
+
+report_format='%-16s %5s %8s %10s %8s %8s %10s %10s %7s %7s %7s\n'
+
+# report R prints the rows of round R with their ratios.
+report() {
+	# shellcheck disable=SC2059 # the format is the table's
+	printf "$report_format" scenario nodes thr/conn req/s p50_us p99_us 2xx 429 errors x_unlim x_bare
+	with_ratios | awk -F'\t' -v want="$1" -v fmt="$report_format" \
+		'$1 == want { printf fmt, $2, $3, $4 "/" $5, $6, $7, $8, $9, $10, $11, $12, $13 }'
+}
+
+# report_median prints, scenario by scenario in the order they ran, the
+# median of every column over the rounds (lib.sh's median), the ratios'
+# being the medians of the per-round ratios.
+report_median() {
+	local rows s
+	rows="$(with_ratios)"
+	# shellcheck disable=SC2059 # the format is the table's
+	printf "$report_format" scenario nodes thr/conn req/s p50_us p99_us 2xx 429 errors x_unlim x_bare
+	local one cols c vals
+	while read -r s; do
+		cols=()
+		one="$(awk -F'\t' -v s="$s" '$2 == s' <<<"$rows")"
+		for c in 6 7 8 9 10 11 12 13; do
+			vals="$(cut -f"$c" <<<"$one" | grep -v '^-$' || true)"
+			if [[ -z "$vals" ]]; then
+				cols+=(-)
+			elif ((c >= 12)); then
+				# shellcheck disable=SC2086 # a list of numbers, one a line
+				cols+=("$(printf '%.3f' "$(median $vals)")")
+			else
+				# shellcheck disable=SC2086 # a list of numbers, one a line
+				cols+=("$(printf '%.0f' "$(median $vals)")")
+			fi
+		done
+		# shellcheck disable=SC2059 # the format is the table's
+		printf "$report_format" "$s" "$(cut -f3 <<<"$one" | head -n1)" "$(cut -f4,5 <<<"$one" | head -n1 | tr '\t' /)" "${cols[@]}"
+	done < <(cut -f2 <<<"$rows" | awk '!seen[$0]++')
 }
 
 http_benchmarks() {
 	need go wrk curl
 	work="$(mktemp -d -t ratemesh-bench.XXXXXX)"
-	secret="$(random_secret)"
+	RATEMESH_SECRET="$(random_secret)"
+	export RATEMESH_SECRET
 	: >"$work/results.tsv"
 	cat >"$work/lifted.yaml" <<'EOF'
 routes:
@@ -288,7 +289,7 @@ EOF
 	if ((ROUNDS > 1)); then
 		echo
 		echo "-- median of $ROUNDS rounds (ratios: median of the per-round ratios)"
-		report median
+		report_median
 	fi
 }
 

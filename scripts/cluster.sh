@@ -21,6 +21,8 @@ GOSSIP_BASE="${GOSSIP_BASE:-7946}"
 RPC_BASE="${RPC_BASE:-9091}"
 WAIT_SECONDS="${WAIT_SECONDS:-20}"
 positive HTTP_BASE GOSSIP_BASE RPC_BASE WAIT_SECONDS
+# The ports of lib.sh's start_cluster_node.
+node_http_base="$HTTP_BASE" node_gossip_base="$GOSSIP_BASE" node_rpc_base="$RPC_BASE"
 
 http_port() { echo $((HTTP_BASE + $1 - 1)); }
 gossip_port() { echo $((GOSSIP_BASE + $1 - 1)); }
@@ -43,24 +45,14 @@ size() {
 	cat "$run_dir/size"
 }
 
-# start_node K [J] starts node K in the background, joining node J.
-start_node() {
-	local k="$1" via="${2:-}" p
-	for p in "$(http_port "$k")" "$(gossip_port "$k")" "$(rpc_port "$k")"; do
-		port_taken "$p" && die "port $p (node $k) is taken; set HTTP_BASE, GOSSIP_BASE or RPC_BASE"
-	done
-	local args=(--name "node$k" --bind 127.0.0.1 --http-port "$(http_port "$k")"
-		--gossip-port "$(gossip_port "$k")" --rpc-port "$(rpc_port "$k")" --gossip-profile local)
-	[[ -n "$via" ]] && args+=(--join "$(addr_field "$(addr_file "$via")" gossip)")
-	# The secret goes by environment, not where ps shows it.
-	RATEMESH_SECRET="$(cat "$run_dir/secret")" \
-		launch_node "$run_dir/node$k.log" "$(addr_file "$k")" nohup "$bin" "${args[@]}"
-	echo "$launched_pid" >"$run_dir/node$k.pid"
-}
-
-# await K waits until node K has bound its ports and joined.
-await() {
-	wait_addr_file "$(addr_file "$1")" "$(node_pid "$1")" "$WAIT_SECONDS" "$run_dir/node$1.log"
+# use_secret exports the cluster's secret, made at its first start, for
+# lib.sh's start_cluster_node.
+use_secret() {
+	# One secret per cluster: authenticates RPC, encrypts gossip, and signs
+	# the demo's JWTs the same way on every node.
+	[[ -f "$run_dir/secret" ]] || random_secret >"$run_dir/secret"
+	RATEMESH_SECRET="$(cat "$run_dir/secret")"
+	export RATEMESH_SECRET
 }
 
 # wait_running waits until every running node reports every running node
@@ -99,18 +91,8 @@ cmd_up() {
 	echo "building $bin"
 	build_node "$bin"
 	echo "$n" >"$run_dir/size"
-	# One secret per cluster: authenticates RPC, encrypts gossip, and signs
-	# the demo's JWTs the same way on every node.
-	[[ -f "$run_dir/secret" ]] || random_secret >"$run_dir/secret"
-	start_node 1
-	await 1
-	for ((k = 2; k <= n; k++)); do
-		start_node "$k" 1
-	done
-	for ((k = 2; k <= n; k++)); do
-		await "$k"
-	done
-	wait_running
+	use_secret
+	start_cluster "$n" "$n" "$run_dir"
 	echo "ratemesh cluster of $n nodes is up:"
 	table
 }
@@ -175,15 +157,15 @@ cmd_kill() {
 cmd_start() {
 	need_k "${1:-}"
 	running "$1" && die "node $1 is already running"
-	local k via=""
+	local k join=""
 	for ((k = 1; k <= $(size); k++)); do
 		if running "$k"; then
-			via="$k"
+			join="$(addr_field "$(addr_file "$k")" gossip)"
 			break
 		fi
 	done
-	start_node "$1" "$via"
-	await "$1"
+	use_secret
+	start_cluster_node "$1" "$run_dir" "$join"
 	wait_running
 	echo "node $1 restarted and rejoined"
 	table

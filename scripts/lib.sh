@@ -30,6 +30,26 @@
 #                                alive and is ready
 #   stop_pids SECONDS PID...     SIGTERM each process (a graceful leave), then
 #                                SIGKILL those still running after SECONDS
+#   start_cluster_node K DIR JOIN [FLAG...]
+#                                start node K (named nodeK) on 127.0.0.1 in
+#                                the background, joining JOIN (a gossip
+#                                address, or ""), with FLAGs; wait until it
+#                                is up (WAIT_SECONDS, default 30); sets node_pid
+#   start_cluster NODES PROCESSES DIR [FLAG...]
+#                                start NODES nodes in NODES processes, each
+#                                joining node 1, or in one (PROCESSES 1,
+#                                --nodes NODES), and wait until every node
+#                                reports NODES members alive and is ready;
+#                                sets cluster_pids, cluster_http, cluster_grpc
+#   median NUMBER...             print the median (of an even count, the mean
+#                                of the middle two)
+#
+# Every script starts its nodes with start_cluster_node (most through
+# start_cluster): in DIR, node K logs to nodeK.log, writes its addresses to
+# nodeK.json and its pid to nodeK.pid. Its ports are node_http_base+K-1,
+# node_gossip_base+K-1 and node_rpc_base+K-1 when the script sets those,
+# else ports the system picks. The cluster's secret is RATEMESH_SECRET,
+# which the script exports: never a flag, which ps shows to every user.
 #
 # Every JSON answer and file is read by the node binary itself ($bin, which a
 # script builds first: `json FILE --format` and its commands' --format), so
@@ -156,4 +176,66 @@ stop_pids() {
 		# Reaps our own children; for others' processes it does nothing.
 		wait "$pid" 2>/dev/null || true
 	done
+}
+
+# node_port BASE K prints port BASE+K-1, or 0 (the system picks) for no BASE.
+node_port() {
+	if [[ -n "$1" ]]; then
+		echo $(($1 + $2 - 1))
+	else
+		echo 0
+	fi
+}
+
+start_cluster_node() {
+	local k="$1" dir="$2" join="$3" p
+	shift 3
+	[[ -n "${RATEMESH_SECRET:-}" ]] || die "RATEMESH_SECRET is not set (the nodes' secret goes by environment)"
+	export RATEMESH_SECRET
+	local http gossip rpc
+	http="$(node_port "${node_http_base:-}" "$k")"
+	gossip="$(node_port "${node_gossip_base:-}" "$k")"
+	rpc="$(node_port "${node_rpc_base:-}" "$k")"
+	for p in "$http" "$gossip" "$rpc"; do
+		((p == 0)) || ! port_taken "$p" || die "port $p (node $k) is taken; choose other ports"
+	done
+	local args=(--name "node$k" --bind 127.0.0.1 --gossip-profile local
+		--http-port "$http" --gossip-port "$gossip" --rpc-port "$rpc")
+	[[ -z "$join" ]] || args+=(--join "$join")
+	# nohup: a node outlives the terminal that started it; the scripts stop
+	# their nodes themselves.
+	launch_node "$dir/node$k.log" "$dir/node$k.json" nohup "$bin" "${args[@]}" "$@"
+	node_pid="$launched_pid"
+	echo "$node_pid" >"$dir/node$k.pid"
+	wait_addr_file "$dir/node$k.json" "$node_pid" "${WAIT_SECONDS:-30}" "$dir/node$k.log"
+}
+
+start_cluster() {
+	local nodes="$1" processes="$2" dir="$3" k join="" field
+	shift 3
+	# shellcheck disable=SC2034 # the results, read by the caller
+	cluster_pids=() cluster_http=() cluster_grpc=()
+	if ((processes == 1 && nodes > 1)); then
+		start_cluster_node 1 "$dir" "" --nodes "$nodes" "$@"
+		cluster_pids+=("$node_pid")
+	else
+		for ((k = 1; k <= nodes; k++)); do
+			start_cluster_node "$k" "$dir" "$join" "$@"
+			cluster_pids+=("$node_pid")
+			[[ -n "$join" ]] || join="$(addr_field "$dir/node1.json" gossip)"
+		done
+	fi
+	for ((k = 1; k <= ${#cluster_pids[@]}; k++)); do
+		while read -r field; do cluster_http+=("$field"); done < <(addr_field "$dir/node$k.json" http)
+		# A node without the rate limit service has no grpc address (index,
+		# unlike .grpc, prints <no value> for a missing one).
+		while read -r field; do
+			[[ -z "$field" || "$field" == "<no value>" ]] || cluster_grpc+=("$field")
+		done < <("$bin" json "$dir/node$k.json" --format '{{range .nodes}}{{index . "grpc"}}{{"\n"}}{{end}}')
+	done
+	wait_members "${WAIT_SECONDS:-30}" "$nodes" "${cluster_http[@]}"
+}
+
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2)}'
 }

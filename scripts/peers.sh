@@ -56,35 +56,30 @@ echo "== building ratemesh-node"
 build_node "$bin"
 
 # The harness runs this in its own process group, with BENCH_LIMIT and
-# BENCH_WINDOW (e.g. 1m) set, and stops the group after each mode. With
-# the argument 1p it runs the 3 nodes in one process.
+# BENCH_WINDOW (e.g. 1m) set, and stops the group after each mode. It
+# starts the nodes as every script does (lib.sh's start_cluster), on the
+# ports the harness is told; with the argument 1p it runs the 3 nodes in
+# one process.
 cat >"$work/cluster3.sh" <<EOF
 #!/usr/bin/env bash
 set -euo pipefail
+source "$root/scripts/lib.sh"
+bin="$bin"
 window="\${BENCH_WINDOW:-1m}"
 case "\$window" in
 *s) unit=second ;;
 *m) unit=minute ;;
 *h) unit=hour ;;
-*) echo "cluster3.sh: cannot read BENCH_WINDOW '\$window'" >&2; exit 1 ;;
+*) die "cannot read BENCH_WINDOW '\$window'" ;;
 esac
 dir="\$(mktemp -d "$work/run.XXXXXX")"
 printf 'routes:\n  - method: GET\n    path: /products\n    limits: "%s per %s %s"\n' \\
 	"\${BENCH_LIMIT:-1000000}" "\${window%?}" "\$unit" >"\$dir/policy.yaml"
 export RATEMESH_SECRET="$(random_secret)"
-common=(--bind 127.0.0.1 --gossip-profile local --demo=true
-	--policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn)
-if [[ "\${1:-}" == 1p ]]; then
-	# --nodes puts node i on every port + i, as the loop below does.
-	exec "$bin" --nodes 3 --name node --http-port $PORT --rpc-port $((PORT + 10)) \\
-		--gossip-port $((PORT + 20)) "\${common[@]}" >>"\$dir/nodes.log" 2>&1
-fi
-for i in 0 1 2; do
-	args=(--name "node\$i" --http-port \$(($PORT + i)) --rpc-port \$(($PORT + 10 + i))
-		--gossip-port \$(($PORT + 20 + i)) "\${common[@]}")
-	((i == 0)) || args+=(--join "127.0.0.1:$((PORT + 20))")
-	"$bin" "\${args[@]}" >>"\$dir/node\$i.log" 2>&1 &
-done
+node_http_base=$PORT node_rpc_base=$((PORT + 10)) node_gossip_base=$((PORT + 20))
+processes=3
+[[ "\${1:-}" != 1p ]] || processes=1
+start_cluster 3 "\$processes" "\$dir" --demo=true --policy "\$dir/policy.yaml" --headers "$HEADERS" --log-level warn
 wait
 EOF
 chmod +x "$work/cluster3.sh"
@@ -116,12 +111,6 @@ run() {
 	for f in rps p50_us p99_us; do
 		grep -o " $f=[0-9]*" <<<" $line" | cut -d= -f2
 	done | paste -sd' '
-}
-
-# median prints the median of its arguments (the mean of the middle two
-# for an even count).
-median() {
-	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2)}'
 }
 
 echo "== $ROUNDS round(s) of $DURATION per target: $TARGETS ($(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"

@@ -34,6 +34,7 @@
 # Both limits are per hour; the reference aligns its windows to the clock,
 # so a run is never started within a run's length of the hour's end.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DURATION="${DURATION:-10}"
@@ -51,8 +52,12 @@ need go curl redis-server redis-cli
 	die "set RATELIMIT_SRC to a checkout of envoyproxy/ratelimit (or RATELIMIT_BIN to its built service)"
 
 work="$(mktemp -d)"
-pids=()
+pids=() # Redis and the reference; the nodes leave pid files in $work
 cleanup() {
+	local f
+	for f in "$work"/node*.pid; do
+		[[ ! -f "$f" ]] || pids+=("$(cat "$f")")
+	done
 	((${#pids[@]} == 0)) || stop_pids 10 "${pids[@]}"
 	rm -rf "$work"
 }
@@ -109,21 +114,10 @@ USE_STATSD=false LOG_LEVEL=warn BACKEND_TYPE=redis REDIS_SOCKET_TYPE=tcp REDIS_U
 pids+=($!)
 wait_port "$ref_grpc" "${pids[-1]}" "$work/reference.log"
 
-secret="$(random_secret)"
-grpc_addrs=() http_addrs=() seed=""
-for i in 0 1 2; do
-	file="$work/node$i.json" log="$work/node$i.log"
-	args=("$bin" --name "bench-$i" --bind 127.0.0.1 --http-port 0 --gossip-port 0 --rpc-port 0
-		--grpc-port 0 --rls-config "$cfg" --demo=false --gossip-profile local --secret "$secret" --log-level warn --forward-timeout "$FORWARD_TIMEOUT")
-	[[ -z "$seed" ]] || args+=(--join "$seed")
-	launch_node "$log" "$file" "${args[@]}"
-	pids+=("$launched_pid")
-	wait_addr_file "$file" "$launched_pid" 30 "$log"
-	[[ -n "$seed" ]] || seed="$(addr_field "$file" gossip)"
-	grpc_addrs+=("$(addr_field "$file" grpc)")
-	http_addrs+=("$(addr_field "$file" http)")
-done
-wait_members 30 3 "${http_addrs[@]}"
+RATEMESH_SECRET="$(random_secret)"
+export RATEMESH_SECRET
+start_cluster 3 3 "$work" --grpc-port 0 --rls-config "$cfg" --demo=false --log-level warn --forward-timeout "$FORWARD_TIMEOUT"
+grpc_addrs=("${cluster_grpc[@]}") http_addrs=("${cluster_http[@]}")
 
 # A run must not straddle the hour: the reference's windows restart there.
 clear_of_the_hour() {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 )
@@ -65,12 +66,12 @@ func TestBinaryReloadAndHealthcheck(t *testing.T) {
 	}
 }
 
-// buildNode builds the node's binary into dir.
+// buildNode builds the node's binary into dir, as the process tests do.
 func buildNode(t *testing.T, dir string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "ratemesh-node")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := proctest.Build(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // Each bad connection is closed with a log line saying why, and the server
@@ -249,7 +251,7 @@ func TestHandlerPanic(t *testing.T) {
 				t.Fatalf("Check(boom) = %v, want ErrUnavailable", err)
 			}
 			ts.log.waitLog(t, tc.log, "handler bug")
-			waitFor(t, func() bool { return c.Check(context.Background(), sampleRequest("ok", 1), &resp) == nil }, "recovery")
+			testkit.Eventually(t, 5*time.Second, "recovery", func() bool { return c.Check(context.Background(), sampleRequest("ok", 1), &resp) == nil })
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
@@ -101,27 +102,16 @@ func (l *logBuf) logger() *slog.Logger {
 // waitLog waits until the log contains every one of subs.
 func (l *logBuf) waitLog(t *testing.T, subs ...string) {
 	t.Helper()
-	waitFor(t, func() bool {
-		s := l.String()
+	var got string
+	testkit.Eventually(t, 5*time.Second, fmt.Sprintf("log lines %q", subs), func() bool {
+		got = l.String()
 		for _, sub := range subs {
-			if !strings.Contains(s, sub) {
+			if !strings.Contains(got, sub) {
 				return false
 			}
 		}
 		return true
-	}, "log lines %q; got:\n%s", subs, l)
-}
-
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for "+format, args...)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	}, &got)
 }
 
 type testServer struct {

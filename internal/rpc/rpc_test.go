@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 func bufioReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
@@ -148,11 +149,11 @@ func TestServerRestartRedial(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.stop(t)
-	waitFor(t, func() bool { return errors.Is(c.Ping(ctx), ErrUnavailable) }, "ping to fail")
+	testkit.Eventually(t, 5*time.Second, "ping to fail", func() bool { return errors.Is(c.Ping(ctx), ErrUnavailable) })
 	clog.waitLog(t, "connection to peer lost")
 
 	startServer(t, &testHandler{}, ServerConfig{}, ts.addr)
-	waitFor(t, func() bool { return c.Ping(ctx) == nil }, "redial")
+	testkit.Eventually(t, 5*time.Second, "redial", func() bool { return c.Ping(ctx) == nil })
 	var resp CheckResponse
 	if err := c.Check(ctx, sampleRequest("k", 1), &resp); err != nil || resp.Node != "k" {
 		t.Fatalf("Check after redial: %v %+v", err, resp)
@@ -186,24 +187,22 @@ func TestCallDeadline(t *testing.T) {
 	start := time.Now()
 	err := c.Check(context.Background(), sampleRequest("block", 1), &resp)
 	took := time.Since(start)
-	if !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("blocked Check = %v, want ErrUnavailable", err)
+	// The call's own timer ended it (the handler still blocks), and not
+	// before its deadline: bounds by cause, which no slow machine breaks.
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, errTimeout) {
+		t.Fatalf("blocked Check = %v, want ErrUnavailable of the call timing out", err)
 	}
-	if took < timeout || took > timeout+time.Second {
-		t.Errorf("blocked Check returned after %v, want about %v", took, timeout)
+	if took < timeout {
+		t.Errorf("blocked Check returned after %v, before its timeout of %v", took, timeout)
 	}
 
 	// An earlier context deadline wins, and is reported.
-	waitFor(t, func() bool { return c.Ping(context.Background()) == nil }, "recovery")
+	testkit.Eventually(t, 5*time.Second, "recovery", func() bool { return c.Ping(context.Background()) == nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	start = time.Now()
 	err = c.Check(ctx, sampleRequest("block", 1), &resp)
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Check with ctx deadline = %v", err)
-	}
-	if took := time.Since(start); took >= timeout {
-		t.Errorf("ctx deadline of 10ms honoured after %v", took)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errTimeout) {
+		t.Fatalf("Check with ctx deadline = %v, want ErrUnavailable of the context's deadline, not of the call's timeout", err)
 	}
 
 	// A cancelled context returns at once without sending.
@@ -212,7 +211,7 @@ func TestCallDeadline(t *testing.T) {
 	if err := c.Ping(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ping(cancelled) = %v", err)
 	}
-	waitFor(t, func() bool { return c.Check(context.Background(), sampleRequest("ok", 1), &resp) == nil }, "recovery")
+	testkit.Eventually(t, 5*time.Second, "recovery", func() bool { return c.Check(context.Background(), sampleRequest("ok", 1), &resp) == nil })
 }
 
 // Calls in flight fail promptly when the connection dies or the client
@@ -238,19 +237,17 @@ func TestPendingCallsFailPromptly(t *testing.T) {
 				}()
 			}
 			<-entered // the first check is in the handler; the others queue behind it
-			start := time.Now()
 			if kill == "server" {
 				ts.stop(t)
 			} else {
 				c.Close()
 			}
 			for range n {
-				if err := <-errs; !errors.Is(err, ErrUnavailable) {
-					t.Errorf("pending call = %v, want ErrUnavailable", err)
+				// Failed by the connection's end, not by the timeout of
+				// a minute: that is promptly, however slow the machine.
+				if err := <-errs; !errors.Is(err, ErrUnavailable) || errors.Is(err, errTimeout) {
+					t.Errorf("pending call = %v, want ErrUnavailable, not by its timeout", err)
 				}
-			}
-			if took := time.Since(start); took > 2*time.Second {
-				t.Errorf("pending calls failed after %v", took)
 			}
 			if kill == "client" {
 				if err := c.Ping(context.Background()); !errors.Is(err, ErrClosed) {

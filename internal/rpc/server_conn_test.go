@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // fastHandler adds a fast path to a testHandler.
@@ -131,7 +132,7 @@ func TestCheckGoroutineBound(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, func() bool { return ts.callWaits.Load() > 0 && running.Load() == maxCalls }, "a reader waiting with every slot taken")
+	testkit.Eventually(t, 5*time.Second, "a reader waiting with every slot taken", func() bool { return ts.callWaits.Load() > 0 && running.Load() == maxCalls })
 	if got := peak.Load(); got != maxCalls {
 		t.Fatalf("%d checks ran at once, want %d", got, maxCalls)
 	}

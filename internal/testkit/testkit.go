@@ -15,19 +15,31 @@ import (
 
 // Eventually polls cond every 5 ms until it holds, or fails the test with
 // what once within has passed. Each why, read at that moment, is appended
-// to the message: cond can leave there why it last failed.
+// to the message: cond can leave there why it last failed. It is the one
+// wait of the tests: none sleeps for a fixed time.
 func Eventually(t testing.TB, within time.Duration, what string, cond func() bool, why ...*string) {
 	t.Helper()
+	if Poll(within, cond) {
+		return
+	}
+	for _, w := range why {
+		what += ": " + *w
+	}
+	t.Fatalf("after %v: %s", within, what)
+}
+
+// Poll calls cond every 5 ms until it holds, and reports whether it did
+// before within passed: Eventually for a caller that goes on when it
+// does not (a retry, a best effort).
+func Poll(within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			for _, w := range why {
-				what += ": " + *w
-			}
-			t.Fatalf("after %v: %s", within, what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // KeyOwnedBy finds a key that a ring of the named members (default ring

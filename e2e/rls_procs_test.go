@@ -1,6 +1,6 @@
 //go:build linux
 
-package ratemesh_test
+package e2e
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -39,7 +40,7 @@ descriptors:
 // rlsProcs is a cluster of node processes serving the Envoy rate limit
 // service, with a gRPC client of each node.
 type rlsProcs struct {
-	*procCluster
+	*proctest.Cluster
 	cfgFile string
 	clients []pb.RateLimitServiceClient
 }
@@ -49,24 +50,24 @@ type rlsProcs struct {
 // health says SERVING.
 func startRLSProcs(t *testing.T, n int) *rlsProcs {
 	t.Helper()
-	r := &rlsProcs{procCluster: newProcCluster(t, buildNodeBinary(t))}
+	r := &rlsProcs{Cluster: proctest.NewCluster(t, nodeBinary(t))}
 	r.cfgFile = filepath.Join(t.TempDir(), "gateway.yaml")
 	r.writeConfig(t, 2)
 	grpcPorts := map[string]int{}
-	r.extraArgs = func(p *nodeProc) []string {
-		port, _, _, err := r.freePorts()
+	r.ExtraArgs = func(p *proctest.Node) []string {
+		port, _, _, err := r.FreePorts()
 		if err != nil {
 			t.Fatal(err)
 		}
-		grpcPorts[p.name] = port
+		grpcPorts[p.Name] = port
 		return []string{"--rls-config", r.cfgFile, "--grpc-port", strconv.Itoa(port), "--rls-reload-interval", "100ms"}
 	}
 	for range n {
-		r.startNext(t)
+		r.StartNext(t)
 	}
-	r.waitMembers(t, 20*time.Second, time.Now(), r.nodes)
-	for _, p := range r.nodes {
-		conn, err := grpc.NewClient(net127(grpcPorts[p.name]), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	r.WaitMembers(t, 20*time.Second, time.Now(), r.Nodes)
+	for _, p := range r.Nodes {
+		conn, err := grpc.NewClient(net127(grpcPorts[p.Name]), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,11 +146,8 @@ func (r *rlsProcs) askRound(t *testing.T, n int, req *pb.RateLimitRequest) strin
 // counts cluster-wide, peeks that never consume, shadow mode that never
 // denies, and a reload that changes one limit and keeps another's count.
 func TestRLSProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped in -short mode")
-	}
 	r := startRLSProcs(t, 3)
-	user := "u-" + r.runID
+	user := "u-" + r.RunID
 	check := func(what, got, want string) {
 		t.Helper()
 		if got != want {
@@ -160,7 +158,7 @@ func TestRLSProcesses(t *testing.T) {
 		"OK/1 OK/0 OVER_LIMIT/0 OVER_LIMIT/0 OVER_LIMIT/0 OVER_LIMIT/0")
 
 	zero := uint64(0)
-	peeker := "p-" + r.runID
+	peeker := "p-" + r.RunID
 	check("hits_addend 0, round-robin", r.askRound(t, 6, gatewayReq("user", peeker, &zero)),
 		"OK/2 OK/2 OK/2 OK/2 OK/2 OK/2")
 	check("then hits", r.askRound(t, 3, gatewayReq("user", peeker, nil)), "OK/1 OK/0 OVER_LIMIT/0")
@@ -168,12 +166,12 @@ func TestRLSProcesses(t *testing.T) {
 	check("shadow mode, round-robin", r.askRound(t, 6, gatewayReq("shadow", user, nil)),
 		"OK/1 OK/0 OK/0 OK/0 OK/0 OK/0")
 
-	kept := "k-" + r.runID
+	kept := "k-" + r.RunID
 	check("ten per minute before the reload", r.askRound(t, 3, gatewayReq("ten", kept, nil)), "OK/9 OK/8 OK/7")
 	r.writeConfig(t, 5)
 	r.waitRLConfig(t, "gateway.user: unit=MINUTE requests_per_unit=5,")
 	check("ten per minute after the reload: the count is kept", r.askRound(t, 3, gatewayReq("ten", kept, nil)), "OK/6 OK/5 OK/4")
-	check("user after the reload: 5 per minute", r.askRound(t, 7, gatewayReq("user", "fresh-"+r.runID, nil)),
+	check("user after the reload: 5 per minute", r.askRound(t, 7, gatewayReq("user", "fresh-"+r.RunID, nil)),
 		"OK/4 OK/3 OK/2 OK/1 OK/0 OVER_LIMIT/0 OVER_LIMIT/0")
 
 	if err := os.WriteFile(r.cfgFile, []byte("domain: [broken"), 0o644); err != nil {
@@ -181,9 +179,9 @@ func TestRLSProcesses(t *testing.T) {
 	}
 	var why string
 	testkit.Eventually(t, 15*time.Second, "every node refused the broken config", func() bool {
-		for _, p := range r.nodes {
-			b, err := os.ReadFile(p.logPath)
-			why = fmt.Sprintf("%s: %v", p.name, err)
+		for _, p := range r.Nodes {
+			b, err := os.ReadFile(p.LogPath)
+			why = fmt.Sprintf("%s: %v", p.Name, err)
 			if err != nil || !strings.Contains(string(b), "new config refused; the previous one stays in force") {
 				return false
 			}
@@ -199,10 +197,10 @@ func (r *rlsProcs) waitRLConfig(t *testing.T, want string) {
 	t.Helper()
 	var why string
 	testkit.Eventually(t, 15*time.Second, "every node's /rlconfig has "+want, func() bool {
-		for _, p := range r.nodes {
-			resp, err := r.do(p, http.MethodGet, "/rlconfig", nil)
-			why = fmt.Sprintf("%s: %v %s", p.name, err, resp.body)
-			if err != nil || !strings.Contains(string(resp.body), want) {
+		for _, p := range r.Nodes {
+			resp, err := r.Do(p, http.MethodGet, "/rlconfig", nil)
+			why = fmt.Sprintf("%s: %v %s", p.Name, err, resp.Body)
+			if err != nil || !strings.Contains(string(resp.Body), want) {
 				return false
 			}
 		}

@@ -1,10 +1,13 @@
 //go:build linux
 
-package ratemesh_test
+package e2e
 
 import (
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/proctest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // Three node processes in network namespaces of their own; the owner of a
@@ -14,28 +17,26 @@ import (
 // the counts made apart add up on the owner, and the rest of the window
 // is exact.
 func TestPartitionAcrossNamespaces(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped in -short mode")
-	}
+	bin := nodeBinary(t)
 	lab := newNetLab(t, 3)
-	c := newProcCluster(t, buildNodeBinary(t))
+	c := proctest.NewCluster(t, bin)
 	for i := range 3 {
-		p := c.add(t)
-		p.ip, p.netns = lab.ips[i], lab.nss[i]
+		p := c.Add(t)
+		p.IP, p.Netns = lab.ips[i], lab.nss[i]
 		join := ""
 		if i > 0 {
-			join = c.nodes[0].gossipAddr()
+			join = c.Nodes[0].GossipAddr()
 		}
-		c.start(t, p, join, false)
+		c.Start(t, p, join, false)
 	}
-	c.waitMembers(t, 20*time.Second, time.Now(), c.nodes)
-	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
-	key := c.checkKeyOwnedBy(t, "part", n3)
+	c.WaitMembers(t, 20*time.Second, time.Now(), c.Nodes)
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	key := c.KeyOwnedBy(t, "part", n3)
 	const limits = "30 per hour"
 	deciders := map[string]int{}
-	spend := func(p *nodeProc, n int) (allowed int) {
+	spend := func(p *proctest.Node, n int) (allowed int) {
 		for range n {
-			a := c.apiCheckAny(t, p, key, limits, 1)
+			a := c.CheckAny(t, p, key, limits, 1)
 			deciders[a.Node]++
 			if a.Allowed {
 				allowed++
@@ -50,8 +51,8 @@ func TestPartitionAcrossNamespaces(t *testing.T) {
 	lab.split([]int{0, 1}, []int{2})
 	clear(deciders)
 	apart := spend(n1, 5) + spend(n2, 5)
-	if deciders[n3.name] != 0 {
-		t.Fatalf("during the partition the cut-off owner decided %d checks of the other side: %v", deciders[n3.name], deciders)
+	if deciders[n3.Name] != 0 {
+		t.Fatalf("during the partition the cut-off owner decided %d checks of the other side: %v", deciders[n3.Name], deciders)
 	}
 	owners := spend(n3, 6)
 	t.Logf("during the partition: %d of 10 admitted without the owner, %d of 6 by the owner; 4 before; limit 30", apart, owners)
@@ -60,18 +61,12 @@ func TestPartitionAcrossNamespaces(t *testing.T) {
 	}
 
 	lab.heal([]int{0, 1}, []int{2})
-	c.waitMembers(t, 30*time.Second, time.Now(), c.nodes)
-	waitUntil(t, 15*time.Second, "the counts of both sides on the owner", func() bool {
-		a := c.apiCheckAny(t, n3, key, limits, 0)
-		return a.Node == n3.name && a.Limits[0].Remaining == 10
+	c.WaitMembers(t, 30*time.Second, time.Now(), c.Nodes)
+	testkit.Eventually(t, 15*time.Second, "the counts of both sides on the owner", func() bool {
+		a := c.CheckAny(t, n3, key, limits, 0)
+		return a.Node == n3.Name && a.Limits[0].Remaining == 10
 	})
-	allowed := 0
-	for i := range 30 {
-		if c.apiCheck(t, c.nodes[i%3], key, limits, 1).Allowed {
-			allowed++
-		}
-	}
-	if allowed != 10 {
+	if allowed := c.Admitted(t, key, limits, 30, 0); allowed != 10 {
 		t.Fatalf("after the heal: %d of 30 allowed, want exactly 10 (4 + 10 + 6 of 30 spent)", allowed)
 	}
 }

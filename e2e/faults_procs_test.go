@@ -1,6 +1,6 @@
 //go:build linux
 
-package ratemesh_test
+package e2e
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -107,9 +108,7 @@ const crashOpen = "a few keys of a killed and restarted owner are admitted up to
 // schedule that long (default 10 s; pick one subtest with -run and raise
 // -timeout).
 func TestFaultSchedule(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test: skipped in -short mode")
-	}
+	bin := nodeBinary(t)
 	length := 10 * time.Second
 	if v := os.Getenv("RATEMESH_FAULTS"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -128,11 +127,10 @@ func TestFaultSchedule(t *testing.T) {
 	} else {
 		t.Logf("random seed %d (replay: RATEMESH_FAULTS_SEED=%d)", seeds[1], seeds[1])
 	}
-	replay := "RATEMESH_FAULTS_SEED=%d go test -run 'TestFaultSchedule/%s$' ."
+	replay := "RATEMESH_FAULTS_SEED=%d go test -run 'TestFaultSchedule/%s$' ./e2e"
 	if v := os.Getenv("RATEMESH_FAULTS"); v != "" {
 		replay = "RATEMESH_FAULTS=" + v + " " + replay
 	}
-	bin := buildNodeBinary(t)
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			if sc.open != "" && os.Getenv("RATEMESH_FAULTS_OPEN") == "" {
@@ -186,12 +184,12 @@ type faultRun struct {
 	t      *testing.T
 	sc     faultScenario
 	seed   uint64
-	c      *procCluster
+	c      *proctest.Cluster
 	lab    *netLab // nil: no partitions
 	rng    *rand.Rand
 	load   *lbLoad
-	live   []*nodeProc // the members, as the test made them
-	joined []*nodeProc // joined by the schedule and not left yet
+	live   []*proctest.Node // the members, as the test made them
+	joined []*proctest.Node // joined by the schedule and not left yet
 	events []*faultEvent
 	began  time.Time
 }
@@ -200,8 +198,8 @@ func runFaultSchedule(t *testing.T, bin string, sc faultScenario, seed uint64, l
 	if untilMidnight := time.Until(time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)); untilMidnight < length+2*time.Minute {
 		t.Skipf("the run could cross midnight UTC in %v, where the keys' daily windows end", untilMidnight.Round(time.Second))
 	}
-	r := &faultRun{t: t, sc: sc, seed: seed, c: newProcCluster(t, bin), rng: rand.New(rand.NewPCG(seed, 23))}
-	r.c.dataDirs = sc.dataDirs
+	r := &faultRun{t: t, sc: sc, seed: seed, c: proctest.NewCluster(t, bin), rng: rand.New(rand.NewPCG(seed, 23))}
+	r.c.DataDirs = sc.dataDirs
 	if slices.Contains(sc.kinds, evPartition) {
 		lab, err := tryNetLab(t, sc.nodes+2)
 		if err != nil {
@@ -216,8 +214,8 @@ func runFaultSchedule(t *testing.T, bin string, sc faultScenario, seed uint64, l
 	for range sc.nodes {
 		r.launchNew()
 	}
-	r.c.waitMembers(t, 30*time.Second, time.Now(), r.live)
-	keys := faultKeys(r.rng, r.c.runID, faultKeyN, float64(faultRate)*length.Seconds()/faultKeyN)
+	r.c.WaitMembers(t, 30*time.Second, time.Now(), r.live)
+	keys := faultKeys(r.rng, r.c.RunID, faultKeyN, float64(faultRate)*length.Seconds()/faultKeyN)
 	verifyOwners(t, r.c, r.live[0], r.names(), keys)
 	r.load = startLBLoad(r.c, keys, r.live, faultRate)
 	defer r.load.stopLoad()
@@ -242,7 +240,7 @@ func runFaultSchedule(t *testing.T, bin string, sc faultScenario, seed uint64, l
 func (r *faultRun) names() []string {
 	var ns []string
 	for _, p := range r.live {
-		ns = append(ns, p.name)
+		ns = append(ns, p.Name)
 	}
 	slices.Sort(ns)
 	return ns
@@ -250,22 +248,22 @@ func (r *faultRun) names() []string {
 
 // launchNew starts a new node, in a namespace of its own under a lab,
 // joining the first live one.
-func (r *faultRun) launchNew() *nodeProc {
-	p := r.c.add(r.t)
+func (r *faultRun) launchNew() *proctest.Node {
+	p := r.c.Add(r.t)
 	if r.lab != nil {
-		i := len(r.c.nodes) - 1
-		p.ip, p.netns = r.lab.ips[i], r.lab.nss[i]
+		i := len(r.c.Nodes) - 1
+		p.IP, p.Netns = r.lab.ips[i], r.lab.nss[i]
 	}
-	r.c.start(r.t, p, r.joinAddr(p), r.lab == nil)
+	r.c.Start(r.t, p, r.joinAddr(p), r.lab == nil)
 	r.live = append(r.live, p)
 	return p
 }
 
 // joinAddr is the gossip address of a live node other than p; "" if none.
-func (r *faultRun) joinAddr(p *nodeProc) string {
+func (r *faultRun) joinAddr(p *proctest.Node) string {
 	for _, q := range r.live {
 		if q != p {
-			return q.gossipAddr()
+			return q.GossipAddr()
 		}
 	}
 	return ""
@@ -277,7 +275,7 @@ func (r *faultRun) step() {
 	var can []faultKind
 	for _, k := range r.sc.kinds {
 		if (k == evJoin && len(r.joined) > 0) || (k == evLeave && len(r.joined) == 0) ||
-			(k == evPartition && r.lab == nil) || (k == evJoin && r.lab != nil && len(r.c.nodes) == len(r.lab.nss)) {
+			(k == evPartition && r.lab == nil) || (k == evJoin && r.lab != nil && len(r.c.Nodes) == len(r.lab.nss)) {
 			continue
 		}
 		can = append(can, k)
@@ -289,11 +287,11 @@ func (r *faultRun) step() {
 		p = r.joined[0]
 	case evPause: // the owner of a key
 		owner, _ := ownersAt(r.names(), r.load.keys[r.rng.IntN(len(r.load.keys))].name)
-		p = r.live[slices.IndexFunc(r.live, func(q *nodeProc) bool { return q.name == owner })]
+		p = r.live[slices.IndexFunc(r.live, func(q *proctest.Node) bool { return q.Name == owner })]
 	}
-	ev := &faultEvent{kind: kind, node: p.name, members: r.names(), at: time.Since(r.began)}
+	ev := &faultEvent{kind: kind, node: p.Name, members: r.names(), at: time.Since(r.began)}
 	if kind == evJoin {
-		ev.node = fmt.Sprintf("node%d", len(r.c.nodes)+1)
+		ev.node = fmt.Sprintf("node%d", len(r.c.Nodes)+1)
 	}
 	r.events = append(r.events, ev)
 	r.load.beginEvent()
@@ -301,12 +299,12 @@ func (r *faultRun) step() {
 	switch kind {
 	case evRestart:
 		ev.note = r.term(p)
-		r.c.start(t, p, r.joinAddr(p), false)
+		r.c.Start(t, p, r.joinAddr(p), false)
 	case evJoin:
 		r.joined = append(r.joined, r.launchNew())
 	case evLeave:
 		ev.note = r.term(p)
-		r.live = slices.DeleteFunc(r.live, func(q *nodeProc) bool { return q == p })
+		r.live = slices.DeleteFunc(r.live, func(q *proctest.Node) bool { return q == p })
 		r.joined = r.joined[1:]
 	case evKill:
 		r.kill(p)
@@ -317,32 +315,32 @@ func (r *faultRun) step() {
 		<-time.After(after)
 		r.kill(p)
 	case evPause:
-		r.c.signal(t, p, syscall.SIGSTOP, 0)
+		r.c.Signal(t, p, syscall.SIGSTOP, 0)
 		<-time.After(3 * time.Second)
-		r.c.signal(t, p, syscall.SIGCONT, 0)
+		r.c.Signal(t, p, syscall.SIGCONT, 0)
 	case evPartition:
-		i := slices.Index(r.lab.ips, p.ip)
+		i := slices.Index(r.lab.ips, p.IP)
 		var rest []int
 		for _, q := range r.live {
 			if q != p {
-				rest = append(rest, slices.Index(r.lab.ips, q.ip))
+				rest = append(rest, slices.Index(r.lab.ips, q.IP))
 			}
 		}
 		r.lab.split([]int{i}, rest)
 		<-time.After(3 * time.Second)
 		r.lab.heal([]int{i}, rest)
 	}
-	r.c.waitMembers(t, 30*time.Second, time.Now(), r.live)
+	r.c.WaitMembers(t, 30*time.Second, time.Now(), r.live)
 	r.load.setPool(r.live)
 	ev.took = time.Since(start)
 	t.Logf("event %d: %v", len(r.events), ev)
 }
 
 // term SIGTERMs p and waits for it to exit; it says how, if not with 0.
-func (r *faultRun) term(p *nodeProc) string {
-	r.c.signal(r.t, p, syscall.SIGTERM, 20*time.Second)
-	if err := p.run.err; err != nil {
-		r.t.Errorf("%s exited with %v after SIGTERM, want status 0", p.name, err)
+func (r *faultRun) term(p *proctest.Node) string {
+	r.c.Signal(r.t, p, syscall.SIGTERM, 20*time.Second)
+	if err := p.ExitErr(); err != nil {
+		r.t.Errorf("%s exited with %v after SIGTERM, want status 0", p.Name, err)
 		return fmt.Sprintf("exited with %v", err)
 	}
 	return ""
@@ -350,8 +348,8 @@ func (r *faultRun) term(p *nodeProc) string {
 
 // kill SIGKILLs p and starts it again 1.5 s later, on its ports and data
 // dir.
-func (r *faultRun) kill(p *nodeProc) {
-	r.c.signal(r.t, p, syscall.SIGKILL, 10*time.Second)
+func (r *faultRun) kill(p *proctest.Node) {
+	r.c.Signal(r.t, p, syscall.SIGKILL, 10*time.Second)
 	<-time.After(1500 * time.Millisecond)
-	r.c.start(r.t, p, r.joinAddr(p), false)
+	r.c.Start(r.t, p, r.joinAddr(p), false)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package ratemesh_test
+package e2e
 
 import (
 	"errors"
@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ratemesh/ratemesh/internal/proctest"
 )
 
 // netLab is a set of network namespaces joined by a bridge, one per node,
@@ -45,7 +47,7 @@ func tryNetLab(t *testing.T, n int) (*netLab, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, errors.New("no ip command")
 	}
-	l := &netLab{t: t, id: randomHex(2)}
+	l := &netLab{t: t, id: proctest.RandomHex(2)}
 	l.bridge = "rmbr" + l.id
 	r, _ := strconv.ParseUint(l.id, 16, 16)
 	subnet := fmt.Sprintf("10.%d.%d", 100+r>>8%100, r&0xff)

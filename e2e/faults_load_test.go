@@ -3,7 +3,7 @@
 // The fault schedule's load: a client that spreads checks of many keys
 // over the nodes as a load balancer does, counting what each event saw.
 
-package ratemesh_test
+package e2e
 
 import (
 	"encoding/json"
@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -48,13 +49,13 @@ func (tl *eventTally) latencies() string {
 // an answer, is skipped for the next one; any other failure and any answer
 // but 200 is an error of the check, kept with its body.
 type lbLoad struct {
-	c       *procCluster
+	c       *proctest.Cluster
 	keys    []*faultKey
 	rate    int // checks a second, all nodes together
 	event   atomic.Int32
 	rr      atomic.Uint32
 	mu      sync.Mutex
-	pool    []*nodeProc
+	pool    []*proctest.Node
 	tally   []*eventTally // by event
 	want    []*faultKey   // the keys the load cycles over
 	next    int
@@ -68,7 +69,7 @@ type lbLoad struct {
 // to it until it runs again, and the pace drops meanwhile.
 const lbWorkers = 256
 
-func startLBLoad(c *procCluster, keys []*faultKey, pool []*nodeProc, rate int) *lbLoad {
+func startLBLoad(c *proctest.Cluster, keys []*faultKey, pool []*proctest.Node, rate int) *lbLoad {
 	l := &lbLoad{c: c, keys: keys, rate: rate, pool: slices.Clone(pool), want: keys, stop: make(chan struct{}),
 		tally: []*eventTally{{bodies: map[string]int{}}}}
 	work := make(chan *faultKey)
@@ -116,7 +117,7 @@ func (l *lbLoad) stopLoad() {
 }
 
 // setPool replaces the nodes the load balancer sends to.
-func (l *lbLoad) setPool(pool []*nodeProc) {
+func (l *lbLoad) setPool(pool []*proctest.Node) {
 	l.mu.Lock()
 	l.pool = slices.Clone(pool)
 	l.mu.Unlock()
@@ -153,7 +154,7 @@ func (l *lbLoad) check(k *faultKey) {
 	start := int(l.rr.Add(1))
 	began := time.Now()
 	var (
-		r         httpReply
+		r         proctest.Reply
 		err       error
 		resent    int64
 		sent      time.Time
@@ -161,9 +162,9 @@ func (l *lbLoad) check(k *faultKey) {
 	)
 	for i := range pool {
 		p := pool[(start+i)%len(pool)]
-		triedNode = p.name
+		triedNode = p.Name
 		sent = time.Now()
-		r, err = l.c.do(p, http.MethodPost, "/v1/check", strings.NewReader(k.body), "Content-Type", "application/json")
+		r, err = l.c.Do(p, http.MethodPost, "/v1/check", strings.NewReader(k.body), "Content-Type", "application/json")
 		if err == nil || !(errors.Is(err, syscall.ECONNREFUSED) || closedUnanswered(err)) {
 			break
 		}
@@ -172,14 +173,14 @@ func (l *lbLoad) check(k *faultKey) {
 		}
 	}
 	done := time.Now()
-	var a apiAnswer
+	var a proctest.Answer
 	switch {
 	case err != nil:
 		err = fmt.Errorf("%s: %w", triedNode, err)
-	case r.status != http.StatusOK:
-		err = fmt.Errorf("%s: %d %s", triedNode, r.status, strings.TrimSpace(string(r.body)))
-	case json.Unmarshal(r.body, &a) != nil:
-		err = fmt.Errorf("%s: unreadable answer %s", triedNode, r.body)
+	case r.Status != http.StatusOK:
+		err = fmt.Errorf("%s: %d %s", triedNode, r.Status, strings.TrimSpace(string(r.Body)))
+	case json.Unmarshal(r.Body, &a) != nil:
+		err = fmt.Errorf("%s: unreadable answer %s", triedNode, r.Body)
 	}
 
 	l.mu.Lock()

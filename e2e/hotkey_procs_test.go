@@ -1,6 +1,6 @@
 //go:build linux
 
-package ratemesh_test
+package e2e
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/ratemesh/ratemesh/internal/proctest"
 )
 
 // A key far from its limit flooded through three node processes: with
@@ -21,12 +23,9 @@ import (
 // process spent per check is reported, the owner's beside the others'.
 // And a key of the same flood at 100 per minute admits exactly 100.
 func TestHotAllowedKeyProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test: skipped in -short mode")
-	}
-	c := startProcCluster(t, buildNodeBinary(t), 3)
-	owner := c.nodes[2]
-	hot := c.checkKeyOwnedBy(t, "hot", owner)
+	c := proctest.StartCluster(t, nodeBinary(t), 3)
+	owner := c.Nodes[2]
+	hot := c.KeyOwnedBy(t, "hot", owner)
 	before := cpuTimes(t, c)
 	allowed, checks := floodKey(t, c, hot, "100000000 per minute", 6000)
 	after := cpuTimes(t, c)
@@ -34,19 +33,19 @@ func TestHotAllowedKeyProcesses(t *testing.T) {
 		t.Fatalf("%d of %d admitted far below the limit", allowed, checks)
 	}
 	var without, with float64
-	for _, p := range c.nodes {
+	for _, p := range c.Nodes {
 		m := checkMetrics(t, c, p)
 		without += m["local"] + m["leased"] + m["deny_cached"]
 		with += m["forwarded"]
-		t.Logf("%s: checks %v; CPU %.0f µs a check", p.name, m, 1e6*(after[p.name]-before[p.name])/float64(checks))
+		t.Logf("%s: checks %v; CPU %.0f µs a check", p.Name, m, 1e6*(after[p.Name]-before[p.Name])/float64(checks))
 	}
 	share := without / (without + with)
-	t.Logf("%.0f of %.0f checks decided without an RPC: %.1f %% (owner %s)", without, without+with, 100*share, owner.name)
+	t.Logf("%.0f of %.0f checks decided without an RPC: %.1f %% (owner %s)", without, without+with, 100*share, owner.Name)
 	if share < 0.95 {
 		t.Fatalf("%.1f %% decided without an RPC, want at least 95 %%", 100*share)
 	}
 
-	limited := c.checkKeyOwnedBy(t, "limited", owner)
+	limited := c.KeyOwnedBy(t, "limited", owner)
 	if got, _ := floodKey(t, c, limited, "100 per minute", 1500); got != 100 {
 		t.Fatalf("%d admitted at 100 per minute, want exactly 100", got)
 	}
@@ -54,20 +53,20 @@ func TestHotAllowedKeyProcesses(t *testing.T) {
 
 // floodKey sends n /v1/check of key against limits from six clients, two
 // on each node, and returns how many were admitted.
-func floodKey(t *testing.T, c *procCluster, key, limits string, n int) (allowed, sent int) {
+func floodKey(t *testing.T, c *proctest.Cluster, key, limits string, n int) (allowed, sent int) {
 	t.Helper()
 	body := fmt.Sprintf(`{"key":%q,"limits":%q,"cost":1}`, key, limits)
 	var ok, all, errs atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 6 {
-		p := c.nodes[w%len(c.nodes)]
+		p := c.Nodes[w%len(c.Nodes)]
 		wg.Go(func() {
 			for all.Add(1) <= int64(n) {
-				r, err := c.do(p, http.MethodPost, "/v1/check", strings.NewReader(body), "Content-Type", "application/json")
+				r, err := c.Do(p, http.MethodPost, "/v1/check", strings.NewReader(body), "Content-Type", "application/json")
 				switch {
-				case err != nil || r.status != http.StatusOK:
+				case err != nil || r.Status != http.StatusOK:
 					errs.Add(1)
-				case bytes.Contains(r.body, []byte(`"allowed":true`)):
+				case bytes.Contains(r.Body, []byte(`"allowed":true`)):
 					ok.Add(1)
 				}
 			}
@@ -81,14 +80,14 @@ func floodKey(t *testing.T, c *procCluster, key, limits string, n int) (allowed,
 }
 
 // checkMetrics reads ratemesh_checks_total of p by path.
-func checkMetrics(t *testing.T, c *procCluster, p *nodeProc) map[string]float64 {
+func checkMetrics(t *testing.T, c *proctest.Cluster, p *proctest.Node) map[string]float64 {
 	t.Helper()
-	r, err := c.do(p, http.MethodGet, "/metrics", nil)
+	r, err := c.Do(p, http.MethodGet, "/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(r.body))
+	sc := bufio.NewScanner(bytes.NewReader(r.Body))
 	for sc.Scan() {
 		line := sc.Text()
 		rest, found := strings.CutPrefix(line, `ratemesh_checks_total{path="`)
@@ -104,11 +103,11 @@ func checkMetrics(t *testing.T, c *procCluster, p *nodeProc) map[string]float64 
 }
 
 // cpuTimes reads each node process's user and system CPU seconds.
-func cpuTimes(t *testing.T, c *procCluster) map[string]float64 {
+func cpuTimes(t *testing.T, c *proctest.Cluster) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
-	for _, p := range c.nodes {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.run.cmd.Process.Pid))
+	for _, p := range c.Nodes {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +116,7 @@ func cpuTimes(t *testing.T, c *procCluster) map[string]float64 {
 		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 		utime, _ := strconv.ParseFloat(fields[11], 64)
 		stime, _ := strconv.ParseFloat(fields[12], 64)
-		out[p.name] = (utime + stime) / 100
+		out[p.Name] = (utime + stime) / 100
 	}
 	return out
 }

@@ -4,7 +4,7 @@
 // and what the cluster admitted, compared with what the key's algorithm
 // allows, and the report by event.
 
-package ratemesh_test
+package e2e
 
 import (
 	"encoding/json"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/ring"
 )
 
@@ -218,13 +219,13 @@ func ownersAt(members []string, key string) (owner, successor string) {
 // verifyOwners fails the test unless the ring the checker computes places
 // every key where the cluster does: the checker's owner history is the
 // cluster's.
-func verifyOwners(t *testing.T, c *procCluster, p *nodeProc, members []string, keys []*faultKey) {
+func verifyOwners(t *testing.T, c *proctest.Cluster, p *proctest.Node, members []string, keys []*faultKey) {
 	t.Helper()
 	for _, k := range keys {
 		want, _ := ownersAt(members, k.name)
-		got, err := c.owner(p, httpapi.CheckKeyPrefix+k.name)
+		got, err := c.Owner(p, httpapi.CheckKeyPrefix+k.name)
 		if err != nil || got != want {
-			t.Fatalf("%s places %s on %q (%v); the checker's ring of %v on %s", p.name, k.name, got, err, members, want)
+			t.Fatalf("%s places %s on %q (%v); the checker's ring of %v on %s", p.Name, k.name, got, err, members, want)
 		}
 	}
 }
