@@ -204,6 +204,17 @@ func TestCrashWithReplicas(t *testing.T) {
 	}
 	o.cmd.Process.Signal(syscall.SIGKILL)
 	<-o.done
+	// Until gossip has dropped the dead owner, a check may be decided by
+	// the fail policy, which the API refuses (503): wait for that.
+	testkit.Eventually(t, 30*time.Second, "the survivors still list the dead owner", func() bool {
+		for _, p := range others {
+			_, text, err := do(c, p, http.MethodGet, "/v1/cluster/members", "")
+			if err != nil || strings.Count(text, `"name"`) != 2 {
+				return false
+			}
+		}
+		return true
+	})
 
 	var got counterapi.Response
 	var why string
