@@ -102,6 +102,20 @@ func startProcs(t *testing.T, n int) []*proc {
 	return ps
 }
 
+// waitMembers waits until each of ps lists exactly the members ps.
+func waitMembers(t *testing.T, c *http.Client, ps []*proc, what string) {
+	t.Helper()
+	testkit.Eventually(t, 30*time.Second, what, func() bool {
+		for _, p := range ps {
+			_, text, err := do(c, p, http.MethodGet, "/v1/cluster/members", "")
+			if err != nil || strings.Count(text, `"name"`) != len(ps) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // do sends a request with the token to p and returns status and body.
 func do(c *http.Client, p *proc, method, path, body string) (int, string, error) {
 	req, err := http.NewRequest(method, "http://"+p.http+path, strings.NewReader(body))
@@ -162,15 +176,7 @@ func TestCrashWithReplicas(t *testing.T) {
 		byName[p.name] = p
 	}
 	// Every node must see all three before the owner is meaningful.
-	testkit.Eventually(t, 20*time.Second, "3 members", func() bool {
-		for _, p := range ps {
-			_, text, err := do(c, p, http.MethodGet, "/v1/cluster/members", "")
-			if err != nil || strings.Count(text, `"name"`) != 3 {
-				return false
-			}
-		}
-		return true
-	})
+	waitMembers(t, c, ps, "every node did not list the 3 members")
 	var owner struct{ Owner struct{ Name string } }
 	status, text, err := do(c, ps[0], http.MethodGet, "/v1/cluster/owner?key=counter%7Ccrash", "")
 	if err != nil || status != 200 || json.Unmarshal([]byte(text), &owner) != nil || byName[owner.Owner.Name] == nil {
@@ -206,15 +212,7 @@ func TestCrashWithReplicas(t *testing.T) {
 	<-o.done
 	// Until gossip has dropped the dead owner, a check may be decided by
 	// the fail policy, which the API refuses (503): wait for that.
-	testkit.Eventually(t, 30*time.Second, "the survivors still list the dead owner", func() bool {
-		for _, p := range others {
-			_, text, err := do(c, p, http.MethodGet, "/v1/cluster/members", "")
-			if err != nil || strings.Count(text, `"name"`) != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	waitMembers(t, c, others, "the survivors still list the dead owner")
 
 	var got counterapi.Response
 	var why string
@@ -283,15 +281,7 @@ func TestPython(t *testing.T) {
 		addrs[i] = p.http
 	}
 	c := client(t)
-	testkit.Eventually(t, 20*time.Second, "3 members", func() bool {
-		for _, p := range ps {
-			_, text, err := do(c, p, http.MethodGet, "/v1/cluster/members", "")
-			if err != nil || strings.Count(text, `"name"`) != 3 {
-				return false
-			}
-		}
-		return true
-	})
+	waitMembers(t, c, ps, "every node did not list the 3 members")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
