@@ -10,6 +10,7 @@ import "math/bits"
 //	SlidingWindowCounter: t = current bucket start, n = hits in it, p = hits in the previous bucket
 //	TokenBucket:          t = TAT (theoretical arrival time), n = TAT's fraction of a ns in 1/Amount units
 //	MovingWindow:         log = hit times
+//	Tally, ElasticTally:  t = expiry instant, n = count
 //
 // The zero state is a fresh counter for every strategy.
 type state struct {
@@ -58,6 +59,10 @@ func (st *state) normalize(c *Counter, now int64) {
 		if st.log != nil {
 			st.log.prune(now, P)
 		}
+	case Tally, ElasticTally:
+		if st.n <= 0 || now >= st.t {
+			st.t, st.n = 0, 0
+		}
 	}
 }
 
@@ -69,7 +74,7 @@ func (st *state) normalize(c *Counter, now int64) {
 // floor((now+P-TAT)×Amount/P) and cost is whole.
 func (st *state) used(c *Counter, now int64) int64 {
 	switch c.Strategy {
-	case FixedWindow:
+	case FixedWindow, Tally, ElasticTally:
 		return st.n
 	case SlidingWindowCounter:
 		return st.weighted(c, now)
@@ -97,6 +102,13 @@ func (st *state) consume(c *Counter, now, cost int64) {
 	switch c.Strategy {
 	case FixedWindow, SlidingWindowCounter:
 		st.n += cost
+	case Tally, ElasticTally:
+		// The hit that starts the count sets its expiry; an elastic hit
+		// pushes it.
+		if st.n == 0 || c.Strategy == ElasticTally {
+			st.t = now + int64(c.Limit.Period)
+		}
+		st.n += cost
 	case TokenBucket:
 		st.t, st.n = st.tatAfter(c, cost)
 	case MovingWindow:
@@ -122,6 +134,10 @@ func (st *state) status(c *Counter, now, cost, used int64, consumed, denied bool
 		if st.n > 0 {
 			reset = st.t + P
 		}
+	case Tally, ElasticTally:
+		if st.n > 0 {
+			reset = st.t
+		}
 	case SlidingWindowCounter:
 		// Whole again once floor(weighted) is 0: in the next bucket if the
 		// current one has hits, else when the previous bucket has slid out.
@@ -146,6 +162,8 @@ func (st *state) status(c *Counter, now, cost, used int64, consumed, denied bool
 	switch c.Strategy {
 	case FixedWindow:
 		retry = st.t + P - now
+	case Tally, ElasticTally:
+		retry = st.t - now
 	case SlidingWindowCounter:
 		if k := A - cost - st.n; k >= 0 {
 			// Allowed later in this bucket, once enough of the previous one
@@ -174,6 +192,10 @@ func (st *state) deadline(c *Counter) int64 {
 	case FixedWindow:
 		if st.n > 0 {
 			return st.t + P
+		}
+	case Tally, ElasticTally:
+		if st.n > 0 {
+			return st.t
 		}
 	case SlidingWindowCounter:
 		if st.n > 0 || st.p > 0 {

@@ -23,6 +23,10 @@ func validateCheck(counters []Counter, cost int64) error {
 		if !counters[i].valid() {
 			return counters[i].Validate()
 		}
+		if counters[i].Strategy >= Tally && len(counters) > 1 {
+			return fmt.Errorf("%w: a %s counter must be its check's only counter, got %d counters",
+				ErrInvalidCounter, counters[i].Strategy, len(counters))
+		}
 		if counters[i].Strategy == MovingWindow {
 			hits++
 		}

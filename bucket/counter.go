@@ -27,6 +27,16 @@ const (
 	// TokenBucket is GCRA: Amount is the burst and tokens refill evenly over
 	// the period (one every Period/Amount, tracked exactly, without rounding).
 	TokenBucket
+	// Tally is a plain count with an expiry, the counter of a storage such
+	// as the reference's Redis one: every cost is added (Amount only bounds
+	// the count, so a tally meant to count everything takes a huge Amount),
+	// the count expires Period after the hit that started it, and a tally
+	// is named by its Scope alone (see Counter).
+	Tally
+	// ElasticTally is Tally whose every hit pushes the expiry to Period
+	// after it. A key's Tally and ElasticTally of one scope are the same
+	// count: the strategy of a hit only says how it moves the expiry.
+	ElasticTally
 )
 
 // MaxMovingWindowAmount bounds the Amount of a MovingWindow counter, because
@@ -88,6 +98,10 @@ func (s Strategy) String() string {
 		return "moving-window"
 	case TokenBucket:
 		return "token-bucket"
+	case Tally:
+		return "tally"
+	case ElasticTally:
+		return "elastic-tally"
 	}
 	return "Strategy(" + strconv.Itoa(int(s)) + ")"
 }
@@ -96,7 +110,10 @@ func (s Strategy) String() string {
 // whole value, Scope+Limit+Strategy: a check naming a changed limit (the user
 // edited the config) reaches a fresh counter, and the old one expires and is
 // swept. The reference behaves the same way (its storage key includes amount
-// and period). The zero value has no period and is invalid.
+// and period). A tally (Tally, ElasticTally) is the exception: its identity
+// is its Scope alone, as a storage key holds one count whatever expiry each
+// increment names, so a peek can read it without knowing its expiry. The
+// zero value has no period and is invalid.
 type Counter struct {
 	Scope    string   // e.g. "GET /products", "shared:products"; "" is a valid scope
 	Limit    Limit    // the quota
@@ -109,7 +126,7 @@ type Counter struct {
 // MaxMovingWindowAmount. Errors wrap ErrInvalidCounter.
 func (c Counter) Validate() error {
 	switch {
-	case c.Strategy > TokenBucket:
+	case c.Strategy > ElasticTally:
 		return c.invalid("unknown strategy " + c.Strategy.String())
 	case c.Limit.Period <= 0:
 		return c.invalid("period " + c.Limit.Period.String() + " must be positive")
@@ -130,14 +147,21 @@ func (c Counter) Validate() error {
 
 // valid is the hot path's inlinable form of Validate() == nil.
 func (c *Counter) valid() bool {
-	return c.Strategy <= TokenBucket && c.Limit.Period > 0 && c.Limit.Period <= MaxPeriod && len(c.Scope) <= MaxScopeLen &&
+	return c.Strategy <= ElasticTally && c.Limit.Period > 0 && c.Limit.Period <= MaxPeriod && len(c.Scope) <= MaxScopeLen &&
 		c.Limit.Amount >= 0 && (c.Strategy != MovingWindow || c.Limit.Amount <= MaxMovingWindowAmount)
 }
 
-// same is c == *o, comparing the cheap fields before the scope.
+// same is c == *o, comparing the cheap fields before the scope; tallies
+// compare their scopes only (see Counter).
 func (c *Counter) same(o *Counter) bool {
+	if c.Strategy >= Tally || o.Strategy >= Tally {
+		return c.Strategy >= Tally && o.Strategy >= Tally && c.Scope == o.Scope
+	}
 	return c.Limit == o.Limit && c.Strategy == o.Strategy && c.Scope == o.Scope
 }
+
+// IsTally reports whether s is Tally or ElasticTally.
+func (s Strategy) IsTally() bool { return s == Tally || s == ElasticTally }
 
 func (c Counter) invalid(why string) error {
 	return &counterError{scope: clip(c.Scope), scopeLen: len(c.Scope), why: why}

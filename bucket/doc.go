@@ -22,7 +22,10 @@
 // SlidingWindowCounter (clock-aligned buckets, the previous bucket weighted
 // by how much of it is still inside the window), MovingWindow (an exact log
 // of hits, at most MaxMovingWindowAmount per counter) and TokenBucket (GCRA:
-// Amount is the burst, refilled evenly over the period).
+// Amount is the burst, refilled evenly over the period). Two more serve
+// storages of the reference's kind rather than limits: Tally and
+// ElasticTally, a plain count with an expiry (pushed by every hit of an
+// elastic one), named by scope alone.
 //
 // For each counter a check reports a Status: the quota remaining after the
 // check, when the quota is whole again (Reset), and how long until the

@@ -198,6 +198,8 @@ func (c *counter) transfer(t int64) (CounterState, bool) {
 	switch c.id.Strategy {
 	case FixedWindow, SlidingWindowCounter:
 		cs.Start, cs.Count, cs.Prev = c.st.t, c.st.n, c.st.p
+	case Tally, ElasticTally:
+		cs.Start, cs.Count = c.st.t, c.st.n
 	case TokenBucket:
 		cs.TAT, cs.TATFrac = c.st.t, c.st.n
 	case MovingWindow:
@@ -209,7 +211,8 @@ func (c *counter) transfer(t int64) (CounterState, bool) {
 // Merge adds entries into the store at instant now, as the new owner of
 // their keys: counts of the same window add (fixed windows of one counter
 // that both run keep the earlier start, where the key's first hit opened
-// it; sliding-window buckets add bucket by bucket), a token bucket keeps the
+// it; sliding-window buckets add bucket by bucket; tallies add and keep the
+// later expiry), a token bucket keeps the
 // emptier state (the later TAT), moving-window logs merge keeping the newest
 // Amount hits. Expired counters are dropped, and so are invalid ones
 // (Counter.Validate fails) and those beyond the key's MaxCountersPerKey.
@@ -328,6 +331,9 @@ func importState(cs *CounterState, t int64) (st state, live bool) {
 	switch c.Strategy {
 	case FixedWindow:
 		st.t, st.n = cs.Start, max(0, cs.Count)
+	case Tally, ElasticTally:
+		// No tally expires later than the longest period from now.
+		st.t, st.n = min(cs.Start, t+int64(MaxPeriod)), max(0, cs.Count)
 	case SlidingWindowCounter:
 		st.t, st.n, st.p = bucketStart(cs.Start, P), max(0, cs.Count), max(0, cs.Prev)
 	case TokenBucket:
@@ -354,6 +360,12 @@ func (st *state) merge(c *Counter, o *state) {
 			st.t, st.n = o.t, o.n
 		default:
 			st.t, st.n = min(st.t, o.t), satAdd(st.n, o.n)
+		}
+	case Tally, ElasticTally:
+		// Disjoint hits of one count: they add, and the count lasts as
+		// long as either side's would.
+		if o.n > 0 {
+			st.t, st.n = max(st.t, o.t), satAdd(st.n, o.n)
 		}
 	case SlidingWindowCounter:
 		st.n, st.p = satAdd(st.n, o.n), satAdd(st.p, o.p)

@@ -29,7 +29,7 @@ func Subtract(e, base Entry) Entry {
 
 func findState(states []CounterState, c *Counter) *CounterState {
 	for i := range states {
-		if states[i].Counter == *c {
+		if states[i].Counter.same(c) {
 			return &states[i]
 		}
 	}
@@ -38,7 +38,10 @@ func findState(states []CounterState, c *Counter) *CounterState {
 
 func subtractState(cs CounterState, b *CounterState) CounterState {
 	switch cs.Counter.Strategy {
-	case FixedWindow:
+	case FixedWindow, Tally, ElasticTally:
+		// A tally's Start is its expiry: the same expiry is the same count.
+		// An elastic tally that moved its expiry since base is kept whole
+		// (counted twice: more denials, never more admissions).
 		if cs.Start == b.Start {
 			cs.Count = max(0, cs.Count-b.Count)
 		}
@@ -77,7 +80,7 @@ func withoutHits(hits, drop []int64) []int64 {
 // counts: its state is a time).
 func emptyState(cs *CounterState) bool {
 	switch cs.Counter.Strategy {
-	case FixedWindow, SlidingWindowCounter:
+	case FixedWindow, SlidingWindowCounter, Tally, ElasticTally:
 		return cs.Count == 0 && cs.Prev == 0
 	case MovingWindow:
 		return len(cs.Hits) == 0

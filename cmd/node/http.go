@@ -18,6 +18,7 @@ import (
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/demo"
 	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/counterapi"
 )
 
 // httpOptions are the settings of the node's HTTP side: the service API,
@@ -200,6 +201,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 		Warnings:      h.warnings,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := counterapi.Register(e, node, counterapi.Config{}); err != nil {
 		return nil, err
 	}
 	if h.routes != nil {
