@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ratemesh/ratemesh/httpapi"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 // buildNodeBinary builds cmd/node into a temporary directory. It is built
@@ -321,7 +322,7 @@ func (c *procCluster) checkKeyOwnedBy(t *testing.T, prefix string, owner *nodePr
 	t.Helper()
 	for i := range 1000 {
 		k := fmt.Sprintf("%s-%s-%d", prefix, c.runID, i)
-		o, err := c.owner(c.nodes[0], httpapi.CheckKeyPrefix+k)
+		o, err := c.owner(c.nodes[0], nodeapi.CheckKeyPrefix+k)
 		if err != nil {
 			t.Fatal(err)
 		}

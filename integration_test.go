@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 func TestIntegration(t *testing.T) {
@@ -148,7 +148,7 @@ func checkAPIAgrees(t *testing.T, c *procCluster) {
 		if a := check(p, 0); a.Limits[0].Remaining != 0 || a.Node != owner {
 			t.Errorf("peek on %s: %+v, want remaining 0 decided by %s", p.name, a, owner)
 		}
-		if o, err := c.owner(p, httpapi.CheckKeyPrefix+key); o != owner {
+		if o, err := c.owner(p, nodeapi.CheckKeyPrefix+key); o != owner {
 			t.Errorf("%s names %q (%v) the owner of %s; the checks were decided by %s", p.name, o, err, key, owner)
 		}
 	}

@@ -1,52 +1,42 @@
-package httpapi_test
+package nodeapi_test
 
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // serviceFor serves the service API of node.
-func serviceFor(t *testing.T, node *ratemesh.Node, admin string) *echo.Echo {
+func serviceFor(t *testing.T, node nodeapi.Node, reg *prometheus.Registry, admin string) *echo.Echo {
 	t.Helper()
 	e := echo.New()
-	if err := httpapi.RegisterService(e, node, httpapi.ServiceConfig{AdminToken: admin, Registry: node.Registry(), MaxBody: 4096, MaxBatch: 3}); err != nil {
+	if err := nodeapi.RegisterService(e, node, nodeapi.ServiceConfig{AdminToken: admin, Registry: reg, MaxBody: 4096, MaxBatch: 3}); err != nil {
 		t.Fatal(err)
 	}
 	return e
 }
 
-// send serves one request with a body.
-func send(e http.Handler, method, target, body string, header ...string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, target, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	rec := httptest.NewRecorder()
-	e.ServeHTTP(rec, req)
-	return rec
-}
-
 func TestServiceCheck(t *testing.T) {
-	n := clustertest.StartNode(t, "svc", nil)
-	e := serviceFor(t, n, "")
+	n := fakecluster.New("svc")
+	e := serviceFor(t, n, nil, "")
 	before := time.Now()
-	var got httpapi.CheckResponse
+	var got nodeapi.CheckResponse
 	for i := 0; i < 3; i++ {
-		rec := send(e, "POST", "/v1/check", `{"key":"user:42","limits":"2 per minute; 5 per hour"}`)
+		rec := testkit.Send(e, "POST", "/v1/check", `{"key":"user:42","limits":"2 per minute; 5 per hour"}`)
 		if rec.Code != 200 {
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
-		got = httpapi.CheckResponse{}
+		got = nodeapi.CheckResponse{}
 		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 			t.Fatal(err)
 		}
@@ -55,19 +45,19 @@ func TestServiceCheck(t *testing.T) {
 			checkReset(t, got.Limits[1].Reset, before, time.Hour)
 		}
 	}
-	want := httpapi.CheckResponse{Allowed: false, Key: "user:42", Node: "svc", Limits: []httpapi.CheckLimit{
+	want := nodeapi.CheckResponse{Allowed: false, Key: "user:42", Node: "svc", Limits: []nodeapi.CheckLimit{
 		{Limit: "2 per 1 minute", Remaining: 0, Reset: got.Limits[0].Reset, RetryAfter: 60},
 		{Limit: "5 per 1 hour", Remaining: 3, Reset: got.Limits[1].Reset, RetryAfter: 0},
 	}}
-	if !equalJSON(got, want) {
+	if !testkit.EqualJSON(got, want) {
 		t.Fatalf("third check = %+v, want %+v", got, want)
 	}
 	// Batch, with cost, strategy and scope; a peek (cost 0) consumes nothing.
-	rec := send(e, "POST", "/v1/check", `[
+	rec := testkit.Send(e, "POST", "/v1/check", `[
 		{"key":"user:42","limits":"2 per minute; 5 per hour"},
 		{"key":"user:42","limits":"10/hour","cost":4,"strategy":"token-bucket","scope":"uploads"},
 		{"key":"user:43","limits":"1/minute","cost":0}]`)
-	var batch []httpapi.CheckResponse
+	var batch []nodeapi.CheckResponse
 	if err := json.Unmarshal(rec.Body.Bytes(), &batch); err != nil || rec.Code != 200 || len(batch) != 3 {
 		t.Fatalf("batch: %d %s %v", rec.Code, rec.Body, err)
 	}
@@ -86,15 +76,9 @@ func checkReset(t *testing.T, reset int64, before time.Time, window time.Duratio
 	}
 }
 
-func equalJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
-}
-
 func TestServiceCheckBadInput(t *testing.T) {
-	n := clustertest.StartNode(t, "svcbad", nil)
-	e := serviceFor(t, n, "")
+	n := fakecluster.New("svcbad")
+	e := serviceFor(t, n, nil, "")
 	for _, tc := range []struct {
 		body, field string
 	}{
@@ -121,18 +105,18 @@ func TestServiceCheckBadInput(t *testing.T) {
 		{`[1]`, "[0]"},
 		{`[{},{},{},{}]`, "body"},
 	} {
-		rec := send(e, "POST", "/v1/check", tc.body)
+		rec := testkit.Send(e, "POST", "/v1/check", tc.body)
 		var fe struct{ Error, Field string }
 		if err := json.Unmarshal(rec.Body.Bytes(), &fe); err != nil || rec.Code != 400 || fe.Field != tc.field || !strings.HasPrefix(fe.Error, tc.field) {
 			t.Errorf("%.60s: %d %s; want 400 naming %q", tc.body, rec.Code, rec.Body, tc.field)
 		}
 	}
 	// A bad check in a batch counts none of the batch.
-	rec := send(e, "POST", "/v1/check", `{"key":"k","limits":"1/minute","cost":0}`)
+	rec := testkit.Send(e, "POST", "/v1/check", `{"key":"k","limits":"1/minute","cost":0}`)
 	if !strings.Contains(rec.Body.String(), `"remaining":1`) {
 		t.Fatalf("a rejected batch consumed: %s", rec.Body)
 	}
-	rec = send(e, "POST", "/v1/check", `{"key":"`+strings.Repeat("k", 5000)+`","limits":"1/minute"}`)
+	rec = testkit.Send(e, "POST", "/v1/check", `{"key":"`+strings.Repeat("k", 5000)+`","limits":"1/minute"}`)
 	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), `"field":"body"`) {
 		t.Fatalf("large body: %d %s", rec.Code, rec.Body)
 	}
@@ -142,11 +126,11 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 	nodes := clustertest.StartNamed(t, 3)
 	services := make([]*echo.Echo, len(nodes))
 	for i, n := range nodes {
-		services[i] = serviceFor(t, n, "adm1n-token")
+		services[i] = serviceFor(t, n, n.Registry(), "adm1n-token")
 	}
 	for i, e := range services {
-		rec := send(e, "GET", "/v1/cluster/members", "")
-		var ms httpapi.MembersResponse
+		rec := testkit.Send(e, "GET", "/v1/cluster/members", "")
+		var ms nodeapi.MembersResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &ms); err != nil || rec.Code != 200 {
 			t.Fatalf("members: %d %s", rec.Code, rec.Body)
 		}
@@ -172,8 +156,8 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 	// Every node names the same owner.
 	var owner string
 	for i, e := range services {
-		rec := send(e, "GET", "/v1/cluster/owner?key=ip:198.51.100.1", "")
-		var o httpapi.OwnerResponse
+		rec := testkit.Send(e, "GET", "/v1/cluster/owner?key=ip:198.51.100.1", "")
+		var o nodeapi.OwnerResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &o); err != nil || rec.Code != 200 || o.Key != "ip:198.51.100.1" || o.Node != nodes[i].Name() {
 			t.Fatalf("owner: %d %s", rec.Code, rec.Body)
 		}
@@ -183,16 +167,16 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 			t.Fatalf("node %d says owner %s, node 0 says %s", i, o.Owner.Name, owner)
 		}
 	}
-	if rec := send(services[0], "GET", "/v1/cluster/owner", ""); rec.Code != 400 || !strings.Contains(rec.Body.String(), `"field":"key"`) {
+	if rec := testkit.Send(services[0], "GET", "/v1/cluster/owner", ""); rec.Code != 400 || !strings.Contains(rec.Body.String(), `"field":"key"`) {
 		t.Fatalf("owner without key: %d %s", rec.Code, rec.Body)
 	}
 
 	// Use up a key on node 1, reset it through node 2, and it is whole on node 0.
 	check := `{"key":"ip:198.51.100.1","limits":"1 per hour"}`
-	if rec := send(services[1], "POST", "/v1/check", check); !strings.Contains(rec.Body.String(), `"allowed":true`) {
+	if rec := testkit.Send(services[1], "POST", "/v1/check", check); !strings.Contains(rec.Body.String(), `"allowed":true`) {
 		t.Fatalf("first check: %s", rec.Body)
 	}
-	if rec := send(services[0], "POST", "/v1/check", check); !strings.Contains(rec.Body.String(), `"allowed":false`) {
+	if rec := testkit.Send(services[0], "POST", "/v1/check", check); !strings.Contains(rec.Body.String(), `"allowed":false`) {
 		t.Fatalf("second check: %s", rec.Body)
 	}
 	for _, tc := range []struct {
@@ -205,7 +189,7 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 		{[]string{"Authorization", "adm1n-token"}, 401, `{"error":"admin token required"}` + "\n"},
 		{[]string{"Authorization", "Bearer adm1n-token"}, 200, `{"node":"` + nodes[2].Name() + `","reset":"ip:198.51.100.1"}` + "\n"},
 	} {
-		rec := send(services[2], "DELETE", "/v1/keys/ip:198.51.100.1", "", tc.header...)
+		rec := testkit.Send(services[2], "DELETE", "/v1/keys/ip:198.51.100.1", "", tc.header...)
 		if rec.Code != tc.code || rec.Body.String() != tc.body {
 			t.Fatalf("DELETE with %v: %d %s, want %d %s", tc.header, rec.Code, rec.Body, tc.code, tc.body)
 		}
@@ -213,26 +197,26 @@ func TestServiceClusterAndAdmin(t *testing.T) {
 			t.Fatal("401 without a challenge")
 		}
 	}
-	if rec := send(services[0], "POST", "/v1/check", check); !strings.Contains(rec.Body.String(), `"allowed":true`) {
+	if rec := testkit.Send(services[0], "POST", "/v1/check", check); !strings.Contains(rec.Body.String(), `"allowed":true`) {
 		t.Fatalf("after reset: %s", rec.Body)
 	}
 }
 
 func TestServiceAdminOffHealthMetrics(t *testing.T) {
 	n := clustertest.StartNode(t, "svcmisc", nil)
-	e := serviceFor(t, n, "")
-	if rec := send(e, "DELETE", "/v1/keys/ip:1.2.3.4", "", "Authorization", "Bearer "); rec.Code != 404 ||
+	e := serviceFor(t, n, n.Registry(), "")
+	if rec := testkit.Send(e, "DELETE", "/v1/keys/ip:1.2.3.4", "", "Authorization", "Bearer "); rec.Code != 404 ||
 		rec.Body.String() != `{"error":"admin endpoint off: this node has no admin token, so keys cannot be reset through it"}`+"\n" {
 		t.Fatalf("admin endpoint without a token configured: %d %s", rec.Code, rec.Body)
 	}
-	if rec := send(e, "GET", "/healthz", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ok","node":"svcmisc"}`+"\n" {
+	if rec := testkit.Send(e, "GET", "/healthz", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ok","node":"svcmisc"}`+"\n" {
 		t.Fatalf("healthz: %d %s", rec.Code, rec.Body)
 	}
-	if rec := send(e, "GET", "/readyz", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ready","node":"svcmisc"}`+"\n" {
+	if rec := testkit.Send(e, "GET", "/readyz", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ready","node":"svcmisc"}`+"\n" {
 		t.Fatalf("readyz: %d %s", rec.Code, rec.Body)
 	}
-	send(e, "POST", "/v1/check", `{"key":"k","limits":"1/minute"}`)
-	rec := send(e, "GET", "/metrics", "")
+	testkit.Send(e, "POST", "/v1/check", `{"key":"k","limits":"1/minute"}`)
+	rec := testkit.Send(e, "GET", "/metrics", "")
 	for _, want := range []string{
 		`ratemesh_http_service_requests_total{code="200",endpoint="check"} 1`,
 		`ratemesh_checks_total{path="local"} 1`,
@@ -248,13 +232,13 @@ func TestServiceAdminOffHealthMetrics(t *testing.T) {
 	}
 	defer idle.Close(t.Context())
 	ie := echo.New()
-	if err := httpapi.RegisterService(ie, idle, httpapi.ServiceConfig{}); err != nil {
+	if err := nodeapi.RegisterService(ie, idle, nodeapi.ServiceConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if rec := send(ie, "GET", "/readyz", ""); rec.Code != 503 {
+	if rec := testkit.Send(ie, "GET", "/readyz", ""); rec.Code != 503 {
 		t.Fatalf("readyz of an idle node: %d %s", rec.Code, rec.Body)
 	}
-	if rec := send(ie, "GET", "/metrics", ""); rec.Code != 404 {
+	if rec := testkit.Send(ie, "GET", "/metrics", ""); rec.Code != 404 {
 		t.Fatalf("metrics without a registry: %d", rec.Code)
 	}
 }

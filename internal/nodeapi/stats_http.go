@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"cmp"
@@ -16,8 +16,9 @@ import (
 	"github.com/labstack/echo/v4"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/httpapi/ui"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi/ui"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // Bounds of the cluster view of GET /v1/stats.
@@ -313,15 +314,7 @@ func (s *service) record(key string, res *ratemesh.Result) {
 		s.stats.allowed(s.now())
 		return
 	}
-	s.stats.denied(s.now(), key, "/v1/check", statusAt(res.Statuses, pick(res.Statuses, false)))
-}
-
-// statusAt is &sts[i], or nil when i is out of range.
-func statusAt(sts []bucket.Status, i int) *bucket.Status {
-	if i < 0 || i >= len(sts) {
-		return nil
-	}
-	return &sts[i]
+	s.stats.denied(s.now(), key, "/v1/check", ratehttp.At(res.Statuses, ratehttp.Pick(res.Statuses, false)))
 }
 
 // sortShadow orders shadow rows by count, then route and limit.
@@ -333,7 +326,7 @@ func sortShadow(rows []ShadowCount) {
 
 // registerUI serves the dashboard at /ui/ (and /ui redirects there). The
 // page loads nothing from elsewhere, and says so to the browser.
-func registerUI(r Routes) {
+func registerUI(r httpapi.Routes) {
 	files := http.StripPrefix("/ui/", http.FileServerFS(ui.FS()))
 	r.GET("/ui", func(c echo.Context) error { return c.Redirect(http.StatusMovedPermanently, "/ui/") })
 	r.GET("/ui/*", func(c echo.Context) error {

@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"crypto/hmac"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/ratemesh/ratemesh/httpapi"
 )
 
 // hiddenKeyBytes is how many bytes of a key's HMAC stand for it in
@@ -68,7 +69,7 @@ func (s *service) showsKeys(now time.Time, c echo.Context) bool {
 // address or IPv6 prefix, else the address as given.
 func (s *service) adminClient(c echo.Context) string {
 	addr := c.RealIP()
-	if client, isIP := ipKey("", addr, s.ipv6Prefix); isIP {
+	if client, isIP := httpapi.IPKey(addr, s.ipv6Prefix); isIP {
 		return client
 	}
 	return addr

@@ -1,4 +1,4 @@
-package httpapi_test
+package nodeapi_test
 
 import (
 	"encoding/json"
@@ -11,7 +11,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -23,28 +24,28 @@ import (
 // check API's counters live under their own routing key now; the period
 // cap is raised here so that the key namespace alone is what stops it.
 func TestCheckAPICannotExhaustMiddlewareKey(t *testing.T) {
-	n := clustertest.StartNode(t, "exhaust", nil)
+	n := fakecluster.New("exhaust")
 	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{Default: "5 per minute"}, Key: httpapi.APIKey("X-API-KEY", nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{MaxPeriod: 3600 * 24 * time.Hour}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{MaxPeriod: 3600 * 24 * time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	e.GET("/products", ok, mw.Handler)
+	e.GET("/products", func(c echo.Context) error { return c.String(http.StatusOK, "ok") }, mw.Handler)
 	for i := range 8 {
 		var ls []string
 		for j := range 32 {
 			ls = append(ls, fmt.Sprintf("%d per 10 year", 1000+i*32+j))
 		}
-		if rec := send(e, "POST", "/v1/check", fmt.Sprintf(`{"key":"apikey:X","limits":%q}`, strings.Join(ls, "; "))); rec.Code != 200 {
+		if rec := testkit.Send(e, "POST", "/v1/check", fmt.Sprintf(`{"key":"apikey:X","limits":%q}`, strings.Join(ls, "; "))); rec.Code != 200 {
 			t.Fatalf("filling post %d: %d %s", i, rec.Code, rec.Body)
 		}
 	}
 	allowed := 0
 	for range 8 {
-		if rec := do(e, "GET", "/products", "192.0.2.1:1", "X-API-KEY", "X"); rec.Code == 200 {
+		if rec := testkit.Do(e, "GET", "/products", "192.0.2.1:1", "X-API-KEY", "X"); rec.Code == 200 {
 			allowed++
 		}
 	}
@@ -56,7 +57,7 @@ func TestCheckAPICannotExhaustMiddlewareKey(t *testing.T) {
 // checkJSON is the body of a /v1/check of key "k" against limits.
 func checkJSON(t *testing.T, limits string) string {
 	t.Helper()
-	b, err := json.Marshal(httpapi.CheckRequest{Key: "k", Limits: limits})
+	b, err := json.Marshal(nodeapi.CheckRequest{Key: "k", Limits: limits})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +76,9 @@ func heapInUse() uint64 {
 // quoted them twice (3.27 GB kept) and answered 10 × the request. Now the
 // heap keeps nothing of them and each 400 is short.
 func TestBadLimitStringsKeepNothing(t *testing.T) {
-	n := clustertest.StartNode(t, "badlimits", nil)
+	n := fakecluster.New("badlimits")
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	strs := 200
@@ -87,7 +88,7 @@ func TestBadLimitStringsKeepNothing(t *testing.T) {
 	before := heapInUse()
 	for i := range strs {
 		bad := fmt.Sprintf("%d", i) + strings.Repeat("A", 1_000_000)
-		rec := send(e, "POST", "/v1/check", checkJSON(t, bad))
+		rec := testkit.Send(e, "POST", "/v1/check", checkJSON(t, bad))
 		if rec.Code != 400 || rec.Body.Len() > 1024 || !strings.Contains(rec.Body.String(), "longer than 1024 bytes") {
 			t.Fatalf("bad string %d: %d, %d-byte body %.200s", i, rec.Code, rec.Body.Len(), rec.Body)
 		}
@@ -97,7 +98,7 @@ func TestBadLimitStringsKeepNothing(t *testing.T) {
 	}
 	// A bad string short enough to parse is quoted in part only, however
 	// its bytes escape.
-	rec := send(e, "POST", "/v1/check", checkJSON(t, "5 per "+strings.Repeat("\x7f", 1000)))
+	rec := testkit.Send(e, "POST", "/v1/check", checkJSON(t, "5 per "+strings.Repeat("\x7f", 1000)))
 	if rec.Code != 400 || rec.Body.Len() > 512 {
 		t.Fatalf("a bad 1 KB string: %d, %d-byte body %s", rec.Code, rec.Body.Len(), rec.Body)
 	}
@@ -107,9 +108,9 @@ func TestBadLimitStringsKeepNothing(t *testing.T) {
 // about: a 100 KB unknown field name came back twice in the 400 (1 MB),
 // a strategy quoted with its bytes escaped (500 KB).
 func TestCheckAPIErrorsQuoteLittle(t *testing.T) {
-	n := clustertest.StartNode(t, "quote", nil)
+	n := fakecluster.New("quote")
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("\x7f", 100_000) // %q makes each byte four
@@ -119,7 +120,7 @@ func TestCheckAPIErrorsQuoteLittle(t *testing.T) {
 		{"strategy", `{"key":"k","limits":"1 per minute","strategy":"` + long + `"}`, "strategy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := send(e, "POST", "/v1/check", tc.body)
+			rec := testkit.Send(e, "POST", "/v1/check", tc.body)
 			if rec.Code != 400 || rec.Body.Len() > 1024 || !strings.Contains(rec.Body.String(), tc.want) {
 				t.Fatalf("%d, %d-byte body %.300s; want 400 under 1 KB saying %q", rec.Code, rec.Body.Len(), rec.Body, tc.want)
 			}
@@ -132,9 +133,9 @@ func TestCheckAPIErrorsQuoteLittle(t *testing.T) {
 // of a batch share one check's budget; client windows are at most a day
 // and scopes short.
 func TestCheckAPIBudgets(t *testing.T) {
-	n := clustertest.StartNode(t, "budgets", nil)
+	n := fakecluster.New("budgets")
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{MaxBody: 8 << 20}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{MaxBody: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
 	item := `{"key":"k","limits":"5 per minute"}`
@@ -149,7 +150,7 @@ func TestCheckAPIBudgets(t *testing.T) {
 		{"scope", `{"key":"k","limits":"5 per minute","scope":"` + strings.Repeat("s", 251) + `"}`, "scope: longer than 250 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := send(e, "POST", "/v1/check", tc.body)
+			rec := testkit.Send(e, "POST", "/v1/check", tc.body)
 			if rec.Code != 400 || !strings.Contains(rec.Body.String(), tc.want) {
 				t.Fatalf("%d %s, want 400 saying %q", rec.Code, rec.Body, tc.want)
 			}
@@ -162,17 +163,17 @@ func TestCheckAPIBudgets(t *testing.T) {
 // refused together and each alone is counted. (Before: the budget was
 // fixed and both were counted.)
 func TestCheckAPIMovingWindowBudgetConfigurable(t *testing.T) {
-	n := clustertest.StartNode(t, "budget-cfg", nil)
+	n := fakecluster.New("budget-cfg")
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{MaxMovingWindowHits: 100}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{MaxMovingWindowHits: 100}); err != nil {
 		t.Fatal(err)
 	}
 	item := `{"key":"k","limits":"1000 per minute","strategy":"moving-window","cost":60}`
-	if rec := send(e, "POST", "/v1/check", "["+item+","+item+"]"); rec.Code != 400 || !strings.Contains(rec.Body.String(), "more than 100 moving-window hits") {
+	if rec := testkit.Send(e, "POST", "/v1/check", "["+item+","+item+"]"); rec.Code != 400 || !strings.Contains(rec.Body.String(), "more than 100 moving-window hits") {
 		t.Fatalf("120 hits with a budget of 100: %d %s, want 400 naming the budget", rec.Code, rec.Body)
 	}
 	for i := range 2 {
-		if rec := send(e, "POST", "/v1/check", item); rec.Code != 200 || !strings.Contains(rec.Body.String(), fmt.Sprintf(`"remaining":%d`, 1000-60*(i+1))) {
+		if rec := testkit.Send(e, "POST", "/v1/check", item); rec.Code != 200 || !strings.Contains(rec.Body.String(), fmt.Sprintf(`"remaining":%d`, 1000-60*(i+1))) {
 			t.Fatalf("60 hits, check %d: %d %s", i, rec.Code, rec.Body)
 		}
 	}
@@ -183,11 +184,11 @@ func TestCheckAPIMovingWindowBudgetConfigurable(t *testing.T) {
 // included; the next window it works.
 func TestAdminTokenThrottled(t *testing.T) {
 	e, now := guessAdminToken(t, "throttle", func(int) string { return "192.0.2.8:1" })
-	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.8:1", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+	if rec := testkit.Do(e, "DELETE", "/v1/keys/k", "192.0.2.8:1", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
 		t.Fatalf("the right token while throttled: %d %v", rec.Code, rec.Header())
 	}
-	*now = now.Add(httpapi.AdminFailureWindow)
-	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.8:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+	*now = now.Add(nodeapi.AdminFailureWindow)
+	if rec := testkit.Do(e, "DELETE", "/v1/keys/k", "192.0.2.8:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
 		t.Fatalf("the right token in the next window: %d %s", rec.Code, rec.Body)
 	}
 }
@@ -197,7 +198,7 @@ func TestAdminTokenThrottled(t *testing.T) {
 // one: 5 evaluated. Before, each address counted apart and 50 were.
 func TestAdminTokenThrottledPerSubnet(t *testing.T) {
 	e, _ := guessAdminToken(t, "throttle-v6", func(i int) string { return fmt.Sprintf("[2001:db8:0:7::%x%%eth%d]:1", i, i%3) })
-	if rec := do(e, "DELETE", "/v1/keys/k", "[2001:db8:0:8::1]:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+	if rec := testkit.Do(e, "DELETE", "/v1/keys/k", "[2001:db8:0:8::1]:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
 		t.Fatalf("the right token from another /64: %d %s", rec.Code, rec.Body)
 	}
 }
@@ -210,33 +211,33 @@ func TestAdminTokenThrottledPerSubnet(t *testing.T) {
 // 1,000, and a new client is refused; the client that presented the admin
 // token before is spared it.
 func TestAdminTokenPerClientNotGlobal(t *testing.T) {
-	n := clustertest.StartNode(t, "throttle-many", nil)
+	n := fakecluster.New("throttle-many")
 	now := time.Unix(1_700_000_000, 0)
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
 		t.Fatal(err)
 	}
 	guess := func(clients, tries int) map[int]int {
 		codes := map[int]int{}
 		for i := range clients * tries {
-			codes[do(e, "DELETE", "/v1/keys/k", fmt.Sprintf("198.51.100.%d:1", i%clients), "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
+			codes[testkit.Do(e, "DELETE", "/v1/keys/k", fmt.Sprintf("198.51.100.%d:1", i%clients), "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
 		}
 		return codes
 	}
 	if codes := guess(12, 100); codes[401] != 60 || codes[429] != 1140 {
 		t.Fatalf("12 clients × 100 guesses: %v, want 60 × 401 and 1,140 × 429", codes)
 	}
-	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.9:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+	if rec := testkit.Do(e, "DELETE", "/v1/keys/k", "192.0.2.9:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
 		t.Fatalf("the right token from a 13th client: %d %s", rec.Code, rec.Body)
 	}
-	now = now.Add(httpapi.AdminFailureWindow)
-	if codes := guess(httpapi.AdminFailuresTotal/httpapi.AdminFailuresPerIP, httpapi.AdminFailuresPerIP); codes[401] != httpapi.AdminFailuresTotal {
+	now = now.Add(nodeapi.AdminFailureWindow)
+	if codes := guess(nodeapi.AdminFailuresTotal/nodeapi.AdminFailuresPerIP, nodeapi.AdminFailuresPerIP); codes[401] != nodeapi.AdminFailuresTotal {
 		t.Fatalf("200 clients × 5 guesses: %v, want 1,000 × 401", codes)
 	}
-	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.10:1", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+	if rec := testkit.Do(e, "DELETE", "/v1/keys/k", "192.0.2.10:1", "Authorization", "Bearer right"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
 		t.Fatalf("the right token from a new client once the global budget is spent: %d %v, want 429 for 1 s", rec.Code, rec.Header())
 	}
-	if rec := do(e, "DELETE", "/v1/keys/k", "192.0.2.9:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
+	if rec := testkit.Do(e, "DELETE", "/v1/keys/k", "192.0.2.9:1", "Authorization", "Bearer right"); rec.Code != http.StatusOK {
 		t.Fatalf("the right token from the client that presented it before: %d %s, want 200", rec.Code, rec.Body)
 	}
 }
@@ -246,29 +247,31 @@ func TestAdminTokenPerClientNotGlobal(t *testing.T) {
 // AdminFailuresPerIP of them evaluated (401) and the rest refused (429).
 func guessAdminToken(t *testing.T, name string, peer func(i int) string) (*echo.Echo, *time.Time) {
 	t.Helper()
-	n := clustertest.StartNode(t, name, nil)
+	n := fakecluster.New(name)
 	now := time.Unix(1_700_000_000, 0)
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{AdminToken: "right", Now: func() time.Time { return now }}); err != nil {
 		t.Fatal(err)
 	}
 	codes := map[int]int{}
 	for i := range 1000 {
-		codes[do(e, "DELETE", "/v1/keys/k", peer(i), "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
+		codes[testkit.Do(e, "DELETE", "/v1/keys/k", peer(i), "Authorization", fmt.Sprint("Bearer guess-", i)).Code]++
 	}
-	if codes[401] != httpapi.AdminFailuresPerIP || codes[429] != 1000-httpapi.AdminFailuresPerIP {
-		t.Fatalf("1,000 guesses: %v, want %d × 401 and the rest 429", codes, httpapi.AdminFailuresPerIP)
+	if codes[401] != nodeapi.AdminFailuresPerIP || codes[429] != 1000-nodeapi.AdminFailuresPerIP {
+		t.Fatalf("1,000 guesses: %v, want %d × 401 and the rest 429", codes, nodeapi.AdminFailuresPerIP)
 	}
 	return e, &now
 }
 
 // The batch that pinned 1.05 GB (1,000 checks × 32 moving-window limits
 // at cost 4,096) is refused whole; the heap keeps nothing of it, and the
-// node answers /healthz at once meanwhile.
+// node answers /healthz after each. (How fast it answers is no test's
+// business here: served in the test's goroutine, a wall-clock bound would
+// measure the machine.)
 func TestMovingWindowBatchPinsNothing(t *testing.T) {
-	n := clustertest.StartNode(t, "moving", nil)
+	n := fakecluster.New("moving")
 	e := echo.New()
-	if err := httpapi.RegisterService(e, n, httpapi.ServiceConfig{}); err != nil {
+	if err := nodeapi.RegisterService(e, n, nodeapi.ServiceConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	var ls []string
@@ -279,13 +282,12 @@ func TestMovingWindowBatchPinsNothing(t *testing.T) {
 	batch := "[" + strings.TrimSuffix(strings.Repeat(string(item)+",", 1000), ",") + "]"
 	before := heapInUse()
 	for range 3 {
-		rec := send(e, "POST", "/v1/check", batch)
+		rec := testkit.Send(e, "POST", "/v1/check", batch)
 		if rec.Code != 400 || !strings.Contains(rec.Body.String(), "moving-window hits") {
 			t.Fatalf("%d-byte batch: %d %.300s, want 400 naming the moving-window budget", len(batch), rec.Code, rec.Body)
 		}
-		start := time.Now()
-		if rec := send(e, "GET", "/healthz", ""); rec.Code != 200 || time.Since(start) > 100*time.Millisecond {
-			t.Fatalf("/healthz: %d after %v", rec.Code, time.Since(start))
+		if rec := testkit.Send(e, "GET", "/healthz", ""); rec.Code != 200 {
+			t.Fatalf("/healthz after the refused batch: %d %s", rec.Code, rec.Body)
 		}
 	}
 	if grew := int64(heapInUse()) - int64(before); grew > 4<<20 {

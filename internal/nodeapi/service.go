@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"context"
@@ -17,21 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/logevery"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
-
-// Routes is where RegisterService mounts the service API; *echo.Echo and
-// *echo.Group both qualify.
-type Routes interface {
-	GET(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
-	POST(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
-	DELETE(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
-}
 
 // Node is what the service API needs from a node. *ratemesh.Node
 // satisfies it.
 type Node interface {
-	Cluster
+	// Check decides a check on the owner of its key.
+	Check(ctx context.Context, req ratemesh.Request) (ratemesh.Result, error)
 	// Reset forgets every counter of a routing key, cluster-wide.
 	Reset(ctx context.Context, key string) error
 	// Members lists the members this node knows, itself included.
@@ -106,7 +101,7 @@ type service struct {
 	log        *slog.Logger
 	logs       *logevery.Logger
 	now        func() time.Time
-	limits     *compiled // cache of parsed limit strings
+	limits     *ratehttp.LimitCache[[]bucket.Limit] // parsed /v1/check limit strings
 	requests   *prometheus.CounterVec
 	stats      *Stats
 	shown      prometheus.Gatherer // the node metrics /v1/stats shows; nil: none
@@ -134,9 +129,9 @@ type service struct {
 //
 // Errors are JSON {"error": "..."}; bad input to /v1/check is 400 with the
 // offending field in "field".
-func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
+func RegisterService(r httpapi.Routes, node Node, cfg ServiceConfig) error {
 	if node == nil {
-		return errors.New("httpapi: RegisterService: node is nil")
+		return errors.New("nodeapi: RegisterService: node is nil")
 	}
 	s := &service{
 		node:       node,
@@ -146,7 +141,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		ipv6Prefix: cfg.IPv6Prefix,
 		log:        cfg.Logger,
 		now:        cfg.Now,
-		limits:     &compiled{},
+		limits:     ratehttp.NewLimitCache(ratehttp.ParseLimits),
 		stats:      cfg.Stats,
 		shown:      statsGatherer(node, cfg.Registry),
 		apiTokens:  cfg.APITokens,
@@ -165,7 +160,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.logs = logevery.New(s.log, DefaultLogInterval)
+	s.logs = logevery.New(s.log, logevery.DefaultInterval)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -174,7 +169,7 @@ func RegisterService(r Routes, node Node, cfg ServiceConfig) error {
 		reg = cfg.Registry
 	}
 	var err error
-	s.requests, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	s.requests, err = ratehttp.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_http_service_requests_total",
 		Help: "Requests to the node's HTTP service API, by endpoint and status code.",
 	}, []string{"endpoint", "code"}))
@@ -288,7 +283,7 @@ func (s *service) owner(c echo.Context) error {
 	}
 	m, ok := s.node.Owner(key)
 	if !ok {
-		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "no owner: the ring is empty"})
+		return c.JSON(http.StatusServiceUnavailable, httpapi.ErrorResponse{Error: "no owner: the ring is empty"})
 	}
 	return c.JSON(http.StatusOK, OwnerResponse{Node: s.node.Name(), Key: key, Owner: toMember(m)})
 }
@@ -303,13 +298,13 @@ func (s *service) reset(c echo.Context) error {
 	now, addr := s.now(), c.RealIP()
 	client := s.adminClient(c)
 	if ok, wait := s.adminFailures.allow(now, client); !ok {
-		c.Response().Header().Set(hdrRetryAfter, strconv.Itoa(int(ceilSeconds(wait))))
-		return c.JSON(http.StatusTooManyRequests, ErrorResponse{Error: "too many failed admin-token attempts; try again later"})
+		c.Response().Header().Set(echo.HeaderRetryAfter, strconv.Itoa(int(ratehttp.CeilSeconds(wait))))
+		return c.JSON(http.StatusTooManyRequests, httpapi.ErrorResponse{Error: "too many failed admin-token attempts; try again later"})
 	}
 	if !s.authorized(c.Request()) {
 		s.logs.Warn(now, "admin-token", "ratemesh: wrong or missing admin token", "client", addr)
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="ratemesh"`)
-		return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: adminRefusal(c.Request())})
+		return c.JSON(http.StatusUnauthorized, httpapi.ErrorResponse{Error: adminRefusal(c.Request())})
 	}
 	s.adminFailures.succeeded(now, client)
 	key, err := url.PathUnescape(c.Param("key"))
@@ -320,7 +315,7 @@ func (s *service) reset(c echo.Context) error {
 	err = errors.Join(s.node.Reset(c.Request().Context(), key), s.node.Reset(c.Request().Context(), CheckKeyPrefix+key))
 	if err != nil {
 		s.logs.Warn(now, "reset-failed", "ratemesh: reset failed", "err", err)
-		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "reset failed: " + err.Error()})
+		return c.JSON(http.StatusServiceUnavailable, httpapi.ErrorResponse{Error: "reset failed: " + err.Error()})
 	}
 	return c.JSON(http.StatusOK, ResetResponse{Node: s.node.Name(), Reset: key})
 }
@@ -336,7 +331,7 @@ func adminRefusal(r *http.Request) string {
 
 // adminOff answers DELETE /v1/keys/:key on a node without an admin token.
 func adminOff(c echo.Context) error {
-	return c.JSON(http.StatusNotFound, ErrorResponse{Error: AdminOffMessage})
+	return c.JSON(http.StatusNotFound, httpapi.ErrorResponse{Error: AdminOffMessage})
 }
 
 // AdminOffMessage is the error of DELETE /v1/keys/:key on a node without

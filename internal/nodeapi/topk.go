@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"cmp"
@@ -13,11 +13,12 @@ import (
 // total/capacity times is kept. Not safe for concurrent use.
 type topK struct {
 	capacity int
-	entries  map[string]*topEntry
+	entries  map[string]*TopKey
 }
 
-// topEntry is one counted key, with what the last denial of it said.
-type topEntry struct {
+// TopKey is a key among the most denied: one counted key, with what the
+// last denial of it said.
+type TopKey struct {
 	Key   string `json:"key"`
 	Count int64  `json:"count"`
 	// Err bounds how much of Count belongs to the keys this one evicted.
@@ -28,11 +29,11 @@ type topEntry struct {
 }
 
 func newTopK(capacity int) *topK {
-	return &topK{capacity: capacity, entries: make(map[string]*topEntry, capacity)}
+	return &topK{capacity: capacity, entries: make(map[string]*TopKey, capacity)}
 }
 
 // add counts n more for e.Key and keeps e's limit, route and reset.
-func (t *topK) add(e topEntry, n int64) {
+func (t *topK) add(e TopKey, n int64) {
 	if cur := t.entries[e.Key]; cur != nil {
 		cur.Count += n
 		cur.Limit, cur.Route, cur.Reset = e.Limit, e.Route, e.Reset
@@ -43,7 +44,7 @@ func (t *topK) add(e topEntry, n int64) {
 		t.entries[e.Key] = &e
 		return
 	}
-	var low *topEntry
+	var low *TopKey
 	for _, cur := range t.entries {
 		if low == nil || cur.Count < low.Count {
 			low = cur
@@ -55,7 +56,7 @@ func (t *topK) add(e topEntry, n int64) {
 }
 
 // merge adds every entry of o (counts and errors).
-func (t *topK) merge(o []topEntry) {
+func (t *topK) merge(o []TopKey) {
 	for _, e := range o {
 		t.add(e, e.Count)
 		t.entries[e.Key].Err += e.Err
@@ -63,12 +64,12 @@ func (t *topK) merge(o []topEntry) {
 }
 
 // top returns at most n entries, most counted first (ties by key).
-func (t *topK) top(n int) []topEntry {
-	out := make([]topEntry, 0, len(t.entries))
+func (t *topK) top(n int) []TopKey {
+	out := make([]TopKey, 0, len(t.entries))
 	for _, e := range t.entries {
 		out = append(out, *e)
 	}
-	slices.SortFunc(out, func(a, b topEntry) int {
+	slices.SortFunc(out, func(a, b TopKey) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Key, b.Key))
 	})
 	return out[:min(n, len(out))]

@@ -1,16 +1,15 @@
-package httpapi
+package nodeapi
 
 import (
-	"cmp"
 	"context"
-	"maps"
 	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // PolicyStats is an HTTP policy as configured, for /v1/stats.
@@ -50,15 +49,16 @@ type RouteStats struct {
 
 // policyStats describes the policy s shows, if any.
 func (s *Stats) policyStats() []PolicyStats {
-	m := s.middleware()
-	if m == nil {
+	src := s.shown()
+	if src == nil {
 		return []PolicyStats{}
 	}
-	return []PolicyStats{describePolicy(&m.policy)}
+	p := src.Policy()
+	return []PolicyStats{describePolicy(&p)}
 }
 
 // describePolicy turns p into its JSON description.
-func describePolicy(p *Policy) PolicyStats {
+func describePolicy(p *httpapi.Policy) PolicyStats {
 	ps := PolicyStats{Default: p.Default, Application: p.Application, Strategy: p.Strategy, Shadow: p.Shadow, Routes: []RouteStats{}}
 	for _, sh := range p.Shared {
 		ps.Shared = append(ps.Shared, SharedStats(sh))
@@ -104,13 +104,6 @@ type KeyLimit struct {
 	Reset     *int64 `json:"reset,omitempty"`
 }
 
-// limitRow is a counter of the policy and the routes that count in it.
-type limitRow struct {
-	counter bucket.Counter
-	routes  []string
-	shadow  bool
-}
-
 func (s *service) limitsHandler(c echo.Context) error {
 	key := c.QueryParam("key")
 	if len(key) > maxServiceKey {
@@ -119,7 +112,7 @@ func (s *service) limitsHandler(c echo.Context) error {
 	rows := s.stats.limitRows()
 	out := LimitsResponse{Node: s.node.Name(), Key: key, Limits: make([]KeyLimit, len(rows))}
 	for i, r := range rows {
-		out.Limits[i] = KeyLimit{Routes: r.routes, Scope: r.counter.Scope, Limit: r.counter.Limit.String(), Strategy: r.counter.Strategy.String(), Shadow: r.shadow}
+		out.Limits[i] = KeyLimit{Routes: r.Routes, Scope: r.Counter.Scope, Limit: r.Counter.Limit.String(), Strategy: r.Counter.Strategy.String(), Shadow: r.Shadow}
 	}
 	if key == "" {
 		return c.JSON(http.StatusOK, out)
@@ -128,20 +121,20 @@ func (s *service) limitsHandler(c echo.Context) error {
 		out.Owner = m.Name
 	}
 	if err := s.peekAll(c.Request().Context(), key, rows, out.Limits); err != nil {
-		c.Response().Header().Set(hdrRetryAfter, "1")
-		return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "check failed: " + err.Error()})
+		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+		return c.JSON(http.StatusServiceUnavailable, httpapi.ErrorResponse{Error: "check failed: " + err.Error()})
 	}
 	return c.JSON(http.StatusOK, out)
 }
 
 // peekAll looks at key's state in every row, at most
 // bucket.MaxCountersPerCheck counters per check, consuming nothing.
-func (s *service) peekAll(ctx context.Context, key string, rows []limitRow, out []KeyLimit) error {
+func (s *service) peekAll(ctx context.Context, key string, rows []httpapi.PolicyCounter, out []KeyLimit) error {
 	for start := 0; start < len(rows); start += bucket.MaxCountersPerCheck {
 		end := min(start+bucket.MaxCountersPerCheck, len(rows))
 		cs := make([]bucket.Counter, 0, end-start)
 		for _, r := range rows[start:end] {
-			cs = append(cs, r.counter)
+			cs = append(cs, r.Counter)
 		}
 		res, err := s.node.Check(ctx, ratemesh.Request{Key: key, Counters: cs, Cost: 0})
 		if err != nil {
@@ -149,7 +142,7 @@ func (s *service) peekAll(ctx context.Context, key string, rows []limitRow, out 
 		}
 		for j := range res.Statuses {
 			st := &res.Statuses[j]
-			rem, reset := max(st.Remaining, 0), epochCeil(st.Reset)
+			rem, reset := max(st.Remaining, 0), ratehttp.EpochCeil(st.Reset)
 			out[start+j].Remaining = &rem
 			if rem < st.Limit.Amount {
 				out[start+j].Reset = &reset
@@ -159,86 +152,12 @@ func (s *service) peekAll(ctx context.Context, key string, rows []limitRow, out 
 	return nil
 }
 
-// limitRows lists every counter the policies create for routes with an
-// entry and for the patterns seen without one, each once, in scope order.
-// Dynamic routes contribute the limit strings of their tiers and their
-// fallback; a Dynamic function's own strings are not known in advance.
-func (s *Stats) limitRows() []limitRow {
-	m := s.middleware()
-	if m == nil {
+// limitRows lists every counter of the policy s shows (see
+// httpapi.Middleware.Counters); nil without one.
+func (s *Stats) limitRows() []httpapi.PolicyCounter {
+	src := s.shown()
+	if src == nil {
 		return nil
 	}
-	byCounter := map[bucket.Counter]*limitRow{}
-	add := func(name string, shadow bool, cs []bucket.Counter) {
-		for _, c := range cs {
-			r := byCounter[c]
-			if r == nil {
-				r = &limitRow{counter: c, shadow: shadow}
-				byCounter[c] = r
-			}
-			if !slices.Contains(r.routes, name) {
-				r.routes = append(r.routes, name)
-			}
-		}
-	}
-	for _, rt := range m.pol.allRoutes() {
-		if rt.exempt {
-			continue
-		}
-		add(rt.scope, rt.shadow, rt.counters)
-		add(rt.scope, rt.shadow, dynamicCounters(&m.policy, rt))
-	}
-	rows := make([]limitRow, 0, len(byCounter))
-	for _, r := range byCounter {
-		slices.Sort(r.routes)
-		rows = append(rows, *r)
-	}
-	slices.SortFunc(rows, func(a, b limitRow) int {
-		return cmp.Or(strings.Compare(a.counter.Scope, b.counter.Scope), cmp.Compare(a.counter.Limit.Period, b.counter.Limit.Period), cmp.Compare(a.counter.Limit.Amount, b.counter.Limit.Amount))
-	})
-	return rows
-}
-
-// dynamicCounters are the counters a dynamic route rt of p may add: those
-// of its fallback limits and of its tiers.
-func dynamicCounters(p *Policy, rt *route) []bucket.Counter {
-	if rt.dynamic == nil {
-		return nil
-	}
-	var cs []bucket.Counter
-	for _, r := range p.Routes {
-		if r.name() != rt.scope && strings.ToUpper(r.Method)+" "+r.Path != rt.scope {
-			continue
-		}
-		strs := append([]string{r.Limits}, slices.Sorted(maps.Values(r.Tiers))...)
-		for _, lim := range strs {
-			g, err := parseGroup("route", lim)
-			if err != nil {
-				continue // validated at New; a bad string cannot be here
-			}
-			for _, l := range g.limits {
-				cs = append(cs, bucket.Counter{Scope: rt.scope, Limit: l, Strategy: rt.strategy})
-			}
-		}
-	}
-	return cs
-}
-
-// allRoutes lists the compiled routes: those with an entry, and the
-// default routes of the patterns seen so far.
-func (c *compiled) allRoutes() []*route {
-	var out []*route
-	for _, pr := range c.paths {
-		for _, r := range pr.byMethod {
-			out = append(out, r)
-		}
-		if pr.any != nil {
-			out = append(out, pr.any)
-		}
-	}
-	c.defaultRoutes.Range(func(_, v any) bool {
-		out = append(out, v.(*route))
-		return true
-	})
-	return out
+	return src.Counters()
 }

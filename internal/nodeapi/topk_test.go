@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"strconv"
@@ -14,9 +14,9 @@ import (
 func TestTopKSpaceSaving(t *testing.T) {
 	tk := newTopK(8)
 	for i := range 1000 {
-		tk.add(topEntry{Key: "noise-" + strconv.Itoa(i)}, 1)
+		tk.add(TopKey{Key: "noise-" + strconv.Itoa(i)}, 1)
 		if i%4 == 0 {
-			tk.add(topEntry{Key: "heavy", Limit: "5 per 1 minute"}, 1)
+			tk.add(TopKey{Key: "heavy", Limit: "5 per 1 minute"}, 1)
 		}
 	}
 	if len(tk.entries) != 8 {
@@ -28,9 +28,9 @@ func TestTopKSpaceSaving(t *testing.T) {
 	}
 	// Merging two nodes' tops adds counts and errors.
 	m := newTopK(8)
-	m.merge([]topEntry{{Key: "a", Count: 3}, {Key: "b", Count: 1, Err: 1}})
-	m.merge([]topEntry{{Key: "a", Count: 2, Err: 1}})
-	if got := m.top(2); got[0] != (topEntry{Key: "a", Count: 5, Err: 1}) || got[1] != (topEntry{Key: "b", Count: 1, Err: 1}) {
+	m.merge([]TopKey{{Key: "a", Count: 3}, {Key: "b", Count: 1, Err: 1}})
+	m.merge([]TopKey{{Key: "a", Count: 2, Err: 1}})
+	if got := m.top(2); got[0] != (TopKey{Key: "a", Count: 5, Err: 1}) || got[1] != (TopKey{Key: "b", Count: 1, Err: 1}) {
 		t.Fatalf("merged %+v", got)
 	}
 }
@@ -53,7 +53,7 @@ func TestStatsHistoryAndWindows(t *testing.T) {
 	if h[0] != (StatsSecond{Time: t0.Unix(), Allowed: 2, Denied: 1}) || h[1] != (StatsSecond{Time: t0.Unix() + 1, Shadow: 1}) || h[2] != (StatsSecond{Time: t0.Unix() + 2}) {
 		t.Fatalf("history %+v", h)
 	}
-	if len(a.TopDenied) != 1 || a.TopDenied[0] != (topEntry{Key: "ip:192.0.2.1", Count: 1, Limit: "5 per 1 minute", Route: "GET /x", Reset: t0.Unix() + 30}) {
+	if len(a.TopDenied) != 1 || a.TopDenied[0] != (TopKey{Key: "ip:192.0.2.1", Count: 1, Limit: "5 per 1 minute", Route: "GET /x", Reset: t0.Unix() + 30}) {
 		t.Fatalf("top %+v", a.TopDenied)
 	}
 	if len(a.Shadow) != 1 || a.Shadow[0] != (ShadowCount{Route: "GET /y", Limit: "1 per 1 minute", Count: 1}) {

@@ -1,6 +1,7 @@
-package main
+package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -8,12 +9,13 @@ import (
 	"strings"
 
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/suggest"
 	"github.com/ratemesh/ratemesh/internal/yamlsyntax"
 	"go.yaml.in/yaml/v3"
 )
 
-// A policy file overrides the built-in policy (the tutorial's). Every key is
+// A policy file (LoadPolicy, ParsePolicy) is YAML that overrides a base
+// policy, such as the built-in one of an application. Every key is
 // optional. A route is matched by path and method (without a method: every
 // entry of the path); only the keys given change it, and routes not yet in
 // the policy are added:
@@ -43,32 +45,64 @@ import (
 // A route may also set shared: [scope, ...], cost: N and count_in_flight: N;
 // shadow: true at the top makes every limit a dry run.
 
+// PolicyError is an error in a policy document: what is wrong, and where.
+type PolicyError struct {
+	File string // the document's name, as given to ParsePolicy
+	Line int    // 1-based; 0 when the document's syntax hides the line
+	Msg  string
+}
+
+// Error is "file:line: msg", or "file: msg" without a line.
+func (e *PolicyError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return e.File + ": " + e.Msg
+}
+
 // policyLoader merges one policy file into a policy, naming the file and
 // line of every error.
 type policyLoader struct {
 	file string
-	p    httpapi.Policy
+	p    Policy
 	seen map[string]int // "METHOD path" of each route of the file -> its line
 }
 
-// loadPolicy reads file and merges it into base.
-func loadPolicy(file string, base httpapi.Policy) (httpapi.Policy, error) {
+// LoadPolicy reads the YAML policy file file and merges it into base, as
+// ParsePolicy does. An error reading the file is the *fs.PathError of
+// os.ReadFile; an error in its content is a *PolicyError.
+func LoadPolicy(file string, base Policy) (Policy, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return base, fmt.Errorf("--policy: %w", err)
+		return base, err
 	}
+	return ParsePolicy(file, data, base)
+}
+
+// ParsePolicy merges the YAML policy document data into base and returns
+// the result; base itself is not changed. Top-level keys replace base's;
+// a shared scope or route (matched by path and method; without a method,
+// every entry of the path) changes only the keys the document gives, and
+// those not in base yet are added. Every limit string, strategy and route
+// is validated as New would, and an error is a *PolicyError naming name
+// (the file) and the line. An empty document changes nothing.
+//
+// A route's Go functions (Tier, Dynamic, Key, ...) are not data: attach
+// them to the result before New or SetPolicy. Tiers given without a Tier
+// function are validated as if one will be attached.
+func ParsePolicy(name string, data []byte, base Policy) (Policy, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		if line := yamlsyntax.Line(data); line > 0 {
-			return base, fmt.Errorf("%s:%d: yaml: %s", file, line, yamlsyntax.Message(err))
+			return base, &PolicyError{File: name, Line: line, Msg: "yaml: " + yamlsyntax.Message(err)}
 		}
-		return base, fmt.Errorf("%s: %w", file, err)
+		return base, &PolicyError{File: name, Msg: err.Error()}
 	}
-	l := &policyLoader{file: file, p: base, seen: map[string]int{}}
-	l.p.Shared = append([]httpapi.Shared(nil), base.Shared...)
-	l.p.Routes = append([]httpapi.Route(nil), base.Routes...)
+	l := &policyLoader{file: name, p: base, seen: map[string]int{}}
+	l.p.Shared = append([]Shared(nil), base.Shared...)
+	l.p.Routes = append([]Route(nil), base.Routes...)
 	if len(doc.Content) == 0 {
-		return l.p, nil // empty file: nothing overridden
+		return l.p, nil // empty document: nothing overridden
 	}
 	if err := l.top(doc.Content[0]); err != nil {
 		return base, err
@@ -76,9 +110,9 @@ func loadPolicy(file string, base httpapi.Policy) (httpapi.Policy, error) {
 	return l.p, nil
 }
 
-// errorf formats an error at a node of the file.
+// errorf is an error at a node of the file.
 func (l *policyLoader) errorf(n *yaml.Node, format string, args ...any) error {
-	return fmt.Errorf("%s:%d: %s", l.file, n.Line, fmt.Sprintf(format, args...))
+	return &PolicyError{File: l.file, Line: n.Line, Msg: fmt.Sprintf(format, args...)}
 }
 
 // fields walks the keys of mapping n.
@@ -149,7 +183,7 @@ func (l *policyLoader) top(n *yaml.Node) error {
 			err = l.errorf(k, "unknown key %q (want default, application, strategy, shared, routes or shadow)", k.Value)
 		}
 		if err == nil && k.Value != "routes" && k.Value != "shared" {
-			err = l.check(v, httpapi.Policy{Default: l.p.Default, Application: l.p.Application, Strategy: l.p.Strategy})
+			err = l.check(v, Policy{Default: l.p.Default, Application: l.p.Application, Strategy: l.p.Strategy})
 		}
 		return err
 	})
@@ -170,7 +204,7 @@ func (l *policyLoader) seq(k, v *yaml.Node, item func(*yaml.Node) error) error {
 
 // shared merges one shared scope.
 func (l *policyLoader) shared(n *yaml.Node) error {
-	var s httpapi.Shared
+	var s Shared
 	set := map[string]bool{}
 	err := l.fields(n, "shared item", func(k, v *yaml.Node) (err error) {
 		set[k.Value] = true
@@ -197,7 +231,7 @@ func (l *policyLoader) shared(n *yaml.Node) error {
 		i++
 	}
 	if i == len(l.p.Shared) {
-		l.p.Shared = append(l.p.Shared, httpapi.Shared{Scope: s.Scope})
+		l.p.Shared = append(l.p.Shared, Shared{Scope: s.Scope})
 	}
 	cur := &l.p.Shared[i]
 	if set["limits"] {
@@ -206,12 +240,12 @@ func (l *policyLoader) shared(n *yaml.Node) error {
 	if set["strategy"] {
 		cur.Strategy = s.Strategy
 	}
-	return l.check(n, httpapi.Policy{Strategy: l.p.Strategy, Shared: []httpapi.Shared{*cur}})
+	return l.check(n, Policy{Strategy: l.p.Strategy, Shared: []Shared{*cur}})
 }
 
 // route merges one route.
 func (l *policyLoader) route(n *yaml.Node) error {
-	var r httpapi.Route
+	var r Route
 	set := map[string]bool{}
 	err := l.fields(n, "route", func(k, v *yaml.Node) (err error) {
 		set[k.Value] = true
@@ -243,7 +277,8 @@ func (l *policyLoader) route(n *yaml.Node) error {
 		default:
 			err = l.errorf(k, "unknown key %q (want method, path, limits, strategy, shared, exempt, cost, tiers, shadow, count_when or count_in_flight)", k.Value)
 		}
-		if err != nil && !strings.HasPrefix(err.Error(), l.file+":") {
+		var placed *PolicyError
+		if err != nil && !errors.As(err, &placed) {
 			err = l.errorf(v, "%s %q: %v", k.Value, v.Value, err)
 		}
 		return err
@@ -259,7 +294,7 @@ func (l *policyLoader) route(n *yaml.Node) error {
 	}
 	// A route without a method changes every entry of its path (the demo's
 	// are per method); with one, the entry of that method.
-	var matched []*httpapi.Route
+	var matched []*Route
 	for i := range l.p.Routes {
 		cur := &l.p.Routes[i]
 		if cur.Path == r.Path && (r.Method == "" || strings.EqualFold(cur.Method, r.Method)) {
@@ -267,16 +302,16 @@ func (l *policyLoader) route(n *yaml.Node) error {
 		}
 	}
 	if len(matched) == 0 {
-		l.p.Routes = append(l.p.Routes, httpapi.Route{Method: r.Method, Path: r.Path})
+		l.p.Routes = append(l.p.Routes, Route{Method: r.Method, Path: r.Path})
 		matched = append(matched, &l.p.Routes[len(l.p.Routes)-1])
 	}
 	for _, cur := range matched {
 		merge(cur, &r, set)
 		check := *cur
 		if len(check.Tiers) > 0 && check.Tier == nil {
-			check.Tier = func(*http.Request) string { return "" } // the demo attaches the real one
+			check.Tier = func(*http.Request) string { return "" } // the application attaches the real one
 		}
-		if err := l.check(n, httpapi.Policy{Strategy: l.p.Strategy, Shared: l.p.Shared, Routes: []httpapi.Route{check}}); err != nil {
+		if err := l.check(n, Policy{Strategy: l.p.Strategy, Shared: l.p.Shared, Routes: []Route{check}}); err != nil {
 			return err
 		}
 	}
@@ -285,7 +320,7 @@ func (l *policyLoader) route(n *yaml.Node) error {
 
 // once refuses a route (method and path) the file gave before: the later
 // entry would silently replace the earlier's keys.
-func (l *policyLoader) once(n *yaml.Node, r httpapi.Route) error {
+func (l *policyLoader) once(n *yaml.Node, r Route) error {
 	key := r.Method + " " + r.Path
 	name := strings.TrimSpace(key)
 	if r.Method == "" {
@@ -309,14 +344,14 @@ func (l *policyLoader) method(k, v *yaml.Node) (string, error) {
 		return s, err
 	}
 	msg := fmt.Sprintf("method %q: not an HTTP method (want %s)", v.Value, strings.Join(methods, ", "))
-	if near := nearest(s, methods); near != "" {
+	if near := suggest.Nearest(s, methods); near != "" {
 		msg += fmt.Sprintf("; did you mean %q?", near)
 	}
 	return "", l.errorf(v, "%s", msg)
 }
 
 // merge copies the keys of r the file set into cur.
-func merge(cur, r *httpapi.Route, set map[string]bool) {
+func merge(cur, r *Route, set map[string]bool) {
 	for key := range set {
 		switch key {
 		case "limits":
@@ -350,7 +385,7 @@ func (l *policyLoader) boolean(k, v *yaml.Node, dst *bool) error {
 }
 
 // tiers reads a tier map, checking every limit string.
-func (l *policyLoader) tiers(k, v *yaml.Node, r *httpapi.Route) error {
+func (l *policyLoader) tiers(k, v *yaml.Node, r *Route) error {
 	r.Tiers = map[string]string{}
 	return l.fields(v, k.Value, func(tk, tv *yaml.Node) error {
 		s, err := l.limits(&yaml.Node{Value: k.Value + "." + tk.Value}, tv)
@@ -362,7 +397,7 @@ func (l *policyLoader) tiers(k, v *yaml.Node, r *httpapi.Route) error {
 // check validates p (the part of the policy node n set) as the middleware
 // will, so that errors such as a strategy that cannot take a limit carry
 // the line too.
-func (l *policyLoader) check(n *yaml.Node, p httpapi.Policy) error {
+func (l *policyLoader) check(n *yaml.Node, p Policy) error {
 	if err := p.Validate(); err != nil {
 		return l.errorf(n, "%s", strings.TrimPrefix(err.Error(), "policy: "))
 	}

@@ -1,4 +1,4 @@
-package httpapi_test
+package nodeapi_test
 
 import (
 	"encoding/json"
@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // GET /v1/stats shows a denied client's key as it is only to a caller
@@ -19,28 +20,28 @@ import (
 // its 5 failures of the second: /v1/stats is no faster way to guess it.
 func TestStatsHidesKeysWithoutToken(t *testing.T) {
 	const admin, api = "admin-0123456789abcdef", "api-0123456789abcdef"
-	n := clustertest.StartNode(t, "hide-keys", nil)
-	tokens, err := httpapi.NewTokens([]string{api})
+	n := fakecluster.New("hide-keys")
+	tokens, err := nodeapi.NewTokens([]string{api})
 	if err != nil {
 		t.Fatal(err)
 	}
 	secret := []byte("cluster-wide key hash secret")
 	now := time.Unix(1_700_000_000, 0)
 	e := echo.New()
-	cfg := httpapi.ServiceConfig{Stats: httpapi.NewStats(), AdminToken: admin, APITokens: tokens, KeyHashSecret: secret, Now: func() time.Time { return now }}
-	if err := httpapi.RegisterService(e, n, cfg); err != nil {
+	cfg := nodeapi.ServiceConfig{Stats: nodeapi.NewStats(), AdminToken: admin, APITokens: tokens, KeyHashSecret: secret, Now: func() time.Time { return now }}
+	if err := nodeapi.RegisterService(e, n, cfg); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []string{`"allowed":true`, `"allowed":false`} {
-		if rec := send(e, "POST", "/v1/check", `{"key":"victim-secret-key","limits":"1 per minute"}`); rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
+		if rec := testkit.Send(e, "POST", "/v1/check", `{"key":"victim-secret-key","limits":"1 per minute"}`); rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
 			t.Fatalf("check %d: %d %s, want 200 and %s", i, rec.Code, rec.Body, want)
 		}
 	}
-	raw := httpapi.CheckKeyPrefix + "victim-secret-key"
-	hidden := httpapi.HideKey(secret, raw)
+	raw := nodeapi.CheckKeyPrefix + "victim-secret-key"
+	hidden := nodeapi.HideKey(secret, raw)
 	top := func(peer, auth string) (string, string) {
-		rec := do(e, "GET", "/v1/stats", peer, "Authorization", auth)
-		var st httpapi.StatsResponse
+		rec := testkit.Do(e, "GET", "/v1/stats", peer, "Authorization", auth)
+		var st nodeapi.StatsResponse
 		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil || rec.Code != 200 || len(st.TopDenied) != 1 || len(st.Nodes[0].TopDenied) != 1 {
 			t.Fatalf("GET /v1/stats (%q): %d %v %.300s", auth, rec.Code, err, rec.Body)
 		}

@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"errors"
@@ -24,7 +24,7 @@ func TestTokensCheckAndReplace(t *testing.T) {
 			t.Errorf("Check(%q) = %v, want %v", tc.header, got, tc.want)
 		}
 	}
-	if err := tok.Replace([]string{c, "short"}); !errors.Is(err, ErrTokenTooShort) || err.Error() != "token 2 of 2: httpapi: token shorter than 16 characters" {
+	if err := tok.Replace([]string{c, "short"}); !errors.Is(err, ErrTokenTooShort) || err.Error() != "token 2 of 2: nodeapi: token shorter than 16 characters" {
 		t.Fatalf("Replace with a short token: %v", err)
 	}
 	if err := tok.Replace(nil); err == nil {

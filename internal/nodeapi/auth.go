@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"crypto/sha256"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // MinTokenLen is the shortest bearer token Tokens accepts: a shorter one
@@ -18,7 +20,7 @@ import (
 const MinTokenLen = 16
 
 // ErrTokenTooShort reports a bearer token shorter than MinTokenLen.
-var ErrTokenTooShort = errors.New("httpapi: token shorter than 16 characters")
+var ErrTokenTooShort = errors.New("nodeapi: token shorter than 16 characters")
 
 // AuthResult is what Tokens.Check made of an Authorization header.
 type AuthResult int
@@ -60,7 +62,7 @@ func NewTokens(tokens []string) (*Tokens, error) {
 // MinTokenLen is refused and the set stays as it was.
 func (t *Tokens) Replace(tokens []string) error {
 	if len(tokens) == 0 {
-		return errors.New("httpapi: no tokens")
+		return errors.New("nodeapi: no tokens")
 	}
 	sums := make([][sha256.Size]byte, len(tokens))
 	for i, tok := range tokens {
@@ -124,7 +126,7 @@ func ParseTokens(s string) []string {
 // kept but not exported), or returns the one already there: refused
 // requests by API ("http", "grpc") and reason ("missing", "invalid").
 func NewAuthRefusals(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	return ratehttp.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_auth_refused_total",
 		Help: "Requests to the check API refused for want of a valid bearer token (--api-token), by API (http, grpc) and reason (missing, invalid).",
 	}, []string{"api", "reason"}))
@@ -147,7 +149,7 @@ type BearerAuthConfig struct {
 // with a token of cfg.Tokens.
 func BearerAuth(cfg BearerAuthConfig) (echo.MiddlewareFunc, error) {
 	if cfg.Tokens == nil {
-		return nil, errors.New("httpapi: BearerAuthConfig.Tokens is nil")
+		return nil, errors.New("nodeapi: BearerAuthConfig.Tokens is nil")
 	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -166,7 +168,7 @@ func BearerAuth(cfg BearerAuthConfig) (echo.MiddlewareFunc, error) {
 			if res == AuthInvalid {
 				msg = "api token not valid"
 			}
-			return c.JSON(http.StatusUnauthorized, ErrorResponse{Error: msg})
+			return c.JSON(http.StatusUnauthorized, httpapi.ErrorResponse{Error: msg})
 		}
 	}, nil
 }

@@ -1,4 +1,4 @@
-package httpapi
+package nodeapi
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 	"github.com/ratemesh/ratemesh/internal/textcut"
 )
 
@@ -117,8 +119,8 @@ func (s *service) check(c echo.Context) error {
 			if c.Request().Context().Err() == nil { // not a client that hung up
 				s.logs.Warn(s.now(), "check-failed", "ratemesh: /v1/check failed", "err", err)
 			}
-			c.Response().Header().Set(hdrRetryAfter, "1")
-			return c.JSON(http.StatusServiceUnavailable, ErrorResponse{Error: "check failed: " + err.Error()})
+			c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+			return c.JSON(http.StatusServiceUnavailable, httpapi.ErrorResponse{Error: "check failed: " + err.Error()})
 		}
 		s.record(CheckKeyPrefix+reqs[i].Key, &res)
 		out[i] = CheckResponse{Allowed: res.Allowed, Key: reqs[i].Key, Node: res.Node, Fallback: res.Fallback, Limits: make([]CheckLimit, len(res.Statuses))}
@@ -127,8 +129,8 @@ func (s *service) check(c echo.Context) error {
 			out[i].Limits[j] = CheckLimit{
 				Limit:      st.Limit.String(),
 				Remaining:  max(st.Remaining, 0),
-				Reset:      epochCeil(st.Reset),
-				RetryAfter: ceilSeconds(retryAfter(st)),
+				Reset:      ratehttp.EpochCeil(st.Reset),
+				RetryAfter: ratehttp.CeilSeconds(ratehttp.RetryAfter(st)),
 			}
 		}
 	}
@@ -276,19 +278,19 @@ func (s *service) counters(r *CheckRequest) ([]bucket.Counter, error) {
 	if err != nil {
 		return nil, &badField{"strategy", err.Error()} // it quotes a little of the strategy
 	}
-	d, _ := s.limits.dynamicGroup(r.Limits)
-	if d.err != nil {
-		return nil, &badField{"limits", d.err.Error()}
+	limits, _, err := s.limits.Get(r.Limits)
+	if err != nil {
+		return nil, &badField{"limits", err.Error()}
 	}
-	if len(d.g.limits) > bucket.MaxCountersPerCheck {
-		return nil, &badField{"limits", fmt.Sprintf("%d limits, at most %d", len(d.g.limits), bucket.MaxCountersPerCheck)}
+	if len(limits) > bucket.MaxCountersPerCheck {
+		return nil, &badField{"limits", fmt.Sprintf("%d limits, at most %d", len(limits), bucket.MaxCountersPerCheck)}
 	}
 	scope := r.Scope
 	if scope == "" {
 		scope = "default"
 	}
-	cs := make([]bucket.Counter, len(d.g.limits))
-	for i, l := range d.g.limits {
+	cs := make([]bucket.Counter, len(limits))
+	for i, l := range limits {
 		if err := l.ValidatePeriod(s.maxPeriod); err != nil {
 			return nil, &badField{"limits", err.Error()}
 		}

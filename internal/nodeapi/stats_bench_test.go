@@ -1,4 +1,4 @@
-package httpapi_test
+package nodeapi_test
 
 import (
 	"net/http"
@@ -7,6 +7,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // BenchmarkMiddlewareStats is BenchmarkMiddleware with the node's Stats
@@ -14,7 +16,7 @@ import (
 // dashboard on the hot path.
 func BenchmarkMiddlewareStats(b *testing.B) {
 	n := clustertest.StartNode(b, "bench-stats", nil)
-	mw, err := httpapi.New(httpapi.Config{Cluster: n, Stats: httpapi.NewStats(), Policy: httpapi.Policy{
+	mw, err := httpapi.New(httpapi.Config{Cluster: n, Observer: nodeapi.NewStats(), Policy: httpapi.Policy{
 		Default: "100 per hour",
 		Routes:  []httpapi.Route{{Method: "GET", Path: "/products", Limits: "1000000000 per minute"}},
 	}})
@@ -24,5 +26,5 @@ func BenchmarkMiddlewareStats(b *testing.B) {
 	e := echo.New()
 	e.Use(mw.Handler)
 	e.GET("/products", func(c echo.Context) error { return c.String(http.StatusOK, "[]") })
-	benchServe(b, e, 10000)
+	testkit.BenchServe(b, e, 10000)
 }

@@ -1,6 +1,6 @@
 // Package ui is the node's dashboard: one page, its script and style, and
 // the uPlot chart library, embedded in the binary so that the page needs
-// no network but the node's own /v1/stats. httpapi.RegisterService serves
+// no network but the node's own /v1/stats. nodeapi.RegisterService serves
 // it at /ui/.
 package ui
 

@@ -1,4 +1,4 @@
-package httpapi_test
+package nodeapi_test
 
 import (
 	"encoding/json"
@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 // gatherCounted is a node whose stats metrics count their gathers.
@@ -87,7 +87,7 @@ func TestStatsCostsOnePerSecond(t *testing.T) {
 				return next(c)
 			}
 		})
-		if err := httpapi.RegisterService(e, counted[i], httpapi.ServiceConfig{Stats: httpapi.NewStats(), Registry: reg, Now: clock}); err != nil {
+		if err := nodeapi.RegisterService(e, counted[i], nodeapi.ServiceConfig{Stats: nodeapi.NewStats(), Registry: reg, Now: clock}); err != nil {
 			t.Fatal(err)
 		}
 		srv := &http.Server{Handler: e}
@@ -101,7 +101,7 @@ func TestStatsCostsOnePerSecond(t *testing.T) {
 			return err
 		}
 		defer resp.Body.Close()
-		var st httpapi.StatsResponse
+		var st nodeapi.StatsResponse
 		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 			return err
 		}

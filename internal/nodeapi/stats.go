@@ -1,10 +1,12 @@
-package httpapi
+package nodeapi
 
 import (
 	"sync"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // Bounds of what Stats keeps, whatever the traffic.
@@ -27,8 +29,9 @@ const (
 // Stats records what one node's HTTP side decides (checks per second,
 // allowed, denied and shadow-denied; the keys denied most; the shadow
 // denials per route and limit) for GET /v1/stats and the dashboard. Give
-// the same Stats to the node's middlewares (Config.Stats) and service
-// (ServiceConfig.Stats). Memory is bounded: StatsHistory seconds, two
+// the same Stats to the node's middlewares (httpapi.Config.Observer: it is
+// an httpapi.Observer) and service (ServiceConfig.Stats), and show the
+// policy of one middleware with ShowPolicy. Memory is bounded: StatsHistory seconds, two
 // windows of the top denied keys, maxShadowRows shadow rows. Safe for
 // concurrent use; a nil *Stats records nothing.
 type Stats struct {
@@ -37,7 +40,16 @@ type Stats struct {
 	top, prev *topK
 	topStart  time.Time
 	shadow    map[shadowRow]int64
-	policy    *Middleware // the last built with s: its policy is shown
+	policy    PolicySource // shown by /v1/stats and /v1/limits; nil: none
+}
+
+// PolicySource is the read-only view of a middleware's policy that
+// /v1/stats and /v1/limits show; *httpapi.Middleware satisfies it.
+type PolicySource interface {
+	// Policy is the policy as configured.
+	Policy() httpapi.Policy
+	// Counters are the counters it creates and the routes counting in them.
+	Counters() []httpapi.PolicyCounter
 }
 
 // shadowRow names a shadow denial.
@@ -84,9 +96,9 @@ func (s *Stats) denied(now time.Time, key, route string, st *bucket.Status) {
 	if s == nil {
 		return
 	}
-	e := topEntry{Key: key, Route: route}
+	e := TopKey{Key: key, Route: route}
 	if st != nil {
-		e.Limit, e.Reset = st.Limit.String(), epochCeil(now.Add(retryAfter(st)))
+		e.Limit, e.Reset = st.Limit.String(), ratehttp.EpochCeil(now.Add(ratehttp.RetryAfter(st)))
 	}
 	s.mu.Lock()
 	s.second(now).Denied++
@@ -95,19 +107,20 @@ func (s *Stats) denied(now time.Time, key, route string, st *bucket.Status) {
 	s.mu.Unlock()
 }
 
-// RecordAllowed records a check allowed outside the HTTP API, such as one
-// of the Envoy rate limit service's descriptors, in the history.
+// RecordAllowed records an allowed check in the history: a middleware's
+// (Stats is its httpapi.Observer), or one outside the HTTP API, such as
+// one of the Envoy rate limit service's descriptors.
 func (s *Stats) RecordAllowed(now time.Time) { s.allowed(now) }
 
-// RecordDenied records a check of key denied outside the HTTP API by st
-// under route (for the rate limit service, its rule), in the history and
-// the top denied keys.
+// RecordDenied records a check of key denied by st (nil: no status)
+// under route (a middleware's route scope; for the rate limit service, its
+// rule), in the history and the top denied keys.
 func (s *Stats) RecordDenied(now time.Time, key, route string, st *bucket.Status) {
 	s.denied(now, key, route, st)
 }
 
-// RecordShadowDenied records a check outside the HTTP API that limit
-// would have denied and let through, in the history and the shadow rows
+// RecordShadowDenied records a check that limit would have denied and
+// a shadow route or rule let through, in the history and the shadow rows
 // of route.
 func (s *Stats) RecordShadowDenied(now time.Time, route, limit string) {
 	s.shadowDenied(now, route, limit)
@@ -141,19 +154,20 @@ func (s *Stats) rotate(now time.Time) {
 	s.topStart = now
 }
 
-// addPolicy makes m's policy the one /v1/stats and /v1/limits show: the
-// middleware built last with s (a reloaded policy replaces the old one).
-func (s *Stats) addPolicy(m *Middleware) {
+// ShowPolicy makes p's policy the one /v1/stats and /v1/limits show (a
+// middleware's, which may change with its SetPolicy); the last shown
+// replaces the one before.
+func (s *Stats) ShowPolicy(p PolicySource) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
-	s.policy = m
+	s.policy = p
 	s.mu.Unlock()
 }
 
-// middleware is the middleware whose policy s shows; nil if none.
-func (s *Stats) middleware() *Middleware {
+// shown is the source of the policy s shows; nil if none.
+func (s *Stats) shown() PolicySource {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.policy
@@ -169,9 +183,6 @@ type NodeActivity struct {
 	// Shadow are the shadow denials since the start, by route and limit.
 	Shadow []ShadowCount `json:"shadow"`
 }
-
-// TopKey is a key among the most denied.
-type TopKey = topEntry
 
 // ShadowCount is how many requests a shadow limit would have denied.
 type ShadowCount struct {
@@ -204,3 +215,6 @@ func (s *Stats) activity(now time.Time) NodeActivity {
 	sortShadow(a.Shadow)
 	return a
 }
+
+// Stats is what the middleware reports its decisions to.
+var _ httpapi.Observer = (*Stats)(nil)
