@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
@@ -118,7 +118,7 @@ func checkAPIAgrees(t *testing.T, c *proctest.Cluster) {
 		if a := check(p, 0); a.Limits[0].Remaining != 0 || a.Node != owner {
 			t.Errorf("peek on %s: %+v, want remaining 0 decided by %s", p.Name, a, owner)
 		}
-		if o, err := c.Owner(p, httpapi.CheckKeyPrefix+key); o != owner {
+		if o, err := c.Owner(p, nodeapi.CheckKeyPrefix+key); o != owner {
 			t.Errorf("%s names %q (%v) the owner of %s; the checks were decided by %s", p.Name, o, err, key, owner)
 		}
 	}

@@ -50,10 +50,10 @@ type Config struct {
 	Clients httpapi.ClientIP
 	// Headers switches rate-limit header families off.
 	Headers httpapi.Headers
-	// Logger, Registerer and Stats go to the middleware.
+	// Logger, Registerer and Observer go to the middleware.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
-	Stats      *httpapi.Stats
+	Observer   httpapi.Observer
 	// Now is the clock of token issue and expiry; nil means time.Now.
 	Now func() time.Time
 }
@@ -78,8 +78,22 @@ type denyBody struct {
 // Register mounts the demo's routes on r, each behind the rate-limit
 // middleware it builds from cfg.
 func Register(r httpapi.Routes, cfg Config) error {
+	_, err := Mount(r, cfg)
+	return err
+}
+
+// Demo is the demo as mounted by Mount.
+type Demo struct {
+	mw     *httpapi.Middleware
+	jwtKey httpapi.KeyFunc
+	routes []*echo.Route
+}
+
+// Mount is Register, and returns the mounted demo, whose policy SetPolicy
+// replaces while it serves.
+func Mount(r httpapi.Routes, cfg Config) (*Demo, error) {
 	if len(cfg.JWTSecret) == 0 {
-		return errors.New("demo: Config.JWTSecret is empty")
+		return nil, errors.New("demo: Config.JWTSecret is empty")
 	}
 	now := cfg.Now
 	if now == nil {
@@ -87,47 +101,68 @@ func Register(r httpapi.Routes, cfg Config) error {
 	}
 	verifier, err := jwtauth.New(jwtauth.Config{Secret: cfg.JWTSecret, Now: now})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	jwtKey := httpapi.JWTKey(verifier, nil)
-	var p httpapi.Policy
+	d := &Demo{jwtKey: httpapi.JWTKey(verifier, nil)}
+	p := Policy()
 	if cfg.Policy != nil {
-		p = clonePolicy(*cfg.Policy)
-	} else {
-		p = Policy()
+		p = *cfg.Policy
 	}
-	attach(&p, http.MethodGet, "/rb-products", func(r *httpapi.Route) { r.Tier = apiKeyTier })
-	attach(&p, http.MethodGet, "/orders", func(r *httpapi.Route) {
-		r.Key = jwtKey
-		r.Tier = func(r *http.Request) string { return jwtauth.ClaimString(r.Context(), "tier") }
-	})
 	clients := cfg.Clients
-	mw, err := httpapi.New(httpapi.Config{
+	d.mw, err = httpapi.New(httpapi.Config{
 		Cluster:    cfg.Cluster,
-		Policy:     p,
+		Policy:     d.withFuncs(p),
 		Key:        httpapi.APIKey("X-API-KEY", clients.Key),
 		Headers:    cfg.Headers,
 		OnDeny:     DenyHandler,
 		Logger:     cfg.Logger,
 		Registerer: cfg.Registerer,
-		Stats:      cfg.Stats,
+		Observer:   cfg.Observer,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a := &auth{secret: cfg.JWTSecret, now: now, users: Users()}
-	limited := mw.Handler
-	r.GET("/products", listProducts, limited)
-	r.GET("/products/:id", getProduct, limited)
-	r.GET("/rb-products", listProducts, limited)
-	r.GET("/popular", popular, limited)
-	r.GET("/deals", deals, limited)
-	r.GET("/flash-sale", flashSale, limited)
-	r.GET("/categories", categories, limited)
-	r.GET("/health", health, limited)
-	r.POST("/login", a.login, limited)
-	r.GET("/orders", orders(jwtKey), limited)
-	return nil
+	limited := d.mw.Handler
+	d.routes = []*echo.Route{
+		r.GET("/products", listProducts, limited),
+		r.GET("/products/:id", getProduct, limited),
+		r.GET("/rb-products", listProducts, limited),
+		r.GET("/popular", popular, limited),
+		r.GET("/deals", deals, limited),
+		r.GET("/flash-sale", flashSale, limited),
+		r.GET("/categories", categories, limited),
+		r.GET("/health", health, limited),
+		r.POST("/login", a.login, limited),
+		r.GET("/orders", orders(d.jwtKey), limited),
+	}
+	return d, nil
+}
+
+// SetPolicy makes p the demo's policy from the next request on, with the
+// demo's functions attached to it as Mount attaches them (the tier of
+// /rb-products, the token subject and tier of /orders); see
+// httpapi.Middleware.SetPolicy. On an error the policy stays as it was.
+func (d *Demo) SetPolicy(p httpapi.Policy) error {
+	return d.mw.SetPolicy(d.withFuncs(p))
+}
+
+// Middleware is the demo's rate-limit middleware, for what reads its
+// policy (a node's stats).
+func (d *Demo) Middleware() *httpapi.Middleware { return d.mw }
+
+// Routes are the routes the demo mounted.
+func (d *Demo) Routes() []*echo.Route { return d.routes }
+
+// withFuncs is a copy of p with the demo's functions attached.
+func (d *Demo) withFuncs(p httpapi.Policy) httpapi.Policy {
+	p = clonePolicy(p)
+	attach(&p, http.MethodGet, "/rb-products", func(r *httpapi.Route) { r.Tier = apiKeyTier })
+	attach(&p, http.MethodGet, "/orders", func(r *httpapi.Route) {
+		r.Key = d.jwtKey
+		r.Tier = func(r *http.Request) string { return jwtauth.ClaimString(r.Context(), "tier") }
+	})
+	return p
 }
 
 // apiKeyTier is the tutorial's role_based_limit: the admin key is "admin".

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/ring"
 )
@@ -84,7 +84,7 @@ func faultKeys(rng *rand.Rand, runID string, n int, demandPerKey float64) []*fau
 			limit:    max(3, int64(demandPerKey*(0.3+0.6*rng.Float64()))),
 			deciders: map[string]int64{},
 		}
-		b, _ := json.Marshal(httpapi.CheckRequest{Key: k.name, Limits: fmt.Sprintf("%d per day", k.limit), Strategy: k.strategy})
+		b, _ := json.Marshal(nodeapi.CheckRequest{Key: k.name, Limits: fmt.Sprintf("%d per day", k.limit), Strategy: k.strategy})
 		k.body = string(b)
 		keys[i] = k
 	}
@@ -206,7 +206,7 @@ func ownersAt(members []string, key string) (owner, successor string) {
 	for i, m := range members {
 		ms[i] = ring.Member{Name: m}
 	}
-	s := ring.New(ms, ring.Config{}).Successors(httpapi.CheckKeyPrefix+key, 2)
+	s := ring.New(ms, ring.Config{}).Successors(nodeapi.CheckKeyPrefix+key, 2)
 	if len(s) > 0 {
 		owner = s[0].Name
 	}
@@ -223,7 +223,7 @@ func verifyOwners(t *testing.T, c *proctest.Cluster, p *proctest.Node, members [
 	t.Helper()
 	for _, k := range keys {
 		want, _ := ownersAt(members, k.name)
-		got, err := c.Owner(p, httpapi.CheckKeyPrefix+k.name)
+		got, err := c.Owner(p, nodeapi.CheckKeyPrefix+k.name)
 		if err != nil || got != want {
 			t.Fatalf("%s places %s on %q (%v); the checker's ring of %v on %s", p.Name, k.name, got, err, members, want)
 		}

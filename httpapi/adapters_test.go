@@ -16,6 +16,8 @@ import (
 	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/httpapi/jwtauth"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 func TestNetHTTPMiddleware(t *testing.T) {
@@ -71,7 +73,7 @@ func TestRateLimiterStore(t *testing.T) {
 		}
 		got = append(got, ok)
 	}
-	if want := []bool{true, true, true, true, false, false}; !equalJSON(got, want) {
+	if want := []bool{true, true, true, true, false, false}; !testkit.EqualJSON(got, want) {
 		t.Fatalf("allowed %v, want %v across the cluster", got, want)
 	}
 	if ok, err := stores[0].Allow("198.51.100.8"); !ok || err != nil {
@@ -136,7 +138,8 @@ func TestAdaptersAnswerAlike(t *testing.T) {
 		w.Write([]byte("hello " + jwtauth.ClaimString(r.Context(), "sub")))
 	})
 	build := func(name string) *httpapi.Middleware {
-		n := clustertest.StartNode(t, name, func(c *ratemesh.Config) { c.Clock = clock })
+		n := fakecluster.New(name)
+		n.SetClock(clock)
 		mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: alikePolicy(jwtKey), Now: clock})
 		if err != nil {
 			t.Fatal(err)
@@ -175,8 +178,8 @@ func TestAdaptersAnswerAlike(t *testing.T) {
 		{"GET", "/strict", nil, 1}, {"GET", "/strict", []string{"X-API-KEY", "k"}, 1},
 	} {
 		for i := range r.n {
-			a := do(e, r.method, r.path, p, r.header...)
-			b := do(mux, r.method, r.path, p, r.header...)
+			a := testkit.Do(e, r.method, r.path, p, r.header...)
+			b := testkit.Do(mux, r.method, r.path, p, r.header...)
 			what := fmt.Sprintf("%s %s #%d", r.method, r.path, i)
 			if a.Code != b.Code || a.Body.String() != b.Body.String() {
 				t.Fatalf("%s: Echo %d %q, net/http %d %q", what, a.Code, a.Body, b.Code, b.Body)
@@ -199,7 +202,7 @@ func TestAdaptersAnswerAlike(t *testing.T) {
 // store keys it as ClientIP.Key does, so that one holder of a /64 gets one
 // quota, not one per address or zone id. (Before: 4 of 4 allowed.)
 func TestRateLimiterStoreKeysIPv6ByPrefix(t *testing.T) {
-	n := clustertest.StartNode(t, "store-v6", nil)
+	n := fakecluster.New("store-v6")
 	s := httpapi.NewRateLimiterStore(n, bucket.Limit{Amount: 1, Period: time.Minute})
 	for _, tc := range []struct {
 		id      string

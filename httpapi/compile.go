@@ -8,24 +8,14 @@ import (
 	"sync/atomic"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
-// Bounds of the caches the compiled policy fills at run time. Route
-// patterns are few, but dynamic limit strings come from application code
-// and may be anything; past the bound they are parsed on every request.
-const (
-	maxDefaultRoutes = 4096
-	maxDynamicLimits = 1024
-	// maxDynamicLimitLen bounds a dynamic limit string: a list of 32
-	// limits fits in far less. Longer ones are refused unparsed.
-	maxDynamicLimitLen = 1024
-	// maxDynamicBytes bounds the bytes of the limit strings the cache
-	// keeps, so that clients choosing the strings cannot pin memory.
-	maxDynamicBytes = 256 << 10
-)
-
-// errDynamicTooLong refuses a dynamic limit string over maxDynamicLimitLen.
-var errDynamicTooLong = fmt.Errorf("limits: longer than %d bytes", maxDynamicLimitLen)
+// maxDefaultRoutes bounds the default routes the compiled policy caches
+// at run time, one per route pattern without an entry. Patterns are few;
+// past the bound a route is built on every request. The dynamic limit
+// strings are cached within ratehttp's bounds.
+const maxDefaultRoutes = 4096
 
 // route is the compiled policy of one method and pattern. Read-only after
 // it is built.
@@ -56,30 +46,27 @@ type pathRoutes struct {
 	any      *route
 }
 
-// compiled is a Policy ready for the hot path.
+// compiled is a Policy ready for the hot path. It is never changed once
+// built, but for its caches; SetPolicy replaces it whole.
 type compiled struct {
+	src      Policy // as configured, for Policy and Counters
 	app      group
 	defaults group
 	strategy bucket.Strategy
 	paths    map[string]*pathRoutes
 	shadow   bool // Policy.Shadow, for routes without an entry
 
-	defaultRoutes  sync.Map // pattern -> *route, for patterns without an entry
-	nDefault       atomic.Int64
-	dynamicLimits  sync.Map // limit string -> *dynamicGroup, valid ones only
-	nDynamicLimits atomic.Int64
-	dynamicBytes   atomic.Int64 // of the strings cached
+	defaultRoutes sync.Map // pattern -> *route, for patterns without an entry
+	nDefault      atomic.Int64
+	dynamic       *ratehttp.LimitCache[group] // parsed dynamic limit strings
 }
 
-// dynamicGroup is a cached parse of a dynamic limit string.
-type dynamicGroup struct {
-	g   group
-	err error
-}
+// parseDynamic parses a dynamic limit string for dynamic's cache.
+func parseDynamic(s string) (group, error) { return parseGroup("route", s) }
 
 // compile validates p and precomputes every static counter.
 func compile(p Policy) (*compiled, error) {
-	c := &compiled{paths: make(map[string]*pathRoutes)}
+	c := &compiled{src: p, paths: make(map[string]*pathRoutes), dynamic: ratehttp.NewLimitCache(parseDynamic)}
 	st, err := bucket.ParseStrategy(p.Strategy)
 	if err != nil {
 		return nil, fmt.Errorf("policy: strategy %q: %w", p.Strategy, err)
@@ -251,29 +238,4 @@ func (c *compiled) lookup(method, pattern string) *route {
 		c.nDefault.Add(1)
 	}
 	return r
-}
-
-// dynamicGroup parses a dynamic limit string, through the cache. fresh
-// reports that it was parsed now. Only valid strings are cached, up to
-// maxDynamicLimits of them and maxDynamicBytes in all: a bad or new string
-// costs a parse, never memory that outlives the request.
-func (c *compiled) dynamicGroup(s string) (d *dynamicGroup, fresh bool) {
-	if v, ok := c.dynamicLimits.Load(s); ok {
-		return v.(*dynamicGroup), false
-	}
-	if len(s) > maxDynamicLimitLen {
-		return &dynamicGroup{err: errDynamicTooLong}, true
-	}
-	g, err := parseGroup("route", s)
-	d = &dynamicGroup{g: g, err: err}
-	if err != nil || c.nDynamicLimits.Load() >= maxDynamicLimits || c.dynamicBytes.Load()+int64(len(s)) > maxDynamicBytes {
-		return d, true
-	}
-	s = strings.Clone(s) // not the request's buffer
-	if v, loaded := c.dynamicLimits.LoadOrStore(s, d); loaded {
-		return v.(*dynamicGroup), false
-	}
-	c.nDynamicLimits.Add(1)
-	c.dynamicBytes.Add(int64(len(s)))
-	return d, true
 }

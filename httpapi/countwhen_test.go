@@ -9,7 +9,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // loginServer limits POST /login (401 on a wrong password) to limit
@@ -17,7 +18,7 @@ import (
 // the handler's runs.
 func loginServer(t *testing.T, limit string, entered *atomic.Int64, hold <-chan struct{}) *echo.Echo {
 	t.Helper()
-	n := clustertest.StartNode(t, "countwhen", nil)
+	n := fakecluster.New("countwhen")
 	mw, err := httpapi.New(httpapi.Config{Cluster: n, Policy: httpapi.Policy{
 		Routes: []httpapi.Route{{Method: "POST", Path: "/login", Limits: limit, CountStatuses: []int{401}}},
 	}})
@@ -77,7 +78,7 @@ func TestCountWhenParallelFailuresBounded(t *testing.T) {
 	codes := make(chan int, clients)
 	var wg sync.WaitGroup
 	for range clients {
-		wg.Go(func() { codes <- do(e, "POST", "/login", "192.0.2.102:1").Code })
+		wg.Go(func() { codes <- testkit.Do(e, "POST", "/login", "192.0.2.102:1").Code })
 	}
 	// Let the requests in one at a time: each one that entered the
 	// handler is released; the others wait at the door or are denied.
@@ -99,7 +100,7 @@ func TestCountWhenParallelFailuresBounded(t *testing.T) {
 }
 
 func TestCountWhenPolicyErrors(t *testing.T) {
-	n := clustertest.StartNode(t, "countwhen-bad", nil)
+	n := fakecluster.New("countwhen-bad")
 	for _, tc := range []struct {
 		route httpapi.Route
 		want  string

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // Denial describes a request the limiter refused.
@@ -61,7 +62,7 @@ func DefaultDenyHandler(w http.ResponseWriter, _ *http.Request, d Denial) {
 		// request. The writer copies the bytes, as io.Writer promises.
 		bp := d.buffers.Get().(*[]byte)
 		b := append((*bp)[:0], d.body...)
-		b = strconv.AppendInt(b, ceilSeconds(d.RetryAfter), 10)
+		b = strconv.AppendInt(b, ratehttp.CeilSeconds(d.RetryAfter), 10)
 		b = append(b, "}\n"...)
 		writeJSONBytes(w, http.StatusTooManyRequests, b) // a client that hung up is no news
 		*bp = b
@@ -71,7 +72,7 @@ func DefaultDenyHandler(w http.ResponseWriter, _ *http.Request, d Denial) {
 	WriteJSON(w, http.StatusTooManyRequests, TooManyRequestsResponse{
 		Error:      tooManyRequests,
 		Limit:      d.Limit.String(),
-		RetryAfter: ceilSeconds(d.RetryAfter),
+		RetryAfter: ratehttp.CeilSeconds(d.RetryAfter),
 	})
 }
 

@@ -1,9 +1,12 @@
 // Package httpapi puts a ratemesh cluster in front of HTTP handlers: a
 // rate-limit middleware written on net/http (Middleware.Serve and
-// Middleware.HTTP) with a thin Echo adapter (Middleware.Handler) and a
-// store for Echo's own RateLimiter, and, apart from it, the node's HTTP
-// service API (RegisterService) with the metrics endpoint. JWT
-// verification is in the subpackage jwtauth.
+// Middleware.HTTP) with a thin Echo adapter (Middleware.Handler), a store
+// for Echo's own RateLimiter, and the YAML policy files of LoadPolicy and
+// ParsePolicy. A policy can be replaced while the middleware serves
+// (Middleware.SetPolicy), and every decision can be reported to an
+// Observer. JWT verification is in the subpackage jwtauth. (A node's own
+// HTTP API, which ratemesh-node serves beside the middleware, is not part
+// of this package.)
 //
 // The model is Flask-Limiter's. A Policy names default limits (replaced by a
 // route's own), application limits (always on top), per-route and per-method

@@ -7,6 +7,14 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
+// Routes is where routes are mounted with the middleware (the demo's, the
+// node's HTTP API); *echo.Echo and *echo.Group both qualify.
+type Routes interface {
+	GET(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+	POST(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+	DELETE(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+}
+
 // Handler is the Echo middleware: e.Use(mw.Handler), or per group or
 // route. Requests are matched to the policy by method and c.Path(), so it
 // must run after routing (Use, not Pre). It is Serve over Echo's request

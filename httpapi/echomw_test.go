@@ -13,13 +13,14 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 var _ middleware.RateLimiterStore = (*httpapi.RateLimiterStore)(nil)
 
 func TestEchoRateLimiterOneLineSwitch(t *testing.T) {
-	n := clustertest.StartNode(t, "echomw", nil)
+	n := fakecluster.New("echomw")
 	ips := &httpapi.ClientIP{}
 	e := echo.New()
 	e.IPExtractor = ips.Extractor()
@@ -27,7 +28,7 @@ func TestEchoRateLimiterOneLineSwitch(t *testing.T) {
 	e.GET("/", ok)
 	for i, want := range []int{200, 200, http.StatusTooManyRequests} {
 		// A spoofed X-Forwarded-For does not make a new visitor.
-		rec := do(e, "GET", "/", "192.0.2.90:1", "X-Forwarded-For", "10.0.0."+itoa(i))
+		rec := testkit.Do(e, "GET", "/", "192.0.2.90:1", "X-Forwarded-For", "10.0.0."+itoa(i))
 		if rec.Code != want {
 			t.Fatalf("request %d: %d, want %d", i, rec.Code, want)
 		}

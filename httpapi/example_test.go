@@ -12,11 +12,8 @@ import (
 	"github.com/ratemesh/ratemesh/httpapi"
 )
 
-// *ratemesh.Node is what the middleware and the service API are built on.
-var (
-	_ httpapi.Cluster = (*ratemesh.Node)(nil)
-	_ httpapi.Node    = (*ratemesh.Node)(nil)
-)
+// *ratemesh.Node is what the middleware is built on.
+var _ httpapi.Cluster = (*ratemesh.Node)(nil)
 
 // The tutorial's Flask-Limiter setup, on Echo and a ratemesh node.
 func Example() {
@@ -77,20 +74,4 @@ func ExampleNewRateLimiterStore() {
 	// Before: middleware.RateLimiter(middleware.NewRateLimiterMemoryStore(20))
 	store := httpapi.NewRateLimiterStore(node, bucket.Limit{Amount: 20, Period: time.Second})
 	_ = store // e.Use(middleware.RateLimiter(store))
-}
-
-// The node's HTTP service API next to the application's routes.
-func ExampleRegisterService() {
-	node, err := ratemesh.New(ratemesh.LocalConfig())
-	if err != nil {
-		log.Fatal(err)
-	}
-	e := echo.New()
-	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
-		AdminToken: "from-a-secret-store", // enables DELETE /v1/keys/:key
-		Registry:   node.Registry(),       // serves /metrics
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
 }

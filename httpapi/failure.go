@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"net/http"
-
-	"github.com/ratemesh/ratemesh"
 )
 
 // A check can fail after the node has applied its fail policy: the
@@ -11,17 +9,8 @@ import (
 // a limit allows, the node has not joined its cluster yet, or an error
 // came back from the key's owner. Letting such a request through would let
 // a client switch its own limits off by making checks fail, so it is
-// refused unless the node's fail policy is open: the operator who chose
-// availability over limits gets availability here too.
-
-// failPolicyOf is the fail policy of c when c reports one (a
-// *ratemesh.Node does), else ratemesh.FailLocal.
-func failPolicyOf(c Cluster) ratemesh.FailPolicy {
-	if fp, ok := c.(interface{ FailPolicy() ratemesh.FailPolicy }); ok {
-		return fp.FailPolicy()
-	}
-	return ratemesh.FailLocal
-}
+// refused unless the node's fail policy is open (Cluster.FailPolicy): the
+// operator who chose availability over limits gets availability here too.
 
 // checkFailedBody is what a client learns of a failed check: nothing of
 // the node's state.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // Headers switches the header families the middleware writes. The zero
@@ -73,7 +74,7 @@ type meta struct {
 // the window in seconds appended when the group holds several limits, so
 // that "10 per minute; 200 per day" reads "route-60" and "route-86400".
 func newMeta(kind string, l bucket.Limit, several bool) meta {
-	w := ceilSeconds(l.Period)
+	w := ratehttp.CeilSeconds(l.Period)
 	if several {
 		kind += "-" + strconv.FormatInt(w, 10)
 	}
@@ -109,56 +110,6 @@ func quoteSF(s string) string {
 	return b.String()
 }
 
-// ceilSeconds rounds d up to whole seconds, at least 0.
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	return int64((d + time.Second - 1) / time.Second)
-}
-
-// epochCeil is t in epoch seconds, rounded up so that a client waiting
-// until then is never early.
-func epochCeil(t time.Time) int64 {
-	if t.Nanosecond() > 0 {
-		return t.Unix() + 1
-	}
-	return t.Unix()
-}
-
-// retryAfter is the wait a denied status asks for. A cost larger than the
-// limit can never pass (bucket.RetryNever); clients are then told to wait
-// one window, not forever.
-func retryAfter(s *bucket.Status) time.Duration {
-	if s.RetryAfter == bucket.RetryNever {
-		return s.Limit.Period
-	}
-	return s.RetryAfter
-}
-
-// pick chooses the status the headers describe: the one that denied (the
-// longest wait, if several did), otherwise the one with least remaining.
-// Ties go to the first. It returns -1 for no statuses.
-func pick(statuses []bucket.Status, allowed bool) int {
-	best := -1
-	if !allowed {
-		for i := range statuses {
-			if statuses[i].RetryAfter > 0 && (best < 0 || statuses[i].RetryAfter > statuses[best].RetryAfter) {
-				best = i
-			}
-		}
-		if best >= 0 {
-			return best
-		}
-	}
-	for i := range statuses {
-		if best < 0 || statuses[i].Remaining < statuses[best].Remaining {
-			best = i
-		}
-	}
-	return best
-}
-
 // write sets the headers of status s (described by m) on h. The numbers
 // are formatted with strconv into one buffer that becomes one string, and
 // every header value is a substring of it or a precomputed one: two
@@ -173,11 +124,11 @@ func (hs Headers) write(h http.Header, m *meta, s *bucket.Status, allowed bool, 
 	// (name;r=<remaining>;t=<seconds>) or, without it, the bare remaining.
 	var resetEnd, retryEnd, remStart, remEnd int
 	if !hs.NoLegacy {
-		b = strconv.AppendInt(b, epochCeil(s.Reset), 10)
+		b = strconv.AppendInt(b, ratehttp.EpochCeil(s.Reset), 10)
 	}
 	resetEnd = len(b)
 	if !allowed && !hs.NoRetryAfter {
-		b = strconv.AppendInt(b, ceilSeconds(retryAfter(s)), 10)
+		b = strconv.AppendInt(b, ratehttp.CeilSeconds(ratehttp.RetryAfter(s)), 10)
 	}
 	retryEnd = len(b)
 	if !hs.NoDraft {
@@ -187,7 +138,7 @@ func (hs Headers) write(h http.Header, m *meta, s *bucket.Status, allowed bool, 
 		b = strconv.AppendInt(b, remaining, 10)
 		remEnd = len(b)
 		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, ceilSeconds(s.Reset.Sub(now())), 10)
+		b = strconv.AppendInt(b, ratehttp.CeilSeconds(s.Reset.Sub(now())), 10)
 	} else if !hs.NoLegacy {
 		remStart = len(b)
 		b = strconv.AppendInt(b, remaining, 10)

@@ -5,8 +5,8 @@ import (
 	"net/http"
 )
 
-// ErrorResponse is the body of every error answer of this package, the
-// middleware's and the service API's: {"error": message}.
+// ErrorResponse is the body of every error answer of the middleware, and
+// of the node's HTTP API: {"error": message}.
 type ErrorResponse struct {
 	Error string `json:"error"`
 }

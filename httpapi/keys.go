@@ -256,6 +256,17 @@ func ipKey(prefix, s string, bits int) (key string, ok bool) {
 	return string(appendIPKey(append(buf[:0], prefix...), a, bits)), true
 }
 
+// IPKey is what identifies the client at addr (a bare or bracketed IP,
+// with or without a port) when clients are keyed by address: an IPv4
+// address as itself, an IPv6 address as its first ipv6Prefix bits
+// (DefaultIPv6Prefix when not 1 to 128), as ClientIP.Key keys it without
+// its "ip:" prefix. ok is false when addr holds no IP. Anything else keyed
+// by client address (an admin-token throttle) should key it so, or a
+// client could mint keys from its own /64.
+func IPKey(addr string, ipv6Prefix int) (key string, ok bool) {
+	return ipKey("", addr, ipv6Prefix)
+}
+
 // APIKey returns a KeyFunc that identifies clients by the API key in
 // header (the tutorial's "X-API-KEY"): "apikey:" and the key; requests without
 // one fall back to fallback (usually ClientIP.Key).

@@ -13,7 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/httpapi/jwtauth"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
 )
 
 // keyOf runs k on a request from peer with the given headers.
@@ -182,7 +182,7 @@ func TestJWTKey(t *testing.T) {
 }
 
 func TestKeyErrorAnswers401(t *testing.T) {
-	n := clustertest.StartNode(t, "keyerr", nil)
+	n := fakecluster.New("keyerr")
 	j := httpapi.JWTKey(verifier(t, []byte("s"), nil), nil)
 	e := server(t, n, httpapi.Config{Key: j, Policy: httpapi.Policy{Default: "5 per minute"}}, "GET", "/me")
 	run(t, e, []step{

@@ -1,9 +1,8 @@
 package httpapi
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // httpMetrics are the middleware's collectors, resolved once so that the
@@ -24,11 +23,11 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		Name: "ratemesh_http_requests_total",
 		Help: "Requests seen by the rate-limit middleware, by result: allowed, denied, unlimited (no limit applied), exempt, key_error (client not identified, e.g. a bad token), check_error (the check failed and the request was let through) and shadow_denied (a shadow route's limits would have denied it; it was let through).",
 	}, []string{"result"})
-	vec, err := register(reg, vec)
+	vec, err := ratehttp.Register(reg, vec)
 	if err != nil {
 		return nil, err
 	}
-	shadow, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	shadow, err := ratehttp.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ratemesh_http_shadow_denials_total",
 		Help: "Requests a shadow (dry-run) route let through that its limits would have denied, by route and by the limit that would have denied them.",
 	}, []string{"route", "limit"}))
@@ -45,24 +44,4 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		keyError:     vec.WithLabelValues("key_error"),
 		checkError:   vec.WithLabelValues("check_error"),
 	}, nil
-}
-
-// register registers c with reg, or returns the collector of the same
-// description already there.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	var zero C
-	return zero, err
 }

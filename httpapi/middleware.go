@@ -5,12 +5,14 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/logevery"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // Config configures a Middleware.
@@ -37,17 +39,16 @@ type Config struct {
 	// Now is the clock the headers count seconds to reset with; nil means
 	// time.Now.
 	Now func() time.Time
-	// Stats receives every decision, for the node's /v1/stats, and shows
-	// the policy there; nil records nothing.
-	Stats *Stats
+	// Observer is told every decision (a node's stats recorder, for its
+	// /v1/stats and dashboard); nil tells no one.
+	Observer Observer
 }
 
 // Middleware limits HTTP requests by a Policy. It is safe for concurrent
 // use; build it once at startup.
 type Middleware struct {
 	cluster  Cluster
-	policy   Policy // as configured, for /v1/stats and /v1/limits
-	pol      *compiled
+	pol      atomic.Pointer[compiled] // the policy; SetPolicy swaps it
 	key      KeyFunc
 	headers  Headers
 	onDeny   DenyHandler
@@ -56,7 +57,7 @@ type Middleware struct {
 	failOpen bool // the node's fail policy is open: a failed check passes
 	now      func() time.Time
 	metrics  *httpMetrics
-	stats    *Stats
+	obs      Observer  // nil: none
 	gates    gates     // count-when requests in flight, per client and route
 	scratch  sync.Pool // *scratch, for requests with dynamic limits
 	bodies   sync.Pool // *[]byte, for DefaultDenyHandler's bodies
@@ -85,17 +86,16 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m := &Middleware{
 		cluster:  cfg.Cluster,
-		policy:   cfg.Policy,
-		pol:      pol,
 		key:      cfg.Key,
 		headers:  cfg.Headers,
 		onDeny:   cfg.OnDeny,
 		onKeyErr: cfg.OnKeyError,
-		failOpen: failPolicyOf(cfg.Cluster) == ratemesh.FailOpen,
+		failOpen: cfg.Cluster.FailPolicy() == ratemesh.FailOpen,
 		now:      cfg.Now,
 		metrics:  metrics,
-		stats:    cfg.Stats,
+		obs:      cfg.Observer,
 	}
+	m.pol.Store(pol)
 	if m.key == nil {
 		m.key = (&ClientIP{}).Key
 	}
@@ -114,8 +114,21 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	m.scratch.New = func() any { return new(scratch) }
 	m.bodies.New = func() any { b := make([]byte, 0, 128); return &b }
-	m.stats.addPolicy(m)
 	return m, nil
+}
+
+// SetPolicy replaces the policy: it is validated and compiled as New does,
+// and takes effect at once and whole for the next request, while requests
+// already past their check finish under the policy they were checked by.
+// On an error the policy stays as it was. Counters live on in the cluster:
+// a limit p keeps goes on counting where it was.
+func (m *Middleware) SetPolicy(p Policy) error {
+	pol, err := compile(p)
+	if err != nil {
+		return err
+	}
+	m.pol.Store(pol)
+	return nil
 }
 
 // HTTP is the net/http middleware. Routes are matched by Request.Pattern,
@@ -147,16 +160,17 @@ func (m *Middleware) HTTP(next http.Handler) http.Handler {
 // r, or r with the context the key function returned, and then calls
 // Finish(out, status) (needed on count-when routes).
 func (m *Middleware) Serve(w http.ResponseWriter, r *http.Request, pattern string) (out *http.Request, done bool) {
-	rt := m.pol.lookup(r.Method, pattern)
+	pol := m.pol.Load()
+	rt := pol.lookup(r.Method, pattern)
 	if rt.exempt {
 		m.metrics.exempt.Inc()
 		return r, false
 	}
-	return m.limit(w, r, rt)
+	return m.limit(w, r, pol, rt)
 }
 
-// limit checks request r against route rt, as Serve describes.
-func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*http.Request, bool) {
+// limit checks request r against route rt of pol, as Serve describes.
+func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, pol *compiled, rt *route) (*http.Request, bool) {
 	keyFn := rt.key
 	if keyFn == nil {
 		keyFn = m.key
@@ -176,7 +190,7 @@ func (m *Middleware) limit(w http.ResponseWriter, r *http.Request, rt *route) (*
 	defer m.scratch.Put(s)
 	counters, metas := rt.counters, rt.metas
 	if rt.dynamic != nil {
-		counters, metas = m.addDynamic(r, rt, s)
+		counters, metas = m.addDynamic(r, pol, rt, s)
 	}
 	if len(counters) == 0 {
 		m.metrics.unlimited.Inc()
@@ -215,7 +229,7 @@ func (m *Middleware) answer(w http.ResponseWriter, r *http.Request, rt *route, k
 	}
 	i := -1
 	if len(res.Statuses) == len(metas) {
-		i = pick(res.Statuses, res.Allowed)
+		i = ratehttp.Pick(res.Statuses, res.Allowed)
 	}
 	if rt.shadow {
 		m.shadowAnswer(w, r, rt, &res, i)
@@ -226,41 +240,42 @@ func (m *Middleware) answer(w http.ResponseWriter, r *http.Request, rt *route, k
 	}
 	if res.Allowed {
 		m.metrics.allowed.Inc()
-		if m.stats != nil {
-			m.stats.allowed(m.now())
+		if m.obs != nil {
+			m.obs.RecordAllowed(m.now())
 		}
 		return true
 	}
 	m.metrics.denied.Inc()
-	if m.stats != nil {
-		m.stats.denied(m.now(), key, rt.scope, statusAt(res.Statuses, i))
+	if m.obs != nil {
+		m.obs.RecordDenied(m.now(), key, rt.scope, ratehttp.At(res.Statuses, i))
 	}
 	// res.Statuses is the pooled buffer: Denial documents that its
 	// Statuses are valid only during the handler call.
 	d := Denial{Key: key, Statuses: res.Statuses}
 	if i >= 0 {
 		d.Limit = res.Statuses[i].Limit
-		d.RetryAfter = retryAfter(&res.Statuses[i])
+		d.RetryAfter = ratehttp.RetryAfter(&res.Statuses[i])
 		d.body, d.bodyLimit, d.buffers = metas[i].denyBody, metas[i].limit, &m.bodies
 	}
 	m.onDeny(w, r, d)
 	return false
 }
 
-// addDynamic builds the counters of a request with dynamic limits in s.
-func (m *Middleware) addDynamic(req *http.Request, r *route, s *scratch) ([]bucket.Counter, []meta) {
+// addDynamic builds the counters of a request with dynamic limits (route
+// r of pol) in s.
+func (m *Middleware) addDynamic(req *http.Request, pol *compiled, r *route, s *scratch) ([]bucket.Counter, []meta) {
 	cs := append(s.counters[:0], r.counters...)
 	ms := append(s.metas[:0], r.metas...)
 	if lim := r.dynamic(req); lim != "" {
-		d, fresh := m.pol.dynamicGroup(lim)
-		if d.err != nil {
+		g, fresh, err := pol.dynamic.Get(lim)
+		if err != nil {
 			if fresh {
-				m.log.Warn(m.now(), "bad-dynamic-limit", "ratemesh: bad dynamic limit; only the route's static limits apply", "route", r.scope, "err", d.err)
+				m.log.Warn(m.now(), "bad-dynamic-limit", "ratemesh: bad dynamic limit; only the route's static limits apply", "route", r.scope, "err", err)
 			}
 		} else {
-			for i, l := range d.g.limits {
+			for i, l := range g.limits {
 				cs = append(cs, bucket.Counter{Scope: r.scope, Limit: l, Strategy: r.strategy})
-				ms = append(ms, d.g.metas[i])
+				ms = append(ms, g.metas[i])
 			}
 		}
 	}

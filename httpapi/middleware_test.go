@@ -12,7 +12,8 @@ import (
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
@@ -29,7 +30,7 @@ type step struct {
 func run(t *testing.T, e http.Handler, steps []step) {
 	t.Helper()
 	for i, s := range steps {
-		rec := do(e, s.method, s.path, s.peer, s.header...)
+		rec := testkit.Do(e, s.method, s.path, s.peer, s.header...)
 		if rec.Code != s.code {
 			t.Fatalf("step %d %s %s: status %d, want %d (body %s)", i, s.method, s.path, rec.Code, s.code, rec.Body)
 		}
@@ -89,7 +90,7 @@ func itoa(n int) string {
 }
 
 func TestDefaultsReplacedByRouteLimitsAppOnTop(t *testing.T) {
-	n := clustertest.StartNode(t, "defaults", nil)
+	n := fakecluster.New("defaults")
 	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{
 		Default:     "3 per hour",
 		Application: "7 per minute",
@@ -119,7 +120,7 @@ func TestDefaultsReplacedByRouteLimitsAppOnTop(t *testing.T) {
 }
 
 func TestPerMethodSharedAndExempt(t *testing.T) {
-	n := clustertest.StartNode(t, "method", nil)
+	n := fakecluster.New("method")
 	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{
 		Default: "100 per hour",
 		Shared:  []httpapi.Shared{{Scope: "grp", Limits: "3 per minute"}},
@@ -149,7 +150,7 @@ func TestPerMethodSharedAndExempt(t *testing.T) {
 }
 
 func TestDynamicLimitsAndCost(t *testing.T) {
-	n := clustertest.StartNode(t, "dynamic", nil)
+	n := fakecluster.New("dynamic")
 	var logs testlog.Buffer
 	e := server(t, n, httpapi.Config{
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -199,7 +200,7 @@ func TestDynamicLimitsAndCost(t *testing.T) {
 }
 
 func TestStrategyPerRoute(t *testing.T) {
-	n := clustertest.StartNode(t, "strategy", nil)
+	n := fakecluster.New("strategy")
 	e := server(t, n, httpapi.Config{Policy: httpapi.Policy{
 		Strategy: "moving-window",
 		Routes: []httpapi.Route{
@@ -220,7 +221,7 @@ func TestStrategyPerRoute(t *testing.T) {
 }
 
 func TestHeadersPickAndSwitch(t *testing.T) {
-	n := clustertest.StartNode(t, "headers", nil)
+	n := fakecluster.New("headers")
 	pol := httpapi.Policy{Routes: []httpapi.Route{{Method: "GET", Path: "/f", Limits: "3 per minute; 5 per hour"}}}
 	e := server(t, n, httpapi.Config{Policy: pol}, "GET", "/f")
 	p := "192.0.2.50:1"
@@ -266,7 +267,7 @@ func TestParseHeaders(t *testing.T) {
 }
 
 func TestCustomDenyHandler(t *testing.T) {
-	n := clustertest.StartNode(t, "deny", nil)
+	n := fakecluster.New("deny")
 	e := server(t, n, httpapi.Config{
 		Policy: httpapi.Policy{Default: "1 per minute"},
 		OnDeny: func(w http.ResponseWriter, _ *http.Request, d httpapi.Denial) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // Policy says which limits apply to which requests. It is plain data (the
@@ -162,9 +163,9 @@ func parseGroup(kind, limits string) (group, error) {
 	if strings.TrimSpace(limits) == "" {
 		return group{}, nil
 	}
-	ls, err := bucket.Parse(limits)
+	ls, err := ratehttp.ParseLimits(limits)
 	if err != nil {
-		return group{}, fmt.Errorf("limits %.40q: %w", limits, err)
+		return group{}, err
 	}
 	g := group{limits: ls, metas: make([]meta, len(ls))}
 	for i, l := range ls {

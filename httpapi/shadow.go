@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/internal/ratehttp"
 )
 
 // A shadow route (Route.Shadow, Policy.Shadow, the node's --shadow) is a
@@ -32,8 +33,8 @@ func (m *Middleware) shadowAnswer(w http.ResponseWriter, r *http.Request, rt *ro
 	debug := r.Header.Get(HeaderDebug) != ""
 	if res.Allowed {
 		m.metrics.allowed.Inc()
-		if m.stats != nil {
-			m.stats.allowed(m.now())
+		if m.obs != nil {
+			m.obs.RecordAllowed(m.now())
 		}
 		if debug && i >= 0 {
 			w.Header().Set(HeaderShadow, "allow; remaining="+strconv.FormatInt(res.Statuses[i].Remaining, 10))
@@ -46,12 +47,14 @@ func (m *Middleware) shadowAnswer(w http.ResponseWriter, r *http.Request, rt *ro
 		limit = res.Statuses[i].Limit.String()
 	}
 	m.metrics.shadow.WithLabelValues(rt.scope, limit).Inc()
-	m.stats.shadowDenied(m.now(), rt.scope, limit)
+	if m.obs != nil {
+		m.obs.RecordShadowDenied(m.now(), rt.scope, limit)
+	}
 	if i < 0 {
 		return
 	}
 	st := &res.Statuses[i]
 	if debug {
-		w.Header().Set(HeaderShadow, `deny; limit=`+strconv.Quote(limit)+`; retry-after=`+strconv.FormatInt(ceilSeconds(retryAfter(st)), 10))
+		w.Header().Set(HeaderShadow, `deny; limit=`+strconv.Quote(limit)+`; retry-after=`+strconv.FormatInt(ratehttp.CeilSeconds(ratehttp.RetryAfter(st)), 10))
 	}
 }

@@ -1,25 +1,22 @@
 package httpapi_test
 
 import (
-	"encoding/json"
 	"net/http"
-	"slices"
 	"testing"
 
-	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/fakecluster"
 )
 
 // A shadow route under a flood answers only 200s, sends no rate-limit
 // headers, and counts exactly the requests its limit would have denied,
 // per route and limit; a debug request is told the verdict.
 func TestShadowRouteAllowsAndCounts(t *testing.T) {
-	n := clustertest.StartNode(t, "shadow", nil)
+	n := fakecluster.New("shadow")
 	reg := prometheus.NewRegistry()
-	stats := httpapi.NewStats()
-	e := server(t, n, httpapi.Config{Registerer: reg, Stats: stats, Policy: httpapi.Policy{
+	obs := &recorder{}
+	e := server(t, n, httpapi.Config{Registerer: reg, Observer: obs, Policy: httpapi.Policy{
 		Routes: []httpapi.Route{
 			{Method: "GET", Path: "/new", Limits: "5 per minute", Shadow: true},
 			{Method: "GET", Path: "/old", Limits: "5 per minute"},
@@ -46,27 +43,14 @@ func TestShadowRouteAllowsAndCounts(t *testing.T) {
 	if got := counterValue(t, reg, "ratemesh_http_requests_total", "denied"); got != 1 {
 		t.Fatalf("requests denied = %v, want 1 (GET /old)", got)
 	}
-	// The dashboard's stats show the same.
-	svc := echo.New()
-	if err := httpapi.RegisterService(svc, n, httpapi.ServiceConfig{Stats: stats}); err != nil {
-		t.Fatal(err)
-	}
-	var st httpapi.StatsResponse
-	if err := json.Unmarshal(do(svc, "GET", "/v1/stats?scope=node", "127.0.0.1:1").Body.Bytes(), &st); err != nil {
-		t.Fatal(err)
-	}
-	var shadow, denied int64
-	for _, s := range st.Nodes[0].History {
-		shadow, denied = shadow+s.Shadow, denied+s.Denied
-	}
-	if want := []httpapi.ShadowCount{{Route: "GET /new", Limit: "5 per 1 minute", Count: 16}}; !slices.Equal(st.Nodes[0].Shadow, want) || shadow != 16 || denied != 1 {
-		t.Fatalf("stats: shadow rows %+v, history %d shadow-denied and %d denied; want %+v, 16 and 1", st.Nodes[0].Shadow, shadow, denied, want)
-	}
+	// The observer was told the same: 11 allowed (5 + 1 on /new, 5 on
+	// /old), 1 denied, 16 shadow denials of GET /new.
+	obs.check(t, 11, []string{"ip:192.0.2.90|GET /old|5 per 1 minute"}, map[string]int{"GET /new|5 per 1 minute": 16})
 }
 
 // Policy.Shadow makes every limit a dry run, routes without an entry too.
 func TestPolicyShadowCoversDefaults(t *testing.T) {
-	n := clustertest.StartNode(t, "shadow-all", nil)
+	n := fakecluster.New("shadow-all")
 	reg := prometheus.NewRegistry()
 	e := server(t, n, httpapi.Config{Registerer: reg, Policy: httpapi.Policy{
 		Shadow:      true,

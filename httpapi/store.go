@@ -79,7 +79,7 @@ func (s *RateLimiterStore) Allow(identifier string) (bool, error) {
 	}
 	res, err := s.cl.Check(ctx, ratemesh.Request{Key: key, Counters: s.counters, Cost: 1})
 	if err != nil {
-		open := failPolicyOf(s.cl) == ratemesh.FailOpen
+		open := s.cl.FailPolicy() == ratemesh.FailOpen
 		s.logs.Warn(time.Now(), "check-failed", "ratemesh: rate-limit check failed", "scope", s.Scope, "allowed", open, "err", err)
 		if open {
 			return true, nil

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
@@ -129,7 +129,7 @@ func assertMembersMatch(t *testing.T, doc addrDoc) {
 		body = b
 		return code == 200 && strings.Count(b, `"state":"alive"`) == 2
 	}, &body)
-	var got httpapi.MembersResponse
+	var got nodeapi.MembersResponse
 	if err := json.Unmarshal([]byte(body), &got); err != nil {
 		t.Fatal(err)
 	}

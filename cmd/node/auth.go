@@ -8,8 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 // authOptions are the check API's bearer tokens (--api-token,
@@ -20,7 +19,7 @@ type authOptions struct {
 	// tokens is the running set, built by load; nil: the API is open. It
 	// is shared by every node of --nodes and replaced when the file
 	// changes.
-	tokens *httpapi.Tokens
+	tokens *nodeapi.Tokens
 }
 
 // register adds the token flags.
@@ -42,7 +41,7 @@ func (a *authOptions) load() error {
 	if err != nil {
 		return err
 	}
-	a.tokens, err = httpapi.NewTokens(list)
+	a.tokens, err = nodeapi.NewTokens(list)
 	if err != nil {
 		return fmt.Errorf("--api-token: %w", err)
 	}
@@ -51,7 +50,7 @@ func (a *authOptions) load() error {
 
 // read lists the tokens of --api-token and of the file as it is now.
 func (a *authOptions) read() ([]string, error) {
-	list := httpapi.ParseTokens(a.token)
+	list := nodeapi.ParseTokens(a.token)
 	if a.tokenFile == "" {
 		return list, nil
 	}
@@ -59,7 +58,7 @@ func (a *authOptions) read() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--api-token-file: %w", err)
 	}
-	fromFile := httpapi.ParseTokens(string(b))
+	fromFile := nodeapi.ParseTokens(string(b))
 	if len(fromFile) == 0 {
 		return nil, fmt.Errorf("--api-token-file %s: no tokens in the file", a.tokenFile)
 	}
@@ -111,11 +110,11 @@ func (a *authOptions) use(e *echo.Echo, reg prometheus.Registerer) error {
 	if a.tokens == nil {
 		return nil
 	}
-	refused, err := httpapi.NewAuthRefusals(reg)
+	refused, err := nodeapi.NewAuthRefusals(reg)
 	if err != nil {
 		return err
 	}
-	mw, err := httpapi.BearerAuth(httpapi.BearerAuthConfig{Tokens: a.tokens, Guard: guardedPath, Refused: refused})
+	mw, err := nodeapi.BearerAuth(nodeapi.BearerAuthConfig{Tokens: a.tokens, Guard: guardedPath, Refused: refused})
 	if err != nil {
 		return err
 	}

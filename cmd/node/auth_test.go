@@ -13,6 +13,9 @@ import (
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,10 +23,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"github.com/ratemesh/ratemesh/internal/clustertest"
-	"github.com/ratemesh/ratemesh/internal/testkit"
-	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
 const (
@@ -250,8 +249,8 @@ func TestAPITokenBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--api-token", "short"}, "--api-token: token 1 of 1: httpapi: token shorter than 16 characters"},
-		{[]string{"--api-token", tokenA + ",short"}, "--api-token: token 2 of 2: httpapi: token shorter than 16 characters"},
+		{[]string{"--api-token", "short"}, "--api-token: token 1 of 1: nodeapi: token shorter than 16 characters"},
+		{[]string{"--api-token", tokenA + ",short"}, "--api-token: token 2 of 2: nodeapi: token shorter than 16 characters"},
 		{[]string{"--api-token-file", empty}, "--api-token-file " + empty + ": no tokens in the file"},
 		{[]string{"--api-token-file", filepath.Join(dir, "missing")}, "--api-token-file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
 	} {

@@ -61,44 +61,26 @@ type cliClient struct {
 	timeout                 time.Duration
 }
 
-// runCLI runs args as a subcommand if args[0] names one; ok is false
-// otherwise, and the caller runs a node. code is the exit code: 0 done,
-// 1 the node refused or could not be reached, 2 bad usage.
-func runCLI(args []string, getenv func(string) string, stdout, stderr io.Writer) (code int, ok bool) {
-	if len(args) == 0 {
-		return 0, false
-	}
-	if isVersionFlag(args[0]) {
-		printVersion(stdout)
-		return 0, true
-	}
-	args = commandFirst(args)
-	if args[0] == healthcheckCommand {
-		return healthcheck(args[1:], getenv, stderr), true
-	}
-	cmd, ok := cliCommands()[args[0]]
-	if !ok {
-		if strings.HasPrefix(args[0], "-") {
-			return 0, false // a node's flags
-		}
-		fmt.Fprintf(stderr, "ratemesh-node: %s\n", unknownCommand(args[0]))
-		return 2, true
-	}
+// runCLI runs the client subcommand args[0] (a key of cliCommands) with
+// the rest of args, and returns the exit code: 0 done, 1 the node refused
+// or could not be reached, 2 bad usage.
+func runCLI(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	name := args[0]
+	cmd := cliCommands()[name]
 	cl, pos, err := parseCLI(name, cmd, args[1:], getenv, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0, true
+		return 0
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ratemesh-node %s: %v\n", name, err)
-		return 2, true
+		return 2
 	}
 	defer cl.http.CloseIdleConnections()
 	if err := cmd.run(cl, pos); err != nil {
 		fmt.Fprintf(stderr, "ratemesh-node %s: %v\n", name, err)
-		return 1, true
+		return 1
 	}
-	return 0, true
+	return 0
 }
 
 // parseCLI parses the flags of a subcommand, which may come before, after

@@ -12,17 +12,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 // cmdMembers prints the members, from the node's /v1/stats (which has the
 // ring shares too).
 func cmdMembers(cl *cliClient, _ []string) error {
-	var st httpapi.StatsResponse
+	var st nodeapi.StatsResponse
 	if err := cl.call(http.MethodGet, "/v1/stats", url.Values{"scope": {"node"}}, nil, cl.token, &st); err != nil {
 		return err
 	}
-	slices.SortFunc(st.Members, func(a, b httpapi.MemberStats) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(st.Members, func(a, b nodeapi.MemberStats) int { return strings.Compare(a.Name, b.Name) })
 	return cl.show(st.Members, func(w io.Writer) {
 		fmt.Fprintln(w, "NAME\tSTATE\tRING\tHTTP\tRPC\t")
 		for _, m := range st.Members {
@@ -36,7 +36,7 @@ func cmdMembers(cl *cliClient, _ []string) error {
 }
 
 func cmdOwner(cl *cliClient, args []string) error {
-	var o httpapi.OwnerResponse
+	var o nodeapi.OwnerResponse
 	if err := cl.call(http.MethodGet, "/v1/cluster/owner", url.Values{"key": {args[0]}}, nil, cl.token, &o); err != nil {
 		return err
 	}
@@ -47,11 +47,11 @@ func cmdOwner(cl *cliClient, args []string) error {
 }
 
 func cmdCheck(cl *cliClient, args []string) error {
-	req := httpapi.CheckRequest{Key: args[0], Limits: args[1], Strategy: cl.strategy, Scope: cl.scope}
+	req := nodeapi.CheckRequest{Key: args[0], Limits: args[1], Strategy: cl.strategy, Scope: cl.scope}
 	if cl.costSet {
 		req.Cost = &cl.cost
 	}
-	var res httpapi.CheckResponse
+	var res nodeapi.CheckResponse
 	if err := cl.call(http.MethodPost, "/v1/check", nil, req, cl.token, &res); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func cmdCheck(cl *cliClient, args []string) error {
 // checkVerdict is the first line of a check's answer, decided by by:
 // allowed or denied, or for a peek (cost 0), which counts nothing and is
 // always allowed, whether a hit of cost 1 would be allowed now.
-func checkVerdict(res httpapi.CheckResponse, by string, peek bool) string {
+func checkVerdict(res nodeapi.CheckResponse, by string, peek bool) string {
 	if !peek {
 		verdict := "denied"
 		if res.Allowed {
@@ -92,7 +92,7 @@ func cmdReset(cl *cliClient, args []string) error {
 	if cl.adminToken == "" {
 		return fmt.Errorf("--admin-token (or RATEMESH_ADMIN_TOKEN) is required")
 	}
-	var res httpapi.ResetResponse
+	var res nodeapi.ResetResponse
 	err := cl.call(http.MethodDelete, "/v1/keys/"+url.PathEscape(args[0]), nil, nil, cl.adminToken, &res)
 	if ae := (*apiError)(nil); errors.As(err, &ae) && ae.status == http.StatusNotFound {
 		return fmt.Errorf("the admin endpoint of %s is off: the node was started without --admin-token (RATEMESH_ADMIN_TOKEN), which reset needs", cl.addr)
@@ -110,7 +110,7 @@ func cmdLimits(cl *cliClient, _ []string) error {
 	if cl.key != "" {
 		q.Set("key", cl.key)
 	}
-	var res httpapi.LimitsResponse
+	var res nodeapi.LimitsResponse
 	if err := cl.call(http.MethodGet, "/v1/limits", q, nil, cl.token, &res); err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func cmdLimits(cl *cliClient, _ []string) error {
 }
 
 func cmdTop(cl *cliClient, _ []string) error {
-	var st httpapi.StatsResponse
+	var st nodeapi.StatsResponse
 	// Keys are shown as they are to a caller with a token, the check
 	// API's or the admin token; hashed to anyone else.
 	if err := cl.call(http.MethodGet, "/v1/stats", nil, nil, cmp.Or(cl.token, cl.adminToken), &st); err != nil {
@@ -147,7 +147,7 @@ func cmdTop(cl *cliClient, _ []string) error {
 	}
 	if cl.json || cl.format != nil {
 		return cl.show(struct {
-			Cluster []httpapi.TopKey `json:"cluster"`
+			Cluster []nodeapi.TopKey `json:"cluster"`
 			Nodes   []nodeTop        `json:"nodes,omitempty"`
 		}{st.TopDenied, nodeTops(st.Nodes, cl.perNode)}, nil)
 	}
@@ -165,11 +165,11 @@ func cmdTop(cl *cliClient, _ []string) error {
 type nodeTop struct {
 	Node  string           `json:"node"`
 	Error string           `json:"error,omitempty"`
-	Top   []httpapi.TopKey `json:"top_denied"`
+	Top   []nodeapi.TopKey `json:"top_denied"`
 }
 
 // nodeTops lists each node's top when want is set.
-func nodeTops(nodes []httpapi.NodeStats, want bool) []nodeTop {
+func nodeTops(nodes []nodeapi.NodeStats, want bool) []nodeTop {
 	if !want {
 		return nil
 	}
@@ -184,7 +184,7 @@ func nodeTops(nodes []httpapi.NodeStats, want bool) []nodeTop {
 }
 
 // topTable prints denied keys.
-func topTable(w io.Writer, top []httpapi.TopKey) {
+func topTable(w io.Writer, top []nodeapi.TopKey) {
 	fmt.Fprintln(w, "KEY\tDENIED\tLIMIT\tROUTE\tREOPENS\t")
 	for _, k := range top {
 		count := strconv.FormatInt(k.Count, 10)

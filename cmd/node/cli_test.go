@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 	"go.uber.org/goleak"
@@ -64,10 +63,10 @@ func threeNodes(t *testing.T, args ...string) []string {
 func cli(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	var out, errs bytes.Buffer
-	code, ok := runCLI(args, func(string) string { return "" }, &out, &errs)
-	if !ok {
+	if m, _ := modeOf(args); m == modeNode {
 		t.Fatalf("%q is not a subcommand", args)
 	}
+	code := dispatch(args, func(string) string { return "" }, &out, &errs)
 	return out.String() + errs.String(), code
 }
 
@@ -111,7 +110,7 @@ func TestCLILimitsAndTopAfterFlood(t *testing.T) {
 	}, &out)
 	out, code = cli(t, "top", "--json", "--node", "--admin-token", "admin-0123456789abcdef", "--addr", addrs[2])
 	var top struct {
-		Cluster []httpapi.TopKey `json:"cluster"`
+		Cluster []nodeapi.TopKey `json:"cluster"`
 		Nodes   []nodeTop        `json:"nodes"`
 	}
 	if err := json.Unmarshal([]byte(out), &top); err != nil || code != 0 {
@@ -164,7 +163,7 @@ func TestCLIWithAPIToken(t *testing.T) {
 func TestCLIMembersOwnerCheck(t *testing.T) {
 	addrs := threeNodes(t)
 	out, code := cli(t, "members", "--json", "--addr", addrs[0])
-	var ms []httpapi.MemberStats
+	var ms []nodeapi.MemberStats
 	if err := json.Unmarshal([]byte(out), &ms); err != nil || code != 0 || len(ms) != 3 {
 		t.Fatalf("members --json (exit %d): %v\n%s", code, err, out)
 	}
@@ -176,7 +175,7 @@ func TestCLIMembersOwnerCheck(t *testing.T) {
 		t.Fatalf("ring shares sum to %v, want 1", share)
 	}
 	out, code = cli(t, "owner", "check|user:42", "--json", "--addr", addrs[1])
-	var o httpapi.OwnerResponse
+	var o nodeapi.OwnerResponse
 	if err := json.Unmarshal([]byte(out), &o); err != nil || code != 0 || o.Owner.Name == "" {
 		t.Fatalf("owner (exit %d): %v\n%s", code, err, out)
 	}
@@ -237,8 +236,8 @@ func TestCLIUsage(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{nil, {"--nodes", "3"}, {"--help"}, {"--name", "members"}, {"--bind", "0.0.0.0"}} {
-		if _, ok := runCLI(args, func(string) string { return "" }, io.Discard, io.Discard); ok {
-			t.Fatalf("%q ran as a subcommand", args)
+		if m, _ := modeOf(args); m != modeNode {
+			t.Fatalf("%q would run as mode %d, not a node", args, m)
 		}
 	}
 	var help bytes.Buffer

@@ -6,6 +6,8 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+
+	"github.com/ratemesh/ratemesh/internal/suggest"
 )
 
 // What the first words of the command line mean before a subcommand runs:
@@ -64,50 +66,10 @@ func commandFirst(args []string) []string {
 func unknownCommand(word string) string {
 	names := commandNames()
 	msg := fmt.Sprintf("unknown command %q", word)
-	if near := nearest(word, names); near != "" {
+	if near := suggest.Nearest(word, names); near != "" {
 		return msg + fmt.Sprintf("; did you mean %q?", near)
 	}
 	return msg + " (commands: " + strings.Join(names, ", ") + "; a node takes flags only)"
-}
-
-// nearest is the name closest to word by edit distance, if it is at most
-// a third of the word's length (at least 1) away; "" otherwise.
-func nearest(word string, names []string) string {
-	best, bestD := "", max(1, len(word)/3)+1
-	for _, n := range names {
-		if d := editDistance(strings.ToLower(word), strings.ToLower(n)); d < bestD {
-			best, bestD = n, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Damerau–Levenshtein distance (optimal string
-// alignment) of a and b: insertions, deletions, substitutions and swaps
-// of neighbours each count 1.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	d := make([][]int, len(ra)+1)
-	for i := range d {
-		d[i] = make([]int, len(rb)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(ra)][len(rb)]
 }
 
 // isVersionFlag reports whether arg asks for the version.

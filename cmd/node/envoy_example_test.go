@@ -12,15 +12,14 @@ import (
 	"time"
 
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/ratemesh/ratemesh/internal/envoycfg"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+	"github.com/ratemesh/ratemesh/internal/testlog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/envoycfg"
-	"github.com/ratemesh/ratemesh/internal/testkit"
-	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
 // envoyExample is the shipped Envoy example's directory.
@@ -98,12 +97,12 @@ func TestEnvoyExampleToken(t *testing.T) {
 func checkWarnings(t *testing.T, c *http.Client, base string, want []string) {
 	t.Helper()
 	code, body, _ := send(t, c, "GET", base+"/readyz", "", "")
-	var ready httpapi.HealthResponse
+	var ready nodeapi.HealthResponse
 	if err := json.Unmarshal([]byte(body), &ready); err != nil || code != 200 || ready.Status != "ready" || !slices.Equal(ready.Warnings, want) {
 		t.Errorf("/readyz: %d %s; want ready with warnings %q", code, body, want)
 	}
 	code, body, _ = send(t, c, "GET", base+"/v1/stats?scope=node", "", "Bearer "+tokenA)
-	var stats httpapi.StatsResponse
+	var stats nodeapi.StatsResponse
 	if err := json.Unmarshal([]byte(body), &stats); err != nil || code != 200 || len(stats.Nodes) != 1 || !slices.Equal(stats.Nodes[0].Warnings, want) {
 		t.Errorf("/v1/stats: %d %.300s; want the node's warnings %q", code, body, want)
 	}
@@ -131,26 +130,26 @@ func TestGatewayChecksInStats(t *testing.T) {
 			t.Fatalf("call %d: %v", i+1, err)
 		}
 	}
-	var st httpapi.StatsResponse
+	var st nodeapi.StatsResponse
 	var why string
 	testkit.Eventually(t, 10*time.Second, "/v1/stats counts the gateway's checks", func() bool {
 		code, body, _ := send(t, c, "GET", "http://"+n.HTTP+"/v1/stats?scope=node", "", "")
-		st = httpapi.StatsResponse{}
+		st = nodeapi.StatsResponse{}
 		if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 || len(st.Nodes) != 1 {
 			t.Fatalf("/v1/stats: %d %s", code, body)
 		}
-		var sum httpapi.StatsSecond
+		var sum nodeapi.StatsSecond
 		for _, s := range st.Nodes[0].History {
 			sum.Allowed, sum.Denied, sum.Shadow = sum.Allowed+s.Allowed, sum.Denied+s.Denied, sum.Shadow+s.Shadow
 		}
 		why = fmt.Sprintf("history sums to %+v", sum)
-		return sum == httpapi.StatsSecond{Allowed: 11, Denied: 1, Shadow: 1}
+		return sum == nodeapi.StatsSecond{Allowed: 11, Denied: 1, Shadow: 1}
 	}, &why)
 	top := st.Nodes[0].TopDenied
 	if len(top) != 1 || top[0].Count != 1 || top[0].Route != "edge.user.plan" || top[0].Limit != "5 per 1 minute" {
 		t.Errorf("top denied: %+v, want bob's key once under edge.user.plan, 5 per 1 minute", top)
 	}
-	want := []httpapi.ShadowCount{{Route: "edge.path_/search*", Limit: "200 per 1 second", Count: 1}}
+	want := []nodeapi.ShadowCount{{Route: "edge.path_/search*", Limit: "200 per 1 second", Count: 1}}
 	if !slices.Equal(st.Nodes[0].Shadow, want) {
 		t.Errorf("shadow: %+v, want %+v", st.Nodes[0].Shadow, want)
 	}

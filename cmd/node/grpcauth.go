@@ -9,14 +9,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ratemesh/ratemesh/internal/logevery"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/logevery"
 )
 
 // refusalWindow is how recent a refused gRPC call must be for a node
@@ -31,7 +30,7 @@ func (a *authOptions) grpcOptions(reg prometheus.Registerer, log *slog.Logger) (
 	if a.tokens == nil {
 		return nil, nil, nil
 	}
-	refused, err := httpapi.NewAuthRefusals(reg)
+	refused, err := nodeapi.NewAuthRefusals(reg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -42,7 +41,7 @@ func (a *authOptions) grpcOptions(reg prometheus.Registerer, log *slog.Logger) (
 
 // grpcAuth checks the "authorization" metadata of gRPC calls.
 type grpcAuth struct {
-	tokens  *httpapi.Tokens
+	tokens  *nodeapi.Tokens
 	refused *prometheus.CounterVec
 	watch   *refusalWatch
 }
@@ -53,11 +52,11 @@ func (g *grpcAuth) check(ctx context.Context, method string) error {
 		return nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	res := httpapi.AuthMissing
+	res := nodeapi.AuthMissing
 	if v := md.Get("authorization"); len(v) == 1 {
 		res = g.tokens.Check(v[0])
 	}
-	if res == httpapi.AuthOK {
+	if res == nodeapi.AuthOK {
 		g.watch.accepted()
 		return nil
 	}

@@ -17,6 +17,10 @@ import (
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
+	"github.com/ratemesh/ratemesh/internal/testkit"
+	"github.com/ratemesh/ratemesh/internal/testlog"
+	"github.com/ratemesh/ratemesh/rls"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,11 +30,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/ratemesh/ratemesh/httpapi"
-	"github.com/ratemesh/ratemesh/internal/testkit"
-	"github.com/ratemesh/ratemesh/internal/testlog"
-	"github.com/ratemesh/ratemesh/rls"
 )
 
 // maxAttackRSS is the peak resident memory the node may reach under
@@ -142,7 +141,7 @@ func (w *watcher) problem() string {
 		return err.Error()
 	}
 	defer resp.Body.Close()
-	var m httpapi.MembersResponse
+	var m nodeapi.MembersResponse
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
 		return err.Error()
 	}

@@ -16,9 +16,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/demo"
 	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/counterapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 // httpOptions are the settings of the node's HTTP side: the service API,
@@ -33,7 +33,7 @@ type httpOptions struct {
 	trustedProxies string
 	headers        string
 	policyFile     string
-	stats          *httpapi.Stats // the node's, for its service API, demo and rate limit service; nil: echo makes one
+	stats          *nodeapi.Stats // the node's, for its service API, demo and rate limit service; nil: echo makes one
 	shadow         bool
 	ipv6Prefix     int
 	limits         serverLimits
@@ -78,7 +78,7 @@ func (h *httpOptions) preflight() error {
 		return fmt.Errorf("--headers: %w", err)
 	}
 	if h.policyFile != "" {
-		if _, err := loadPolicy(h.policyFile, demo.Policy()); err != nil {
+		if _, err := policyOf(h); err != nil {
 			return err
 		}
 	}
@@ -117,22 +117,18 @@ func (s *httpServer) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// startHTTP builds the node's Echo server (service API, and the demo
-// unless it is off) and starts serving it.
-func startHTTP(node *ratemesh.Node, h *httpOptions, log *slog.Logger) (*httpServer, error) {
+// listen binds the HTTP port (--bind, --http-port) for serveHTTP.
+func (h *httpOptions) listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(h.bind, strconv.Itoa(h.port)))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--http-port %d: %w", h.port, err)
 	}
-	s, err := serveHTTP(node, h, ln, log)
-	if err != nil {
-		ln.Close()
-	}
-	return s, err
+	return ln, nil
 }
 
-// serveHTTP is startHTTP on a listener bound already: the command binds it
-// before the node starts, so that the node gossips the real port.
+// serveHTTP builds the node's Echo server (service API, and the demo
+// unless it is off) and serves it on ln, bound already: the command binds
+// it before the node starts, so that the node gossips the real port.
 func serveHTTP(node *ratemesh.Node, h *httpOptions, ln net.Listener, log *slog.Logger) (*httpServer, error) {
 	if err := h.limits.resolve(); err != nil {
 		return nil, err
@@ -188,9 +184,9 @@ func (h *httpOptions) echo(node *ratemesh.Node, trusted []netip.Prefix, log *slo
 		return nil, err
 	}
 	if h.stats == nil {
-		h.stats = httpapi.NewStats()
+		h.stats = nodeapi.NewStats()
 	}
-	err = httpapi.RegisterService(e, node, httpapi.ServiceConfig{
+	err = nodeapi.RegisterService(e, node, nodeapi.ServiceConfig{
 		Stats:         h.stats,
 		AdminToken:    h.adminToken,
 		APITokens:     h.auth.tokens,

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"go.uber.org/goleak"
 )
 
@@ -76,7 +76,23 @@ func get(t *testing.T, c *http.Client, method, url string, header ...string) (in
 	return resp.StatusCode, string(b), resp.Header
 }
 
-func TestStartHTTP(t *testing.T) {
+// serveNode serves node's HTTP side of h as the command does (start):
+// h's port bound first, then served.
+func serveNode(t *testing.T, node *ratemesh.Node, h *httpOptions) *httpServer {
+	t.Helper()
+	ln, err := h.listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := serveHTTP(node, h, ln, slog.New(slog.DiscardHandler))
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	return srv
+}
+
+func TestServeHTTP(t *testing.T) {
 	// Registered first, so it runs after every other cleanup.
 	t.Cleanup(func() {
 		goleak.VerifyNone(t,
@@ -89,10 +105,7 @@ func TestStartHTTP(t *testing.T) {
 		bind: "127.0.0.1", demo: true, adminToken: "adm", jwtSecret: "js", headers: "all",
 		policyFile: writePolicy(t, "routes:\n  - method: GET\n    path: /products\n    limits: \"2 per minute\"\n"),
 	}
-	srv, err := startHTTP(n, h, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := serveNode(t, n, h)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	base := "http://" + srv.Addr()
 	for i := 0; i < 20; i++ {
@@ -147,7 +160,7 @@ func TestStartHTTPDemoOffAndErrors(t *testing.T) {
 		if rec.Code != want {
 			t.Errorf("demo off: %s %d, want %d", path, rec.Code, want)
 		}
-		if want := `{"error":"` + httpapi.AdminOffMessage + `"}` + "\n"; path == "/v1/keys/x" && rec.Body.String() != want {
+		if want := `{"error":"` + nodeapi.AdminOffMessage + `"}` + "\n"; path == "/v1/keys/x" && rec.Body.String() != want {
 			t.Errorf("DELETE /v1/keys/x without an admin token: %q, want %q", rec.Body.String(), want)
 		}
 	}

@@ -17,19 +17,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/ratemesh/ratemesh"
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 )
 
 func main() {
-	if code, ok := runCLI(os.Args[1:], os.Getenv, os.Stdout, os.Stderr); ok {
-		os.Exit(code) // a client subcommand (cli.go), healthcheck or --version
-	}
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(dispatch(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
 // run is main without the process: it returns the exit code.
@@ -143,9 +139,9 @@ type peer struct {
 // it stops what it started. HTTP is bound first, so that with --http-port 0
 // the node gossips the port it got, not 0.
 func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*peer, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(o.bind, strconv.Itoa(o.http.port)))
+	ln, err := o.http.listen()
 	if err != nil {
-		return nil, fmt.Errorf("--http-port %d: %w", o.http.port, err)
+		return nil, err
 	}
 	bound := *o
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
@@ -156,7 +152,7 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		ln.Close()
 		return nil, err
 	}
-	bound.http.stats = httpapi.NewStats() // shared by the HTTP API and the rate limit service
+	bound.http.stats = nodeapi.NewStats() // shared by the HTTP API and the rate limit service
 	rs, err := startRLS(node, &bound, log)
 	var web *httpServer
 	if err == nil {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -54,7 +56,7 @@ type reloader struct {
 	files    []*watched
 
 	mu    sync.Mutex
-	demos []*demoSwitch // every node's demo, for --policy
+	demos []*demo.Demo // every node's demo, for --policy
 }
 
 // newReloader watches the files of o. The content they have now counts as
@@ -149,7 +151,7 @@ func (r *reloader) poll(force bool) {
 
 // addDemo registers a node's demo for policy reloads; a nil reloader
 // (a node built without serve) ignores it.
-func (r *reloader) addDemo(d *demoSwitch) {
+func (r *reloader) addDemo(d *demo.Demo) {
 	if r == nil {
 		return
 	}
@@ -158,8 +160,9 @@ func (r *reloader) addDemo(d *demoSwitch) {
 	r.mu.Unlock()
 }
 
-// applyPolicy loads the policy file and rebuilds every node's demo with
-// it; if any node's cannot be built, none changes.
+// applyPolicy loads the policy file and sets it on every node's demo.
+// The nodes' demos compile one policy alike, so one that refuses it is
+// the first, and then none has changed.
 func (r *reloader) applyPolicy(h *httpOptions) error {
 	p, err := policyOf(h)
 	if err != nil {
@@ -167,14 +170,10 @@ func (r *reloader) applyPolicy(h *httpOptions) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	built := make([]*demoBuild, len(r.demos))
-	for i, d := range r.demos {
-		if built[i], err = d.prepare(p); err != nil {
+	for _, d := range r.demos {
+		if err := d.SetPolicy(p); err != nil {
 			return err
 		}
-	}
-	for _, b := range built {
-		b.commit()
 	}
 	return nil
 }
@@ -185,10 +184,20 @@ func policyOf(h *httpOptions) (httpapi.Policy, error) {
 	p := demo.Policy()
 	if h.policyFile != "" {
 		var err error
-		if p, err = loadPolicy(h.policyFile, p); err != nil {
-			return p, err
+		if p, err = httpapi.LoadPolicy(h.policyFile, p); err != nil {
+			return p, policyFileError(err)
 		}
 	}
 	p.Shadow = p.Shadow || h.shadow
 	return p, nil
+}
+
+// policyFileError names the flag in an error reading the policy file; an
+// error in its content names the file and line already.
+func policyFileError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("--policy: %w", err)
+	}
+	return err
 }

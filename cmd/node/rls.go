@@ -12,14 +12,13 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-
 	"github.com/ratemesh/ratemesh"
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/httpapi"
 	"github.com/ratemesh/ratemesh/internal/connlimit"
 	"github.com/ratemesh/ratemesh/internal/grpcguard"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/rls"
+	"google.golang.org/grpc"
 )
 
 // rlsOptions are the flags of the Envoy rate limit service.
@@ -212,7 +211,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 // statsObserver puts the rate limit service's decisions in the node's
 // stats, beside the HTTP API's: the dashboard's charts, top denied keys
 // (under the rule's path) and shadow denials.
-type statsObserver struct{ stats *httpapi.Stats }
+type statsObserver struct{ stats *nodeapi.Stats }
 
 func (o statsObserver) Decided(now time.Time, d rls.Decision) {
 	switch {

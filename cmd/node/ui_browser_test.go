@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -61,7 +61,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Without --api-token the page shows keys hashed under a secret
 	// derived from --secret, the same on the three nodes.
 	const secret = "test-secret-0123456789"
-	flooded := httpapi.HideKey((&httpOptions{clusterSecret: secret}).derivedSecret(keyHashLabel), "apikey:mallory")
+	flooded := nodeapi.HideKey((&httpOptions{clusterSecret: secret}).derivedSecret(keyHashLabel), "apikey:mallory")
 	addrs := threeNodes(t, "--policy", policy, "--rls-config", rlsConfig(t), "--grpc-port", "0", "--secret", secret)
 	stopFlood := floodInBackground(addrs, "mallory", "eve")
 	t.Cleanup(stopFlood)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratemesh/ratemesh/httpapi"
+	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -69,7 +69,7 @@ func (c *Cluster) KeyOwnedBy(t testing.TB, prefix string, owner *Node) string {
 	t.Helper()
 	for i := range 1000 {
 		k := fmt.Sprintf("%s-%s-%d", prefix, c.RunID, i)
-		o, err := c.Owner(c.Nodes[0], httpapi.CheckKeyPrefix+k)
+		o, err := c.Owner(c.Nodes[0], nodeapi.CheckKeyPrefix+k)
 		if err != nil {
 			t.Fatal(err)
 		}
