@@ -33,7 +33,8 @@ type PolicyCounter struct {
 	// Routes are the route scopes that count in it ("GET /products"),
 	// sorted; the application and shared limits are counted by several.
 	Routes []string
-	// Shadow reports that the counter's limits are a dry run.
+	// Shadow reports that the counter's limits are a dry run: every
+	// route that uses it is a shadow route.
 	Shadow bool
 }
 
@@ -56,6 +57,9 @@ func (m *Middleware) Counters() []PolicyCounter {
 				r = &PolicyCounter{Counter: c, Shadow: shadow}
 				byCounter[c] = r
 			}
+			// Shadow only if every route that uses it is: one enforcing
+			// route makes the counter limit requests.
+			r.Shadow = r.Shadow && shadow
 			if !slices.Contains(r.Routes, name) {
 				r.Routes = append(r.Routes, name)
 			}
