@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,5 +250,52 @@ func checkSelectors(t *testing.T, k map[string]map[string]any) {
 		if p := fmt.Sprint(dig(ctr, probe, "httpGet", "port")); !ports[p] {
 			t.Errorf("%s: port %s is not a port of the container", probe, p)
 		}
+	}
+}
+
+// TestCLIInPod: kubernetes.md's `kubectl exec ratemesh-0 -- ratemesh-node
+// members` asks the pod's own node with the pod's token: with the
+// StatefulSet's environment (a Secret's key read as its name), the CLI's
+// address is 127.0.0.1 on the HTTP port the pod serves, and its token the
+// first of RATEMESH_API_TOKEN.
+func TestCLIInPod(t *testing.T) {
+	var docs []map[string]any
+	for _, f := range []string{"statefulset.yaml", "services.yaml"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "kubernetes", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, yamlDocs(t, f, b)...)
+	}
+	ctr := dig(byKind(docs)["StatefulSet"], "spec", "template", "spec", "containers", "0")
+	env := map[string]string{}
+	for _, e := range dig(ctr, "env").([]any) {
+		v, ok := dig(e, "value").(string)
+		if key, isSecret := dig(e, "valueFrom", "secretKeyRef", "key").(string); isSecret {
+			v, ok = key+"-value", true
+		}
+		if ok {
+			env[dig(e, "name").(string)] = v
+		}
+	}
+	cl, _, err := parseCLI("members", cliCommands()["members"], nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var httpPort any
+	for _, p := range dig(ctr, "ports").([]any) {
+		if dig(p, "name") == "http" {
+			httpPort = dig(p, "containerPort")
+		}
+	}
+	if want := fmt.Sprintf("127.0.0.1:%v", httpPort); cl.addr != want || cl.token != "RATEMESH_API_TOKEN-value" {
+		t.Errorf("the CLI in a pod asks %s with token %q; want %s with the pod's RATEMESH_API_TOKEN", cl.addr, cl.token, want)
+	}
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "kubernetes.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "\nkubectl exec ratemesh-0 -- ratemesh-node members\n") {
+		t.Error("docs/kubernetes.md does not check the cluster with kubectl exec ratemesh-0 -- ratemesh-node members")
 	}
 }
