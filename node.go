@@ -68,6 +68,7 @@ type Node struct {
 	shown prometheus.Gatherer  // the metrics the stats page shows
 
 	started  atomic.Bool
+	bound    atomic.Bool // Start has bound the gossip and RPC listeners
 	draining atomic.Bool // Drain was called: not ready, still deciding
 	closing  atomic.Bool // Close has begun
 	closed   atomic.Bool // Close is done: checks are refused
@@ -162,6 +163,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.started.Store(false)
 		return err
 	}
+	n.bound.Store(true)
 	n.every(n.cfg.SweepInterval, n.sweep)
 	if n.cfg.DataDir != "" {
 		n.every(n.cfg.SnapshotInterval, func() bool { n.saveCounters(); return true })
@@ -310,11 +312,23 @@ func (n *Node) Owner(key string) (Member, bool) {
 // Name is the node's name in the cluster (known after Start).
 func (n *Node) Name() string { return n.cl.Name() }
 
-// GossipAddr is the address other nodes Join through (after Start).
-func (n *Node) GossipAddr() string { return n.cl.GossipAddr() }
+// GossipAddr is the address other nodes Join through; "" until Start
+// has bound it.
+func (n *Node) GossipAddr() string {
+	if !n.bound.Load() {
+		return ""
+	}
+	return n.cl.GossipAddr()
+}
 
-// RPCAddr is the address of the node's RPC server (after Start).
-func (n *Node) RPCAddr() string { return n.cl.RPCAddr() }
+// RPCAddr is the address of the node's RPC server; "" until Start has
+// bound it.
+func (n *Node) RPCAddr() string {
+	if !n.bound.Load() {
+		return ""
+	}
+	return n.cl.RPCAddr()
+}
 
 // Ready reports whether the node is started, not closing, has joined
 // Config.Seeds, and is in its own ring: it can decide the keys it owns and

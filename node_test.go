@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -160,6 +161,29 @@ func TestCheckBadInput(t *testing.T) {
 		t.Fatalf("check before Start: %v", err)
 	}
 	idle.Close(ctx)
+}
+
+// TestAddrsBeforeStart: a node not started has no addresses yet; asking
+// for them answers "" (it panicked on the gossip address), and after
+// Start they are the bound ones.
+func TestAddrsBeforeStart(t *testing.T) {
+	ctx := context.Background()
+	n, err := ratemesh.New(ratemesh.LocalConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	if g, r, ms := n.GossipAddr(), n.RPCAddr(), n.Members(); g != "" || r != "" || ms != nil {
+		t.Fatalf("before Start: gossip %q, RPC %q, members %v; want \"\", \"\", none", g, r, ms)
+	}
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"gossip": n.GossipAddr(), "RPC": n.RPCAddr()} {
+		if host, port, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" || port == "0" {
+			t.Errorf("after Start: %s address %q, want 127.0.0.1 and a bound port", name, addr)
+		}
+	}
 }
 
 // TestCheckStatusBuf: a caller's buffer backs Result.Statuses, for a key

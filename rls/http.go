@@ -7,23 +7,63 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/ratemesh/ratemesh/bucket"
 )
 
 // MaxJSONBody bounds a POST /json body, as gRPC bounds a message.
 const MaxJSONBody = 4 << 20
 
 // ConfigHandler serves GET /rlconfig: the config in force as text, one
-// line per limit, as the reference's debug page does.
+// line per limit, as the reference's debug page does; with ?format=json,
+// the same rules as a JSON list of RuleInfo (the dashboard's gateway
+// limits).
 func (s *Service) ConfigHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, s.Config().Dump())
+		cfg := s.Config()
+		switch f := r.URL.Query().Get("format"); f {
+		case "":
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			io.WriteString(w, cfg.Dump())
+		case "json":
+			rules := cfg.Rules()
+			out := make([]RuleInfo, len(rules))
+			for i, r := range rules {
+				out[i] = r.Info()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(out)
+		default:
+			http.Error(w, "rls: format "+strconv.Quote(f)+": want json, or none for text", http.StatusBadRequest)
+		}
 	})
+}
+
+// RuleInfo is a configured limit as GET /rlconfig?format=json lists it.
+type RuleInfo struct {
+	Path string `json:"path"` // the descriptor's full key, "edge.user.plan_gold"
+	// Limit is the limit in ratemesh's words ("10 per 1 minute"), as the
+	// stats name a rule's limit; "unlimited" for unlimited: true.
+	Limit      string   `json:"limit"`
+	ShadowMode bool     `json:"shadow_mode,omitempty"`
+	QuotaMode  bool     `json:"quota_mode,omitempty"`
+	Name       string   `json:"name,omitempty"`
+	Replaces   []string `json:"replaces,omitempty"`
+}
+
+// Info describes r for GET /rlconfig?format=json.
+func (r *Rule) Info() RuleInfo {
+	ri := RuleInfo{Path: r.Path, Limit: "unlimited", ShadowMode: r.ShadowMode, QuotaMode: r.QuotaMode, Name: r.Name, Replaces: r.Replaces}
+	if period, ok := unitPeriod(r.Unit); ok && !r.Unlimited {
+		ri.Limit = bucket.Limit{Amount: int64(r.RequestsPerUnit), Period: period}.String()
+	}
+	return ri
 }
 
 // JSONHandler serves POST /json: a RateLimitRequest in protobuf's JSON

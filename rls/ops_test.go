@@ -102,7 +102,8 @@ func TestReloaderRun(t *testing.T) {
 	<-done
 }
 
-// TestHTTPHandlers: GET /rlconfig dumps the config; POST /json answers 200
+// TestHTTPHandlers: GET /rlconfig dumps the config, as text or with
+// ?format=json as a list of every rule (400 for another format); POST /json answers 200
 // or 429 with the response as JSON, 400 for a body that does not decode
 // or validate, 413 past MaxJSONBody.
 func TestHTTPHandlers(t *testing.T) {
@@ -115,6 +116,21 @@ func TestHTTPHandlers(t *testing.T) {
 	svc.ConfigHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/rlconfig", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "edge.user: unit=MINUTE requests_per_unit=2, shadow_mode: false, quota_mode: false\n") {
 		t.Fatalf("/rlconfig: %d %s", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	svc.ConfigHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/rlconfig?format=json", nil))
+	wantJSON := `[{"path":"edge.free","limit":"unlimited"},{"path":"edge.generic","limit":"5 per 1 minute","name":"generic"},` +
+		`{"path":"edge.hundred","limit":"100 per 1 hour"},{"path":"edge.path_/api/*","limit":"2 per 1 minute"},` +
+		`{"path":"edge.quota","limit":"1 per 1 minute","quota_mode":true},{"path":"edge.shadow","limit":"2 per 1 minute","shadow_mode":true},` +
+		`{"path":"edge.special","limit":"1 per 1 minute","replaces":["generic"]},{"path":"edge.ten","limit":"10 per 1 minute"},` +
+		`{"path":"edge.three","limit":"3 per 1 minute"},{"path":"edge.user","limit":"2 per 1 minute"}]` + "\n"
+	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/json" || rec.Body.String() != wantJSON {
+		t.Fatalf("/rlconfig?format=json: %d %s %s\nwant %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body, wantJSON)
+	}
+	rec = httptest.NewRecorder()
+	svc.ConfigHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/rlconfig?format=yaml", nil))
+	if rec.Code != 400 || rec.Body.String() != "rls: format \"yaml\": want json, or none for text\n" {
+		t.Fatalf("/rlconfig?format=yaml: %d %q", rec.Code, rec.Body)
 	}
 	one := `{"domain":"edge","descriptors":[{"entries":[{"key":"user","value":"json"}]}]}`
 	cases := []struct {

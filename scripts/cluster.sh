@@ -10,7 +10,8 @@
 #
 # Ports: node K uses HTTP_BASE+K-1, GOSSIP_BASE+K-1 and RPC_BASE+K-1
 # (defaults 8081, 7946, 9091). State (PIDs, address files, logs, the cluster
-# secret) lives in run/cluster/ (git-ignored). Needs bash, Go and curl.
+# secret and admin token) lives in run/cluster/ (git-ignored). Needs bash, Go
+# and curl.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,14 +46,18 @@ size() {
 	cat "$run_dir/size"
 }
 
-# use_secret exports the cluster's secret, made at its first start, for
-# lib.sh's start_cluster_node.
+# use_secret exports the cluster's secret and admin token, made at its
+# first start, for lib.sh's start_cluster_node and the CLI.
 use_secret() {
 	# One secret per cluster: authenticates RPC, encrypts gossip, and signs
 	# the demo's JWTs the same way on every node.
 	[[ -f "$run_dir/secret" ]] || random_secret >"$run_dir/secret"
 	RATEMESH_SECRET="$(cat "$run_dir/secret")"
-	export RATEMESH_SECRET
+	# The admin token turns on reset, and lets top show keys as they are
+	# (to a caller without a token they are hashed); demo.sh reads it too.
+	[[ -f "$run_dir/admin-token" ]] || random_secret >"$run_dir/admin-token"
+	RATEMESH_ADMIN_TOKEN="$(cat "$run_dir/admin-token")"
+	export RATEMESH_SECRET RATEMESH_ADMIN_TOKEN
 }
 
 # wait_running waits until every running node reports every running node
@@ -112,6 +117,7 @@ cmd_status() {
 	local n k
 	need_bin
 	n="$(size)"
+	use_secret # top shows the keys to the admin token
 	table
 	for ((k = 1; k <= n; k++)); do
 		echo

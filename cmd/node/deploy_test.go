@@ -78,8 +78,9 @@ func (c *checker) argv(file string, argv []string) {
 // TestDeployFilesUseRealFlags: every YAML document under deploy/ parses;
 // every flag and RATEMESH_ variable that the manifests, the Dockerfile,
 // the systemd unit and the code blocks of docs/envoy.md and
-// docs/kubernetes.md use is one the node has; and the settings that make a
-// graceful leave, probes and a non-root image work are there.
+// docs/kubernetes.md use is one the node has; the manifests' selectors,
+// service and port names agree; and the settings that make a graceful
+// leave, probes and a non-root image work are there.
 func TestDeployFilesUseRealFlags(t *testing.T) {
 	flags, envs := nodeFlags(t)
 	c := &checker{t: t, flags: flags, envs: envs}
@@ -105,6 +106,7 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkManifests(t, c, docs)
+	checkSelectors(t, byKind(docs))
 	checkDocs(t, c)
 	checkEnvoyService(t, docs)
 	b, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))

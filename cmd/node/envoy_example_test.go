@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -86,10 +87,31 @@ func TestEnvoyExampleToken(t *testing.T) {
 		t.Errorf("want one WARN for three refused calls (%d):\n%s", got, logs.String())
 	}
 	checkWarnings(t, c, base, []string{refusedWarning})
+	checkReadyzDoc(t, c, base)
 	if got, err := call(tokenA); err != nil || got != pb.RateLimitResponse_OVER_LIMIT {
 		t.Errorf("call with the token after the refused ones: %v, %v; want OVER_LIMIT", got, err)
 	}
 	checkWarnings(t, c, base, nil)
+}
+
+// checkReadyzDoc checks that docs/envoy.md shows /readyz as the node
+// answers it after TestEnvoyExampleToken's refused calls, byte for byte
+// but the node's name (rl-0 on the page).
+func checkReadyzDoc(t *testing.T, c *http.Client, base string) {
+	t.Helper()
+	_, body, _ := send(t, c, "GET", base+"/readyz", "", "")
+	var ready nodeapi.HealthResponse
+	if err := json.Unmarshal([]byte(body), &ready); err != nil {
+		t.Fatalf("/readyz: %v: %s", err, body)
+	}
+	want := strings.Replace(strings.TrimSpace(body), `"node":"`+ready.Node+`"`, `"node":"rl-0"`, 1)
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "envoy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(doc), "\n"), "  "+want) {
+		t.Errorf("docs/envoy.md does not show /readyz as the node answers it:\n  %s", want)
+	}
 }
 
 // checkWarnings checks the warnings of /readyz and of the node's entry of

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,8 +32,9 @@ type page struct {
 	// Busy is how many of the last seconds of the first node's chart saw
 	// traffic.
 	Busy int `json:"busy"`
-	// Gateway is the gateway config panel's text ("" while hidden).
-	Gateway string `json:"gateway"`
+	// Gateway is the gateway limits panel's rows, their cells joined by
+	// spaces (none while hidden).
+	Gateway []string `json:"gateway"`
 }
 
 // readPage is evaluated in the page: the figures the test asserts on.
@@ -45,8 +46,14 @@ const readPage = `(() => ({
 	charts: document.querySelectorAll("#charts canvas").length,
 	shadow: [...document.querySelectorAll("#shadow tbody tr")].map(tr => tr.children[0].textContent + " " + tr.children[1].textContent),
 	busy: last ? last.nodes[0].history.filter(s => s.allowed + s.denied > 0).length : 0,
-	gateway: document.getElementById("gateway-card").hidden ? "" : document.getElementById("gateway").textContent,
+	gateway: document.getElementById("gateway-card").hidden ? [] : ` + gatewayRows + `(),
 }))()`
+
+// gatewayRows is a function readPage and readGatewayPage call: the rows of
+// the gateway limits panel, their cells' text joined by spaces (the flags'
+// pills by spaces too).
+const gatewayRows = `(() => [...document.querySelectorAll("#gateway tbody tr")].map(tr =>
+	[...tr.children].map(td => td.children.length ? [...td.children].map(c => c.textContent).join(" ") : td.textContent).filter(s => s).join(" ")))`
 
 // TestDashboardInBrowser opens /ui/ of one of three real nodes in headless
 // Chromium while a client floods GET /products: the page shows the three
@@ -77,7 +84,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		why = fmt.Sprintf("the page shows %+v", got)
 		return got.Status == "live" && len(got.Members) == 3 && got.DeniedRate > 0 && len(got.TopKeys) > 0 &&
 			got.TopKeys[0] == flooded && got.Charts == 3 && len(got.Shadow) == 1 && got.Shadow[0] == "GET /flash-sale 3 per 1 minute" &&
-			strings.HasPrefix(got.Gateway, "edge.user: unit=MINUTE requests_per_unit=100")
+			slices.Equal(got.Gateway, []string{"edge.user 100 per 1 minute"})
 	}, &why)
 	for i, m := range got.Members {
 		if want := "cli-" + strconv.Itoa(i) + " alive"; m != want {

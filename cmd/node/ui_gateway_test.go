@@ -25,6 +25,7 @@ type gatewayPage struct {
 	Shadow       []string `json:"shadow"`
 	RoutesHidden bool     `json:"routesHidden"`
 	Warnings     []string `json:"warnings"`
+	Gateway      []string `json:"gateway"` // the gateway limits panel's rows
 	Allowed      int64    `json:"allowed"` // over every node's history
 	Denied       int64    `json:"denied"`
 }
@@ -37,6 +38,7 @@ const readGatewayPage = `(() => ({
 	shadow: [...document.querySelectorAll("#shadow tbody tr")].map(tr => tr.children[0].textContent + " " + tr.children[1].textContent + " " + tr.children[2].textContent),
 	routesHidden: document.getElementById("routes-card").hidden,
 	warnings: document.getElementById("warnings").hidden ? [] : [...document.querySelectorAll("#warnings li")].map(li => li.textContent),
+	gateway: document.getElementById("gateway-card").hidden ? [] : ` + gatewayRows + `(),
 	allowed: last ? last.nodes.reduce((a, n) => a + (n.history || []).reduce((b, s) => b + s.allowed, 0), 0) : 0,
 	denied: last ? last.nodes.reduce((a, n) => a + (n.history || []).reduce((b, s) => b + s.denied, 0), 0) : 0,
 }))()`
@@ -47,8 +49,8 @@ const readGatewayPage = `(() => ({
 // round robin (11 descriptors allowed, 1 denied), one /search request of
 // 201 hits (a shadow denial), then one call with a wrong token to the
 // first node. The page shows the three charts, the denied descriptor under
-// its rule, the shadow rule, no routes panel, and the first node's
-// warning.
+// its rule, the shadow rule, the four rules of the example's config in the
+// gateway limits panel, no routes panel, and the first node's warning.
 func TestDashboardGatewayOnly(t *testing.T) {
 	chromium := findChromium()
 	if chromium == "" {
@@ -79,7 +81,9 @@ func TestDashboardGatewayOnly(t *testing.T) {
 	var got gatewayPage
 	var why string
 	want := gatewayPage{Status: "live", Charts: 3, Routes: []string{"edge.user.plan"}, Shadow: []string{"edge.path_/search* 200 per 1 second 1"},
-		RoutesHidden: true, Warnings: []string{"gw-0: " + oneRefusedWarning}, Allowed: 11, Denied: 1}
+		RoutesHidden: true, Warnings: []string{"gw-0: " + oneRefusedWarning}, Allowed: 11, Denied: 1,
+		Gateway: []string{"edge.path_/search* 200 per 1 second shadow", "edge.remote_address 100 per 1 minute",
+			"edge.user.plan 5 per 1 minute", "edge.user.plan_gold 10 per 1 minute"}}
 	testkit.Eventually(t, 20*time.Second, "the dashboard shows the gateway's checks", func() bool {
 		var err error
 		if got, err = chromedp.Run(ctx, chromedp.Evaluate[gatewayPage](readGatewayPage)); err != nil {
@@ -88,7 +92,7 @@ func TestDashboardGatewayOnly(t *testing.T) {
 		why = fmt.Sprintf("the page shows %+v", got)
 		return got.Status == want.Status && got.Charts == want.Charts && slices.Equal(got.Routes, want.Routes) &&
 			slices.Equal(got.Shadow, want.Shadow) && got.RoutesHidden && slices.Equal(got.Warnings, want.Warnings) &&
-			got.Allowed == want.Allowed && got.Denied == want.Denied
+			got.Allowed == want.Allowed && got.Denied == want.Denied && slices.Equal(got.Gateway, want.Gateway)
 	}, &why)
 }
 

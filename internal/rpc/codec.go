@@ -180,8 +180,6 @@ func (c *codec) reset(payload []byte) {
 	c.r.Reset(payload)
 }
 
-func (c *codec) rest() int { return c.r.Len() }
-
 // done reports trailing bytes after a payload as malformed.
 func (c *codec) done() error {
 	if c.r.Len() != 0 {

@@ -222,11 +222,22 @@ function askToken() {
 const GATEWAY_EVERY = 10;
 let polls = 0;
 
+// pollGateway lists the rate limit service's rules, one a row: the
+// descriptor's path (domain.key_value.key, as the top denied keys and the
+// shadow panel name it), its limit and its flags.
 async function pollGateway(headers) {
-  const r = await fetch("../rlconfig", { cache: "no-store", headers });
+  const r = await fetch("../rlconfig?format=json", { cache: "no-store", headers });
   const card = document.getElementById("gateway-card");
   card.hidden = !r.ok;
-  if (r.ok) document.getElementById("gateway").textContent = await r.text();
+  if (!r.ok) return;
+  rows("gateway", await r.json(), g => {
+    const flags = [];
+    if (g.shadow_mode) flags.push(pill("shadow", "flag"));
+    if (g.quota_mode) flags.push(pill("quota", "flag"));
+    if (g.name) flags.push(pill("name " + g.name, "flag"));
+    if (g.replaces) flags.push(pill("replaces " + g.replaces.join(", "), "flag"));
+    return el("tr", { "data-path": g.path }, el("td", { class: "key" }, g.path), el("td", {}, g.limit), el("td", {}, ...flags));
+  });
 }
 
 async function poll() {
