@@ -378,73 +378,6 @@ func (c *codec) decodeKey() (string, error) {
 	return k, c.done()
 }
 
-// decodeMergeRequest fills a fresh request. Lists grow as elements are read
-// rather than by their announced lengths, and each CounterState's bytes
-// are checked by valueSize before msgpack's reflection decodes them, so a
-// payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
-// byte of a minimal list).
-func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	if err := c.fields(7, "merge request"); err != nil {
-		return err
-	}
-	var err error
-	if req.From, err = c.str("from"); err != nil {
-		return err
-	}
-	if req.Replica, err = c.dec.DecodeBool(); err != nil {
-		return malformed("replica flag", err)
-	}
-	if req.Refund, err = c.dec.DecodeBool(); err != nil {
-		return malformed("refund flag", err)
-	}
-	if req.Supersedes, err = c.dec.DecodeBool(); err != nil {
-		return malformed("supersedes flag", err)
-	}
-	if req.Incarnation, err = c.dec.DecodeUint64(); err != nil {
-		return malformed("incarnation", err)
-	}
-	if req.Hops, err = c.dec.DecodeInt(); err != nil || req.Hops < 0 {
-		return malformed("hops", err)
-	}
-	if req.Replica && req.Refund {
-		return protoErr("malformed merge request: both a replica and a refund")
-	}
-	n, err := c.list(minEntry, "merge request entries")
-	if err != nil {
-		return err
-	}
-	for range n {
-		var ent bucket.Entry
-		if err := c.decodeEntry(&ent); err != nil {
-			return err
-		}
-		req.Entries = append(req.Entries, ent)
-	}
-	return c.done()
-}
-
-func (c *codec) decodeEntry(ent *bucket.Entry) error {
-	if err := c.fields(2, "entry"); err != nil {
-		return err
-	}
-	var err error
-	if ent.Key, err = c.str("key"); err != nil {
-		return err
-	}
-	m, err := c.list(minState, "counter states")
-	if err != nil {
-		return err
-	}
-	ent.Counters = make([]bucket.CounterState, 0, min(m, 4))
-	for range m {
-		ent.Counters = append(ent.Counters, bucket.CounterState{})
-		if err := c.decodeState(&ent.Counters[len(ent.Counters)-1]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (c *codec) decodeTakeRequest(req *TakeRequest) error {
 	if err := c.fields(4, "take request"); err != nil {
 		return err
@@ -463,45 +396,6 @@ func (c *codec) decodeTakeRequest(req *TakeRequest) error {
 		return malformed("incarnation", err)
 	}
 	return c.done()
-}
-
-// decodeState reads one counter state. Its values are checked by the
-// store that merges it (bucket's importState), not here.
-func (c *codec) decodeState(cs *bucket.CounterState) error {
-	if err := c.fields(stateFields, "counter state"); err != nil {
-		return err
-	}
-	var err error
-	if cs.Counter.Scope, err = c.interned("", "scope"); err != nil {
-		return err
-	}
-	var period, strategy int64
-	for _, f := range []struct {
-		v    *int64
-		what string
-	}{{&cs.Counter.Limit.Amount, "amount"}, {&period, "period"}, {&strategy, "strategy"}, {&cs.Start, "start"},
-		{&cs.Count, "count"}, {&cs.Prev, "prev"}, {&cs.TAT, "tat"}, {&cs.TATFrac, "tat fraction"}} {
-		if *f.v, err = c.int(f.what); err != nil {
-			return err
-		}
-	}
-	if strategy < 0 || strategy > 255 {
-		return protoErr("malformed counter state: strategy %d", strategy)
-	}
-	cs.Counter.Limit.Period, cs.Counter.Strategy = time.Duration(period), bucket.Strategy(strategy)
-	n, err := c.list(1, "hits")
-	if err != nil {
-		return err
-	}
-	if n > 0 {
-		cs.Hits = make([]int64, n)
-		for i := range cs.Hits {
-			if cs.Hits[i], err = c.int("hit"); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 func (c *codec) decodeTakeResponse(r *TakeResponse) error {
