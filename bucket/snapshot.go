@@ -168,6 +168,27 @@ func (s *Store) Export(now time.Time, key string) (e Entry, ok bool) {
 	return en.export(now.UnixNano())
 }
 
+// AppendExport is Export with the counters appended to buf, which it
+// returns extended; the entry's Counters are the appended part (capacity
+// capped, so appending to them cannot overwrite what follows). A caller
+// exporting many keys at once (a replication batch) allocates once per
+// batch instead of once per key.
+func (s *Store) AppendExport(now time.Time, key string, buf []CounterState) (e Entry, out []CounterState, ok bool) {
+	sh, tag := s.table().shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	en, _ := sh.lookup(tag, key)
+	if en == nil {
+		return Entry{}, buf, false
+	}
+	from := len(buf)
+	out = en.appendExport(now.UnixNano(), buf)
+	if len(out) == from {
+		return Entry{}, out, false
+	}
+	return Entry{Key: en.key, Counters: out[from:len(out):len(out)]}, out, true
+}
+
 // Replace sets each entry's key to exactly the entry's counters, dropping
 // what the store held for it: a copy kept for another node (a replica)
 // takes the newest state it is sent, never a sum. The store's bounds hold
@@ -186,6 +207,16 @@ func (e *entry) export(t int64) (Entry, bool) {
 		}
 	}
 	return x, len(x.Counters) > 0
+}
+
+// appendExport appends e's live counters to buf.
+func (e *entry) appendExport(t int64, buf []CounterState) []CounterState {
+	for i := 0; i < e.len(); i++ {
+		if cs, ok := e.at(i).transfer(t); ok {
+			buf = append(buf, cs)
+		}
+	}
+	return buf
 }
 
 // transfer returns c's transferable state at t; false when it has expired.

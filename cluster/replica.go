@@ -196,13 +196,19 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 	now := r.c.now()
 	v := r.c.view.Load()
 	batches := map[ring.Member][]bucket.Entry{}
+	// One buffer of successors for all keys and one of counter states
+	// for the batch: a key costs no allocation of its own here, only its
+	// share of the batch's.
+	succ := make([]ring.Member, 0, 1+r.n)
+	states := make([]bucket.CounterState, 0, len(pending))
 	for k := range pending {
-		succ := v.full.Successors(k, 1+r.n)
+		succ = v.full.AppendSuccessors(succ[:0], k, 1+r.n)
 		if len(succ) < 2 || succ[0].Name != r.c.name {
 			continue // not the owner (a fallback decision), or alone
 		}
-		e, ok := r.c.store.Export(now, k)
-		if !ok {
+		var e bucket.Entry
+		var ok bool
+		if e, states, ok = r.c.store.AppendExport(now, k, states); !ok {
 			continue
 		}
 		for _, m := range succ[1:] {

@@ -36,21 +36,35 @@ func (r *Ring) Successors(key string, n int) []Member {
 	if r == nil || len(r.owners) == 0 || n <= 0 {
 		return nil
 	}
+	return r.AppendSuccessors(make([]Member, 0, min(n, len(r.members))), key, n)
+}
+
+// AppendSuccessors appends what Successors returns to dst and returns the
+// extended slice. A caller that reuses dst (the replication loop, once for
+// every key it sends) allocates nothing on a ring of up to 256 members.
+func (r *Ring) AppendSuccessors(dst []Member, key string, n int) []Member {
+	if r == nil || len(r.owners) == 0 || n <= 0 {
+		return dst
+	}
 	n = min(n, len(r.members))
 	p := r.Partition(key)
-	out := make([]Member, 0, n)
 	cur := r.owners[p]
-	out = append(out, r.members[cur])
+	dst = append(dst, r.members[cur])
+	var small [32]byte  // the bit set for rings of up to 256 members
 	var excluded []byte // bit set over member indices
-	for len(out) < n {
+	for k := 1; k < n; k++ {
 		if excluded == nil {
-			excluded = make([]byte, (len(r.members)+7)/8)
+			if size := (len(r.members) + 7) / 8; size <= len(small) {
+				excluded = small[:size]
+			} else {
+				excluded = make([]byte, size)
+			}
 		}
 		excluded[cur/8] |= 1 << (cur % 8)
 		cur = r.ownersWithout(excluded)[p]
-		out = append(out, r.members[cur])
+		dst = append(dst, r.members[cur])
 	}
-	return out
+	return dst
 }
 
 // ownersWithout returns the partition owners of the ring over the members

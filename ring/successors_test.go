@@ -212,3 +212,20 @@ func BenchmarkNew(b *testing.B) {
 		})
 	}
 }
+
+// AppendSuccessors into a reused buffer allocates nothing (once the
+// failover table it reads is built), and agrees with Successors.
+func TestAppendSuccessorsAllocs(t *testing.T) {
+	r := New([]Member{{Name: "a", Addr: "a:1"}, {Name: "b", Addr: "b:1"}, {Name: "c", Addr: "c:1"}}, Config{})
+	buf := make([]Member, 0, 2)
+	for i := range 100 {
+		k := fmt.Sprint("key-", i)
+		buf = r.AppendSuccessors(buf[:0], k, 2)
+		if !slices.Equal(buf, r.Successors(k, 2)) {
+			t.Fatalf("AppendSuccessors(%q) = %v, Successors %v", k, buf, r.Successors(k, 2))
+		}
+	}
+	if a := testing.AllocsPerRun(100, func() { buf = r.AppendSuccessors(buf[:0], "key-7", 2) }); a != 0 {
+		t.Fatalf("AppendSuccessors: %.0f allocations, want 0", a)
+	}
+}
