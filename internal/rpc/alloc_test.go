@@ -28,8 +28,10 @@ func TestMergeDecodeAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	// keys strings, the sender's name, the entries and the states.
-	if want := float64(keys + 3); allocs > want {
+	// The keys' strings, and a few for the request: the sender's name,
+	// the entries and the states (the race detector adds one). Two per
+	// key, as before, would be over 500.
+	if want := float64(keys + 8); allocs > want {
 		t.Fatalf("decoding a merge of %d keys: %.0f allocations, want at most %.0f", keys, allocs, want)
 	}
 }
