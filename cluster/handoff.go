@@ -130,7 +130,6 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		if err == nil {
 			if c.repl != nil {
 				c.repl.left(o.es)
-				c.repl.keepSent(o.to.Name, 0, o.es)
 			}
 			close(o.mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))

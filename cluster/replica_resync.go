@@ -73,37 +73,3 @@ func containsMember(ms []ring.Member, name string) bool {
 	}
 	return false
 }
-
-// keepSent keeps the counts this node just moved to owner (a handoff, or
-// owner's pull) as owner's replicas where this node is one of the keys'
-// successors: until owner's own replication (replicaFlush later) replaces
-// them, they are what owner holds. Else an owner that crashed right after
-// it took its counts back — a node killed again moments after its restart
-// — would leave its successor nothing to continue from: the whole window
-// again.
-//
-// inc is owner's incarnation: as owner said it (a pull), or 0 for the one
-// this node's view has (a push, sent because the view made owner the
-// key's owner). None known, nothing is kept: hold would file the replicas
-// under incarnation 0, and a pull by owner would then take them back as a
-// count of a past incarnation (see give) — counted twice
-// (TestPartitionAcrossNamespaces: 21 of 30 counted for 20, 2 of 6 runs).
-func (r *replicator) keepSent(owner string, inc uint64, entries []bucket.Entry) {
-	v := r.c.view.Load()
-	if inc == 0 {
-		inc = v.incarnation(owner)
-	}
-	if inc == 0 {
-		return // not a member this node knows yet
-	}
-	var keep []bucket.Entry
-	for _, e := range entries {
-		succ := v.full.Successors(e.Key, 1+r.n)
-		if len(succ) > 1 && succ[0].Name == owner && containsMember(succ[1:], r.c.name) {
-			keep = append(keep, e)
-		}
-	}
-	if len(keep) > 0 {
-		r.hold(owner, inc, keep)
-	}
-}

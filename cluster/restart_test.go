@@ -168,36 +168,3 @@ func (rc *replicatedCluster) crashOwner(t *testing.T, via *memNode) {
 		t.Fatalf("while n2 is down: %d of 3 allowed, last by %s; want 3 by n1", got, last.Node)
 	}
 }
-
-// An owner killed again right after its restart took its count back, before
-// its own replication ran: its next owner kept what it gave as the owner's
-// replica, so it continues from the count, not from zero. 10 of 10 spent;
-// n2 crashes; restarted (replicating never, here), it pulls the key back
-// with its first check (denied); it crashes again; 0 of 5 more allowed
-// (before: 5, a whole window again).
-func TestOwnerKilledAgainRightAfterPullingBack(t *testing.T) {
-	rc := newReplicatedCluster(t, 10, localFallback)
-	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
-	replicatedCount(t, nodes[1], key, 10)
-	net.crash(nodes[2])
-	if got, last := checkN(t, nodes[0], key, cs, 1); got != 0 || last.Node != "n1" {
-		t.Fatalf("while n2 is down: %d of 1 allowed, by %s; want 0 by n1", got, last.Node)
-	}
-	n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1; c.replicaFlush = time.Hour; localFallback(c) })
-	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-		t.Fatal(err)
-	}
-	nodes[2] = n2
-	for _, n := range nodes {
-		n.probe()
-	}
-	rebuildAll(nodes...)
-	if got, last := checkN(t, n2, key, cs, 1); got != 0 || last.Node != "n2" {
-		t.Fatalf("n2 after its restart: %d of 1 allowed, by %s; want 0 by n2", got, last.Node)
-	}
-	net.crash(n2)
-	// Through n1 itself: n0 has the key's denial cached.
-	if got, last := checkN(t, nodes[1], key, cs, 5); got != 0 || last.Node != "n1" {
-		t.Fatalf("after the second crash: %d of 5 allowed, last by %s; want 0 by n1", got, last.Node)
-	}
-}

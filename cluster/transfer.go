@@ -311,9 +311,6 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 		r.Entry, r.Found = c.restore.take(now, req.Key)
 	}
 	if c.repl != nil {
-		if r.Found {
-			c.repl.keepSent(req.To, req.Incarnation, []bucket.Entry{r.Entry})
-		}
 		r = c.repl.give(now, req, r)
 	}
 	done := make(chan struct{})
