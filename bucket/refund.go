@@ -10,8 +10,8 @@ import "time"
 // nodes keeps the earlier start). A window that has ended since, a counter
 // that is gone, or another strategy takes nothing back: the units expired
 // with their window. Counts never go
-// below zero.
-func (s *Store) Refund(now time.Time, entries []Entry) {
+// below zero. It returns how many of the entries' units it took off.
+func (s *Store) Refund(now time.Time, entries []Entry) (taken int64) {
 	t := now.UnixNano()
 	tb := s.table()
 	for i := range entries {
@@ -20,20 +20,21 @@ func (s *Store) Refund(now time.Time, entries []Entry) {
 		sh.mu.Lock()
 		if e, _ := sh.lookup(tag, en.Key); e != nil {
 			for k := range en.Counters {
-				refundOne(e, &en.Counters[k], t)
+				taken += refundOne(e, &en.Counters[k], t)
 			}
 		}
 		sh.mu.Unlock()
 	}
+	return taken
 }
 
-func refundOne(e *entry, cs *CounterState, t int64) {
+func refundOne(e *entry, cs *CounterState, t int64) (taken int64) {
 	if cs.Counter.Strategy != FixedWindow || cs.Count <= 0 {
-		return
+		return 0
 	}
 	j := e.find(&cs.Counter)
 	if j < 0 {
-		return
+		return 0
 	}
 	st := &e.at(j).st
 	st.normalize(&cs.Counter, t)
@@ -42,6 +43,8 @@ func refundOne(e *entry, cs *CounterState, t int64) {
 	// state.merge), and a slice taken on either still belongs to it. A
 	// window that ended started a period or more before this one.
 	if st.n > 0 && cs.Start >= st.t && cs.Start-st.t < int64(cs.Counter.Limit.Period) {
-		st.n = max(0, st.n-cs.Count)
+		taken = min(st.n, cs.Count)
+		st.n -= taken
 	}
+	return taken
 }

@@ -16,19 +16,22 @@ func TestRefund(t *testing.T) {
 		t.Fatalf("grant: %+v %v", st, ok)
 	}
 	start := st[0].Reset.Add(-time.Minute).UnixNano()
-	refund := func(at time.Time, units int64, start int64) {
-		s.Refund(at, []Entry{{Key: "k", Counters: []CounterState{{Counter: fixed[0], Start: start, Count: units}}}})
+	refund := func(at time.Time, units int64, start int64, want int64) {
+		t.Helper()
+		if got := s.Refund(at, []Entry{{Key: "k", Counters: []CounterState{{Counter: fixed[0], Start: start, Count: units}}}}); got != want {
+			t.Errorf("refund of %d units took %d off, want %d", units, got, want)
+		}
 	}
-	refund(t0.Add(time.Second), 12, start)
+	refund(t0.Add(time.Second), 12, start, 12)
 	if st, _, _ := s.Check(t0.Add(time.Second), "k", fixed, 0, nil); st[0].Remaining != 82 {
 		t.Fatalf("after refunding 12 of 30: remaining %d, want 82", st[0].Remaining)
 	}
-	refund(t0.Add(time.Second), 1000, start)
+	refund(t0.Add(time.Second), 1000, start, 18)
 	if st, _, _ := s.Check(t0.Add(time.Second), "k", fixed, 0, nil); st[0].Remaining != 100 {
 		t.Fatalf("a refund beyond the count: remaining %d, want 100", st[0].Remaining)
 	}
 	s.Check(t0.Add(2*time.Minute), "k", fixed, 5, nil) // a new window
-	refund(t0.Add(2*time.Minute), 5, start)            // of the old one
+	refund(t0.Add(2*time.Minute), 5, start, 0)         // of the old one
 	if st, _, _ := s.Check(t0.Add(2*time.Minute), "k", fixed, 0, nil); st[0].Remaining != 95 {
 		t.Fatalf("a refund of an ended window: remaining %d, want 95", st[0].Remaining)
 	}

@@ -156,7 +156,7 @@ func (w *churn) leaseMetrics() string {
 	var b strings.Builder
 	for _, n := range w.ever {
 		fmt.Fprintf(&b, "\n  %s:", n.name)
-		for _, l := range []string{"granted", "refunded", "refund_failed", "refund_dropped"} {
+		for _, l := range []string{"granted", "refunded", "refund_failed", "refund_dropped", "refund_expired"} {
 			fmt.Fprintf(&b, " %s=%.0f", l, testutil.ToFloat64(n.metrics.leases.WithLabelValues(l)))
 		}
 	}

@@ -339,6 +339,16 @@ func (l *leaser) loop(ctx context.Context) {
 	}
 }
 
+// refundUnits is what a refund entry gives back: each counter of a slice
+// gives back the same units.
+func refundUnits(e bucket.Entry) int64 {
+	var n int64
+	for _, cs := range e.Counters {
+		n += cs.Count
+	}
+	return n
+}
+
 func fixedWindowsOnly(cs []bucket.Counter) bool {
 	for _, c := range cs {
 		if c.Strategy != bucket.FixedWindow {
@@ -376,7 +386,11 @@ func (c *Cluster) refundOne(ctx context.Context, from string, hops int, e bucket
 		c.movingMu.Lock()
 		mv := c.moved.get(e.Key, now)
 		if mv == nil && c.store.Has(e.Key) {
-			c.store.Refund(now, []bucket.Entry{e})
+			if taken := c.store.Refund(now, []bucket.Entry{e}); taken < refundUnits(e) {
+				// Its window ended, or the count here is of a later one
+				// or smaller than the slice: those units stay spent.
+				c.metrics.leases.WithLabelValues("refund_expired").Inc()
+			}
 			c.movingMu.Unlock()
 			c.replicate([]bucket.Entry{e})
 			return

@@ -50,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 		checksLeased:     checks.WithLabelValues("leased"),
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_leases_total",
-			Help: "Slices of hot keys' quota taken from their owners (granted), and key slices given back unused (refunded, refund_failed).",
+			Help: "Slices of hot keys' quota taken from their owners (granted), and key slices given back unused (refunded, refund_failed; refund_expired: a slice that arrived after its window ended, or found a later window).",
 		}, []string{"result"}),
 		allowed: results.WithLabelValues("allowed"),
 		denied:  results.WithLabelValues("denied"),
