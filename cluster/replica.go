@@ -156,7 +156,7 @@ func (r *replicator) loop(ctx context.Context) {
 	}()
 	pending := map[string]struct{}{}
 	var spare []string
-	synced := r.c.view.Load() // the view the successors' replicas are complete for
+	rs := resyncer{synced: r.c.view.Load()}
 	for {
 		select {
 		case <-ctx.Done():
@@ -167,14 +167,7 @@ func (r *replicator) loop(ctx context.Context) {
 		case <-r.full:
 		case <-t.C:
 		}
-		if v := r.c.view.Load(); v != synced {
-			if synced != nil {
-				if fresh := freshSuccessors(synced, v); fresh != nil {
-					r.resync(ctx, synced, v, fresh)
-				}
-			}
-			synced = v
-		}
+		r.resyncStep(ctx, &rs)
 		r.dirtyMu.Lock()
 		keys := r.dirty
 		r.dirty = spare[:0]
@@ -221,7 +214,7 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 }
 
 // send sends es to m as replicas.
-func (r *replicator) send(ctx context.Context, m ring.Member, es []bucket.Entry) {
+func (r *replicator) send(ctx context.Context, m ring.Member, es []bucket.Entry) error {
 	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
 	err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Incarnation: r.c.incarnation, Replica: true, Entries: es})
 	cancel()
@@ -230,6 +223,7 @@ func (r *replicator) send(ctx context.Context, m ring.Member, es []bucket.Entry)
 		result = "failed"
 	}
 	r.c.metrics.replicaKeys.WithLabelValues(result).Add(float64(len(es)))
+	return err
 }
 
 // conn returns the replication connection to m, dropping those to

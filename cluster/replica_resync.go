@@ -39,9 +39,48 @@ func freshSuccessors(old, v *view) map[string]bool {
 	return fresh
 }
 
+// resyncer is the replication loop's part in resyncs: the view the
+// successors' replicas are complete for, and the retries of a resync a
+// successor did not take. A restarted node is back in gossip, and in its
+// peers' views, before it has joined: until then it refuses replicas (see
+// awaitJoined), so a resync that failed is tried again, a while later.
+type resyncer struct {
+	synced *view
+	wait   int // loop wake-ups before the next try
+	tries  int // failed tries since synced
+}
+
+const (
+	resyncRetryWakes = 50 // about 250 ms at replicaFlush
+	resyncTries      = 40 // about 10 s: enough for a restarted node's join
+)
+
+// resyncStep runs on each wake-up of the replication loop: it resyncs when
+// the view changed since s.synced, or retries a resync that failed.
+func (r *replicator) resyncStep(ctx context.Context, s *resyncer) {
+	v := r.c.view.Load()
+	if v == s.synced {
+		return
+	}
+	if s.wait > 0 {
+		s.wait--
+		return
+	}
+	if s.synced != nil {
+		fresh := freshSuccessors(s.synced, v)
+		if fresh != nil && !r.resync(ctx, s.synced, v, fresh) && s.tries < resyncTries {
+			s.tries++
+			s.wait = resyncRetryWakes
+			return
+		}
+	}
+	s.synced, s.tries = v, 0
+}
+
 // resync sends every key this node owns in v to each of its successors in
-// v that was not one in old or is fresh, in batches of replicaBatch.
-func (r *replicator) resync(ctx context.Context, old, v *view, fresh map[string]bool) {
+// v that was not one in old or is fresh, in batches of replicaBatch. It
+// reports whether every batch arrived.
+func (r *replicator) resync(ctx context.Context, old, v *view, fresh map[string]bool) bool {
 	now := r.c.now()
 	batches := map[ring.Member][]bucket.Entry{}
 	for _, e := range r.c.store.Snapshot(now, nil) {
@@ -56,13 +95,18 @@ func (r *replicator) resync(ctx context.Context, old, v *view, fresh map[string]
 			}
 		}
 	}
+	ok := true
 	for m, es := range batches {
 		for len(es) > 0 {
 			n := min(len(es), replicaBatch)
-			r.send(ctx, m, es[:n])
+			if r.send(ctx, m, es[:n]) != nil {
+				ok = false
+				break // this successor: the retry sends it all again
+			}
 			es = es[n:]
 		}
 	}
+	return ok
 }
 
 func containsMember(ms []ring.Member, name string) bool {
