@@ -41,6 +41,7 @@ func replicatedWhere(t *testing.T, node *memNode, key, what string, ok func(buck
 // not nil), a key owned by n2 whose next owner is n1, spent hits of it
 // admitted at 10 per minute, and the replica of them on n1.
 type replicatedCluster struct {
+	spent int
 	net   *memNet
 	clock *manualClock
 	nodes []*memNode
@@ -50,7 +51,7 @@ type replicatedCluster struct {
 
 func newReplicatedCluster(t *testing.T, spent int, mod func(*Config)) *replicatedCluster {
 	t.Helper()
-	rc := &replicatedCluster{net: newMemNet(), clock: newManualClock()}
+	rc := &replicatedCluster{spent: spent, net: newMemNet(), clock: newManualClock()}
 	names := []string{"n0", "n1", "n2"}
 	rc.nodes = startMemClusterWith(t, rc.net, rc.clock, func(c *Config) {
 		c.Replicas = 1

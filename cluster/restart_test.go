@@ -159,10 +159,12 @@ func localFallback(c *Config) {
 	c.FallbackName = "local"
 }
 
-// crashOwner crashes n2 and checks the key 3 times through via: n1
-// decides them from its replica.
+// crashOwner crashes n2 once n1's replica holds every spent hit (a crash
+// sooner loses the last replica lag, the crash bound), and checks the key
+// 3 times through via: n1 decides them from its replica.
 func (rc *replicatedCluster) crashOwner(t *testing.T, via *memNode) {
 	t.Helper()
+	replicatedCount(t, rc.nodes[1], rc.key, int64(rc.spent))
 	rc.net.crash(rc.nodes[2])
 	if got, last := checkN(t, via, rc.key, rc.cs, 3); got != 3 || last.Node != "n1" {
 		t.Fatalf("while n2 is down: %d of 3 allowed, last by %s; want 3 by n1", got, last.Node)
