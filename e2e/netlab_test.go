@@ -87,6 +87,26 @@ func (l *netLab) must(args ...string) {
 	}
 }
 
+// unsent counts the TCP connections in node i's namespace towards addr
+// that were closed with data or a FIN the peer has not acknowledged: the
+// kernel still retransmits what they hold, and delivers it once a cut
+// heals.
+func (l *netLab) unsent(i int, addr string) int {
+	l.t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", l.nss[i], "ss", "-Htn",
+		"state", "fin-wait-1", "state", "closing", "state", "last-ack", "dst", addr).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("ss in %s: %v: %s", l.nss[i], err, out)
+	}
+	n := 0
+	for line := range strings.Lines(string(out)) {
+		if strings.TrimSpace(line) != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // split cuts every node of a from every node of b, both ways.
 func (l *netLab) split(a, b []int) { l.routes("add", a, b) }
 

@@ -137,6 +137,9 @@ func RandomHex(n int) string {
 }
 
 func (c *Cluster) cleanup(t testing.TB) {
+	if t.Failed() {
+		c.logCounters(t)
+	}
 	for _, p := range c.Nodes {
 		if p.run == nil {
 			continue
@@ -271,5 +274,30 @@ func (c *Cluster) WaitExit(t testing.TB, p *Node, within time.Duration) {
 	case <-p.run.done:
 	case <-time.After(within):
 		t.Fatalf("%s still runs %v after the signal", p.Name, within)
+	}
+}
+
+// logCounters logs, for a failed test, the cluster's own counters of every
+// node still serving (handoffs, replicas, fallbacks, leases): what moved
+// where is most of what explains a wrong count.
+func (c *Cluster) logCounters(t testing.TB) {
+	for _, p := range c.Nodes {
+		if p.run == nil {
+			continue
+		}
+		r, err := c.Do(p, http.MethodGet, "/metrics", nil)
+		if err != nil {
+			t.Logf("===== counters of %s: %v", p.Name, err)
+			continue
+		}
+		var b strings.Builder
+		for line := range strings.Lines(string(r.Body)) {
+			for _, name := range []string{"handoff", "replica", "fallback", "leases", "failovers", "checks_total", "rpc_errors"} {
+				if strings.HasPrefix(line, "ratemesh_"+name) {
+					b.WriteString(line)
+				}
+			}
+		}
+		t.Logf("===== counters of %s =====\n%s", p.Name, b.String())
 	}
 }

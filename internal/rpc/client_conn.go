@@ -85,8 +85,25 @@ func (cn *clientConn) abandon(cl *call, cause error) {
 		// Not a single response since this call was sent: the peer or the
 		// path to it is stuck. Start over on a fresh connection rather
 		// than queue more calls behind this one.
-		cn.fail(errors.New("no response within the call timeout"))
+		cn.abort(errors.New("no response within the call timeout"))
 	}
+}
+
+// abort is fail for a connection whose peer may never have received what
+// was written to it (a partition, a stuck peer): the connection is reset,
+// not closed. A closed socket goes on retransmitting its unacknowledged
+// requests after the caller gave up on them and decided elsewhere, and a
+// partition that heals delivers them: the owner would count checks the
+// node they failed over to counted already. A reset discards them.
+func (cn *clientConn) abort(cause error) {
+	nc := cn.nc
+	if u, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		nc = u.NetConn() // TLS: reset the TCP connection under it
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	cn.fail(cause)
 }
 
 func (cn *clientConn) readLoop() {
