@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/ratemesh/ratemesh/internal/testlog"
 	"pgregory.net/rapid"
 )
 
@@ -74,9 +76,9 @@ func (w *churn) rejoin() {
 // across the moves.
 func TestExactThroughChurn(t *testing.T) {
 	if os.Getenv("RATEMESH_CHURN_OPEN") == "" {
-		t.Skip("open defect (RATEMESH_CHURN_OPEN=1 runs it): under load, about half the runs end with one lease slice " +
-			"(19 to 38 units) still counted on the owner although every slice was given back without an error " +
-			"(leases_total: granted = refunded); the code of 2026-12-06 passed 7 of 7 runs")
+		t.Skip("open defect (RATEMESH_CHURN_OPEN=1 runs it): under load, 1 run in 4 to 15 ends with the owner's count off: " +
+			"one lease slice (19 to 38 units) still counted although every slice was given back without an error " +
+			"(leases_total: granted = refunded), or, more rarely, short by hundreds of hits; the failure prints every node's log")
 	}
 	key := keyWhere(t, func(k string) bool {
 		return ownerIn(memRing("n0", "n1", "n2"), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1" &&
@@ -84,7 +86,9 @@ func TestExactThroughChurn(t *testing.T) {
 	})
 	rapid.Check(t, func(rt *rapid.T) {
 		w := &churn{t: t, net: newMemNet(), clock: newManualClock(), nodes: map[string]*memNode{}}
+		var logBuf testlog.Buffer
 		w.cfg = func(c *Config) {
+			c.Logger = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			c.Replicas = 1
 			c.Leases = true
 			c.replicaFlush = time.Millisecond
@@ -141,7 +145,7 @@ func TestExactThroughChurn(t *testing.T) {
 		owner := w.nodes[ownerIn(memRing(w.names()...), key)]
 		st, _, _ := owner.store.Check(w.clock.Now(), key, cs, 0, nil)
 		if used := 1000 - int(st[0].Remaining); used != w.admitted {
-			rt.Fatalf("the owner %s counts %d hits; %d were admitted; leases: %s", owner.name, used, w.admitted, w.leaseMetrics())
+			rt.Fatalf("the owner %s counts %d hits; %d were admitted; leases: %s\nlog:\n%s", owner.name, used, w.admitted, w.leaseMetrics(), logBuf.String())
 		}
 		for _, n := range w.live() {
 			if n != owner && n.store.Has(key) {
