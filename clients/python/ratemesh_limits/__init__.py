@@ -14,7 +14,6 @@ every app process. Standard library only.
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import ssl
@@ -24,6 +23,8 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 from limits.errors import ConfigurationError
+
+from ._http import Closed, Connection, ProtocolError
 from limits.storage import MovingWindowSupport, Storage
 
 __all__ = ["RatemeshStorage", "RatemeshStorageError", "parse_uri"]
@@ -129,6 +130,10 @@ class RatemeshStorage(Storage, MovingWindowSupport):
                 self.context = ssl.create_default_context(cafile=opts.get("ca"))
             except (OSError, ssl.SSLError) as err:
                 raise ConfigurationError(f"ratemesh storage: ca {opts.get('ca')!r}: {err}") from err
+        # The request headers every call sends, formatted once.
+        self._headers = b"Content-Type: application/json\r\n"
+        if self.token:
+            self._headers += b"Authorization: Bearer " + self.token.encode() + b"\r\n"
         self._local = threading.local()
         super().__init__(uri)
 
@@ -138,18 +143,14 @@ class RatemeshStorage(Storage, MovingWindowSupport):
 
     # ---- transport ----
 
-    def _conn(self, i: int) -> http.client.HTTPConnection:
+    def _conn(self, i: int) -> Connection:
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         c = conns.get(i)
         if c is None:
             host, port = self.nodes[i]
-            if self.https:
-                c = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.context)
-            else:
-                c = http.client.HTTPConnection(host, port, timeout=self.timeout)
-            conns[i] = c
+            c = conns[i] = Connection(host, port, self.timeout, self.context)
         return c
 
     def _drop(self, i: int) -> None:
@@ -157,43 +158,36 @@ class RatemeshStorage(Storage, MovingWindowSupport):
         if c is not None:
             c.close()
 
-    def _post(self, i: int, op: str, payload: bytes, headers: Dict[str, str]) -> Tuple[int, bytes]:
+    def _post(self, i: int, op: str, payload: bytes) -> Tuple[int, bytes]:
         """One request to node i. A kept-alive connection the node closed
         while idle fails before the node read anything: it is retried once
         on a new connection."""
-        reused = i in getattr(self._local, "conns", {})
         c = self._conn(i)
+        reused = c.reused
         try:
-            c.request("POST", "/v1/counters/" + op, payload, headers)
-            resp = c.getresponse()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            return c.request("POST", "/v1/counters/" + op, payload, self._headers)
+        except (Closed, BrokenPipeError, ConnectionResetError):
             if not reused:
                 raise
             self._drop(i)
-            c = self._conn(i)
-            c.request("POST", "/v1/counters/" + op, payload, headers)
-            resp = c.getresponse()
-        return resp.status, resp.read()
+            return self._conn(i).request("POST", "/v1/counters/" + op, payload, self._headers)
 
     def _call(self, op: str, body: Dict[str, Any]) -> Dict[str, Any]:
         payload = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = "Bearer " + self.token
         start = getattr(self._local, "next", 0)
         failures = []
         for k in range(len(self.nodes)):
             i = (start + k) % len(self.nodes)
             host, port = self.nodes[i]
             try:
-                status, data = self._post(i, op, payload, headers)
+                status, data = self._post(i, op, payload)
                 try:
                     answer = json.loads(data)
                 except ValueError:
                     answer = None
                 if not isinstance(answer, dict):
                     raise ValueError(f"answered {status} with garbage, not a JSON object: {data[:80]!r}")
-            except (OSError, http.client.HTTPException, ValueError) as err:
+            except (OSError, ValueError) as err:
                 self._drop(i)
                 failures.append(f"{host}:{port}: {err or type(err).__name__}")
                 continue
@@ -231,13 +225,10 @@ class RatemeshStorage(Storage, MovingWindowSupport):
         """Whether any node answers and is ready."""
         for i, (host, port) in enumerate(self.nodes):
             try:
-                c = self._conn(i)
-                c.request("GET", "/readyz")
-                resp = c.getresponse()
-                resp.read()
-                if resp.status == 200:
+                status, _ = self._conn(i).request("GET", "/readyz")
+                if status == 200:
                     return True
-            except (OSError, http.client.HTTPException):
+            except (OSError, ProtocolError):
                 self._drop(i)
         return False
 
