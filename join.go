@@ -79,12 +79,28 @@ func (n *Node) joinSeeds() {
 		}
 	}()
 	err := n.cl.Join(ctx, n.cfg.Seeds...)
-	if err != nil {
+	switch {
+	case err == nil:
+	case n.stopping():
+		// Closed while joining (a SIGTERM during the join): nothing
+		// failed, and no one will wait for this node to restart.
+		n.cfg.Logger.Info("join abandoned: the node is stopping", "seeds", n.cfg.Seeds)
+	default:
 		n.cfg.Logger.Error("join failed; this node stays unready and refuses checks until restarted", "seeds", n.cfg.Seeds, "timeout", n.cfg.JoinTimeout, "err", err)
 	}
 	n.join.finish(err)
 	if err == nil && n.cfg.RejoinInterval > 0 {
 		n.every(n.cfg.RejoinInterval, n.rejoin)
+	}
+}
+
+// stopping reports whether Close has begun.
+func (n *Node) stopping() bool {
+	select {
+	case <-n.stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -138,6 +138,10 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		}
 		c.metrics.rpcErrors.WithLabelValues("merge").Inc()
 		c.peers.suspect(o.to.Name, err)
+		if errors.Is(err, rpc.ErrNoAnswer) {
+			c.leaveToPeer(o, err)
+			continue
+		}
 		if retry && ctx.Err() == nil {
 			// Re-planned in one step with releasing the old move, so
 			// that the keys are never out of the table unmarked.
@@ -165,6 +169,24 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		c.log.Warn("handoff failed while leaving; counts stay on this node (lost at exit without a data dir)", "peer", o.to.Name, "keys", len(o.es), "err", err)
 	}
 	return kept
+}
+
+// leaveToPeer gives up on a batch that was sent and not answered in time.
+// The peer may be paused or cut off rather than gone: it applies the
+// merge when it runs again (what it had read, it reads even after the
+// connection is reset). Sent to another node as well, or kept here and
+// handed off again, the counts would be counted twice; so they are left
+// to the peer, and the keys stay marked as moved to it. If it never got
+// them, it continues from its replica of this node when it next decides
+// them, as after a crash of this node.
+func (c *Cluster) leaveToPeer(o outbound, err error) {
+	if c.repl != nil {
+		c.repl.left(o.es)
+	}
+	close(o.mv.done)
+	c.metrics.handoffKeys.WithLabelValues("unanswered").Add(float64(len(o.es)))
+	c.log.Warn("handoff not answered in time; counts left to the peer, not sent elsewhere (that could count them twice)",
+		"peer", o.to.Name, "keys", len(o.es), "err", err)
 }
 
 // unmarkLocked forgets the move of a batch that did not land, and wakes

@@ -41,12 +41,21 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, o, log); err != nil {
+	err = serve(ctx, o, log)
+	switch {
+	case errors.Is(err, errStoppedBeforeReady):
+		log.Info("signal received before the node was ready; stopped")
+	case err != nil:
 		log.Error("node failed", "err", err)
 		return 1
 	}
 	return 0
 }
+
+// errStoppedBeforeReady is a signal that arrived while a node was still
+// joining: the node stops as asked, which is not a failure (exit 0, so a
+// supervisor that stops a node during its start does not see a crash).
+var errStoppedBeforeReady = errors.New("stopped before the node was ready")
 
 // serve runs the node (--nodes of them) until ctx ends, then leaves the
 // cluster gracefully. --addr-file is written once every node is up and
@@ -176,6 +185,9 @@ func start(ctx context.Context, o *options, seeds []string, log *slog.Logger) (*
 		if err != nil {
 			// The node has logged why; serve's caller logs the error.
 			shutdown([]*peer{p}, o.shutdownTimeout)
+			if ctx.Err() != nil {
+				return nil, errStoppedBeforeReady
+			}
 			return nil, err
 		}
 	}

@@ -80,12 +80,13 @@ func (cn *clientConn) abandon(cl *call, cause error) {
 		<-cl.done
 		return
 	}
-	cl.err = cause
+	cl.err = fmt.Errorf("%w: %w", ErrNoAnswer, cause)
 	if cause == errTimeout && cn.reads.Load() == cl.reads {
 		// Not a single response since this call was sent: the peer or the
 		// path to it is stuck. Start over on a fresh connection rather
-		// than queue more calls behind this one.
-		cn.abort(errors.New("no response within the call timeout"))
+		// than queue more calls behind this one. The calls pending on it
+		// may still be applied by the peer, too.
+		cn.abort(fmt.Errorf("%w: no response within the call timeout", ErrNoAnswer))
 	}
 }
 

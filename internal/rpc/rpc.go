@@ -210,6 +210,12 @@ var (
 	// timeout, a connection lost after the request was written) leave it
 	// unknown whether the peer applied it.
 	ErrNotSent = errors.New("rpc: request not sent")
+	// ErrNoAnswer is wrapped (with ErrUnavailable) when a request was
+	// sent and no answer came within the call's timeout or its context:
+	// the peer may be paused or cut off rather than gone, and may still
+	// apply the request when it runs again. Sent elsewhere as well, it
+	// could be applied twice.
+	ErrNoAnswer = errors.New("rpc: no answer in time (the peer may still apply the request)")
 	// ErrNotServing is returned by a handler that refuses a request
 	// without applying it (a node not joined yet): the caller sees
 	// ErrUnavailable and ErrNotSent, and may send it elsewhere.
