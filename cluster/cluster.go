@@ -61,8 +61,9 @@ type Cluster struct {
 	handoffMu sync.Mutex         // held by the running handoff
 	// movingMu makes taking entries out of the table and marking them
 	// moved one step, for handoffs and pulls alike: a pull never finds a
-	// key neither here nor marked as on its way.
-	movingMu sync.Mutex
+	// key neither here nor marked as on its way. Local decisions hold it
+	// for reading (see decideUnlessMoved).
+	movingMu sync.RWMutex
 	restore  restore     // counts read from a data file, until known to be this node's
 	repl     *replicator // nil when Config.Replicas is 0
 	leases   *leaser     // nil without Config.Leases

@@ -80,12 +80,31 @@ func (c *Cluster) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.Ch
 
 // decideLocal decides req on this node's own table.
 func (c *Cluster) decideLocal(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	_, err := c.decideUnlessMoved(now, req, resp, false)
+	return err
+}
+
+// decideUnlessMoved decides req on this node's own table — unless, with
+// follow, a handoff or pull has taken the key's entry out and marked it
+// moved since the caller looked: then it decides nothing and reports
+// moved, and the caller follows the move. It holds movingMu for reading
+// while a handoff takes entries out and marks them under its write lock:
+// a check lands on the entry before it leaves, or sees the mark — never
+// on a fresh entry behind the move, a count that no handoff sends on
+// before the next ring change (TestJoinOfNewOwnerKeepsCount admitted
+// 1,001 once in CI).
+func (c *Cluster) decideUnlessMoved(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse, follow bool) (moved bool, err error) {
 	if c.repl != nil {
 		c.repl.promote(now, c.view.Load(), req.Key)
 	}
 	c.adopt(now, req.Key)
-	var err error
+	c.movingMu.RLock()
+	if follow && c.moved.get(req.Key, now) != nil {
+		c.movingMu.RUnlock()
+		return true, nil
+	}
 	resp.Statuses, resp.Allowed, err = c.store.Check(now, req.Key, req.Counters, req.Cost, resp.Statuses[:0])
+	c.movingMu.RUnlock()
 	resp.Node = c.name
 	if err == nil {
 		c.count(resp.Allowed)
@@ -93,7 +112,7 @@ func (c *Cluster) decideLocal(now time.Time, req *rpc.CheckRequest, resp *rpc.Ch
 			c.repl.changed(req.Key)
 		}
 	}
-	return err
+	return false, err
 }
 
 func (c *Cluster) count(allowed bool) {
@@ -189,9 +208,13 @@ func (h handler) TryCheck(req *rpc.CheckRequest, resp *rpc.CheckResponse) (bool,
 	if c.passOn(v, req) || !c.decidable(v, req, now) {
 		return false, nil
 	}
+	moved, err := c.decideUnlessMoved(now, req, resp, req.Hops < maxHops)
+	if moved {
+		return false, nil // Check follows the move
+	}
 	c.served.Add(1)
 	c.metrics.checksServed.Inc()
-	return true, c.decideLocal(now, req, resp)
+	return true, err
 }
 
 // passOn reports whether a forwarded check should go on to the owner this

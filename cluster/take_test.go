@@ -80,3 +80,37 @@ func TestRefundFromMemberNotYetInRing(t *testing.T) {
 		t.Errorf("after mallory's refund: %d of 1 allowed; want 0", got)
 	}
 }
+
+// A check about to be decided on a key's old owner when a handoff takes the
+// key's entry out and marks it moved decides nothing there: it follows the
+// move. Decided on the old owner's table, it would start a fresh entry
+// behind the move, which no handoff sends on before the next ring change —
+// a hit the owner never counts. The test takes the handoff first and the
+// decision second, the interleaving the check path's two steps allow.
+func TestDecisionFollowsAMoveMarkedMeanwhile(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	nodes := startMemCluster(t, net, clock, "n0", "n1")
+	n0 := nodes[0]
+	key := keyWhere(t, func(k string) bool {
+		return ownerIn(memRing("n0", "n1"), k) == "n0" && ownerIn(memRing("n0", "n1", "n2"), k) == "n2"
+	})
+	cs := perMinute(t, 10)
+	if got, _ := checkN(t, n0, key, cs, 3); got != 3 {
+		t.Fatalf("before: %d of 3 allowed", got)
+	}
+	n2 := startMemNode(t, net, clock, "n2")
+	net.setMembers("n0", "n1", "n2")
+	rebuildAll(append(nodes, n2)...)
+	n0.handoffAll(context.Background())
+	if n0.store.Has(key) || !n2.store.Has(key) {
+		t.Fatal("the handoff did not move the key to n2")
+	}
+	req := rpc.CheckRequest{Key: key, Counters: cs, Cost: 1}
+	var resp rpc.CheckResponse
+	if moved, err := n0.decideUnlessMoved(clock.Now(), &req, &resp, true); !moved || err != nil || n0.store.Has(key) {
+		t.Fatalf("decided on n0 behind the move: moved %v, err %v, entry here %v", moved, err, n0.store.Has(key))
+	}
+	if err := n0.serveLocal(context.Background(), n0.view.Load(), &req, &resp); err != nil || resp.Node != "n2" || resp.Statuses[0].Remaining != 6 {
+		t.Fatalf("served: %+v %v; want decided by n2 with 6 left", resp, err)
+	}
+}

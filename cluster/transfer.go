@@ -124,13 +124,26 @@ func (c *Cluster) decidable(v *view, req *rpc.CheckRequest, now time.Time) bool 
 // where it went; if it may still be on its previous owner, it is fetched
 // first.
 func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	for {
+		moved, err := c.serveLocalOnce(ctx, v, req, resp)
+		if !moved {
+			return err
+		}
+		// A handoff marked the key moved as it was about to be decided
+		// here: the next pass follows it.
+	}
+}
+
+// serveLocalOnce is one pass of serveLocal; moved reports a key marked
+// moved while it was about to be decided here.
+func (c *Cluster) serveLocalOnce(ctx context.Context, v *view, req *rpc.CheckRequest, resp *rpc.CheckResponse) (moved bool, err error) {
 	now := c.now()
 	if mv := c.moved.get(req.Key, now); mv != nil && req.Hops < maxHops {
 		mv.wait(ctx)
 		req.Hops++
 		err := c.peers.get(mv.to.Name, mv.to.Addr).Check(ctx, req, resp)
 		if err == nil {
-			return nil
+			return false, nil
 		}
 		// The new owner is gone: the count there is lost; decide here.
 		c.moved.forget(req.Key)
@@ -142,12 +155,12 @@ func (c *Cluster) serveLocal(ctx context.Context, v *view, req *rpc.CheckRequest
 			// may still hold the count, so it decides this check.
 			req.Hops++
 			if err := c.peers.get(from.Name, from.Addr).Check(ctx, req, resp); err == nil {
-				return nil
+				return false, nil
 			}
 		}
 		now = c.now() // the pull took a round trip
 	}
-	return c.decideLocal(now, req, resp)
+	return c.decideUnlessMoved(now, req, resp, req.Hops < maxHops)
 }
 
 // settledView returns the view to route by. While Join merges the cluster's
