@@ -11,14 +11,13 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ratemesh/ratemesh/internal/docblocks"
 )
 
 // deployDocs are the pages whose code blocks deploy nodes: their YAML
 // and their ratemesh-node commands must use the node's real names.
 var deployDocs = []string{"docs/envoy.md", "docs/kubernetes.md"}
-
-// fence matches a fenced code block: its language and its text.
-var fence = regexp.MustCompile("(?ms)^ *```([a-z]*)\n(.*?)^ *```")
 
 // flagArg matches a --flag in a command line or a YAML list of arguments.
 var flagArg = regexp.MustCompile(`(?:^|[\s"'\[,])--([a-z][a-z0-9-]*)`)
@@ -30,13 +29,9 @@ var flagArg = regexp.MustCompile(`(?:^|[\s"'\[,])--([a-z][a-z0-9-]*)`)
 func checkDocs(t *testing.T, c *checker) {
 	blocks := 0
 	for _, doc := range deployDocs {
-		b, err := os.ReadFile(filepath.Join(repoRoot, doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range fence.FindAllStringSubmatch(string(b), -1) {
-			lang, text := m[1], dedent(m[2])
-			switch lang {
+		for _, b := range docblocks.Load(t, repoRoot, doc) {
+			text := b.Text
+			switch b.Lang {
 			case "yaml":
 				blocks++
 				var v any
@@ -78,17 +73,6 @@ func (c *checker) flagsIn(file, text string) {
 			c.t.Errorf("%s: --%s is not a flag of the node", file, m[1])
 		}
 	}
-}
-
-// dedent removes the indentation of a block's first line from each line,
-// as a list item's code block is indented in the page.
-func dedent(text string) string {
-	indent := len(text) - len(strings.TrimLeft(text, " "))
-	lines := strings.Split(text, "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimPrefix(l, strings.Repeat(" ", indent))
-	}
-	return strings.Join(lines, "\n")
 }
 
 // envoyEndpoint matches the Kubernetes endpoint of docs/envoy.md's Envoy
