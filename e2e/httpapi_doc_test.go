@@ -194,11 +194,7 @@ func TestHTTPAPIDocBlocks(t *testing.T) {
 	if len(blocks) != 9 || len(later) != 2 {
 		t.Fatalf("docs/http-api.md: %d sh blocks (%d for tokens and shadow), want 9 (2): update this test with the page", len(blocks), len(later))
 	}
-	t.Cleanup(func() {
-		if _, err := os.Stat(filepath.Join(repoRoot, "run", "cluster", "size")); err == nil {
-			exec.Command("bash", filepath.Join(repoRoot, "scripts", "cluster.sh"), "down").Run()
-		}
-	})
+	downAtEnd(t)
 	run := func(script string, env ...string) string {
 		for i := len(env) - 1; i >= 0; i-- {
 			script = "export " + env[i] + "\n" + script

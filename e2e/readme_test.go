@@ -42,16 +42,7 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatalf("README.md has %d sh blocks, want 4 (two commands, the tour, the by-hand loop, down)", len(blocks))
 	}
 	run := func(script string) string { return runScript(t, repoRoot, script) }
-	finished := false
-	t.Cleanup(func() {
-		if finished {
-			return
-		}
-		// Stop what a failed step left running.
-		if _, err := os.Stat(filepath.Join(repoRoot, "run", "cluster", "size")); err == nil {
-			exec.Command("bash", filepath.Join(repoRoot, "scripts", "cluster.sh"), "down").Run()
-		}
-	})
+	downAtEnd(t)
 
 	// Two commands: the first starts the cluster, the second is go test.
 	first := strings.Split(strings.TrimSpace(blocks[0]), "\n")
@@ -84,7 +75,6 @@ func TestReadmeTour(t *testing.T) {
 	if got := run(blocks[3]); !strings.Contains(got, "cluster down") {
 		t.Errorf("cluster.sh down printed %q", got)
 	}
-	finished = true
 }
 
 // shBlocks lists the text of each sh block of page.
@@ -97,6 +87,16 @@ func shBlocks(t *testing.T, page string) []string {
 		}
 	}
 	return out
+}
+
+// downAtEnd stops the README's cluster (./scripts/cluster.sh down) when
+// the test ends, if a step that failed left it up.
+func downAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		if _, err := os.Stat(filepath.Join(repoRoot, "run", "cluster", "size")); err == nil {
+			exec.Command("bash", filepath.Join(repoRoot, "scripts", "cluster.sh"), "down").Run()
+		}
+	})
 }
 
 // skipUnlessFree skips the test when a port of a page's commands is taken
