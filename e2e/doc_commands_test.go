@@ -1,0 +1,260 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// goOwnEnv are variables of Go itself, which no code of the module reads.
+var goOwnEnv = map[string]bool{"GODEBUG": true, "GOGC": true, "GOMAXPROCS": true, "GOMEMLIMIT": true, "GOFLAGS": true}
+
+// commandLines lists the commands of an sh block: lines joined where one
+// ends in a backslash, each without its trailing "# " comment, blank and
+// comment lines left out.
+func commandLines(block string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.ReplaceAll(block, "\\\n", " "), "\n") {
+		if i := strings.Index(line, " # "); i >= 0 {
+			line = line[:i]
+		}
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// shellWords splits a command line into its words as a shell does for
+// quotes (no expansion): 'a b' and "a b" are one word, without the quotes.
+func shellWords(line string) []string {
+	var words []string
+	var cur strings.Builder
+	quote, in := rune(0), false
+	for _, r := range line {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, in = r, true
+		case r == ' ' || r == '\t':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+			}
+			in = false
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+// assignment matches a leading NAME=value word of a command.
+var assignment = regexp.MustCompile(`^([A-Z_][A-Z0-9_]*)=`)
+
+// envAndArgs splits a command's words into the variables it sets and the
+// rest.
+func envAndArgs(words []string) (env, args []string) {
+	for i, w := range words {
+		if !assignment.MatchString(w) {
+			return words[:i], words[i:]
+		}
+	}
+	return words, nil
+}
+
+// checkGoTestCommands checks each `go test` command of an sh block without
+// running a test: go test accepts its flags and packages (go test -n, which
+// builds nothing), every flag is one of go test's or the test binary's,
+// each alternative of -run and -bench names a test or benchmark of the
+// packages, and every variable the command sets is read by the module's
+// code (as a string literal) or is Go's own. A line standing for others
+// ("...") is left out. It returns how many commands it checked.
+func checkGoTestCommands(t *testing.T, block string) int {
+	t.Helper()
+	checked := 0
+	for _, line := range commandLines(block) {
+		words := shellWords(line)
+		env, args := envAndArgs(words)
+		if len(args) < 2 || args[0] != "go" || args[1] != "test" || strings.Contains(line, "...") {
+			continue
+		}
+		checked++
+		checkEnvNames(t, line, env)
+		flags, pkgs := goTestFlags(t, line, args[2:])
+		for _, kind := range []string{"run", "bench"} {
+			if re, ok := flags[kind]; ok && re != "^$" {
+				checkTestNames(t, line, kind, re, pkgs)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, "go", append([]string{"test", "-n"}, args[2:]...)...)
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s: go test -n: %v\n%s", line, err, lastLines(string(out), 5))
+		}
+		cancel()
+	}
+	return checked
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// boolTestFlags are the go test and build flags that take no value.
+var boolTestFlags = map[string]bool{"v": true, "benchmem": true, "short": true, "race": true, "failfast": true, "json": true,
+	"cover": true, "x": true, "n": true, "a": true, "trimpath": true}
+
+// goTestFlags reads the flags of go test's arguments (each one go test,
+// its build or the testing package knows) and the packages.
+func goTestFlags(t *testing.T, line string, args []string) (flags map[string]string, pkgs []string) {
+	t.Helper()
+	known := knownTestFlags(t)
+	flags = map[string]string{}
+	for i := 0; i < len(args); i++ {
+		name, ok := strings.CutPrefix(args[i], "-")
+		if !ok {
+			pkgs = append(pkgs, args[i])
+			continue
+		}
+		name, value, inline := strings.Cut(name, "=")
+		if !known[name] {
+			t.Errorf("%s: -%s is not a flag of go test", line, name)
+		}
+		if !inline && !boolTestFlags[name] && i+1 < len(args) {
+			i++
+			value = args[i]
+		}
+		flags[name] = value
+	}
+	if len(pkgs) == 0 {
+		pkgs = []string{"."}
+	}
+	return flags, pkgs
+}
+
+// helpFlag matches a flag in go help's text.
+var helpFlag = regexp.MustCompile(`(?m)^\t-([a-z][a-z.]*)`)
+
+// knownTestFlags are the flags go help testflag and go help build list.
+func knownTestFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	known := map[string]bool{}
+	for _, topic := range []string{"testflag", "build"} {
+		out, err := exec.Command("go", "help", topic).Output()
+		if err != nil {
+			t.Fatalf("go help %s: %v", topic, err)
+		}
+		for _, m := range helpFlag.FindAllStringSubmatch(string(out), -1) {
+			known[strings.TrimPrefix(m[1], "test.")] = true
+		}
+	}
+	return known
+}
+
+// checkTestNames checks that each alternative of the -run or -bench
+// pattern re names a Test or Benchmark function of pkgs' test files.
+func checkTestNames(t *testing.T, line, kind, re string, pkgs []string) {
+	t.Helper()
+	prefix := map[string]string{"run": "Test", "bench": "Benchmark"}[kind]
+	var names []string
+	for _, p := range pkgs {
+		names = append(names, testFuncs(t, filepath.Join(repoRoot, p), prefix)...)
+	}
+	for _, alt := range strings.Split(re, "|") {
+		r, err := regexp.Compile(alt)
+		if err != nil {
+			t.Errorf("%s: -%s %q: %v", line, kind, re, err)
+			continue
+		}
+		found := false
+		for _, n := range names {
+			found = found || r.MatchString(n)
+		}
+		if !found {
+			t.Errorf("%s: -%s %q: no %s function of %v matches %q", line, kind, re, prefix, pkgs, alt)
+		}
+	}
+}
+
+// testFuncs lists the functions of dir's test files whose names start
+// with prefix.
+func testFuncs(t *testing.T, dir, prefix string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("%s: no test files (%v)", dir, err)
+	}
+	var names []string
+	for _, f := range files {
+		file, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range file.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && strings.HasPrefix(fn.Name.Name, prefix) {
+				names = append(names, fn.Name.Name)
+			}
+		}
+	}
+	return names
+}
+
+// checkEnvNames checks that every variable a command sets (NAME=value
+// words) is Go's own or read by the module's code.
+func checkEnvNames(t *testing.T, line string, assignments []string) {
+	t.Helper()
+	for _, a := range assignments {
+		name, _, _ := strings.Cut(a, "=")
+		if !goOwnEnv[name] && !moduleHasLiteral(t, name) {
+			t.Errorf("%s: no code of the module reads %s", line, name)
+		}
+	}
+}
+
+// moduleHasLiteral says whether a Go file of the module holds s as a
+// string literal ("s"). The tests of the pages are not asked: what they
+// name, they have read from a page.
+func moduleHasLiteral(t *testing.T, s string) bool {
+	t.Helper()
+	found := false
+	err := filepath.WalkDir(repoRoot, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || found {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "run" || d.Name() == "bin") {
+			return filepath.SkipDir
+		}
+		if base := d.Name(); strings.HasSuffix(base, ".go") && !strings.Contains(base, "doc") && base != "readme_test.go" {
+			b, err := os.ReadFile(path)
+			found = err == nil && strings.Contains(string(b), `"`+s+`"`)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
