@@ -134,35 +134,3 @@ func runScript(t *testing.T, dir, script string) string {
 	}
 	return out.String()
 }
-
-// TestRunningTwoNodes runs the block "Two nodes by hand" of
-// docs/running.md in a directory of its own with ./bin/ratemesh-node the
-// binary of the run: both nodes start, b joins a through the address
-// file, members lists both alive, and both leave on SIGTERM (the script
-// ends when they have: they hold its output open).
-func TestRunningTwoNodes(t *testing.T) {
-	bin := nodeBinary(t)
-	skipUnlessFree(t, 8081, 8082, 7946, 7947, 9091, 9092)
-	block := docblocks.Under(docblocks.Load(t, repoRoot, "docs/running.md"), "Two nodes by hand", "sh")
-	if len(block) != 1 {
-		t.Fatal("docs/running.md has no sh block under \"Two nodes by hand\"")
-	}
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(bin, filepath.Join(dir, "bin", "ratemesh-node")); err != nil {
-		t.Fatal(err)
-	}
-	out := runScript(t, dir, block[0].Text)
-	members := regexp.MustCompile(`(?m)^(a|b)( \*)? +alive `).FindAllStringSubmatch(out, -1)
-	if len(members) != 2 || members[0][1] != "a" || members[1][1] != "b" || members[1][2] != " *" {
-		t.Errorf("members at b: want a and b (itself) alive:\n%s", out)
-	}
-	for _, name := range []string{"a", "b"} {
-		log, err := os.ReadFile(filepath.Join(dir, "run", name+".log"))
-		if err != nil || !strings.Contains(string(log), "left the cluster") {
-			t.Errorf("node %s did not leave on SIGTERM (%v):\n%s", name, err, log)
-		}
-	}
-}

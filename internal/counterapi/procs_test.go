@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/internal/counterapi"
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -62,11 +63,7 @@ func startProc(t *testing.T, bin, name, join string) *proc {
 		args = append(args, "--join", join)
 	}
 	p := &proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RATEMESH_") {
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
+	p.cmd.Env = proctest.Environ()
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

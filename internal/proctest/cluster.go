@@ -208,16 +208,10 @@ func (c *Cluster) launch(p *Node, join string) error {
 		cmd.Args = append([]string{"ip", "netns", "exec", p.Netns}, cmd.Args...)
 		cmd.Path, _ = exec.LookPath("ip")
 	}
-	// The flags alone configure the node, whatever the shell exports (a
-	// RATEMESH_POLICY would change the limits under test); the secret
-	// comes through the environment, as an operator should pass it, never
-	// on a command line that every user of the host can read.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RATEMESH_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, "RATEMESH_SECRET="+c.Secret)
+	// The flags alone configure the node (Environ); the secret comes
+	// through the environment, as an operator should pass it, never on a
+	// command line that every user of the host can read.
+	cmd.Env = append(Environ(), "RATEMESH_SECRET="+c.Secret)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
