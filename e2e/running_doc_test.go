@@ -118,8 +118,9 @@ func addrFileDiff(got, want string) string {
 // page's ports (8081 to 8083 for HTTP), every node must list the three
 // alive and apply the policy; the policy file is then replaced with GET
 // /products at 7 a minute and the block of "Reloading" run, whose pidof is
-// one that prints this process (the machine's own pidof would name every
-// ratemesh-node on it): every node must apply the new limit. On SIGTERM
+// one that names this process, twice, as pidof names every node process of
+// a host (the machine's own would name every ratemesh-node on it): every
+// node must apply the new limit. On SIGTERM
 // the process exits 0 and removes its address file. Skipped when a port of
 // the README's cluster is taken.
 func TestRunningDocBlocks(t *testing.T) {
@@ -164,7 +165,9 @@ func TestRunningDocBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	shim := filepath.Join(dir, "shim")
-	writeFile(t, filepath.Join(shim, "pidof"), fmt.Sprintf("#!/bin/sh\necho %d\n", file.PID))
+	// As on a host of several node processes, pidof names more than one:
+	// the test's process, twice.
+	writeFile(t, filepath.Join(shim, "pidof"), fmt.Sprintf("#!/bin/sh\necho %d %d\n", file.PID, file.PID))
 	if err := os.Chmod(filepath.Join(shim, "pidof"), 0o755); err != nil {
 		t.Fatal(err)
 	}
