@@ -18,9 +18,6 @@ import (
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
-// docAdminToken is the admin token of the doc tests' own clusters.
-const docAdminToken = "doc-admin-token-0123456789"
-
 // TestDashboardDocStats compares the GET /v1/stats answer docs/dashboard.md
 // shows with a real one. Three nodes run docs/running.md's policy file,
 // whose limits the page's example shows; through the first, apikey:alice

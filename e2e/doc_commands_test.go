@@ -15,57 +15,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/docblocks"
+)
+
+// The tokens of the doc tests' own clusters.
+const (
+	docToken      = "doc-api-token-0123456789" // --api-token, of those that need one
+	docAdminToken = "doc-admin-token-0123456789"
 )
 
 // goOwnEnv are variables of Go itself, which no code of the module reads.
 var goOwnEnv = map[string]bool{"GODEBUG": true, "GOGC": true, "GOMAXPROCS": true, "GOMEMLIMIT": true, "GOFLAGS": true}
-
-// commandLines lists the commands of an sh block: lines joined where one
-// ends in a backslash, each without its trailing "# " comment, blank and
-// comment lines left out.
-func commandLines(block string) []string {
-	var out []string
-	for _, line := range strings.Split(strings.ReplaceAll(block, "\\\n", " "), "\n") {
-		if i := strings.Index(line, " # "); i >= 0 {
-			line = line[:i]
-		}
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-// shellWords splits a command line into its words as a shell does for
-// quotes (no expansion): 'a b' and "a b" are one word, without the quotes.
-func shellWords(line string) []string {
-	var words []string
-	var cur strings.Builder
-	quote, in := rune(0), false
-	for _, r := range line {
-		switch {
-		case quote != 0 && r == quote:
-			quote = 0
-		case quote != 0:
-			cur.WriteRune(r)
-		case r == '\'' || r == '"':
-			quote, in = r, true
-		case r == ' ' || r == '\t':
-			if in {
-				words = append(words, cur.String())
-				cur.Reset()
-			}
-			in = false
-		default:
-			cur.WriteRune(r)
-			in = true
-		}
-	}
-	if in {
-		words = append(words, cur.String())
-	}
-	return words
-}
 
 // assignment matches a leading NAME=value word of a command.
 var assignment = regexp.MustCompile(`^([A-Z_][A-Z0-9_]*)=`)
@@ -91,8 +52,8 @@ func envAndArgs(words []string) (env, args []string) {
 func checkGoTestCommands(t *testing.T, block string) int {
 	t.Helper()
 	checked := 0
-	for _, line := range commandLines(block) {
-		words := shellWords(line)
+	for _, line := range docblocks.Commands(block) {
+		words := docblocks.Words(line)
 		env, args := envAndArgs(words)
 		if len(args) < 2 || args[0] != "go" || args[1] != "test" || strings.Contains(line, "...") {
 			continue

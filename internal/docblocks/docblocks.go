@@ -115,3 +115,50 @@ func Sessions(text string) []Session {
 	}
 	return out
 }
+
+// Commands lists the commands of an sh block: lines joined where one
+// ends in a backslash, each without its trailing "# " comment, blank and
+// comment lines left out.
+func Commands(block string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.ReplaceAll(block, "\\\n", " "), "\n") {
+		if i := strings.Index(line, " # "); i >= 0 {
+			line = line[:i]
+		}
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// Words splits a command line into its words as a shell does for
+// quotes (no expansion): 'a b' and "a b" are one word, without the quotes.
+func Words(line string) []string {
+	var words []string
+	var cur strings.Builder
+	quote, in := rune(0), false
+	for _, r := range line {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, in = r, true
+		case r == ' ' || r == '\t':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+			}
+			in = false
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
+}

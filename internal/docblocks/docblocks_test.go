@@ -39,3 +39,19 @@ func TestSessions(t *testing.T) {
 		t.Fatalf("a block that is not a session: %#v", s)
 	}
 }
+
+// TestCommands: continued lines join, trailing comments and comment lines
+// go; words keep what quotes hold together, without the quotes.
+func TestCommands(t *testing.T) {
+	got := Commands("# a comment\nA=1 go test \\\n  -run 'X|Y' .   # why\n\necho \"a b\"\n")
+	want := []string{"A=1 go test    -run 'X|Y' .", `echo "a b"`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Commands = %q, want %q", got, want)
+	}
+	if w := Words(got[0]); !reflect.DeepEqual(w, []string{"A=1", "go", "test", "-run", "X|Y", "."}) {
+		t.Fatalf("Words = %q", w)
+	}
+	if w := Words(`x --f='{.a}' "" b`); !reflect.DeepEqual(w, []string{"x", "--f={.a}", "", "b"}) {
+		t.Fatalf("Words = %q", w)
+	}
+}

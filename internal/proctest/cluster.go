@@ -70,6 +70,10 @@ type Cluster struct {
 	// ExtraArgs, if set, gives more flags to each process of p.
 	ExtraArgs func(p *Node) []string
 
+	// Token, if set, is the nodes' API token (--api-token, given through
+	// the environment as the secret is), which every request of c carries.
+	Token string
+
 	client     *http.Client
 	portsGiven map[int]bool // never given twice: a stopped node may start again on its own
 }
@@ -212,6 +216,9 @@ func (c *Cluster) launch(p *Node, join string) error {
 	// through the environment, as an operator should pass it, never on a
 	// command line that every user of the host can read.
 	cmd.Env = append(Environ(), "RATEMESH_SECRET="+c.Secret)
+	if c.Token != "" {
+		cmd.Env = append(cmd.Env, "RATEMESH_API_TOKEN="+c.Token)
+	}
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
