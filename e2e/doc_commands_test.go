@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,10 +43,32 @@ func envAndArgs(words []string) (env, args []string) {
 	return words, nil
 }
 
+// TestDocGoTestCommands checks every go test command of the shell blocks
+// of README.md and docs/ with checkGoTestCommands: none runs a test.
+func TestDocGoTestCommands(t *testing.T) {
+	pages, err := filepath.Glob(filepath.Join(repoRoot, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, page := range append(pages, filepath.Join(repoRoot, "README.md")) {
+		rel, _ := filepath.Rel(repoRoot, page)
+		for _, b := range docblocks.Load(t, repoRoot, rel) {
+			if b.Lang == "sh" {
+				checked += checkGoTestCommands(t, b.Text)
+			}
+		}
+	}
+	if checked < 7 {
+		t.Errorf("checked %d go test commands in the pages' shell blocks; they have more", checked)
+	}
+}
+
 // checkGoTestCommands checks each `go test` command of an sh block without
 // running a test: go test accepts its flags and packages (go test -n, which
-// builds nothing), every flag is one of go test's or the test binary's,
-// each alternative of -run and -bench names a test or benchmark of the
+// builds nothing), every flag is one of go test's or the testing
+// package's, or after -args one the package's tests define, each
+// alternative of -run and -bench names a test or benchmark of the
 // packages, and every variable the command sets is read by the module's
 // code (as a string literal) or is Go's own. A line standing for others
 // ("...") is left out. It returns how many commands it checked.
@@ -56,12 +79,14 @@ func checkGoTestCommands(t *testing.T, block string) int {
 	for _, line := range docblocks.Commands(block) {
 		words := docblocks.Words(line)
 		env, args := envAndArgs(words)
-		if len(args) < 2 || args[0] != "go" || args[1] != "test" || strings.Contains(line, "...") {
+		if len(args) < 2 || args[0] != "go" || args[1] != "test" || slices.Contains(words, "...") {
 			continue
 		}
 		checked++
 		checkEnvNames(t, line, env)
-		flags, pkgs := goTestFlags(t, known, line, args[2:])
+		testArgs, binArgs, _ := cutWord(args[2:], "-args")
+		flags, pkgs := goTestFlags(t, known, line, testArgs)
+		checkBinaryFlags(t, line, binArgs, pkgs)
 		for _, kind := range []string{"run", "bench"} {
 			if re, ok := flags[kind]; ok && re != "^$" {
 				checkTestNames(t, line, kind, re, pkgs)
@@ -76,6 +101,41 @@ func checkGoTestCommands(t *testing.T, block string) int {
 		cancel()
 	}
 	return checked
+}
+
+// cutWord splits words at the first sep.
+func cutWord(words []string, sep string) (before, after []string, found bool) {
+	for i, w := range words {
+		if w == sep {
+			return words[:i], words[i+1:], true
+		}
+	}
+	return words, nil, false
+}
+
+// checkBinaryFlags checks the flags after -args, which go to the test
+// binary: each must be defined in a test file of pkgs (a flag of the
+// tests, named as a string literal).
+func checkBinaryFlags(t *testing.T, line string, args, pkgs []string) {
+	t.Helper()
+	for _, a := range args {
+		name, ok := strings.CutPrefix(a, "-")
+		if !ok {
+			continue
+		}
+		name, _, _ = strings.Cut(name, "=")
+		found := false
+		for _, p := range pkgs {
+			files, _ := filepath.Glob(filepath.Join(repoRoot, p, "*_test.go"))
+			for _, f := range files {
+				b, err := os.ReadFile(f)
+				found = found || (err == nil && strings.Contains(string(b), `"`+name+`"`))
+			}
+		}
+		if !found {
+			t.Errorf("%s: -args -%s: no test of %v defines the flag", line, name, pkgs)
+		}
+	}
 }
 
 // lastLines is the last n lines of s.
