@@ -258,6 +258,11 @@ func checkEnvNames(t *testing.T, line string, assignments []string) {
 	}
 }
 
+// pageTest says whether a Go file is a test of the pages.
+func pageTest(base string) bool {
+	return strings.HasSuffix(base, "_test.go") && (strings.Contains(base, "doc") || base == "readme_test.go")
+}
+
 // moduleHasLiteral says whether a Go file of the module holds s as a
 // string literal ("s"). The tests of the pages are not asked: what they
 // name, they have read from a page.
@@ -271,7 +276,7 @@ func moduleHasLiteral(t *testing.T, s string) bool {
 		if d.IsDir() && (d.Name() == ".git" || d.Name() == "run" || d.Name() == "bin") {
 			return filepath.SkipDir
 		}
-		if base := d.Name(); strings.HasSuffix(base, ".go") && !strings.Contains(base, "doc") && base != "readme_test.go" {
+		if base := d.Name(); strings.HasSuffix(base, ".go") && !pageTest(base) {
 			b, err := os.ReadFile(path)
 			found = err == nil && strings.Contains(string(b), `"`+s+`"`)
 			return err

@@ -154,9 +154,9 @@ func TestRunningDocBlocks(t *testing.T) {
 	if len(file.Nodes) != 3 {
 		t.Fatalf("docs/running.md, --nodes 3: the address file lists %d nodes", len(file.Nodes))
 	}
-	limitsShow(t, dir, file.Nodes[0].HTTP, "3 alive", "members", `(?m)^(n-\d( \*)? +alive .*\n){3}`)
+	nodeShows(t, dir, file.Nodes[0].HTTP, "3 alive", "members", `(?m)^(n-\d( \*)? +alive .*\n){3}`)
 	for _, n := range file.Nodes {
-		limitsShow(t, dir, n.HTTP, "the policy file's GET /products", "limits", `(?m)^GET /products +5 per 1 minute +moving-window `)
+		nodeShows(t, dir, n.HTTP, "the policy file's GET /products", "limits", `(?m)^GET /products +5 per 1 minute +moving-window `)
 	}
 
 	changed := strings.Replace(policy, `limits: "5 per minute"`, `limits: "7 per minute"`, 1)
@@ -173,7 +173,7 @@ func TestRunningDocBlocks(t *testing.T) {
 	}
 	runScript(t, dir, fmt.Sprintf("PATH=%s:$PATH\n%s", shim, runningBlock(t, "Reloading", "sh")))
 	for _, n := range file.Nodes {
-		limitsShow(t, dir, n.HTTP, "the reloaded GET /products", "limits", `(?m)^GET /products +7 per 1 minute +moving-window `)
+		nodeShows(t, dir, n.HTTP, "the reloaded GET /products", "limits", `(?m)^GET /products +7 per 1 minute +moving-window `)
 	}
 
 	if err := syscall.Kill(file.PID, syscall.SIGTERM); err != nil {
@@ -192,10 +192,10 @@ func TestRunningDocBlocks(t *testing.T) {
 	}
 }
 
-// limitsShow runs the node binary's command (members, limits) against the
+// nodeShows runs the node binary's command (members, limits) against the
 // node at addr until its output matches pattern, failing the test after
 // 10 s.
-func limitsShow(t *testing.T, dir, addr, what, command, pattern string) {
+func nodeShows(t *testing.T, dir, addr, what, command, pattern string) {
 	t.Helper()
 	re := regexp.MustCompile(pattern)
 	var out string
