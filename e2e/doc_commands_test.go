@@ -43,9 +43,19 @@ func envAndArgs(words []string) (env, args []string) {
 	return words, nil
 }
 
+// skipShort skips, in -short mode as every test of the package, a test
+// that runs no node but runs go and the scripts.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs go and the scripts: skipped in -short mode")
+	}
+}
+
 // TestDocGoTestCommands checks every go test command of the shell blocks
 // of README.md and docs/ with checkGoTestCommands: none runs a test.
 func TestDocGoTestCommands(t *testing.T) {
+	skipShort(t)
 	pages, err := filepath.Glob(filepath.Join(repoRoot, "docs", "*.md"))
 	if err != nil {
 		t.Fatal(err)

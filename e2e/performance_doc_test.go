@@ -59,6 +59,7 @@ func perfCommands(t *testing.T) (blockLines, inline []string) {
 // line standing for others ("...") only has its variables checked. The
 // quick look, run for real, is TestPerformanceDocQuickLook.
 func TestPerformanceDocCommands(t *testing.T) {
+	skipShort(t)
 	blockLines, inline := perfCommands(t)
 	var goTests []string      // of the page, and those the scripts run
 	seen := map[string]bool{} // the table repeats commands of the blocks
