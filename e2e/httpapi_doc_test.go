@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ratemesh/ratemesh/internal/docblocks"
 )
 
 // docStep is a command of a page's sh block and what the page says it
@@ -28,8 +30,6 @@ type docBlock struct {
 }
 
 var (
-	// docFence matches a fenced block and its language.
-	docFence = regexp.MustCompile("(?ms)^```([a-z]*)\n(.*?)^```")
 	// trailingOutput is a comment at the end of a command's line that shows
 	// what it prints.
 	trailingOutput = regexp.MustCompile(`^(.*?\S)\s+# (\{.*)$`)
@@ -44,32 +44,18 @@ var (
 // after an sh block is the output of that block's last command.
 func pageBlocks(t *testing.T, page string) []docBlock {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, page))
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(b)
 	var blocks []docBlock
-	end := -1 // where the last sh block ended
-	for _, m := range docFence.FindAllStringSubmatchIndex(text, -1) {
-		lang, body := text[m[2]:m[3]], text[m[4]:m[5]]
-		if lang == "json" && len(blocks) > 0 && strings.TrimSpace(text[end:m[0]]) == "" {
+	for _, b := range docblocks.Load(t, repoRoot, page) {
+		if b.Lang == "json" && len(blocks) > 0 && strings.TrimSpace(b.Before) == "" {
 			last := &blocks[len(blocks)-1].steps[len(blocks[len(blocks)-1].steps)-1]
 			if last.want == "" {
-				last.want = strings.TrimSpace(body)
+				last.want = strings.TrimSpace(b.Text)
 			}
 			continue
 		}
-		if lang != "sh" {
-			continue
+		if b.Lang == "sh" {
+			blocks = append(blocks, docBlock{heading: b.Heading, steps: shSteps(b.Text)})
 		}
-		heading := ""
-		prose := docFence.ReplaceAllString(text[:m[0]], "")
-		if h := regexp.MustCompile(`(?m)^#+ (.*)$`).FindAllStringSubmatch(prose, -1); h != nil {
-			heading = h[len(h)-1][1]
-		}
-		blocks = append(blocks, docBlock{heading: heading, steps: shSteps(body)})
-		end = m[1]
 	}
 	return blocks
 }
@@ -208,11 +194,7 @@ func TestHTTPAPIDocBlocks(t *testing.T) {
 	if len(blocks) != 9 || len(later) != 2 {
 		t.Fatalf("docs/http-api.md: %d sh blocks (%d for tokens and shadow), want 9 (2): update this test with the page", len(blocks), len(later))
 	}
-	t.Cleanup(func() {
-		if _, err := os.Stat(filepath.Join(repoRoot, "run", "cluster", "size")); err == nil {
-			exec.Command("bash", filepath.Join(repoRoot, "scripts", "cluster.sh"), "down").Run()
-		}
-	})
+	downAtEnd(t)
 	run := func(script string, env ...string) string {
 		for i := len(env) - 1; i >= 0; i-- {
 			script = "export " + env[i] + "\n" + script

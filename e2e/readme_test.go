@@ -14,13 +14,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/internal/docblocks"
 )
 
 // repoRoot is the repository, from this package.
 const repoRoot = ".."
-
-// shBlock matches a fenced sh block of a Markdown page.
-var shBlock = regexp.MustCompile("(?ms)^```sh\n(.*?)^```")
 
 // readmePorts are the ports of the README's cluster: node K's HTTP, gossip
 // and RPC ports are 8081, 7946 and 9091 plus K-1.
@@ -38,34 +37,21 @@ var readmePorts = []int{8081, 8082, 8083, 7946, 7947, 7948, 9091, 9092, 9093}
 func TestReadmeTour(t *testing.T) {
 	nodeBinary(t) // skipped in -short mode, as every process test
 	skipUnlessFree(t, readmePorts...)
-	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := shBlock.FindAllStringSubmatch(string(b), -1)
+	blocks := shBlocks(t, "README.md")
 	if len(blocks) != 4 {
 		t.Fatalf("README.md has %d sh blocks, want 4 (two commands, the tour, the by-hand loop, down)", len(blocks))
 	}
 	run := func(script string) string { return runScript(t, repoRoot, script) }
-	finished := false
-	t.Cleanup(func() {
-		if finished {
-			return
-		}
-		// Stop what a failed step left running.
-		if _, err := os.Stat(filepath.Join(repoRoot, "run", "cluster", "size")); err == nil {
-			exec.Command("bash", filepath.Join(repoRoot, "scripts", "cluster.sh"), "down").Run()
-		}
-	})
+	downAtEnd(t)
 
 	// Two commands: the first starts the cluster, the second is go test.
-	first := strings.Split(strings.TrimSpace(blocks[0][1]), "\n")
+	first := strings.Split(strings.TrimSpace(blocks[0]), "\n")
 	if len(first) != 2 || !strings.HasPrefix(first[0], "./scripts/cluster.sh up ") || !strings.HasPrefix(first[1], "go test ./... ") {
-		t.Fatalf("README.md's first block is not cluster.sh up and go test:\n%s", blocks[0][1])
+		t.Fatalf("README.md's first block is not cluster.sh up and go test:\n%s", blocks[0])
 	}
 	run(first[0])
 
-	tour := run(blocks[1][1])
+	tour := run(blocks[1])
 	topRow := regexp.MustCompile(`(?m)^apikey:demo-\d+-\d+-products +\d+ +5 per 1 minute +GET /products `)
 	if !topRow.MatchString(tour) {
 		t.Errorf("the tour's top denied keys show no key of its own:\n%s", tour)
@@ -76,7 +62,7 @@ func TestReadmeTour(t *testing.T) {
 		}
 	}
 
-	loop := blocks[2][1]
+	loop := blocks[2]
 	comment := regexp.MustCompile(`(?m)^# (\d+ \d+(?:, \d+ \d+)*)$`).FindStringSubmatch(loop)
 	if comment == nil {
 		t.Fatalf("the by-hand loop has no comment of what it prints:\n%s", loop)
@@ -86,10 +72,31 @@ func TestReadmeTour(t *testing.T) {
 		t.Errorf("the by-hand loop printed\n%s\nthe README says\n%s", got, want)
 	}
 
-	if got := run(blocks[3][1]); !strings.Contains(got, "cluster down") {
+	if got := run(blocks[3]); !strings.Contains(got, "cluster down") {
 		t.Errorf("cluster.sh down printed %q", got)
 	}
-	finished = true
+}
+
+// shBlocks lists the text of each sh block of page.
+func shBlocks(t *testing.T, page string) []string {
+	t.Helper()
+	var out []string
+	for _, b := range docblocks.Load(t, repoRoot, page) {
+		if b.Lang == "sh" {
+			out = append(out, b.Text)
+		}
+	}
+	return out
+}
+
+// downAtEnd stops the README's cluster (./scripts/cluster.sh down) when
+// the test ends, if a step that failed left it up.
+func downAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		if _, err := os.Stat(filepath.Join(repoRoot, "run", "cluster", "size")); err == nil {
+			exec.Command("bash", filepath.Join(repoRoot, "scripts", "cluster.sh"), "down").Run()
+		}
+	})
 }
 
 // skipUnlessFree skips the test when a port of a page's commands is taken
@@ -126,41 +133,4 @@ func runScript(t *testing.T, dir, script string) string {
 		t.Fatalf("%s\n%v:\n%s", script, err, out.String())
 	}
 	return out.String()
-}
-
-// TestRunningTwoNodes runs the block "Two nodes by hand" of
-// docs/running.md in a directory of its own with ./bin/ratemesh-node the
-// binary of the run: both nodes start, b joins a through the address
-// file, members lists both alive, and both leave on SIGTERM (the script
-// ends when they have: they hold its output open).
-func TestRunningTwoNodes(t *testing.T) {
-	bin := nodeBinary(t)
-	skipUnlessFree(t, 8081, 8082, 7946, 7947, 9091, 9092)
-	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "running.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, _ := strings.Cut(string(b), "## Two nodes by hand\n")
-	block := shBlock.FindStringSubmatch(after)
-	if block == nil {
-		t.Fatal("docs/running.md has no sh block under \"Two nodes by hand\"")
-	}
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(bin, filepath.Join(dir, "bin", "ratemesh-node")); err != nil {
-		t.Fatal(err)
-	}
-	out := runScript(t, dir, block[1])
-	members := regexp.MustCompile(`(?m)^(a|b)( \*)? +alive `).FindAllStringSubmatch(out, -1)
-	if len(members) != 2 || members[0][1] != "a" || members[1][1] != "b" || members[1][2] != " *" {
-		t.Errorf("members at b: want a and b (itself) alive:\n%s", out)
-	}
-	for _, name := range []string{"a", "b"} {
-		log, err := os.ReadFile(filepath.Join(dir, "run", name+".log"))
-		if err != nil || !strings.Contains(string(log), "left the cluster") {
-			t.Errorf("node %s did not leave on SIGTERM (%v):\n%s", name, err, log)
-		}
-	}
 }

@@ -214,6 +214,19 @@ func TestCLIMembersOwnerCheck(t *testing.T) {
 	}
 }
 
+// TestHelpNamesEveryCommand: the usage of --help, which docs/running.md
+// runs, names every command of the binary.
+func TestHelpNamesEveryCommand(t *testing.T) {
+	var out bytes.Buffer
+	parseOptions([]string{"--help"}, func(string) string { return "" }, &out)
+	usage, _, _ := strings.Cut(out.String(), "\n\n")
+	for name := range cliCommands() {
+		if !regexp.MustCompile(`(?m)^ +ratemesh-node (\S+\|)*` + name + `[| ]`).MatchString(usage) {
+			t.Errorf("--help does not name %s:\n%s", name, usage)
+		}
+	}
+}
+
 // Usage errors exit 2 with a message; words that are not subcommands, and
 // flags alone, leave the binary to run a node as before.
 func TestCLIUsage(t *testing.T) {

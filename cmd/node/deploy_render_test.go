@@ -14,19 +14,17 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ratemesh/ratemesh/internal/docblocks"
 )
 
 // envoyDocBlock is the YAML block of docs/envoy.md that contains marker,
 // dedented.
 func envoyDocBlock(t *testing.T, marker string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "envoy.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range fence.FindAllStringSubmatch(string(b), -1) {
-		if m[1] == "yaml" && strings.Contains(m[2], marker) {
-			return dedent(m[2])
+	for _, b := range docblocks.Load(t, repoRoot, "docs/envoy.md") {
+		if b.Lang == "yaml" && strings.Contains(b.Text, marker) {
+			return b.Text
 		}
 	}
 	t.Fatalf("docs/envoy.md has no YAML block with %q", marker)

@@ -6,44 +6,21 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ratemesh/ratemesh/internal/docblocks"
 	"github.com/ratemesh/ratemesh/internal/testlog"
 )
 
-// docSession is a terminal session a page shows: a command after "$ ",
-// continued on lines that end in a backslash, and what it prints.
-type docSession struct {
-	command, output string
-}
-
-// docSessions lists the sessions of the page's fenced blocks that start
-// with "$ ".
-func docSessions(t *testing.T, page string) []docSession {
+// docSessions lists the terminal sessions of a page's fenced blocks.
+func docSessions(t *testing.T, page string) []docblocks.Session {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, page))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []docSession
-	for _, m := range fence.FindAllStringSubmatch(string(b), -1) {
-		text := dedent(m[2])
-		if !strings.HasPrefix(text, "$ ") {
-			continue
-		}
-		lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
-		i := 0
-		for strings.HasSuffix(lines[i], "\\") && i+1 < len(lines) {
-			i++
-		}
-		out = append(out, docSession{
-			command: strings.TrimPrefix(strings.Join(lines[:i+1], "\n"), "$ "),
-			output:  strings.Join(lines[i+1:], "\n") + "\n",
-		})
+	var out []docblocks.Session
+	for _, b := range docblocks.Load(t, repoRoot, page) {
+		out = append(out, docblocks.Sessions(b.Text)...)
 	}
 	return out
 }
@@ -64,32 +41,32 @@ func TestEnvoyDocSessions(t *testing.T) {
 		t.Fatalf("docs/envoy.md shows %d curl sessions, want 2 (/rlconfig and /json)", len(sessions))
 	}
 	for _, s := range sessions {
-		if !strings.HasPrefix(s.command, "curl ") || !strings.Contains(s.command, "localhost:8081/") {
-			t.Fatalf("docs/envoy.md: a session that is not curl to localhost:8081: %s", s.command)
+		if !strings.HasPrefix(s.Command, "curl ") || !strings.Contains(s.Command, "localhost:8081/") {
+			t.Fatalf("docs/envoy.md: a session that is not curl to localhost:8081: %s", s.Command)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cmd := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(s.command, "localhost:8081", n.HTTP))
+		cmd := exec.CommandContext(ctx, "bash", "-c", strings.ReplaceAll(s.Command, "localhost:8081", n.HTTP))
 		cmd.Env = append(os.Environ(), "RATEMESH_API_TOKEN="+tokenA)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		got, err := cmd.Output()
 		cancel()
 		if err != nil {
-			t.Fatalf("%s: %v %s", s.command, err, stderr.String())
+			t.Fatalf("%s: %v %s", s.Command, err, stderr.String())
 		}
-		if strings.HasPrefix(s.output, "{") {
+		if strings.HasPrefix(s.Output, "{") {
 			var g, w any
 			if err := json.Unmarshal(got, &g); err != nil {
-				t.Fatalf("%s printed %s: %v", s.command, got, err)
+				t.Fatalf("%s printed %s: %v", s.Command, got, err)
 			}
-			if err := json.Unmarshal([]byte(s.output), &w); err != nil {
-				t.Fatalf("docs/envoy.md: the output of %s is not JSON: %v", s.command, err)
+			if err := json.Unmarshal([]byte(s.Output), &w); err != nil {
+				t.Fatalf("docs/envoy.md: the output of %s is not JSON: %v", s.Command, err)
 			}
 			if !reflect.DeepEqual(g, w) {
-				t.Errorf("%s printed\n%s\nthe page shows\n%s", s.command, got, s.output)
+				t.Errorf("%s printed\n%s\nthe page shows\n%s", s.Command, got, s.Output)
 			}
-		} else if string(got) != s.output {
-			t.Errorf("%s printed\n%s\nthe page shows\n%s", s.command, got, s.output)
+		} else if string(got) != s.Output {
+			t.Errorf("%s printed\n%s\nthe page shows\n%s", s.Command, got, s.Output)
 		}
 	}
 }

@@ -90,7 +90,7 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	fs := flag.NewFlagSet("ratemesh-node", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: ratemesh-node [flags]\n       ratemesh-node members|owner|check|reset|limits|top [args] [--addr host:port] [--json]\n       ratemesh-node healthcheck [--url URL]\n       ratemesh-node --version\n\nRuns one ratemesh peer, or with a command first asks a running one (docs/cli.md). Flags override their environment variables.\n\n")
+		fmt.Fprintf(out, "Usage: ratemesh-node [flags]\n       ratemesh-node members|owner|check|reset|limits|top [args] [--addr host:port] [--json]\n       ratemesh-node json FILE|- [--format TEMPLATE]\n       ratemesh-node healthcheck [--url URL]\n       ratemesh-node --version\n\nRuns one ratemesh peer, or with a command first asks a running one (docs/cli.md). Flags override their environment variables.\n\n")
 		fs.PrintDefaults()
 	}
 	e := &envFlags{fs: fs, getenv: getenv}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ratemesh/ratemesh/internal/counterapi"
+	"github.com/ratemesh/ratemesh/internal/proctest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
@@ -62,11 +63,7 @@ func startProc(t *testing.T, bin, name, join string) *proc {
 		args = append(args, "--join", join)
 	}
 	p := &proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RATEMESH_") {
-			p.cmd.Env = append(p.cmd.Env, kv)
-		}
-	}
+	p.cmd.Env = proctest.Environ()
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -262,19 +259,26 @@ func TestCrashWithReplicas(t *testing.T) {
 // python is the system interpreter the Debian packages install into.
 const python = "/usr/bin/python3"
 
+// needPython skips a process test in -short mode, and when python lacks
+// one of modules (comma-separated, as import takes them).
+func needPython(t *testing.T, modules string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("process test: skipped in -short mode")
+	}
+	check := exec.Command(python, "-c", "import "+modules)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Skipf("%s lacks what the Python tests need (apt-get install python3-flask-limiter python3-flask-restful python3-pytest): %v: %s",
+			python, err, strings.TrimSpace(string(out)))
+	}
+}
+
 // TestPython runs the Python package's tests (clients/python/tests)
 // against 3 node processes: the storage's operations and failures, the
 // tutorial's app as two Flask processes identical to one with memory
 // storage, and 100 of 1,000 concurrent hits for each strategy.
 func TestPython(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test: skipped in -short mode")
-	}
-	check := exec.Command(python, "-c", "import flask_limiter, flask_restful, pytest, limits")
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Skipf("%s lacks what the Python tests need (apt-get install python3-flask-limiter python3-flask-restful python3-pytest): %v: %s",
-			python, err, strings.TrimSpace(string(out)))
-	}
+	needPython(t, "flask_limiter, flask_restful, pytest, limits")
 	ps := startProcs(t, 3)
 	addrs := make([]string, len(ps))
 	for i, p := range ps {

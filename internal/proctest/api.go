@@ -107,11 +107,15 @@ type Reply struct {
 	Body   []byte
 }
 
-// Do sends one request to p; header holds name, value pairs.
+// Do sends one request to p, with c's token if it has one; header holds
+// name, value pairs (an Authorization among them replaces the token).
 func (c *Cluster) Do(p *Node, method, path string, body io.Reader, header ...string) (Reply, error) {
 	req, err := http.NewRequest(method, "http://"+net.JoinHostPort(p.Host(), strconv.Itoa(p.HTTPPort))+path, body)
 	if err != nil {
 		return Reply{}, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])

@@ -11,8 +11,10 @@ package proctest
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // nodePackage is the node's main package, built by import path so that a
@@ -29,4 +31,18 @@ func Build(dir string) (string, error) {
 		return "", fmt.Errorf("go build %s: %v\n%s", nodePackage, err, out)
 	}
 	return bin, nil
+}
+
+// Environ is the test's environment without its RATEMESH_ variables, for
+// a node process (or a command that starts nodes): what the test gives it
+// alone configures it, whatever the shell exports (a RATEMESH_POLICY would
+// change the limits under test).
+func Environ() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RATEMESH_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }

@@ -70,6 +70,10 @@ type Cluster struct {
 	// ExtraArgs, if set, gives more flags to each process of p.
 	ExtraArgs func(p *Node) []string
 
+	// Token, if set, is the nodes' API token (--api-token, given through
+	// the environment as the secret is), which every request of c carries.
+	Token string
+
 	client     *http.Client
 	portsGiven map[int]bool // never given twice: a stopped node may start again on its own
 }
@@ -208,16 +212,13 @@ func (c *Cluster) launch(p *Node, join string) error {
 		cmd.Args = append([]string{"ip", "netns", "exec", p.Netns}, cmd.Args...)
 		cmd.Path, _ = exec.LookPath("ip")
 	}
-	// The flags alone configure the node, whatever the shell exports (a
-	// RATEMESH_POLICY would change the limits under test); the secret
-	// comes through the environment, as an operator should pass it, never
-	// on a command line that every user of the host can read.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "RATEMESH_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
+	// The flags alone configure the node (Environ); the secret comes
+	// through the environment, as an operator should pass it, never on a
+	// command line that every user of the host can read.
+	cmd.Env = append(Environ(), "RATEMESH_SECRET="+c.Secret)
+	if c.Token != "" {
+		cmd.Env = append(cmd.Env, "RATEMESH_API_TOKEN="+c.Token)
 	}
-	cmd.Env = append(cmd.Env, "RATEMESH_SECRET="+c.Secret)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
