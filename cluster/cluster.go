@@ -1,6 +1,3 @@
-// Package cluster joins ratemesh nodes into one limiter: memberlist gossip
-// for membership, a consistent-hash ring for ownership, and the msgpack RPC
-// of internal/rpc to forward each check to its key's owner.
 package cluster
 
 import (
