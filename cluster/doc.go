@@ -47,8 +47,9 @@
 // comment atop transfer.go says. When a rebuild changes the routing ring,
 // the handoff loop (handoff.go) runs handoffAll: batch by batch, the entries
 // this node no longer owns leave its table and are merged into their owners
-// (send; a batch that did not land is re-planned once on the ring of then,
-// else put back). A node that has just joined also pulls: for pullWindow,
+// (send; a batch that surely did not land is re-planned once on the ring of
+// then, else put back; one sent and not answered in time is left to its
+// peer, which may still apply it: leaveToPeer). A node that has just joined also pulls: for pullWindow,
 // the first check of a key whose partition came to it takes the entry from
 // the previous owner first (pull, and take on the other side; view.inbound),
 // since checks may reach it before its peers' handoffs do. A pull that fails
