@@ -141,5 +141,6 @@
 // timeout (rpc.DefaultMergeTimeout), so that Close waits for a background
 // handoff rather than cut a batch off; the cost is that Close can outlast
 // its ctx while a merge to a stalled peer runs. TestDocLockOrder keeps the
-// list above and the package's mutexes in step.
+// list above and the package's mutexes in step, and TestLockOrder checks
+// the source against it.
 package cluster
