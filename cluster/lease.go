@@ -294,7 +294,7 @@ func (l *leaser) giveBack(ctx context.Context, refunds map[ring.Member][]bucket.
 				l.c.refundHere(ctx, l.c.name, 0, es)
 				continue
 			}
-			err := l.c.peers.get(owner.Name, owner.Addr).Merge(ctx, &rpc.MergeRequest{From: l.c.name, Refund: true, Entries: es})
+			err := l.c.peers.get(owner.Name, owner.Addr).Refund(ctx, &rpc.RefundRequest{From: l.c.name, Entries: es})
 			switch {
 			case err == nil:
 				l.c.metrics.leases.WithLabelValues("refunded").Add(float64(len(es)))
@@ -420,7 +420,7 @@ func (c *Cluster) refundOne(ctx context.Context, from string, hops int, e bucket
 			c.metrics.leases.WithLabelValues("refund_dropped").Inc()
 			return
 		}
-		if err := c.peers.get(to.Name, to.Addr).Merge(ctx, &rpc.MergeRequest{From: from, Refund: true, Hops: hops, Entries: []bucket.Entry{e}}); err != nil {
+		if err := c.peers.get(to.Name, to.Addr).Refund(ctx, &rpc.RefundRequest{From: from, Hops: hops, Entries: []bucket.Entry{e}}); err != nil {
 			c.metrics.leases.WithLabelValues("refund_failed").Inc()
 			c.log.Warn("passing a lease slice on failed; it stays spent", "to", to.Name, "from", from, "err", err)
 		}

@@ -166,14 +166,34 @@ func (p *memPeer) answer(err error, out, resp *rpc.CheckResponse) error {
 	return nil
 }
 
+// Merge, Replicate and Refund hand the handler a copy of req, with its
+// entries copied too, as the RPC decodes a fresh request.
 func (p *memPeer) Merge(ctx context.Context, req *rpc.MergeRequest) error {
-	h, err := p.net.reach("merge", p.from, p.addr)
+	in := *req
+	in.Entries = slices.Clone(req.Entries)
+	return p.call("merge", func(h rpc.Handler) error { return h.Merge(ctx, &in) })
+}
+
+func (p *memPeer) Replicate(ctx context.Context, req *rpc.ReplicaRequest) error {
+	in := *req
+	in.Entries = slices.Clone(req.Entries)
+	return p.call("replica", func(h rpc.Handler) error { return h.Replicate(ctx, &in) })
+}
+
+func (p *memPeer) Refund(ctx context.Context, req *rpc.RefundRequest) error {
+	in := *req
+	in.Entries = slices.Clone(req.Entries)
+	return p.call("refund", func(h rpc.Handler) error { return h.Refund(ctx, &in) })
+}
+
+// call runs serve on the handler at p.addr, counted as an op call, or
+// returns reach's error.
+func (p *memPeer) call(op string, serve func(rpc.Handler) error) error {
+	h, err := p.net.reach(op, p.from, p.addr)
 	if err != nil {
 		return err
 	}
-	in := *req
-	in.Entries = slices.Clone(req.Entries)
-	return h.Merge(ctx, &in)
+	return serve(h)
 }
 
 func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error) {

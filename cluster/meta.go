@@ -10,8 +10,10 @@ import (
 // ProtocolVersion is carried in every node's gossip metadata. Nodes only put
 // peers with the same version into their ring: two versions could place keys
 // differently or speak different RPC frames, and a split ring would let a
-// client through twice.
-const ProtocolVersion = 3
+// client through twice. It is raised whenever the RPC's protocol version
+// is: 4 came with RPC version 3, where merge, replica and refund are ops
+// of their own.
+const ProtocolVersion = 4
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

@@ -216,7 +216,7 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 // send sends es to m as replicas.
 func (r *replicator) send(ctx context.Context, m ring.Member, es []bucket.Entry) error {
 	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
-	err := r.conn(m).Merge(ctx, &rpc.MergeRequest{From: r.c.name, Incarnation: r.c.incarnation, Replica: true, Entries: es})
+	err := r.conn(m).Replicate(ctx, &rpc.ReplicaRequest{From: r.c.name, Incarnation: r.c.incarnation, Entries: es})
 	cancel()
 	result := "sent"
 	if err != nil {

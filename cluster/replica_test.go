@@ -67,6 +67,11 @@ func newReplicatedCluster(t *testing.T, spent int, mod func(*Config)) *replicate
 		t.Fatalf("before: %d of %d allowed", got, spent)
 	}
 	replicated(t, rc.nodes[1], rc.key)
+	// The copies travel as replicas: taken for a handoff, they would be
+	// added to n1's own counts.
+	if r, m := rc.net.count("replica", memAddr("n1")), rc.net.count("merge", memAddr("n1")); r == 0 || m != 0 {
+		t.Fatalf("n1 received %d replicas and %d merges; want replicas only", r, m)
+	}
 	return rc
 }
 
@@ -137,7 +142,7 @@ func TestReplicaLagAndStrangers(t *testing.T) {
 
 	stranger := rpc.NewClient(next.RPCAddr(), rpc.ClientConfig{Secret: rpcSecret(nil), DialTimeout: time.Second, CallTimeout: time.Second})
 	defer stranger.Close()
-	err := stranger.Merge(context.Background(), &rpc.MergeRequest{From: "stranger", Replica: true,
+	err := stranger.Replicate(context.Background(), &rpc.ReplicaRequest{From: "stranger",
 		Entries: []bucket.Entry{{Key: "k", Counters: []bucket.CounterState{{Counter: cs[0], Start: time.Now().UnixNano(), Count: 5}}}}})
 	if err == nil || replicaCount(next, "stranger", "k") != 0 {
 		t.Fatalf("a stranger's replica: %v; held %d", err, replicaCount(next, "stranger", "k"))

@@ -272,23 +272,6 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	if err := h.c.awaitJoined(ctx); err != nil {
 		return err
 	}
-	if req.Refund || req.Replica {
-		// Only a member of this node's ring may give slices back or leave
-		// replicas here: a node that places keys by another ring (or
-		// speaks another protocol) is kept out of it, and its replicas
-		// would be promoted for keys it does not own. Awaited briefly: a
-		// refund refused is a slice lost, and a joiner hears from members
-		// before gossip has told it of all of them.
-		if err := h.c.awaitMember(ctx, req.From, ""); err != nil {
-			return err
-		}
-	}
-	if req.Refund {
-		// Even while leaving: a refund lands where its key's count is,
-		// here or wherever it went (see refundHere).
-		h.c.refundHere(ctx, req.From, req.Hops, req.Entries)
-		return nil
-	}
 	if !h.c.enter() {
 		// This node is handing everything off; counts merged here now
 		// could be lost. Refusing (nothing applied) makes the sender
@@ -296,13 +279,6 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		return errLeaving
 	}
 	defer h.c.exit()
-	switch {
-	case req.Replica:
-		if h.c.repl != nil {
-			h.c.repl.hold(req.From, req.Incarnation, req.Entries)
-		}
-		return nil
-	}
 	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))
 	if req.Supersedes {
 		h.c.restore.drop(req.Entries)
@@ -313,6 +289,46 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	h.c.mergeHere(req.Entries)
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil
+}
+
+// Replicate keeps a member's replicas apart from this node's counts.
+func (h handler) Replicate(ctx context.Context, req *rpc.ReplicaRequest) error {
+	if err := h.awaitSender(ctx, req.From); err != nil {
+		return err
+	}
+	if !h.c.enter() {
+		return errLeaving // as for a merge
+	}
+	defer h.c.exit()
+	if h.c.repl != nil {
+		h.c.repl.hold(req.From, req.Incarnation, req.Entries)
+	}
+	return nil
+}
+
+// Refund takes a member's unused lease units off their counters.
+func (h handler) Refund(ctx context.Context, req *rpc.RefundRequest) error {
+	if err := h.awaitSender(ctx, req.From); err != nil {
+		return err
+	}
+	// Even while leaving: a refund lands where its key's count is,
+	// here or wherever it went (see refundHere).
+	h.c.refundHere(ctx, req.From, req.Hops, req.Entries)
+	return nil
+}
+
+// awaitSender waits until this node has joined and the sender of a replica
+// or a refund is a member of its ring. Only a member may give slices back
+// or leave replicas here: a node that places keys by another ring (or
+// speaks another protocol) is kept out of it, and its replicas would be
+// promoted for keys it does not own. Awaited briefly: a refund refused is
+// a slice lost, and a joiner hears from members before gossip has told it
+// of all of them.
+func (h handler) awaitSender(ctx context.Context, from string) error {
+	if err := h.c.awaitJoined(ctx); err != nil {
+		return err
+	}
+	return h.c.awaitMember(ctx, from, "")
 }
 
 func (h handler) Reset(ctx context.Context, key string) error {

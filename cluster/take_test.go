@@ -63,7 +63,7 @@ func TestRefundFromMemberNotYetInRing(t *testing.T) {
 	}
 	e.Counters[0].Count = 4          // n2 gives back 4 units of a slice
 	net.setMembers("n0", "n1", "n2") // gossip knows n2; n0's ring does not yet
-	err := handler{n0.Cluster}.Merge(context.Background(), &rpc.MergeRequest{From: "n2", Refund: true, Entries: []bucket.Entry{e}})
+	err := handler{n0.Cluster}.Refund(context.Background(), &rpc.RefundRequest{From: "n2", Entries: []bucket.Entry{e}})
 	if err != nil {
 		t.Fatalf("refund from n2: %v", err)
 	}
@@ -71,7 +71,7 @@ func TestRefundFromMemberNotYetInRing(t *testing.T) {
 		t.Errorf("after the refund: %d of 5 allowed; want the 4 given back", got)
 	}
 	// A stranger's refund is still refused, and takes nothing off.
-	err = handler{n0.Cluster}.Merge(context.Background(), &rpc.MergeRequest{From: "mallory", Refund: true, Entries: []bucket.Entry{e}})
+	err = handler{n0.Cluster}.Refund(context.Background(), &rpc.RefundRequest{From: "mallory", Entries: []bucket.Entry{e}})
 	var nm *NotMemberError
 	if !errors.As(err, &nm) || nm.Name != "mallory" {
 		t.Errorf("refund from mallory: %v; want a NotMemberError", err)

@@ -19,6 +19,8 @@ import (
 type Peer interface {
 	Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error
 	Merge(ctx context.Context, req *rpc.MergeRequest) error
+	Replicate(ctx context.Context, req *rpc.ReplicaRequest) error
+	Refund(ctx context.Context, req *rpc.RefundRequest) error
 	Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error)
 	Reset(ctx context.Context, key string) error
 	Ping(ctx context.Context) error

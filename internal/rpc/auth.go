@@ -18,10 +18,11 @@ import (
 //
 //	reply  = "RMSH" version:uint8 mode:uint8 status:uint8 nonceS[32] macS[32]
 //
-// where mode is 1 when the side has a secret and 0 otherwise, and status is
-// 0 (go on), 1 (version mismatch) or 2 (one side has a secret, the other
-// not); on a non-zero status the server closes. With a secret the client
-// checks macS, then proves itself with
+// where version is each side's protoVersion, mode is 1 when the side has a
+// secret and 0 otherwise, and status is 0 (go on), 1 (version mismatch:
+// each side then says which two versions met) or 2 (one side has a
+// secret, the other not); on a non-zero status the server closes. With a
+// secret the client checks macS, then proves itself with
 //
 //	proof  = macC[32]
 //
@@ -33,7 +34,11 @@ import (
 // handshake authenticates the peers; it does not encrypt the connection.
 
 const (
-	protoVersion = 2
+	// protoVersion is raised whenever a frame changes. 3: merge, replica
+	// and refund are ops of their own (they were one op with flags in 2).
+	// The handshake's layout stays as it is across versions, so that a
+	// node can tell a peer of any version which one it speaks.
+	protoVersion = 3
 	magic        = "RMSH"
 	nonceSize    = 32
 	macSize      = sha256.Size
@@ -61,22 +66,23 @@ func modeOf(secret []byte) byte {
 	return modePlain
 }
 
-func handshakeMAC(secret []byte, role string, nonceC, nonceS []byte) []byte {
+func handshakeMAC(secret []byte, role string, version byte, nonceC, nonceS []byte) []byte {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(role))
-	m.Write([]byte{protoVersion})
+	m.Write([]byte{version})
 	m.Write(nonceC)
 	m.Write(nonceS)
 	return m.Sum(nil)
 }
 
-// clientHandshake runs the client side on a fresh connection whose deadline
-// the caller has set. Errors wrap ErrAuth or ErrVersion when the peer
-// answered but does not match.
-func clientHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
+// clientHandshake runs the client side, speaking version, on a fresh
+// connection whose deadline the caller has set. Errors wrap ErrAuth or
+// ErrVersion when the peer answered but does not match; a version
+// mismatch names both versions.
+func clientHandshake(nc net.Conn, br *bufio.Reader, secret []byte, version byte) error {
 	var hello [helloSize]byte
 	copy(hello[:], magic)
-	hello[4] = protoVersion
+	hello[4] = version
 	hello[5] = modeOf(secret)
 	nonceC := hello[6:]
 	rand.Read(nonceC)
@@ -90,11 +96,11 @@ func clientHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
 	if string(reply[:4]) != magic {
 		return fmt.Errorf("%w: peer is not a ratemesh RPC server", ErrVersion)
 	}
-	version, mode, status := reply[4], reply[5], reply[6]
+	theirs, mode, status := reply[4], reply[5], reply[6]
 	nonceS, macS := reply[7:7+nonceSize], reply[7+nonceSize:]
 	switch {
-	case status == hsBadVersion || version != protoVersion:
-		return fmt.Errorf("%w: peer speaks version %d, this node %d", ErrVersion, version, protoVersion)
+	case status == hsBadVersion || theirs != version:
+		return fmt.Errorf("%w: the peer speaks version %d, this node version %d", ErrVersion, theirs, version)
 	case status == hsBadMode || mode != modeOf(secret):
 		if len(secret) > 0 {
 			return fmt.Errorf("%w: this node has a secret, the peer has none", ErrAuth)
@@ -105,10 +111,10 @@ func clientHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
 	case mode == modePlain:
 		return nil
 	}
-	if !hmac.Equal(macS, handshakeMAC(secret, roleServer, nonceC, nonceS)) {
+	if !hmac.Equal(macS, handshakeMAC(secret, roleServer, version, nonceC, nonceS)) {
 		return fmt.Errorf("%w: the peer does not know this node's secret", ErrAuth)
 	}
-	if _, err := nc.Write(handshakeMAC(secret, roleClient, nonceC, nonceS)); err != nil {
+	if _, err := nc.Write(handshakeMAC(secret, roleClient, version, nonceC, nonceS)); err != nil {
 		return fmt.Errorf("sending proof: %w", err)
 	}
 	verdict, err := br.ReadByte()
@@ -121,10 +127,11 @@ func clientHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
 	return nil
 }
 
-// serverHandshake runs the server side on a fresh connection whose deadline
-// the caller has set. A non-nil error means the connection must be closed;
-// the client has been told why when it spoke the protocol.
-func serverHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
+// serverHandshake runs the server side, speaking version, on a fresh
+// connection whose deadline the caller has set. A non-nil error means the
+// connection must be closed; the client has been told why when it spoke
+// the protocol.
+func serverHandshake(nc net.Conn, br *bufio.Reader, secret []byte, version byte) error {
 	var hello [helloSize]byte
 	if _, err := io.ReadFull(br, hello[:]); err != nil {
 		return fmt.Errorf("reading hello: %w", err)
@@ -134,14 +141,14 @@ func serverHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
 	}
 	var reply [replySize]byte
 	copy(reply[:], magic)
-	reply[4] = protoVersion
+	reply[4] = version
 	reply[5] = modeOf(secret)
 	nonceC, nonceS := hello[6:], reply[7:7+nonceSize]
 	var refuse error
 	switch {
-	case hello[4] != protoVersion:
+	case hello[4] != version:
 		reply[6] = hsBadVersion
-		refuse = fmt.Errorf("client speaks protocol version %d, this node %d", hello[4], protoVersion)
+		refuse = fmt.Errorf("client speaks protocol version %d, this node version %d: refused", hello[4], version)
 	case hello[5] != reply[5] && len(secret) > 0:
 		reply[6] = hsBadMode
 		refuse = fmt.Errorf("client has no secret: refused")
@@ -151,7 +158,7 @@ func serverHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
 	default:
 		rand.Read(nonceS)
 		if len(secret) > 0 {
-			copy(reply[7+nonceSize:], handshakeMAC(secret, roleServer, nonceC, nonceS))
+			copy(reply[7+nonceSize:], handshakeMAC(secret, roleServer, version, nonceC, nonceS))
 		}
 	}
 	if _, err := nc.Write(reply[:]); err != nil && refuse == nil {
@@ -164,7 +171,7 @@ func serverHandshake(nc net.Conn, br *bufio.Reader, secret []byte) error {
 	if _, err := io.ReadFull(br, proof[:]); err != nil {
 		return fmt.Errorf("reading proof (client refused this node's secret?): %w", err)
 	}
-	if !hmac.Equal(proof[:], handshakeMAC(secret, roleClient, nonceC, nonceS)) {
+	if !hmac.Equal(proof[:], handshakeMAC(secret, roleClient, version, nonceC, nonceS)) {
 		nc.Write([]byte{verdictBad})
 		return fmt.Errorf("wrong secret: refused")
 	}

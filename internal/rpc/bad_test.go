@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,8 +40,11 @@ func TestBadInput(t *testing.T) {
 		{"unknown op", true, frame(7, 99, nil), "unknown op 99"},
 		{"malformed check", true, frame(7, byte(opCheck), []byte{0x93, 0xc1}), "malformed"},
 		{"check with forged list length", true, frame(7, byte(opCheck), []byte{0x94, 0xa1, 'k', 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
-		{"merge with forged list length", true, frame(7, byte(opMerge), []byte{0x97, 0xa1, 'n', 0xc2, 0xc2, 0xc2, 0x00, 0x00, 0xdd, 0x7f, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
-		{"merge with forged nested length", true, frame(7, byte(opMerge), append([]byte{0x97, 0xa1, 'n', 0xc2, 0xc2, 0xc2, 0x00, 0x00, 0x91, 0x92, 0xa1, 'k', 0x91, 0x81, 0xa4, 'H', 'i', 't', 's', 0xdd, 0x0f, 0xff, 0xff, 0xff}, make([]byte, 16)...)), "malformed counter state"},
+		{"merge with forged list length", true, frame(7, byte(opMerge), []byte{0x94, byte(opMerge), 0xa1, 'n', 0xc2, 0xdd, 0x7f, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
+		{"replica with forged nested length", true, frame(7, byte(opReplica), append([]byte{0x94, byte(opReplica), 0xa1, 'n', 0x00, 0x91, 0x92, 0xa1, 'k', 0x91, 0x81, 0xa4, 'H', 'i', 't', 's', 0xdd, 0x0f, 0xff, 0xff, 0xff}, make([]byte, 16)...)), "malformed counter state"},
+		{"refund payload under the replica op", true, frame(7, byte(opReplica), []byte{0x94, byte(opRefund), 0xa1, 'n', 0x00, 0x90}), "malformed replica request: it is a refund payload"},
+		{"replica payload under the merge op", true, frame(7, byte(opMerge), []byte{0x94, byte(opReplica), 0xa1, 'n', 0x00, 0x90}), "malformed merge request: it is a replica payload"},
+		{"merge of protocol version 2", true, frame(7, byte(opMerge), []byte{0x97, 0xa1, 'n', 0xc2, 0xc3, 0xc2, 0x00, 0x00, 0x90}), "malformed merge request"},
 		{"trailing bytes", true, frame(7, byte(opReset), []byte{0xa1, 'k', 0x00}), "trailing bytes"},
 	}
 	for _, tc := range cases {
@@ -158,24 +162,28 @@ func TestServerRefusesBadProof(t *testing.T) {
 	ts.log.waitLog(t, "wrong secret: refused")
 }
 
+// A hello of an older or a newer version is answered with this server's
+// version and a refusal, and logged with both versions.
 func TestVersionMismatch(t *testing.T) {
 	ts := startServer(t, &testHandler{}, ServerConfig{})
-	nc, err := net.Dial("tcp", ts.addr)
-	if err != nil {
-		t.Fatal(err)
+	for _, v := range []byte{protoVersion - 1, protoVersion + 1} {
+		nc, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		hello := make([]byte, helloSize)
+		copy(hello, magic)
+		hello[4] = v
+		nc.Write(hello)
+		reply := make([]byte, replySize)
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(nc, reply); err != nil || reply[6] != hsBadVersion || reply[4] != protoVersion {
+			t.Fatalf("reply version %d status %d, %v; want %d, %d", reply[4], reply[6], err, protoVersion, hsBadVersion)
+		}
+		expectClosed(t, nc)
+		ts.log.waitLog(t, fmt.Sprintf("client speaks protocol version %d, this node version %d: refused", v, protoVersion))
 	}
-	defer nc.Close()
-	hello := make([]byte, helloSize)
-	copy(hello, magic)
-	hello[4] = protoVersion + 1
-	nc.Write(hello)
-	reply := make([]byte, replySize)
-	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(nc, reply); err != nil || reply[6] != hsBadVersion {
-		t.Fatalf("reply status %d, %v", reply[6], err)
-	}
-	expectClosed(t, nc)
-	ts.log.waitLog(t, fmt.Sprintf("client speaks protocol version %d", protoVersion+1))
 
 	// A client that reaches something else gets ErrVersion.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -195,6 +203,36 @@ func TestVersionMismatch(t *testing.T) {
 	c, _ := newTestClient(t, ln.Addr().String(), ClientConfig{})
 	if err := c.Ping(context.Background()); !errors.Is(err, ErrVersion) {
 		t.Fatalf("Ping to a non-ratemesh server = %v, want ErrVersion", err)
+	}
+}
+
+// A node of the previous protocol version and one of this version refuse
+// each other, whichever dials, with or without a secret: the client's
+// error (ErrVersion, ErrUnavailable and ErrNotSent: nothing was sent) and
+// the server's log line both name the two versions. The handshake's
+// layout is the same in both versions, so the older side here speaks
+// exactly the bytes a node of that release does.
+func TestMixedVersionsRefused(t *testing.T) {
+	const old = protoVersion - 1
+	for _, tc := range []struct {
+		name           string
+		server, client byte
+	}{{"old client, new server", protoVersion, old}, {"new client, old server", old, protoVersion}} {
+		for _, secret := range [][]byte{nil, []byte("s3cret")} {
+			t.Run(fmt.Sprintf("%s, secret %t", tc.name, secret != nil), func(t *testing.T) {
+				ts := startServer(t, &testHandler{}, ServerConfig{Secret: secret, version: tc.server})
+				c, _ := newTestClient(t, ts.addr, ClientConfig{Secret: secret, version: tc.client})
+				err := c.Merge(context.Background(), &MergeRequest{From: "n1"})
+				if !errors.Is(err, ErrVersion) || !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNotSent) {
+					t.Fatalf("Merge = %v, want ErrVersion, ErrUnavailable and ErrNotSent", err)
+				}
+				want := fmt.Sprintf("rpc: protocol version mismatch: the peer speaks version %d, this node version %d", tc.server, tc.client)
+				if !strings.HasSuffix(err.Error(), want) {
+					t.Errorf("Merge = %q, want it to end in %q", err, want)
+				}
+				ts.log.waitLog(t, fmt.Sprintf("handshake: client speaks protocol version %d, this node version %d: refused", tc.client, tc.server))
+			})
+		}
 	}
 }
 

@@ -80,6 +80,9 @@ func NewClient(addr string, cfg ClientConfig) *Client {
 		cfg.IOTimeout = DefaultIOTimeout
 	}
 	cfg.MaxFrame = maxFrame(cfg.MaxFrame)
+	if cfg.version == 0 {
+		cfg.version = protoVersion
+	}
 	c := &Client{addr: addr, cfg: cfg, log: newLogLimiter(cfg.Logger)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
@@ -107,20 +110,42 @@ func (c *Client) Check(ctx context.Context, req *CheckRequest, resp *CheckRespon
 	return nil
 }
 
-// Merge hands req.Entries to the peer. Its deadline is ctx's, or
-// MergeTimeout when ctx has none. A request larger than MaxFrame fails with
-// ErrTooLarge before anything is sent.
+// Merge hands req.Entries over to the peer, their keys' new owner. Its
+// deadline is ctx's, or MergeTimeout when ctx has none. A request larger
+// than MaxFrame fails with ErrTooLarge before anything is sent.
 func (c *Client) Merge(ctx context.Context, req *MergeRequest) error {
 	cl := c.begin(opMerge)
 	defer c.end(cl)
-	if err := cl.codec.encodeMergeRequest(req); err != nil {
-		return fmt.Errorf("rpc: merge: %w", err)
+	return c.sendCounts(ctx, cl, opMerge, cl.codec.encodeMergeRequest(req))
+}
+
+// Replicate sends the peer replicas of this node's counters. Its deadline
+// and size limit are Merge's.
+func (c *Client) Replicate(ctx context.Context, req *ReplicaRequest) error {
+	cl := c.begin(opReplica)
+	defer c.end(cl)
+	return c.sendCounts(ctx, cl, opReplica, cl.codec.encodeReplicaRequest(req))
+}
+
+// Refund gives the peer unused lease units back. Its deadline and size
+// limit are Merge's.
+func (c *Client) Refund(ctx context.Context, req *RefundRequest) error {
+	cl := c.begin(opRefund)
+	defer c.end(cl)
+	return c.sendCounts(ctx, cl, opRefund, cl.codec.encodeRefundRequest(req))
+}
+
+// sendCounts sends the merge, replica or refund that cl holds, unless
+// encoding it failed (encErr), under the deadline of Merge.
+func (c *Client) sendCounts(ctx context.Context, cl *call, o op, encErr error) error {
+	if encErr != nil {
+		return fmt.Errorf("rpc: %s: %w", o, encErr)
 	}
 	timeout := c.cfg.MergeTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	return c.roundTrip(ctx, cl, opMerge, timeout)
+	return c.roundTrip(ctx, cl, o, timeout)
 }
 
 // Reset asks the peer to forget every counter of key.
@@ -348,7 +373,7 @@ func (c *Client) connect() (*clientConn, error) {
 	nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	stop := context.AfterFunc(c.ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	br := bufio.NewReaderSize(nc, readBuf)
-	err = clientHandshake(nc, br, c.cfg.Secret)
+	err = clientHandshake(nc, br, c.cfg.Secret, c.cfg.version)
 	if !stop() || err != nil {
 		nc.Close()
 		if err == nil {

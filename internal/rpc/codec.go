@@ -15,12 +15,19 @@ import (
 //	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
 //	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
 //	reset         key str
-//	MergeRequest  [from str, replica bool, refund bool, supersedes bool, incarnation uint, hops int, [entry...]]
+//	MergeRequest   [3, from str, supersedes bool, [entry...]]
+//	ReplicaRequest [6, from str, incarnation uint, [entry...]]
+//	RefundRequest  [7, from str, hops int, [entry...]]
 //	TakeRequest   [key str, to str, to-addr str, incarnation uint]
 //	take response [found bool, entry|nil, supersedes bool]
 //	entry         [key str, [state...]]
 //	state         [scope str, amount int, period ns, strategy uint, start int, count int, prev int, tat int, tat-frac int, [hit int...]]
 //	ping, and every other ok response: empty
+//
+// A merge, replica or refund payload opens with its op: the three have the
+// same shape, and a payload under another op (a refund's hops read as a
+// replica's incarnation, say) would otherwise decode and be applied as
+// the wrong job. The decoder refuses it by name instead.
 //
 // Every type is written field by field with the Encoder/Decoder
 // primitives: no reflection, no field names on the wire, and strings are
@@ -33,6 +40,7 @@ const (
 	minCounter    = 1 + counterFields // fixarray + one byte per field
 	minStatus     = 1 + statusFields
 	minEntry      = 3  // fixarray, fixstr, fixarray
+	countsFields  = 4  // op, from, the op's own field, entries
 	stateFields   = 10 // scope, amount, period, strategy, start, count, prev, tat, tat-frac, hits
 	minState      = 11 // fixarray, fixstr, eight fixints, fixarray
 	maxInterned   = 256
@@ -109,16 +117,35 @@ func (c *codec) encodeCheckResponse(resp *CheckResponse) {
 func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
-	c.enc.EncodeArrayLen(7)
-	c.enc.EncodeString(req.From)
-	c.enc.EncodeBool(req.Replica)
-	c.enc.EncodeBool(req.Refund)
+	c.encodeCountsHead(opMerge, req.From)
 	c.enc.EncodeBool(req.Supersedes)
+	return c.encodeEntries(req.Entries)
+}
+
+func (c *codec) encodeReplicaRequest(req *ReplicaRequest) error {
+	c.encodeCountsHead(opReplica, req.From)
 	c.enc.EncodeUint(req.Incarnation)
+	return c.encodeEntries(req.Entries)
+}
+
+func (c *codec) encodeRefundRequest(req *RefundRequest) error {
+	c.encodeCountsHead(opRefund, req.From)
 	c.enc.EncodeInt(int64(req.Hops))
-	c.enc.EncodeArrayLen(len(req.Entries))
-	for i := range req.Entries {
-		if err := c.encodeEntry(&req.Entries[i]); err != nil {
+	return c.encodeEntries(req.Entries)
+}
+
+// encodeCountsHead starts the payload of a merge, replica or refund: its
+// op and sender; the op's own field and the entries follow.
+func (c *codec) encodeCountsHead(o op, from string) {
+	c.enc.EncodeArrayLen(countsFields)
+	c.enc.EncodeUint(uint64(o))
+	c.enc.EncodeString(from)
+}
+
+func (c *codec) encodeEntries(entries []bucket.Entry) error {
+	c.enc.EncodeArrayLen(len(entries))
+	for i := range entries {
+		if err := c.encodeEntry(&entries[i]); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -8,58 +9,100 @@ import (
 )
 
 // The decoding of counter entries and states: the payload of merges
-// (handoffs and replication batches) and of take responses.
+// (handoffs), replicas and refunds, and of take responses.
 
-// decodeMergeRequest fills a fresh request. Lists grow as elements are read
-// rather than by their announced lengths, and each CounterState's bytes
-// are checked by valueSize before msgpack's reflection decodes them, so a
-// payload of n bytes allocates O(n) memory at most (about 8n: an int64 per
-// byte of a minimal list).
 func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	if err := c.fields(7, "merge request"); err != nil {
+	return c.decodeCounts(opMerge, &req.From, &req.Entries, "supersedes flag", func() (err error) {
+		req.Supersedes, err = c.dec.DecodeBool()
 		return err
-	}
+	})
+}
+
+func (c *codec) decodeReplicaRequest(req *ReplicaRequest) error {
+	return c.decodeCounts(opReplica, &req.From, &req.Entries, "incarnation", func() (err error) {
+		req.Incarnation, err = c.dec.DecodeUint64()
+		return err
+	})
+}
+
+func (c *codec) decodeRefundRequest(req *RefundRequest) error {
+	return c.decodeCounts(opRefund, &req.From, &req.Entries, "hops", func() (err error) {
+		if req.Hops, err = c.dec.DecodeInt(); err == nil && req.Hops < 0 {
+			err = errNegative
+		}
+		return err
+	})
+}
+
+// errNegative refuses a count that cannot be below zero.
+var errNegative = errors.New("negative")
+
+// decodeCounts decodes a payload of op o, one of the three that carry
+// counts: its sender into from, the op's own field with own (what names
+// it in an error), and its entries appended to entries.
+func (c *codec) decodeCounts(o op, from *string, entries *[]bucket.Entry, what string, own func() error) error {
 	var err error
-	if req.From, err = c.str("from"); err != nil {
+	if *from, err = c.countsHead(o); err != nil {
 		return err
 	}
-	if req.Replica, err = c.dec.DecodeBool(); err != nil {
-		return malformed("replica flag", err)
+	if err := own(); err != nil {
+		return malformed(what, err)
 	}
-	if req.Refund, err = c.dec.DecodeBool(); err != nil {
-		return malformed("refund flag", err)
+	*entries, err = c.decodeEntries(*entries)
+	return err
+}
+
+// countsHead reads the head of a merge, replica or refund payload that
+// must be of op o, and returns its sender. A payload of another op is
+// refused by name: the three have the same shape (see encodeCountsHead).
+func (c *codec) countsHead(o op) (from string, err error) {
+	// Not c.fields: the name of what is read is built on failure only.
+	if n, err := c.dec.DecodeArrayLen(); err != nil || n != countsFields {
+		return "", malformed(o.String()+" request", err)
 	}
-	if req.Supersedes, err = c.dec.DecodeBool(); err != nil {
-		return malformed("supersedes flag", err)
-	}
-	if req.Incarnation, err = c.dec.DecodeUint64(); err != nil {
-		return malformed("incarnation", err)
-	}
-	if req.Hops, err = c.dec.DecodeInt(); err != nil || req.Hops < 0 {
-		return malformed("hops", err)
-	}
-	if req.Replica && req.Refund {
-		return protoErr("malformed merge request: both a replica and a refund")
-	}
-	n, err := c.list(minEntry, "merge request entries")
+	got, err := c.dec.DecodeUint64()
 	if err != nil {
-		return err
+		return "", malformed(o.String()+" request's op", err)
+	}
+	if got != uint64(o) {
+		return "", wrongOp(o, got)
+	}
+	return c.str("from")
+}
+
+// wrongOp is the error of a payload of op got where one of want belongs,
+// apart so that its values are boxed only on this path.
+func wrongOp(want op, got uint64) error {
+	if got > 255 || !op(got).known() {
+		return protoErr("malformed %s request: it names op %d, which does not exist", want, got)
+	}
+	return protoErr("malformed %s request: it is a %s payload", want, op(got))
+}
+
+// decodeEntries decodes the entries ending a merge, replica or refund
+// payload, appended to entries. No list is sized beyond what the bytes
+// left can hold (see list), so a payload of n bytes allocates O(n) memory
+// at most (about 8n: an int64 per byte of a minimal list).
+func (c *codec) decodeEntries(entries []bucket.Entry) ([]bucket.Entry, error) {
+	n, err := c.list(minEntry, "entries")
+	if err != nil {
+		return entries, err
 	}
 	// The entries and their counter states each come out of one
 	// allocation for the request (list bounds n by the bytes left, so a
 	// peer cannot make these larger than its frame), not one per entry:
 	// a replication batch of a thousand keys was two thousand.
-	req.Entries = slices.Grow(req.Entries, n)
+	entries = slices.Grow(entries, n)
 	states := make([]bucket.CounterState, 0, n)
 	for range n {
 		var ent bucket.Entry
 		var err error
 		if states, err = c.decodeEntryInto(&ent, states); err != nil {
-			return err
+			return entries, err
 		}
-		req.Entries = append(req.Entries, ent)
+		entries = append(entries, ent)
 	}
-	return c.done()
+	return entries, c.done()
 }
 
 // decodeEntryInto decodes an entry whose counter states are appended to

@@ -15,10 +15,19 @@ type op uint8
 const (
 	opPing  op = 1
 	opCheck op = 2
-	opMerge op = 3
+	opMerge op = 3 // handed-over counts (MergeRequest)
 	opReset op = 4
 	opTake  op = 5
+	// Replicas and refunds were merges with flags before protocol
+	// version 3; each is an op of its own now, so that a frame says which
+	// of the three it is and the handler need not tell them apart.
+	opReplica op = 6 // copies of the sender's counters (ReplicaRequest)
+	opRefund  op = 7 // unused lease units given back (RefundRequest)
 )
+
+// known reports whether o is an op of this protocol version: they are
+// numbered from opPing to opRefund without gaps.
+func (o op) known() bool { return o >= opPing && o <= opRefund }
 
 func (o op) String() string {
 	switch o {
@@ -32,6 +41,10 @@ func (o op) String() string {
 		return "reset"
 	case opTake:
 		return "take"
+	case opReplica:
+		return "replica"
+	case opRefund:
+		return "refund"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

@@ -31,6 +31,9 @@ type testHandler struct {
 
 	mu     sync.Mutex
 	merged []bucket.Entry
+	// counts holds the merge, replica and refund requests received, in
+	// order, each as the handler method it reached got it.
+	counts []any
 	resets []string
 }
 
@@ -65,6 +68,21 @@ func (h *testHandler) Merge(ctx context.Context, req *MergeRequest) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.merged = append(h.merged, req.Entries...)
+	h.counts = append(h.counts, *req)
+	return nil
+}
+
+func (h *testHandler) Replicate(ctx context.Context, req *ReplicaRequest) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts = append(h.counts, *req)
+	return nil
+}
+
+func (h *testHandler) Refund(ctx context.Context, req *RefundRequest) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts = append(h.counts, *req)
 	return nil
 }
 
@@ -185,7 +203,7 @@ func rawConn(t *testing.T, addr string, secret []byte) net.Conn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := clientHandshake(nc, bufioReader(nc), secret); err != nil {
+	if err := clientHandshake(nc, bufioReader(nc), secret, protoVersion); err != nil {
 		t.Fatal(err)
 	}
 	return nc

@@ -30,29 +30,42 @@ type CheckResponse struct {
 	Node     string
 }
 
-// MergeRequest hands counters over to the node that now owns their keys.
+// MergeRequest hands counters over to the node that now owns their keys
+// (a handoff, or the return of counts a successor kept while the owner
+// was away): the receiver adds them to what it holds.
 type MergeRequest struct {
 	// From names the sending node.
 	From string
-	// Replica marks copies of the sender's own counters, kept by the
-	// receiver for the case the sender fails, instead of counts handed
-	// over to the receiver as their new owner.
-	Replica bool
-	// Refund marks fixed-window units the sender consumed ahead (a lease)
-	// and gives back unused: each state's Count comes off the counter if
-	// its window still starts at Start (see bucket.Store.Refund).
-	Refund bool
 	// Supersedes marks handed-over entries that hold the receiver's own
 	// counts: a replica it sent before it restarted, and what was counted
 	// on top of it while it was away. They replace what the receiver
 	// restored from its data file for those keys instead of adding to it.
 	Supersedes bool
+	Entries    []bucket.Entry
+}
+
+// ReplicaRequest carries copies of the sender's own counters, kept by the
+// receiver apart from its own for the case the sender fails. A replica
+// overwrites the previous one of its key; it is never added to a count.
+type ReplicaRequest struct {
+	// From names the sending node, the keys' owner.
+	From string
 	// Incarnation is the sender's (cluster.Meta.Incarnation): a replica
 	// is filed under the incarnation that sent it, even before the
 	// receiver's gossip has seen that incarnation.
 	Incarnation uint64
-	// Hops counts how often a refund was passed on by nodes that did not
-	// hold its key (leaving ones), so that it is not passed around.
+	Entries     []bucket.Entry
+}
+
+// RefundRequest gives back fixed-window units the sender consumed ahead (a
+// lease) and did not use: each state's Count comes off the counter if its
+// window still starts at Start (see bucket.Store.Refund).
+type RefundRequest struct {
+	// From names the node the units are given back for: the lease's
+	// holder, also when a node passes the refund on.
+	From string
+	// Hops counts how often the refund was passed on by nodes that did
+	// not hold its key (leaving ones), so that it is not passed around.
 	Hops    int
 	Entries []bucket.Entry
 }
@@ -85,12 +98,18 @@ type TakeRequest struct {
 // most checks from memory at once also implements FastChecker.
 //
 // req and resp belong to the server and must not be retained after the
-// method returns (the strings in them may be kept); Merge owns its req.
+// method returns (the strings in them may be kept); Merge, Replicate and
+// Refund own theirs.
 // ctx is cancelled when the Server closes or the connection has ended. An
 // error returned by a handler reaches the caller as a *RemoteError.
 type Handler interface {
 	Check(ctx context.Context, req *CheckRequest, resp *CheckResponse) error
+	// Merge adds handed-over counts to this node's.
 	Merge(ctx context.Context, req *MergeRequest) error
+	// Replicate keeps the sender's replicas.
+	Replicate(ctx context.Context, req *ReplicaRequest) error
+	// Refund takes unused lease units off their counters.
+	Refund(ctx context.Context, req *RefundRequest) error
 	Reset(ctx context.Context, key string) error
 	// Take removes and returns the entry of req.Key; found is false when
 	// there is none.
@@ -122,8 +141,8 @@ const (
 	// CPU does not turn into a spurious failover, and low enough that a
 	// dead peer costs one short wait.
 	DefaultCallTimeout = 100 * time.Millisecond
-	// DefaultMergeTimeout bounds Merge when its context has no deadline:
-	// a merge may carry megabytes of counters.
+	// DefaultMergeTimeout bounds Merge, Replicate and Refund when their
+	// context has no deadline: they may carry megabytes of counters.
 	DefaultMergeTimeout = 5 * time.Second
 	// DefaultIOTimeout bounds writing a batch of frames and reading the
 	// rest of a frame once its length has arrived.
@@ -150,6 +169,11 @@ type ServerConfig struct {
 	// whose length has arrived; a peer slower than that is disconnected.
 	// Idle connections are kept. 0 means DefaultIOTimeout.
 	IOTimeout time.Duration
+
+	// version is the protocol version announced in the handshake; 0
+	// means protoVersion. Tests set it to play a node of another
+	// release.
+	version byte
 }
 
 // ClientConfig configures a Client. The zero value is usable: no secret, the
@@ -167,9 +191,9 @@ type ClientConfig struct {
 	// connection; an earlier context deadline wins. 0 means
 	// DefaultCallTimeout.
 	CallTimeout time.Duration
-	// MergeTimeout bounds Merge when its context has no deadline (a
-	// context deadline alone governs otherwise). 0 means
-	// DefaultMergeTimeout.
+	// MergeTimeout bounds Merge, Replicate and Refund when their context
+	// has no deadline (a context deadline alone governs otherwise). 0
+	// means DefaultMergeTimeout.
 	MergeTimeout time.Duration
 	// HandshakeTimeout bounds the hello/authentication exchange after
 	// connecting. 0 means DefaultHandshakeTimeout.
@@ -184,6 +208,9 @@ type ClientConfig struct {
 	// with ErrTooLarge, a larger response closes the connection. 0 means
 	// DefaultMaxFrame.
 	MaxFrame int
+
+	// version is as in ServerConfig.
+	version byte
 }
 
 var (

@@ -73,13 +73,31 @@ func TestRoundTrip(t *testing.T) {
 			{Counter: bucket.Counter{Scope: "c", Limit: limit(9, time.Second), Strategy: bucket.TokenBucket}},
 		}},
 	}
-	if err := c.Merge(ctx, &MergeRequest{Entries: entries}); err != nil {
-		t.Fatalf("Merge: %v", err)
+	// Each of the three ops that carry counts reaches its own handler
+	// method with its own fields.
+	sent := []any{
+		MergeRequest{From: "n1", Supersedes: true, Entries: entries},
+		ReplicaRequest{From: "n2", Incarnation: 1 << 63, Entries: entries[:1]},
+		RefundRequest{From: "n3", Hops: 2, Entries: entries[1:]},
+	}
+	for _, req := range sent {
+		var err error
+		switch req := req.(type) {
+		case MergeRequest:
+			err = c.Merge(ctx, &req)
+		case ReplicaRequest:
+			err = c.Replicate(ctx, &req)
+		case RefundRequest:
+			err = c.Refund(ctx, &req)
+		}
+		if err != nil {
+			t.Fatalf("%T: %v", req, err)
+		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !reflect.DeepEqual(h.merged, entries) {
-		t.Errorf("merged %+v, want %+v", h.merged, entries)
+	if !reflect.DeepEqual(h.counts, sent) {
+		t.Errorf("received %+v, want %+v", h.counts, sent)
 	}
 	if !reflect.DeepEqual(h.resets, []string{"user:42"}) {
 		t.Errorf("resets %q", h.resets)

@@ -44,6 +44,9 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 	if cfg.IOTimeout <= 0 {
 		cfg.IOTimeout = DefaultIOTimeout
 	}
+	if cfg.version == 0 {
+		cfg.version = protoVersion
+	}
 	s := &Server{h: h, cfg: cfg, log: newLogLimiter(cfg.Logger),
 		lns: make(map[net.Listener]struct{}), conns: make(map[*serverConn]struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -206,7 +209,7 @@ func (s *Server) getCall() *serverCall {
 // request. Its key stays, so that decoding the same key again reuses the
 // string.
 func (s *Server) putCall(cl *serverCall) {
-	cl.merge, cl.take = nil, nil
+	cl.merge, cl.replica, cl.refund, cl.take = nil, nil, nil, nil
 	if cap(cl.req.Counters) > 64 || cap(cl.resp.Statuses) > 64 {
 		*cl = serverCall{}
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 const (
-	maxAsync    = 8    // merges and takes running at once per connection
+	maxAsync    = 8    // merges, replicas, refunds and takes running at once per connection
 	maxCalls    = 256  // checks and resets running on goroutines per connection
 	maxErrorMsg = 1024 // longest handler error message sent back
 )
@@ -33,7 +33,7 @@ type serverConn struct {
 	cancel context.CancelFunc
 	flush  chan struct{}  // capacity 1: wakes writeLoop
 	quit   chan struct{}  // closed when the connection ends
-	async  chan struct{}  // semaphore of running merges and takes
+	async  chan struct{}  // semaphore of running merges, replicas, refunds and takes
 	calls  chan struct{}  // semaphore of checks and resets on goroutines
 	wg     sync.WaitGroup // writeLoop and calls
 	callWG sync.WaitGroup // calls running on goroutines of their own
@@ -57,11 +57,13 @@ type reader struct {
 // serverCall is the state of one check or reset served off the reader. Calls are
 // pooled: the reader decodes into one and hands it over whole.
 type serverCall struct {
-	req   CheckRequest
-	resp  CheckResponse
-	key   string        // of a reset
-	merge *MergeRequest // of a merge
-	take  *TakeRequest  // of a take
+	req     CheckRequest
+	resp    CheckResponse
+	key     string          // of a reset
+	merge   *MergeRequest   // of a merge
+	replica *ReplicaRequest // of a replica
+	refund  *RefundRequest  // of a refund
+	take    *TakeRequest    // of a take
 }
 
 func (sc *serverConn) newReader() *reader {
@@ -73,7 +75,7 @@ func (sc *serverConn) newReader() *reader {
 // serve runs on the goroutine Serve counted for the connection.
 func (sc *serverConn) serve() {
 	sc.nc.SetDeadline(time.Now().Add(sc.s.cfg.HandshakeTimeout))
-	if err := serverHandshake(sc.nc, sc.fr.r, sc.s.cfg.Secret); err != nil {
+	if err := serverHandshake(sc.nc, sc.fr.r, sc.s.cfg.Secret, sc.s.cfg.version); err != nil {
 		sc.shutdown(fmt.Errorf("handshake: %w", err))
 		sc.s.wg.Done()
 		return
@@ -209,22 +211,33 @@ func (r *reader) handle(body []byte) error {
 		}
 		r.call.key = key
 		return r.handOff(sc.calls, id, (*serverConn).reset)
-	case opMerge:
-		req := new(MergeRequest)
-		if err := dec.decodeMergeRequest(req); err != nil {
+	case opMerge, opReplica, opRefund, opTake:
+		serve, err := r.call.decodeAsync(dec, op(kind))
+		if err != nil {
 			return err
 		}
-		r.call.merge = req
-		return r.handOff(sc.async, id, (*serverConn).merge)
-	case opTake:
-		req := new(TakeRequest)
-		if err := dec.decodeTakeRequest(req); err != nil {
-			return err
-		}
-		r.call.take = req
-		return r.handOff(sc.async, id, (*serverConn).take)
+		return r.handOff(sc.async, id, serve)
 	}
 	return protoErr("unknown op %d", kind)
+}
+
+// decodeAsync decodes a request of op o, a merge, replica, refund or take,
+// into a fresh request of cl (the handler owns it) and returns the method
+// that serves it.
+func (cl *serverCall) decodeAsync(dec *codec, o op) (func(*serverConn, *serverCall, *codec) error, error) {
+	switch o {
+	case opMerge:
+		cl.merge = new(MergeRequest)
+		return (*serverConn).merge, dec.decodeMergeRequest(cl.merge)
+	case opReplica:
+		cl.replica = new(ReplicaRequest)
+		return (*serverConn).replica, dec.decodeReplicaRequest(cl.replica)
+	case opRefund:
+		cl.refund = new(RefundRequest)
+		return (*serverConn).refund, dec.decodeRefundRequest(cl.refund)
+	}
+	cl.take = new(TakeRequest)
+	return (*serverConn).take, dec.decodeTakeRequest(cl.take)
 }
 
 // answer appends the response of a fast check.
@@ -239,9 +252,9 @@ func (r *reader) answer(id uint64, herr error, resp *CheckResponse) error {
 
 // handOff runs serve with the reader's call on a goroutine of its own,
 // holding a slot of sem (maxCalls for checks and resets, maxAsync for
-// merges and takes); when every slot is taken, the reader waits, which
-// pushes back on the peer through TCP. The reader takes a fresh call for
-// the next request.
+// merges, replicas, refunds and takes); when every slot is taken, the
+// reader waits, which pushes back on the peer through TCP. The reader
+// takes a fresh call for the next request.
 func (r *reader) handOff(sem chan struct{}, id uint64, serve func(*serverConn, *serverCall, *codec) error) error {
 	sc := r.sc
 	select {
@@ -300,6 +313,16 @@ func (sc *serverConn) reset(cl *serverCall, _ *codec) error {
 // merge runs the handler's Merge, which owns the request.
 func (sc *serverConn) merge(cl *serverCall, _ *codec) error {
 	return sc.s.h.Merge(sc.ctx, cl.merge)
+}
+
+// replica runs the handler's Replicate, which owns the request.
+func (sc *serverConn) replica(cl *serverCall, _ *codec) error {
+	return sc.s.h.Replicate(sc.ctx, cl.replica)
+}
+
+// refund runs the handler's Refund, which owns the request.
+func (sc *serverConn) refund(cl *serverCall, _ *codec) error {
+	return sc.s.h.Refund(sc.ctx, cl.refund)
 }
 
 // take runs the handler's Take and encodes its answer into c.
