@@ -94,15 +94,18 @@ func (c *Cluster) decideLocal(now time.Time, req *rpc.CheckRequest, resp *rpc.Ch
 // before the next ring change (TestJoinOfNewOwnerKeepsCount admitted
 // 1,001 once in CI).
 func (c *Cluster) decideUnlessMoved(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse, follow bool) (moved bool, err error) {
-	if c.repl != nil {
-		c.repl.promote(now, c.view.Load(), req.Key)
-	}
-	c.adopt(now, req.Key)
 	c.movingMu.RLock()
 	if follow && c.moved.get(req.Key, now) != nil {
 		c.movingMu.RUnlock()
 		return true, nil
 	}
+	// A replica continued from, or a count read from the data file, joins
+	// the table under the same read lock: a pull that took the key and
+	// marked it moved in between would leave it behind the move.
+	if c.repl != nil {
+		c.repl.promote(now, c.view.Load(), req.Key)
+	}
+	c.adopt(now, req.Key)
 	resp.Statuses, resp.Allowed, err = c.store.Check(now, req.Key, req.Counters, req.Cost, resp.Statuses[:0])
 	c.movingMu.RUnlock()
 	resp.Node = c.name
