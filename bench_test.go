@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -65,18 +66,30 @@ func benchForwarded(b *testing.B, mod func(*ratemesh.Config)) {
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetParallelism(32) // 64 callers on 2 cores
+		var mu sync.Mutex
+		var lat []time.Duration
 		start := time.Now()
 		b.RunParallel(func(pb *testing.PB) {
 			req := req
 			req.StatusBuf = make([]bucket.Status, 0, 1)
+			mine := make([]time.Duration, 0, 1024)
 			for pb.Next() {
+				t := time.Now()
 				if _, err := nodes[0].Check(ctx, req); err != nil {
 					b.Error(err)
 					return
 				}
+				mine = append(mine, time.Since(t))
 			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "checks/s")
+		// Against BenchmarkLoopbackFloor/callers=64 (internal/rpc).
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	})
 }
 

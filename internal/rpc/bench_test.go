@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,6 +68,15 @@ func (l *latencies) add(d time.Duration) {
 	}
 	l.us[len(l.us)-1]++
 	l.over = append(l.over, d)
+}
+
+// merge adds o's latencies to l.
+func (l *latencies) merge(o *latencies) {
+	for i, k := range o.us {
+		l.us[i] += k
+	}
+	l.n += o.n
+	l.over = append(l.over, o.over...)
 }
 
 // quantile returns the upper bound in µs of the bucket holding quantile q.
@@ -192,7 +202,68 @@ func BenchmarkCodec(b *testing.B) {
 // goroutine writes a check-sized frame to a plain TCP echo over loopback
 // and reads it back, with no framing, codec, multiplexing or goroutine
 // hand-off. What BenchmarkRPCCheck spends above it is ours.
+//
+// callers=64 is the floor under BenchmarkForwardedCheck/parallel: 64
+// goroutines on 2 cores, each with its own echo connection, so what it
+// measures is the scheduler's and the loopback's queueing, which any RPC
+// with that many callers pays too.
 func BenchmarkLoopbackFloor(b *testing.B) {
+	b.Run("callers=1", benchLoopbackFloor)
+	b.Run("callers=64", func(b *testing.B) {
+		var mu sync.Mutex
+		var all latencies
+		b.SetParallelism(32) // 64 callers on 2 cores
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			conn := echoConn(b)
+			defer conn.Close()
+			frame := make([]byte, 64)
+			h := &latencies{}
+			for pb.Next() {
+				start := time.Now()
+				if _, err := conn.Write(frame); err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(conn, frame); err != nil {
+					b.Error(err)
+					return
+				}
+				h.add(time.Since(start))
+			}
+			mu.Lock()
+			all.merge(h)
+			mu.Unlock()
+		})
+		b.ReportMetric(all.quantile(0.50), "p50-µs")
+		b.ReportMetric(all.quantile(0.99), "p99-µs")
+	})
+}
+
+// echoConn dials a TCP echo of its own on loopback; both end with the
+// benchmark.
+func echoConn(b *testing.B) net.Conn {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		conn, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = io.Copy(conn, conn)
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return conn
+}
+
+func benchLoopbackFloor(b *testing.B) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
