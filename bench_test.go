@@ -23,6 +23,11 @@ import (
 func BenchmarkForwardedCheck(b *testing.B) {
 	b.Run("replicas=1", func(b *testing.B) { benchForwarded(b, nil) })
 	b.Run("replicas=0", func(b *testing.B) { benchForwarded(b, func(c *ratemesh.Config) { c.Replicas = 0 }) })
+	// With leases (the presets) a key this hot is decided from a slice on
+	// the asking node after its first checks: parallel then measures
+	// leased decisions. Without, every check is forwarded: the tail to
+	// hold against BenchmarkLoopbackFloor/callers=64.
+	b.Run("leases=off", func(b *testing.B) { benchForwarded(b, func(c *ratemesh.Config) { c.Leases = false }) })
 }
 
 // BenchmarkForwardedCheckTLS is BenchmarkForwardedCheck with the RPC over
