@@ -57,6 +57,7 @@ func seeded(dns *fakeDNS, name string) func(*ratemesh.Config) {
 // rest of the key's window is exact: 4 admitted on one side, 3 on the
 // other, then exactly 3 of 40 more at 10 per minute.
 func TestSplitGroupsMergeOnRejoin(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	dns := &fakeDNS{}
 	a1 := clustertest.StartNode(t, "a1", nil)
 	dns.set("group-a.test", a1.GossipAddr())
@@ -142,6 +143,7 @@ func TestSeedsNamingOnlySelf(t *testing.T) {
 // readiness: nothing, only itself, a thousand dead addresses. Rejoining
 // goes on, each round bounded.
 func TestRejoinSurvivesBadNames(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	dns := &fakeDNS{}
 	first := clustertest.StartNode(t, "first", nil)
 	dns.set("seeds.test", first.GossipAddr())

@@ -24,6 +24,7 @@ func closeNode(t *testing.T, n *ratemesh.Node) {
 }
 
 func TestGracefulLeaveOfOwnerKeepsCount(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	nodes := clustertest.Start(t, 3, nil)
 	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2"}, "n1")
 	l := testkit.StartLoad(t, loadClients(nodes, key, testkit.Counters(t, "r", "1000 per minute")))
@@ -45,6 +46,7 @@ func TestGracefulLeaveOfOwnerKeepsCount(t *testing.T) {
 }
 
 func TestJoinOfNewOwnerKeepsCount(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	nodes := clustertest.Start(t, 3, nil)
 	// A key the 4th node will own once it joins.
 	key := testkit.KeyOwnedBy(t, []string{"n0", "n1", "n2", "n3"}, "n3")

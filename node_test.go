@@ -222,6 +222,7 @@ func TestCheckStatusBuf(t *testing.T) {
 }
 
 func TestFiveNodesInOneProcess(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	nodes := clustertest.Start(t, 5, nil)
 	cs := testkit.Counters(t, "r", "5 per minute")
 	f := flood(nodes, ratemesh.Request{Key: "ip:10.0.0.1", Counters: cs, Cost: 1}, 300, 300)

@@ -36,6 +36,7 @@ func remaining(t *testing.T, n *ratemesh.Node, req ratemesh.Request) int64 {
 // A whole cluster stopped and started again with data dirs keeps its
 // counts: 3 of 5 spent on each of 20 keys before, exactly 2 more after.
 func TestFullRestartKeepsCounts(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	base := t.TempDir()
 	cs := testkit.Counters(t, "r", "5 per hour")
 	reqs := make([]ratemesh.Request, 20)

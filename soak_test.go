@@ -68,6 +68,7 @@ func TestSoakFreshKeys(t *testing.T) {
 
 // The node's sweeper gives expired counters back without being asked.
 func TestNodeSweepsExpiredCounters(t *testing.T) {
+	testkit.SkipInShort(t, "several real nodes for a second or more")
 	n := clustertest.StartNode(t, "sweeper", func(c *ratemesh.Config) { c.SweepInterval = 20 * time.Millisecond })
 	cs := testkit.Counters(t, "r", "1 per second")
 	for i := 0; i < 20000; i++ {

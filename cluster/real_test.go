@@ -53,9 +53,13 @@ func realConfig(t testing.TB, name string) Config {
 	}
 }
 
-// startReal starts a node from cfg and closes it when the test ends.
+// startReal starts a node from cfg and closes it when the test ends. In
+// -short mode the test is skipped: real sockets and gossip take seconds
+// per test, and the in-memory transport's tests cover the same logic in
+// milliseconds; the full suite runs both.
 func startReal(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
+	testkit.SkipInShort(t, "real sockets and gossip")
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

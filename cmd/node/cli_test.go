@@ -86,6 +86,7 @@ func flood(t *testing.T, addrs []string, key string, n int) (codes []int) {
 // minute"), `limits --key` shows her spent quota on its owner and `top`
 // her 3 denials, merged from the three nodes that each saw one.
 func TestCLILimitsAndTopAfterFlood(t *testing.T) {
+	testkit.SkipInShort(t, "a node and its CLI for seconds")
 	addrs := threeNodes(t, "--admin-token", "admin-0123456789abcdef")
 	if got := fmt.Sprint(flood(t, addrs, "alice", 8)); got != "[200 200 200 200 200 429 429 429]" {
 		t.Fatalf("flood answers %s, want 5×200 then 3×429", got)
@@ -143,6 +144,7 @@ func TestCLILimitsAndTopAfterFlood(t *testing.T) {
 // With --api-token, the CLI needs the token for /v1/stats and /v1/limits
 // too, and the node asked passes it on to the others for their stats.
 func TestCLIWithAPIToken(t *testing.T) {
+	testkit.SkipInShort(t, "a node and its CLI for seconds")
 	addrs := threeNodes(t, "--api-token", tokenA)
 	if out, code := cli(t, "top", "--addr", addrs[0]); code != 1 || !strings.Contains(out, "401 Unauthorized") {
 		t.Fatalf("top without a token: exit %d, %s", code, out)
@@ -161,6 +163,7 @@ func TestCLIWithAPIToken(t *testing.T) {
 
 // members, owner and check print what the API says, as tables or JSON.
 func TestCLIMembersOwnerCheck(t *testing.T) {
+	testkit.SkipInShort(t, "a node and its CLI for seconds")
 	addrs := threeNodes(t)
 	out, code := cli(t, "members", "--json", "--addr", addrs[0])
 	var ms []nodeapi.MemberStats

@@ -60,10 +60,7 @@ const gatewayRows = `(() => [...document.querySelectorAll("#gateway tbody tr")].
 // members alive, a denied rate above zero and the flooded key (hashed: the
 // page has no token) among the top denied, with a chart per node.
 func TestDashboardInBrowser(t *testing.T) {
-	chromium := findChromium()
-	if chromium == "" {
-		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
-	}
+	chromium := chromiumOrSkip(t)
 	policy := writePolicy(t, "routes:\n  - method: GET\n    path: /flash-sale\n    limits: \"3 per minute\"\n    shadow: true\n")
 	// Without --api-token the page shows keys hashed under a secret
 	// derived from --secret, the same on the three nodes.
@@ -111,10 +108,7 @@ func TestDashboardInBrowser(t *testing.T) {
 // the session, and then shows every member's stats: the node passes the
 // token on to the others.
 func TestDashboardAsksForToken(t *testing.T) {
-	chromium := findChromium()
-	if chromium == "" {
-		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
-	}
+	chromium := chromiumOrSkip(t)
 	addrs := threeNodes(t, "--api-token", tokenA)
 	ctx := openDashboard(t, chromium, addrs[1])
 	enterToken(t, ctx, tokenA)
@@ -149,6 +143,19 @@ func openDashboard(t *testing.T, chromium, addr string) context.Context {
 		t.Fatal(err)
 	}
 	return ctx
+}
+
+// chromiumOrSkip is the path of a Chromium or Chrome binary; the test is
+// skipped without one, and in -short mode (a browser takes seconds to
+// start).
+func chromiumOrSkip(t *testing.T) string {
+	t.Helper()
+	testkit.SkipInShort(t, "a browser test")
+	chromium := findChromium()
+	if chromium == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
+	}
+	return chromium
 }
 
 // findChromium is the path of a Chromium or Chrome binary, or "".

@@ -52,10 +52,7 @@ const readGatewayPage = `(() => ({
 // its rule, the shadow rule, the four rules of the example's config in the
 // gateway limits panel, no routes panel, and the first node's warning.
 func TestDashboardGatewayOnly(t *testing.T) {
-	chromium := findChromium()
-	if chromium == "" {
-		t.Skip("chromium is not installed (apt-get install chromium): the dashboard's browser test is skipped")
-	}
+	chromium := chromiumOrSkip(t)
 	var logs testlog.Buffer
 	nodes, _ := servedClients(t, &logs, "--nodes", "3", "--name", "gw", "--api-token", tokenA, "--demo=false",
 		"--rls-config", filepath.Join(envoyExample, "ratelimit"))

@@ -82,8 +82,8 @@ func TestBadLimitStringsKeepNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	strs := 200
-	if testkit.RaceEnabled {
-		strs = 20 // decoding 200 MB of JSON takes half a minute under -race
+	if testkit.RaceEnabled || testing.Short() {
+		strs = 20 // decoding 200 MB of JSON takes half a minute under -race, 4 s without
 	}
 	before := heapInUse()
 	for i := range strs {

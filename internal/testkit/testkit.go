@@ -28,6 +28,16 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	t.Fatalf("after %v: %s", within, what)
 }
 
+// SkipInShort skips t in -short mode, saying why it is slow (several real
+// nodes, a browser, seconds of waiting): the quick run keeps the fast
+// tests, and the full suite runs them all.
+func SkipInShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why + ": runs without -short")
+	}
+}
+
 // Poll calls cond every 5 ms until it holds, and reports whether it did
 // before within passed: Eventually for a caller that goes on when it
 // does not (a retry, a best effort).
