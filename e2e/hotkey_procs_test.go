@@ -82,6 +82,14 @@ func floodKey(t *testing.T, c *proctest.Cluster, key, limits string, n int) (all
 // checkMetrics reads ratemesh_checks_total of p by path.
 func checkMetrics(t *testing.T, c *proctest.Cluster, p *proctest.Node) map[string]float64 {
 	t.Helper()
+	return metricByLabel(t, c, p, `ratemesh_checks_total{path="`)
+}
+
+// metricByLabel reads the metric of p whose lines start with prefix (its
+// name and the first label, up to the value's opening quote), by that
+// label's value.
+func metricByLabel(t *testing.T, c *proctest.Cluster, p *proctest.Node, prefix string) map[string]float64 {
+	t.Helper()
 	r, err := c.Do(p, http.MethodGet, "/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -89,14 +97,13 @@ func checkMetrics(t *testing.T, c *proctest.Cluster, p *proctest.Node) map[strin
 	out := map[string]float64{}
 	sc := bufio.NewScanner(bytes.NewReader(r.Body))
 	for sc.Scan() {
-		line := sc.Text()
-		rest, found := strings.CutPrefix(line, `ratemesh_checks_total{path="`)
+		rest, found := strings.CutPrefix(sc.Text(), prefix)
 		if !found {
 			continue
 		}
-		path, value, _ := strings.Cut(rest, `"} `)
+		label, value, _ := strings.Cut(rest, `"} `)
 		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			out[path] = v
+			out[label] = v
 		}
 	}
 	return out

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ratemesh/ratemesh/internal/nodeapi"
 	"github.com/ratemesh/ratemesh/internal/proctest"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/ring"
 )
 
@@ -139,4 +140,67 @@ func remainingExactlyAfter(t *testing.T, c *proctest.Cluster, key, limits string
 	if allowed != 20-spent {
 		t.Fatalf("%s: %d of 30 allowed; want exactly %d (20 less the %d spent before)", when, allowed, 20-spent, spent)
 	}
+}
+
+// A SIGKILL in the middle of the drain (a supervisor that does not wait),
+// at three points of it: the count is on the next owner whichever step
+// the drain had reached — handed off, or only in the replica the next
+// owner keeps of the leaver — and never in both, so the rest of the
+// window is exact.
+func TestSIGKILLMidDrain(t *testing.T) {
+	bin := nodeBinary(t)
+	for _, at := range []string{"", "signal received; leaving the cluster", "handed off"} {
+		name := at
+		if name == "" {
+			name = "at once"
+		}
+		t.Run(name, func(t *testing.T) {
+			c := proctest.NewCluster(t, bin)
+			c.ExtraArgs = func(*proctest.Node) []string { return []string{"--log-level", "debug"} }
+			for range 3 {
+				c.StartNext(t)
+			}
+			c.WaitMembers(t, 20*time.Second, time.Now(), c.Nodes)
+			n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+			key := c.KeyOwnedBy(t, "midkill", n3)
+			for i := range 7 {
+				if a := c.Check(t, n1, key, "20 per hour", 1); !a.Allowed || a.Node != n3.Name {
+					t.Fatalf("check %d: %+v; want allowed by %s", i+1, a, n3.Name)
+				}
+			}
+			waitReplicasLanded(t, c, n3, n1, n2)
+			c.Signal(t, n3, syscall.SIGTERM, 0)
+			if at != "" {
+				testkit.Eventually(t, 10*time.Second, "the leaver logs "+at, func() bool {
+					log, err := os.ReadFile(n3.LogPath)
+					return err == nil && strings.Contains(string(log), at)
+				})
+			}
+			c.Signal(t, n3, syscall.SIGKILL, 10*time.Second)
+			remainingExactlyAfter(t, c, key, "20 per hour", 7, "after the kill", n1, n2)
+		})
+	}
+}
+
+// waitReplicasLanded waits until every replica owner sent has arrived at
+// the others, and 20 ms pass without another (replicas go every 5 ms):
+// a crash now loses nothing to the replica's lag.
+func waitReplicasLanded(t *testing.T, c *proctest.Cluster, owner *proctest.Node, others ...*proctest.Node) {
+	t.Helper()
+	const prefix = `ratemesh_replica_keys_total{result="`
+	var last string
+	var since time.Time
+	testkit.Eventually(t, 10*time.Second, "replicas sent = replicas received, unchanged for 20 ms", func() bool {
+		sent := metricByLabel(t, c, owner, prefix)["sent"]
+		var received float64
+		for _, p := range others {
+			received += metricByLabel(t, c, p, prefix)["received"]
+		}
+		now := fmt.Sprintf("%v/%v", sent, received)
+		if now != last || sent != received || sent == 0 {
+			last, since = now, time.Now()
+			return false
+		}
+		return time.Since(since) >= 20*time.Millisecond
+	})
 }
