@@ -138,7 +138,11 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		}
 		c.metrics.rpcErrors.WithLabelValues("merge").Inc()
 		c.peers.suspect(o.to.Name, err)
-		if errors.Is(err, rpc.ErrNoAnswer) {
+		if errors.Is(err, rpc.ErrNoAnswer) && !errors.Is(err, context.Canceled) {
+			// Not when this node gave up itself (it is stopping, and
+			// its peers may be too: a peer that refuses merges while it
+			// leaves would lose them); then the counts are kept below,
+			// and the data file has them.
 			c.leaveToPeer(o, err)
 			continue
 		}
