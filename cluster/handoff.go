@@ -105,16 +105,6 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 	return plan, len(mine)
 }
 
-// sendEntries sends entries already out of the table to their owners, as
-// handoffAll does. On failure it retries once (retry true) with the ring
-// as it is then. It returns how many entries it kept here.
-func (c *Cluster) sendEntries(ctx context.Context, entries []bucket.Entry, retry bool) int {
-	c.movingMu.Lock()
-	plan, kept := c.planMoves(entries)
-	c.movingMu.Unlock()
-	return kept + c.send(ctx, plan, retry)
-}
-
 // send merges each planned batch into its owner and returns how many
 // entries it kept here.
 func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept int) {
