@@ -56,7 +56,6 @@ func TestSIGTERMTwice(t *testing.T) {
 	bin := nodeBinary(t)
 	c := proctest.StartCluster(t, bin, 3)
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	const limits = "20 per hour"
 	key := c.KeyOwnedBy(t, "twice", n3)
 	for i := range 7 {
 		if a := c.Check(t, []*proctest.Node{n1, n2}[i%2], key, limits, 1); !a.Allowed || a.Node != n3.Name {
@@ -68,7 +67,7 @@ func TestSIGTERMTwice(t *testing.T) {
 	if err := n3.ExitErr(); err != nil {
 		t.Fatalf("exit after two SIGTERMs: %v; want 0", err)
 	}
-	remainingExactlyAfter(t, c, key, limits, 7, "after the leave", n1, n2)
+	remainingExactlyAfter(t, c, key, 7, "after the leave", n1, n2)
 }
 
 // The next owner stops answering (SIGSTOP) while the owner drains. A
@@ -88,7 +87,6 @@ func TestDrainPastASilentPeer(t *testing.T) {
 	}
 	c.WaitMembers(t, 20*time.Second, time.Now(), c.Nodes)
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	const limits = "20 per hour"
 	// n3 owns the key, and n2 would own it after n3.
 	after := ring.New([]ring.Member{{Name: n1.Name}, {Name: n2.Name}}, ring.Config{})
 	key := ""
@@ -122,13 +120,17 @@ func TestDrainPastASilentPeer(t *testing.T) {
 		t.Fatalf("exit after the drain: %v; want 0, or 1 when cut short", err)
 	}
 	c.Signal(t, n2, syscall.SIGCONT, 0)
-	remainingExactlyAfter(t, c, key, limits, 7, "after the drain", n1, n2)
+	remainingExactlyAfter(t, c, key, 7, "after the drain", n1, n2)
 }
+
+// limits is the limit of the keys the stop tests spend: 20, so that 30
+// checks after a stop show every hit lost or counted twice.
+const limits = "20 per hour"
 
 // remainingExactlyAfter waits until the cluster is the nodes given, then
 // checks key through them, alternating, 30 times: exactly what spent
 // left of its 20 must be admitted.
-func remainingExactlyAfter(t *testing.T, c *proctest.Cluster, key, limits string, spent int, when string, nodes ...*proctest.Node) {
+func remainingExactlyAfter(t *testing.T, c *proctest.Cluster, key string, spent int, when string, nodes ...*proctest.Node) {
 	t.Helper()
 	c.WaitMembers(t, 30*time.Second, time.Now(), nodes)
 	allowed := 0
@@ -164,7 +166,7 @@ func TestSIGKILLMidDrain(t *testing.T) {
 			n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 			key := c.KeyOwnedBy(t, "midkill", n3)
 			for i := range 7 {
-				if a := c.Check(t, n1, key, "20 per hour", 1); !a.Allowed || a.Node != n3.Name {
+				if a := c.Check(t, n1, key, limits, 1); !a.Allowed || a.Node != n3.Name {
 					t.Fatalf("check %d: %+v; want allowed by %s", i+1, a, n3.Name)
 				}
 			}
@@ -177,7 +179,7 @@ func TestSIGKILLMidDrain(t *testing.T) {
 				})
 			}
 			c.Signal(t, n3, syscall.SIGKILL, 10*time.Second)
-			remainingExactlyAfter(t, c, key, "20 per hour", 7, "after the kill", n1, n2)
+			remainingExactlyAfter(t, c, key, 7, "after the kill", n1, n2)
 		})
 	}
 }
