@@ -85,9 +85,12 @@
 // its routing ring or suspected, it moves that owner's replica into the
 // table (promote) and remembers it as the base. When the owner is back the
 // key goes home by a handoff, or by the owner's pull (replicator.give): less
-// the base if the owner still runs the incarnation that sent it (homeward:
-// it still holds those hits), whole and marked Supersedes if it restarted
-// (restarted: it lost them). A node that receives a key as its owner drops
+// the base if the owner still runs the incarnation that sent it (it still
+// holds those hits), whole and superseding its data file if it restarted
+// (it lost them). Which one is the owner's call, since gossip may not have
+// told this node of a restart yet: a pull says the puller's incarnation,
+// and a handoff carries the bases and the incarnation that sent them
+// (baseOf, onBases in route.go). A node that receives a key as its owner drops
 // the sender's replica of it (superseded); sweep drops expired replicas and
 // promotions. Replication sends changes only, so when members change an
 // owner sends every key to the successors that may lack it (resync). See
@@ -123,7 +126,7 @@
 // These nestings exist: handoffAll holds handoffMu over movingMu and over
 // send, whose failed merges suspect a peer and so rebuild the ring. Under
 // movingMu, which makes taking counts out and recording where they went one
-// step, planMoves calls replicator.restarted and take calls replicator.give
+// step, planMoves calls replicator.baseOf and take calls replicator.give
 // (replicator.mu), both mark moves (moves.mu), take takes restored counts
 // (restore.mu) and mergeHere notes changes (replicator.dirtyMu). promote
 // holds replicator.mu over peerSet.isSuspect. rebuild holds rebuildMu over

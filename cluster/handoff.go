@@ -56,19 +56,23 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 }
 
 // outbound is the entries going to one owner, and their move record.
-// whole entries hold to's own counts (see restore): they go apart, marked
-// as superseding.
+// Entries continued here from a replica of to's go apart, with the
+// replicas they started from (bases) and the incarnation of to that sent
+// those: to alone knows whether it still runs it (rpc.MergeRequest.Bases).
 type outbound struct {
-	to    ring.Member
-	es    []bucket.Entry
-	mv    *move
-	whole bool
+	to      ring.Member
+	es      []bucket.Entry
+	mv      *move
+	baseInc uint64
+	bases   []bucket.Entry
 }
 
-// destination is where planMoves sends an entry.
+// destination is where planMoves sends an entry: to its owner, in a batch
+// of the entries continued from that owner's replicas sent by incarnation
+// baseInc (0: entries of no such replica).
 type destination struct {
-	to    ring.Member
-	whole bool
+	to      ring.Member
+	baseInc uint64
 }
 
 // planMoves groups entries taken out of the table by current owner: those
@@ -77,7 +81,7 @@ type destination struct {
 // waits for the batch and follows it. Call it with movingMu held, in the
 // same step as taking the entries out.
 func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) {
-	byOwner := map[destination][]bucket.Entry{}
+	byOwner := map[destination]*outbound{}
 	var mine []bucket.Entry
 	r := c.Ring()
 	for _, e := range entries {
@@ -86,21 +90,33 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 			mine = append(mine, e)
 			continue
 		}
-		d := destination{to: o, whole: c.repl != nil && c.repl.restarted(o.Name, e.Key)}
-		byOwner[d] = append(byOwner[d], e)
+		d := destination{to: o}
+		var base bucket.Entry
+		if c.repl != nil {
+			d.baseInc, base = c.repl.baseOf(o.Name, e.Key)
+		}
+		ob := byOwner[d]
+		if ob == nil {
+			ob = &outbound{to: o, baseInc: d.baseInc}
+			byOwner[d] = ob
+		}
+		ob.es = append(ob.es, e)
+		if d.baseInc != 0 {
+			ob.bases = append(ob.bases, base)
+		}
 	}
 	if len(mine) > 0 {
 		c.mergeHere(mine)
 	}
 	until := c.now().Add(moveTTL)
-	for d, es := range byOwner {
-		keys := make([]string, len(es))
-		for i, e := range es {
+	for _, ob := range byOwner {
+		keys := make([]string, len(ob.es))
+		for i, e := range ob.es {
 			keys[i] = e.Key
 		}
-		mv := &move{to: d.to, done: make(chan struct{}), until: until}
-		c.moved.add(keys, mv)
-		plan = append(plan, outbound{to: d.to, es: es, mv: mv, whole: d.whole})
+		ob.mv = &move{to: ob.to, done: make(chan struct{}), until: until}
+		c.moved.add(keys, ob.mv)
+		plan = append(plan, *ob)
 	}
 	return plan, len(mine)
 }
@@ -112,11 +128,8 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		es := o.es
-		if c.repl != nil {
-			es = c.repl.homeward(o.to.Name, es)
-		}
-		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, &rpc.MergeRequest{From: c.name, Supersedes: o.whole, Entries: es})
+		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, Entries: o.es}
+		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, req)
 		if err == nil {
 			if c.repl != nil {
 				c.repl.left(o.es)

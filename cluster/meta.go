@@ -12,8 +12,9 @@ import (
 // differently or speak different RPC frames, and a split ring would let a
 // client through twice. It is raised whenever the RPC's protocol version
 // is: 4 came with RPC version 3, where merge, replica and refund are ops
-// of their own.
-const ProtocolVersion = 4
+// of their own; 5 with RPC version 4, where a merge carries the bases of
+// counts continued from the receiver's replicas.
+const ProtocolVersion = 5
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

@@ -403,16 +403,28 @@ func (r *replicator) left(entries []bucket.Entry) {
 	r.npromo.Store(int64(len(r.promoted)))
 }
 
-// homeward returns entries as they should travel to node to: a key
-// continued from to's replica loses the replica's part when to still runs
-// the incarnation that sent it. The promotion stays until the send has
-// landed (see left): a send that fails merges the key back here, replica
-// part and all.
-func (r *replicator) homeward(to string, entries []bucket.Entry) []bucket.Entry {
-	return r.homewardAs(to, r.c.view.Load().incarnation(to), entries)
+// baseOf returns the replica key's count here was continued from, when
+// that is a replica of node to's, and the incarnation of to that sent it;
+// inc 0 when it is not. A handoff to to carries it (rpc.MergeRequest.Bases):
+// to, knowing whether it still runs that incarnation, takes the count less
+// the base or whole. The promotion stays until the send has landed (see
+// left): a send that fails merges the key back here, replica part and all.
+func (r *replicator) baseOf(to, key string) (inc uint64, base bucket.Entry) {
+	if r.npromo.Load() == 0 {
+		return 0, bucket.Entry{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.promoted[key]
+	if !ok || p.owner != to {
+		return 0, bucket.Entry{}
+	}
+	return p.incarnation, p.base
 }
 
-// homewardAs is homeward with to's incarnation known.
+// homewardAs returns entries as they should travel to node to, running
+// incarnation inc: a key continued from to's replica loses the replica's
+// part when inc sent it.
 func (r *replicator) homewardAs(to string, inc uint64, entries []bucket.Entry) []bucket.Entry {
 	if r.npromo.Load() == 0 {
 		return entries
@@ -436,14 +448,9 @@ func (r *replicator) homewardAs(to string, inc uint64, entries []bucket.Entry) [
 	return out
 }
 
-// restarted reports whether key's count here was continued from a replica
-// of owner's that an earlier incarnation of owner sent: it holds owner's
-// own counts, which owner lost when it restarted (see give).
-func (r *replicator) restarted(owner, key string) bool {
-	return r.restartedAs(owner, r.c.view.Load().incarnation(owner), key)
-}
-
-// restartedAs is restarted with owner's incarnation known.
+// restartedAs reports whether key's count here was continued from a
+// replica of owner's that an incarnation other than inc sent: it holds
+// owner's own counts, which owner lost when it restarted (see give).
 func (r *replicator) restartedAs(owner string, inc uint64, key string) bool {
 	if r.npromo.Load() == 0 {
 		return false

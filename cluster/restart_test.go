@@ -72,6 +72,47 @@ func TestRestartReconcilesFileAndReplicas(t *testing.T) {
 	}
 }
 
+// An owner that crashed and restarted answers its peers again before their
+// gossip has its new incarnation: to them it looks like the owner it was.
+// The next owner, which continued the owner's count from its replica,
+// hands the count back with that replica as its base; only the restarted
+// owner knows it lost the base's hits, and takes the count whole. (A
+// sender that trusted its gossip sent the count less the base: the hits
+// counted before the crash were lost, and the window admitted them again.)
+func TestRestartUnseenByGossip(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	rc.crashOwner(t, nodes[0])
+	net.mu.Lock()
+	seen := net.incarnation["n2"]
+	net.mu.Unlock()
+
+	n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1 })
+	if n2.incarnation == seen {
+		t.Fatal("the restarted node kept its incarnation")
+	}
+	net.mu.Lock()
+	net.incarnation["n2"] = seen // its peers' gossip has not heard of the restart
+	net.mu.Unlock()
+	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2] = n2
+	for _, n := range nodes {
+		n.probe()
+	}
+	rebuildAll(nodes...)
+	nodes[1].handoffAll(context.Background())
+	if nodes[1].store.Has(key) {
+		t.Fatal("n1 kept the count it continued for n2")
+	}
+	got, last := checkN(t, nodes[0], key, cs, 1)
+	if want := int64(10 - 2 - 3 - 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != want {
+		t.Fatalf("after the restart: %d allowed by %s with %d left; want 1 by n2 with %d left: 2 + 3 + 1 hits, each counted once",
+			got, last.Node, last.Statuses[0].Remaining, want)
+	}
+}
+
 // replicatedCount waits until node holds a replica of key whose first
 // counter has count hits.
 func replicatedCount(t *testing.T, node *memNode, key string, count int64) {

@@ -19,7 +19,8 @@ import (
 //   - A key pulled from its previous owner (the node's successor while it
 //     was away), or handed back by it, that holds the node's own counts —
 //     a promoted replica and what was counted on top, or a replica never
-//     promoted (rpc.TakeResponse.Supersedes, rpc.MergeRequest.Supersedes) —
+//     promoted (rpc.TakeResponse.Supersedes, or a merge's Bases of another
+//     incarnation than this one) —
 //     replaces the file's count. A count made there without a replica
 //     (the fail policy's) adds to it.
 //   - A key decided here that no one else held takes the file's count.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/ring"
 )
@@ -282,16 +283,37 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		return errLeaving
 	}
 	defer h.c.exit()
-	h.c.log.Debug("merging handed-off counts", "keys", len(req.Entries))
-	if req.Supersedes {
-		h.c.restore.drop(req.Entries)
+	entries, restarted := onBases(req, h.c.incarnation)
+	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted)
+	if restarted {
+		h.c.restore.drop(entries)
 	}
 	if h.c.repl != nil {
-		h.c.repl.superseded(req.From, req.Entries)
+		h.c.repl.superseded(req.From, entries)
 	}
-	h.c.mergeHere(req.Entries)
+	h.c.mergeHere(entries)
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil
+}
+
+// onBases returns what a merge adds to this node's table, running
+// incarnation inc. Entries the sender continued from this node's replicas
+// (req.Bases) go less their bases while inc is the incarnation that sent
+// them, since this node still holds those hits; after a restart they go
+// whole, and restarted says so: they replace what this node restored from
+// its data file, which is older.
+func onBases(req *rpc.MergeRequest, inc uint64) (entries []bucket.Entry, restarted bool) {
+	if len(req.Bases) == 0 {
+		return req.Entries, false
+	}
+	if req.BaseIncarnation != inc {
+		return req.Entries, true
+	}
+	entries = make([]bucket.Entry, len(req.Entries))
+	for i := range req.Entries {
+		entries[i] = bucket.Subtract(req.Entries[i], req.Bases[i])
+	}
+	return entries, false
 }
 
 // Replicate keeps a member's replicas apart from this node's counts.

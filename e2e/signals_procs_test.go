@@ -189,15 +189,30 @@ func TestSIGKILLMidDrain(t *testing.T) {
 // a crash now loses nothing to the replica's lag.
 func waitReplicasLanded(t *testing.T, c *proctest.Cluster, owner *proctest.Node, others ...*proctest.Node) {
 	t.Helper()
-	const prefix = `ratemesh_replica_keys_total{result="`
+	waitReplicasLandedSince(t, c, 0, owner, others...)
+}
+
+// replicaPrefix is the replica counters' metric, up to its label's value.
+const replicaPrefix = `ratemesh_replica_keys_total{result="`
+
+// replicasReceived is how many replicas the nodes have received.
+func replicasReceived(t *testing.T, c *proctest.Cluster, nodes ...*proctest.Node) float64 {
+	var received float64
+	for _, p := range nodes {
+		received += metricByLabel(t, c, p, replicaPrefix)["received"]
+	}
+	return received
+}
+
+// waitReplicasLandedSince is waitReplicasLanded for an owner that
+// (re)started after the others had received base replicas.
+func waitReplicasLandedSince(t *testing.T, c *proctest.Cluster, base float64, owner *proctest.Node, others ...*proctest.Node) {
+	t.Helper()
 	var last string
 	var since time.Time
 	testkit.Eventually(t, 10*time.Second, "replicas sent = replicas received, unchanged for 20 ms", func() bool {
-		sent := metricByLabel(t, c, owner, prefix)["sent"]
-		var received float64
-		for _, p := range others {
-			received += metricByLabel(t, c, p, prefix)["received"]
-		}
+		sent := metricByLabel(t, c, owner, replicaPrefix)["sent"]
+		received := replicasReceived(t, c, others...) - base
 		now := fmt.Sprintf("%v/%v", sent, received)
 		if now != last || sent != received || sent == 0 {
 			last, since = now, time.Now()

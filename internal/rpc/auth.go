@@ -36,9 +36,11 @@ import (
 const (
 	// protoVersion is raised whenever a frame changes. 3: merge, replica
 	// and refund are ops of their own (they were one op with flags in 2).
+	// 4: a merge carries the bases of counts continued from the
+	// receiver's replica, in place of a flag the sender set from gossip.
 	// The handshake's layout stays as it is across versions, so that a
 	// node can tell a peer of any version which one it speaks.
-	protoVersion = 3
+	protoVersion = 4
 	magic        = "RMSH"
 	nonceSize    = 32
 	macSize      = sha256.Size

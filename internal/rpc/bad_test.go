@@ -40,11 +40,14 @@ func TestBadInput(t *testing.T) {
 		{"unknown op", true, frame(7, 99, nil), "unknown op 99"},
 		{"malformed check", true, frame(7, byte(opCheck), []byte{0x93, 0xc1}), "malformed"},
 		{"check with forged list length", true, frame(7, byte(opCheck), []byte{0x94, 0xa1, 'k', 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
-		{"merge with forged list length", true, frame(7, byte(opMerge), []byte{0x94, byte(opMerge), 0xa1, 'n', 0xc2, 0xdd, 0x7f, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
+		{"merge with forged list length", true, frame(7, byte(opMerge), []byte{0x94, byte(opMerge), 0xa1, 'n', 0x92, 0x00, 0x90, 0xdd, 0x7f, 0xff, 0xff, 0xff}), "elements in 0 bytes"},
 		{"replica with forged nested length", true, frame(7, byte(opReplica), append([]byte{0x94, byte(opReplica), 0xa1, 'n', 0x00, 0x91, 0x92, 0xa1, 'k', 0x91, 0x81, 0xa4, 'H', 'i', 't', 's', 0xdd, 0x0f, 0xff, 0xff, 0xff}, make([]byte, 16)...)), "malformed counter state"},
 		{"refund payload under the replica op", true, frame(7, byte(opReplica), []byte{0x94, byte(opRefund), 0xa1, 'n', 0x00, 0x90}), "malformed replica request: it is a refund payload"},
 		{"replica payload under the merge op", true, frame(7, byte(opMerge), []byte{0x94, byte(opReplica), 0xa1, 'n', 0x00, 0x90}), "malformed merge request: it is a replica payload"},
 		{"merge of protocol version 2", true, frame(7, byte(opMerge), []byte{0x97, 0xa1, 'n', 0xc2, 0xc3, 0xc2, 0x00, 0x00, 0x90}), "malformed merge request"},
+		{"merge of protocol version 3", true, frame(7, byte(opMerge), []byte{0x94, byte(opMerge), 0xa1, 'n', 0xc3, 0x90}), "malformed bases"},
+		{"merge with a base and no entry", true, frame(7, byte(opMerge), []byte{0x94, byte(opMerge), 0xa1, 'n', 0x92, 0x01, 0x91, 0x92, 0xa1, 'k', 0x90, 0x90}), "1 bases for 0 entries"},
+		{"merge with a base of another key", true, frame(7, byte(opMerge), []byte{0x94, byte(opMerge), 0xa1, 'n', 0x92, 0x01, 0x91, 0x92, 0xa1, 'k', 0x90, 0x91, 0x92, 0xa1, 'j', 0x90}), "base 0 is of key"},
 		{"trailing bytes", true, frame(7, byte(opReset), []byte{0xa1, 'k', 0x00}), "trailing bytes"},
 	}
 	for _, tc := range cases {

@@ -11,11 +11,39 @@ import (
 // The decoding of counter entries and states: the payload of merges
 // (handoffs), replicas and refunds, and of take responses.
 
-func (c *codec) decodeMergeRequest(req *MergeRequest) error {
-	return c.decodeCounts(opMerge, &req.From, &req.Entries, "supersedes flag", func() (err error) {
-		req.Supersedes, err = c.dec.DecodeBool()
+func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
+	if req.From, err = c.countsHead(opMerge); err != nil {
 		return err
-	})
+	}
+	if err = c.fields(2, "bases"); err != nil {
+		return err
+	}
+	if req.BaseIncarnation, err = c.dec.DecodeUint64(); err != nil {
+		return malformed("base incarnation", err)
+	}
+	if req.Bases, err = c.decodeEntryList(req.Bases); err != nil {
+		return err
+	}
+	if req.Entries, err = c.decodeEntries(req.Entries); err != nil {
+		return err
+	}
+	return checkBases(req.Bases, req.Entries)
+}
+
+// checkBases refuses bases that do not go one by one with the entries.
+func checkBases(bases, entries []bucket.Entry) error {
+	if len(bases) == 0 {
+		return nil
+	}
+	if len(bases) != len(entries) {
+		return protoErr("malformed merge request: %d bases for %d entries", len(bases), len(entries))
+	}
+	for i := range bases {
+		if bases[i].Key != entries[i].Key {
+			return protoErr("malformed merge request: base %d is of key %q, its entry of %q", i, bases[i].Key, entries[i].Key)
+		}
+	}
+	return nil
 }
 
 func (c *codec) decodeReplicaRequest(req *ReplicaRequest) error {
@@ -84,6 +112,16 @@ func wrongOp(want op, got uint64) error {
 // left can hold (see list), so a payload of n bytes allocates O(n) memory
 // at most (about 8n: an int64 per byte of a minimal list).
 func (c *codec) decodeEntries(entries []bucket.Entry) ([]bucket.Entry, error) {
+	entries, err := c.decodeEntryList(entries)
+	if err != nil {
+		return entries, err
+	}
+	return entries, c.done()
+}
+
+// decodeEntryList decodes a list of entries appended to entries; more of
+// the payload may follow.
+func (c *codec) decodeEntryList(entries []bucket.Entry) ([]bucket.Entry, error) {
 	n, err := c.list(minEntry, "entries")
 	if err != nil {
 		return entries, err
@@ -102,7 +140,7 @@ func (c *codec) decodeEntries(entries []bucket.Entry) ([]bucket.Entry, error) {
 		}
 		entries = append(entries, ent)
 	}
-	return entries, c.done()
+	return entries, nil
 }
 
 // decodeEntryInto decodes an entry whose counter states are appended to

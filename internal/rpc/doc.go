@@ -10,7 +10,7 @@
 // One TCP connection per peer carries many concurrent calls. It starts with a
 // handshake (see auth.go): a protocol version byte and, when a secret is
 // configured, a mutual HMAC-SHA256 challenge. Both sides must speak the
-// same version (3 today): a peer of another is refused during the
+// same version (4 today): a peer of another is refused during the
 // handshake, before any frame, and both sides say which versions met
 // (ErrVersion). Then both directions carry frames:
 //

@@ -85,7 +85,9 @@ func fuzzSeeds() [][]byte {
 	})
 	entries := []bucket.Entry{{Key: "k", Counters: []bucket.CounterState{
 		{Counter: bucket.Counter{Scope: "s", Limit: limit(3, time.Minute), Strategy: bucket.MovingWindow}, Hits: []int64{1, 2}}}}}
-	add(opMerge, func() { c.encodeMergeRequest(&MergeRequest{From: "n1", Supersedes: true, Entries: entries}) })
+	add(opMerge, func() {
+		c.encodeMergeRequest(&MergeRequest{From: "n1", BaseIncarnation: 7, Bases: entries, Entries: entries})
+	})
 	add(opReplica, func() { c.encodeReplicaRequest(&ReplicaRequest{From: "n1", Incarnation: 9, Entries: entries}) })
 	add(opRefund, func() { c.encodeRefundRequest(&RefundRequest{From: "n1", Hops: 1, Entries: entries}) })
 	// A merge of protocol version 2: one op with replica and refund flags.
@@ -159,12 +161,15 @@ func encodeAs(c *codec, req any) error {
 func TestCountsDecodeAllocationBounded(t *testing.T) {
 	for _, o := range countOps() {
 		// One entry announcing 2^32-1 counter states, then 64 KiB of
-		// minimal but valid-looking bytes. The op's own field is 0 or
-		// false, which each of the three reads as its own.
-		payload := []byte{0x94, byte(o), 0xa1, 'n', 0x00, 0x91, 0x92, 0xa1, 'k', 0xdd, 0xff, 0xff, 0xff, 0xff}
+		// minimal but valid-looking bytes. The op's own field is 0, which
+		// a replica and a refund read as their own, or a merge's empty
+		// bases.
+		own := []byte{0x00}
 		if o == opMerge {
-			payload[4] = 0xc2
+			own = []byte{0x92, 0x00, 0x90}
 		}
+		payload := append([]byte{0x94, byte(o), 0xa1, 'n'}, own...)
+		payload = append(payload, 0x91, 0x92, 0xa1, 'k', 0xdd, 0xff, 0xff, 0xff, 0xff)
 		payload = append(payload, make([]byte, 64<<10)...)
 		var ms0, ms1 runtime.MemStats
 		runtime.GC()
@@ -240,7 +245,7 @@ func TestCountsRoundTrip(t *testing.T) {
 		}},
 	}
 	for _, in := range []any{
-		&MergeRequest{From: "n1", Supersedes: true, Entries: entries},
+		&MergeRequest{From: "n1", BaseIncarnation: 3, Bases: entries, Entries: entries},
 		&ReplicaRequest{From: "n2", Incarnation: 1 << 63, Entries: entries},
 		&RefundRequest{From: "n3", Hops: 2, Entries: entries},
 	} {

@@ -36,12 +36,18 @@ type CheckResponse struct {
 type MergeRequest struct {
 	// From names the sending node.
 	From string
-	// Supersedes marks handed-over entries that hold the receiver's own
-	// counts: a replica it sent before it restarted, and what was counted
-	// on top of it while it was away. They replace what the receiver
-	// restored from its data file for those keys instead of adding to it.
-	Supersedes bool
-	Entries    []bucket.Entry
+	// Bases, when not empty, has one entry per entry of Entries, of the
+	// same key: the receiver's replica that the sender continued the key
+	// from while the receiver was away, as the receiver's incarnation
+	// BaseIncarnation sent it. Only the receiver knows for sure whether it
+	// still runs that incarnation (gossip may not have told the sender of
+	// a restart yet), so it decides: the same incarnation still holds the
+	// bases' hits and merges each entry less its base; another one lost
+	// them and takes the entries whole, in place of what it restored from
+	// its data file for those keys.
+	BaseIncarnation uint64
+	Bases           []bucket.Entry
+	Entries         []bucket.Entry
 }
 
 // ReplicaRequest carries copies of the sender's own counters, kept by the

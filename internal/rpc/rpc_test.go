@@ -76,7 +76,7 @@ func TestRoundTrip(t *testing.T) {
 	// Each of the three ops that carry counts reaches its own handler
 	// method with its own fields.
 	sent := []any{
-		MergeRequest{From: "n1", Supersedes: true, Entries: entries},
+		MergeRequest{From: "n1", BaseIncarnation: 1<<62 + 1, Bases: entries, Entries: entries},
 		ReplicaRequest{From: "n2", Incarnation: 1 << 63, Entries: entries[:1]},
 		RefundRequest{From: "n3", Hops: 2, Entries: entries[1:]},
 	}
