@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -81,9 +80,12 @@ type orphanCache struct {
 }
 
 // replicas are the copies one incarnation of an owner sent. earlier are
-// those of the owner's incarnation before, kept when it restarts until
-// they expire: the restarted owner takes each back (give), or this node
-// promotes it should the owner fail again first.
+// those of the owner's incarnations before, newest first, each kept when
+// the owner restarts until its keys expire or leave: the restarted owner
+// takes each back (give), or this node promotes it should the owner fail
+// again first. An owner killed again before it needed a key still has
+// that key's count only in the replicas of a run before, however many
+// runs ago (TestOwnerRestartedTwiceKeepsFirstReplicas).
 type replicas struct {
 	incarnation uint64
 	store       *bucket.Store
@@ -246,8 +248,14 @@ func (r *replicator) conn(m ring.Member) Peer {
 	return p
 }
 
-// hold keeps the replicas an owner sent; those of an earlier incarnation
-// of it are dropped.
+// maxIncarnations bounds how many runs of one owner this node keeps
+// replicas of. Each holds only the keys no later run has taken back, and
+// goes once they expire; an owner restarting over and over faster than
+// that loses the counts of its oldest runs' keys beyond the bound.
+const maxIncarnations = 8
+
+// hold keeps the replicas an owner sent, apart from those of its other
+// incarnations.
 func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 	if inc == 0 {
 		inc = r.c.view.Load().incarnation(owner)
@@ -255,18 +263,38 @@ func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 	r.mu.Lock()
 	h := r.from[owner]
 	if h == nil || h.incarnation != inc {
-		if h != nil {
-			h.earlier = nil // one incarnation back is enough
-		}
 		h = &replicas{incarnation: inc, store: bucket.NewStore(bucket.StoreConfig{}), earlier: h}
 		r.from[owner] = h
 		r.held.Store(int64(len(r.from)))
+		r.trim(owner, h)
 	}
-	r.mu.Unlock()
+	// Under r.mu, so that the sweep cannot drop h as empty before these
+	// land in it.
 	refused := h.store.Replace(r.c.now(), entries)
+	r.mu.Unlock()
 	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
 	if refused > 0 {
 		r.c.metrics.replicaKeys.WithLabelValues("refused").Add(float64(refused))
+	}
+}
+
+// trim drops the runs of owner beyond maxIncarnations from chain h, the
+// oldest first. Call with r.mu held.
+func (r *replicator) trim(owner string, h *replicas) {
+	for i := 1; h != nil; i, h = i+1, h.earlier {
+		if i < maxIncarnations || h.earlier == nil {
+			continue
+		}
+		var lost int
+		for old := h.earlier; old != nil; old = old.earlier {
+			lost += old.store.Len()
+		}
+		h.earlier = nil
+		if lost > 0 {
+			r.c.metrics.replicaKeys.WithLabelValues("old_run_dropped").Add(float64(lost))
+			r.c.log.Warn("an owner restarted too often: replicas of its oldest runs dropped", "owner", owner, "keys", lost, "runs_kept", maxIncarnations)
+		}
+		return
 	}
 }
 
@@ -342,38 +370,28 @@ func (r *replicator) findOrphans(v *view, held int64) *orphanCache {
 	return &orphanCache{v: v, held: held}
 }
 
-// sweep drops expired replicas — a pass over each owner's store, without
-// r.mu held — and the stores of owners that hold nothing here any more.
+// sweep drops expired replicas — a pass over each store, without r.mu
+// held — and the stores that hold nothing any more.
 func (r *replicator) sweep() {
 	now := r.c.now()
 	r.mu.Lock()
-	stores := make(map[string]*replicas, len(r.from))
-	maps.Copy(stores, r.from)
+	var stores []*bucket.Store
+	for _, h := range r.from {
+		for ; h != nil; h = h.earlier {
+			stores = append(stores, h.store)
+		}
+	}
 	r.mu.Unlock()
-	empty := map[string]*replicas{}
-	for owner, h := range stores {
-		h.store.Sweep(now, 0) // one pass; it holds a shard's lock briefly
-		r.mu.Lock()
-		earlier := h.earlier
-		r.mu.Unlock()
-		if earlier != nil {
-			earlier.store.Sweep(now, 0)
-		}
-		if h.store.Len() == 0 || (earlier != nil && earlier.store.Len() == 0) {
-			empty[owner] = h
-		}
+	for _, s := range stores {
+		s.Sweep(now, 0) // one pass; it holds a shard's lock briefly
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for owner, h := range empty {
-		if r.from[owner] != h {
-			continue
-		}
-		if h.earlier != nil && h.earlier.store.Len() == 0 {
-			h.earlier = nil
-		}
-		if h.store.Len() == 0 && h.earlier == nil {
+	for owner, h := range r.from {
+		if h = withoutEmpty(h); h == nil {
 			delete(r.from, owner)
+		} else {
+			r.from[owner] = h
 		}
 	}
 	r.held.Store(int64(len(r.from)))
@@ -387,6 +405,19 @@ func (r *replicator) sweep() {
 		}
 	}
 	r.npromo.Store(int64(len(r.promoted)))
+}
+
+// withoutEmpty returns chain h less its stores that hold nothing.
+func withoutEmpty(h *replicas) *replicas {
+	if h == nil {
+		return nil
+	}
+	rest := withoutEmpty(h.earlier)
+	if h.store.Len() == 0 {
+		return rest
+	}
+	h.earlier = rest
+	return h
 }
 
 // left forgets the promotions of keys that left this node (sent home, or

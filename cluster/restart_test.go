@@ -3,11 +3,15 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
+	"github.com/ratemesh/ratemesh/internal/testkit"
 )
 
 // An owner that crashes and restarts, with its data file or without, ends
@@ -45,18 +49,11 @@ func TestRestartReconcilesFileAndReplicas(t *testing.T) {
 				t.Fatalf("while n2 is away: %d of %d allowed, last by %s; want all by n1", got, tc.down, last.Node)
 			}
 
-			n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1 })
-			if tc.dataFile {
-				n2.Restore(clock.Now(), file)
-			}
-			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-				t.Fatal(err)
-			}
-			nodes[2] = n2
-			for _, n := range nodes {
-				n.probe() // the others find n2 answering again
-			}
-			rebuildAll(nodes...)
+			rc.restartOwner(t, func(n2 *memNode) {
+				if tc.dataFile {
+					n2.Restore(clock.Now(), file)
+				}
+			})
 			if tc.push {
 				for _, n := range nodes {
 					n.handoffAll(context.Background())
@@ -81,27 +78,20 @@ func TestRestartReconcilesFileAndReplicas(t *testing.T) {
 // counted before the crash were lost, and the window admitted them again.)
 func TestRestartUnseenByGossip(t *testing.T) {
 	rc := newReplicatedCluster(t, 2, nil)
-	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
 	rc.crashOwner(t, nodes[0])
 	net.mu.Lock()
 	seen := net.incarnation["n2"]
 	net.mu.Unlock()
 
-	n2 := startMemNodeWith(t, net, clock, "n2", func(c *Config) { c.Replicas = 1 })
-	if n2.incarnation == seen {
-		t.Fatal("the restarted node kept its incarnation")
-	}
-	net.mu.Lock()
-	net.incarnation["n2"] = seen // its peers' gossip has not heard of the restart
-	net.mu.Unlock()
-	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-		t.Fatal(err)
-	}
-	nodes[2] = n2
-	for _, n := range nodes {
-		n.probe()
-	}
-	rebuildAll(nodes...)
+	rc.restartOwner(t, func(n2 *memNode) {
+		if n2.incarnation == seen {
+			t.Fatal("the restarted node kept its incarnation")
+		}
+		net.mu.Lock()
+		net.incarnation["n2"] = seen // its peers' gossip has not heard of the restart
+		net.mu.Unlock()
+	})
 	nodes[1].handoffAll(context.Background())
 	if nodes[1].store.Has(key) {
 		t.Fatal("n1 kept the count it continued for n2")
@@ -111,6 +101,60 @@ func TestRestartUnseenByGossip(t *testing.T) {
 		t.Fatalf("after the restart: %d allowed by %s with %d left; want 1 by n2 with %d left: 2 + 3 + 1 hits, each counted once",
 			got, last.Node, last.Statuses[0].Remaining, want)
 	}
+}
+
+// An owner killed again soon after a restart, before it needed one of its
+// keys, and restarted once more: its next owner still holds that key's
+// replica from the first run, below the replicas of the second and the
+// third. The third run pulls the key and gets that count, so the hits
+// before the first crash are not admitted again. (The next owner kept one
+// earlier incarnation's replicas only, and dropped the first run's when
+// the third's arrived.)
+func TestOwnerRestartedTwiceKeepsFirstReplicas(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	nodes, key, cs := rc.nodes, rc.key, rc.cs
+	other := keyWhere(t, func(k string) bool {
+		return k != key && ownerIn(memRing("n0", "n1", "n2"), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
+	})
+	for run := 2; run <= 3; run++ {
+		rc.net.crash(nodes[2])
+		rc.restartOwner(t, nil)
+		// The run decides another key of its own, whose replica reaches
+		// the next owner under the run's incarnation.
+		if got, _ := checkN(t, nodes[0], other, cs, 1); got != 1 {
+			t.Fatalf("run %d: the other key denied", run)
+		}
+		inc := nodes[2].incarnation
+		testkit.Eventually(t, 5*time.Second, "n1 holds replicas of the run", func() bool {
+			nodes[1].repl.mu.Lock()
+			defer nodes[1].repl.mu.Unlock()
+			h := nodes[1].repl.from["n2"]
+			return h != nil && h.incarnation == inc
+		})
+	}
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Statuses[0].Remaining != 10-2-1 {
+		t.Fatalf("after two restarts: %d allowed with %d left; want 1 with %d: the 2 hits before the first crash were lost",
+			got, last.Statuses[0].Remaining, 10-2-1)
+	}
+}
+
+// restartOwner starts n2 again, with an empty table, after it crashed;
+// prepare, if not nil, runs before the new n2 joins. The others then find
+// n2 answering again and rebuild their rings.
+func (rc *replicatedCluster) restartOwner(t *testing.T, prepare func(n2 *memNode)) {
+	t.Helper()
+	n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1 })
+	if prepare != nil {
+		prepare(n2)
+	}
+	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	rc.nodes[2] = n2
+	for _, n := range rc.nodes {
+		n.probe()
+	}
+	rebuildAll(rc.nodes...)
 }
 
 // replicatedCount waits until node holds a replica of key whose first
@@ -209,5 +253,30 @@ func (rc *replicatedCluster) crashOwner(t *testing.T, via *memNode) {
 	rc.net.crash(rc.nodes[2])
 	if got, last := checkN(t, via, rc.key, rc.cs, 3); got != 3 || last.Node != "n1" {
 		t.Fatalf("while n2 is down: %d of 3 allowed, last by %s; want 3 by n1", got, last.Node)
+	}
+}
+
+// An owner that restarts over and over (or a member that makes up a new
+// incarnation for every replica it sends) costs a successor at most
+// maxIncarnations stores of its replicas: the oldest runs' go, counted.
+func TestReplicaRunsBounded(t *testing.T) {
+	rc := newReplicatedCluster(t, 1, nil)
+	n1, cs := rc.nodes[1], rc.cs
+	const runs = maxIncarnations + 2
+	for inc := uint64(1); inc <= runs; inc++ {
+		n1.repl.hold("n2", inc, []bucket.Entry{{Key: fmt.Sprint("run", inc), Counters: []bucket.CounterState{{Counter: cs[0], Start: rc.clock.Now().UnixNano(), Count: 1}}}})
+	}
+	n1.repl.mu.Lock()
+	var kept []uint64
+	for h := n1.repl.from["n2"]; h != nil; h = h.earlier {
+		kept = append(kept, h.incarnation)
+	}
+	n1.repl.mu.Unlock()
+	if want := []uint64{10, 9, 8, 7, 6, 5, 4, 3}; !slices.Equal(kept, want) {
+		t.Errorf("runs kept: %v; want %v", kept, want)
+	}
+	// Dropped: the key of n2's real run, and one key each of runs 1 and 2.
+	if got := testutil.ToFloat64(n1.metrics.replicaKeys.WithLabelValues("old_run_dropped")); got != 3 {
+		t.Errorf("old_run_dropped = %v; want 3", got)
 	}
 }
