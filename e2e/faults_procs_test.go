@@ -106,7 +106,7 @@ const crashOpen = "a few keys of a killed and restarted owner are admitted up to
 // Each subtest runs the fixed seed and a random one it prints;
 // RATEMESH_FAULTS_SEED=N runs seed N only. RATEMESH_FAULTS=30m makes each
 // schedule that long (default 10 s; pick one subtest with -run and raise
-// -timeout).
+// -timeout). RATEMESH_FAULTS_DEBUG=1 runs the nodes with debug logs.
 func TestFaultSchedule(t *testing.T) {
 	bin := nodeBinary(t)
 	length := 10 * time.Second
@@ -200,6 +200,11 @@ func runFaultSchedule(t *testing.T, bin string, sc faultScenario, seed uint64, l
 	}
 	r := &faultRun{t: t, sc: sc, seed: seed, c: proctest.NewCluster(t, bin), rng: rand.New(rand.NewPCG(seed, 23))}
 	r.c.DataDirs = sc.dataDirs
+	if os.Getenv("RATEMESH_FAULTS_DEBUG") != "" {
+		// Every pull, handoff and promotion names its key in the logs a
+		// failed run prints.
+		r.c.ExtraArgs = func(*proctest.Node) []string { return []string{"--log-level", "debug"} }
+	}
 	if slices.Contains(sc.kinds, evPartition) {
 		lab, err := tryNetLab(t, sc.nodes+2)
 		if err != nil {
