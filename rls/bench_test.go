@@ -132,7 +132,7 @@ func BenchmarkGateway(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer(guard.ServerOptions()...)
+	srv := grpc.NewServer(append(guard.ServerOptions(), ServerOptions()...)...)
 	svc.Register(guard.Registrar(srv))
 	client := pb.NewRateLimitServiceClient(testkit.ServeGRPC(b, srv))
 	var callers atomic.Int64
