@@ -9,10 +9,12 @@
 // answers any request; the check is forwarded to the owner.
 //
 // Embedders build a Service from a *ratemesh.Node (or any Checker) and a
-// Config, and register it on their own grpc.Server:
+// Config, and register it on their own grpc.Server, best made with the
+// service's ServerOptions:
 //
 //	cfg, err := rls.LoadPath("/etc/ratelimit/config")
 //	svc, err := rls.New(node, cfg, rls.Options{})
+//	grpcServer := grpc.NewServer(rls.ServerOptions()...)
 //	svc.Register(grpcServer)
 //	svc.RegisterHealth(grpcServer)
 //

@@ -57,11 +57,12 @@ func serveAll(t *testing.T, nodes []*ratemesh.Node, cfg *Config, o Options) *rls
 	return c
 }
 
-// serveOne serves svc and its health on a gRPC server on 127.0.0.1:0 and
-// returns a client connection to it; both end with the test.
+// serveOne serves svc and its health on a gRPC server on 127.0.0.1:0,
+// made with the service's ServerOptions, and returns a client connection
+// to it; both end with the test.
 func serveOne(t testing.TB, svc *Service) *grpc.ClientConn {
 	t.Helper()
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(ServerOptions()...)
 	svc.Register(srv)
 	svc.RegisterHealth(srv)
 	return testkit.ServeGRPC(t, srv)

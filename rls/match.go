@@ -119,7 +119,12 @@ func metricKey(r *Rule, domainName string, entries []*rlv3.RateLimitDescriptor_E
 	if !r.DetailedMetric && !perValue {
 		return r.Path
 	}
+	n := len(domainName)
+	for i, e := range entries {
+		n += 2 + len(e.GetKey()) + len(metricValue(r.DetailedMetric, e.GetValue(), nodes[i]))
+	}
 	var b strings.Builder
+	b.Grow(n)
 	b.WriteString(domainName)
 	for i, e := range entries {
 		b.WriteByte('.')

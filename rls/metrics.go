@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"math"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
+	pb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ratemesh/ratemesh/bucket"
@@ -29,10 +31,37 @@ type metrics struct {
 	hits, over, near, within, shadow *prometheus.CounterVec
 	global                           prometheus.Counter
 	requests, loads                  *prometheus.CounterVec
+	results                          map[string]prometheus.Counter // requests' counters by result; read only
 
-	mu     sync.Mutex
-	series map[string]struct{} // per-request names in use
+	// byLabel holds the *series of every label counted so far: a
+	// descriptor's counters are looked up once, not on every call (a
+	// CounterVec hashes the label and takes a lock per lookup).
+	byLabel sync.Map
+	mu      sync.Mutex
+	named   int // per-request names in byLabel, at most maxMetricSeries
 }
+
+// kind is one of a descriptor's counters.
+type kind int
+
+const (
+	kindHits kind = iota
+	kindOver
+	kindNear
+	kindWithin
+	kindShadow
+	kinds
+)
+
+// series are the counters of one label. Each is made on its first use,
+// so that /metrics lists only the counters a descriptor has counted in,
+// as when they were looked up on every call.
+type series struct {
+	label    string
+	counters [kinds]atomic.Pointer[counter]
+}
+
+type counter struct{ prometheus.Counter }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	perKey := func(name, help string) *prometheus.CounterVec {
@@ -50,7 +79,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "ShouldRateLimit requests by result: OK, OVER_LIMIT, invalid or error."}, []string{"result"}),
 		loads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ratemesh", Subsystem: "rls", Name: "config_loads_total",
 			Help: "Config loads and reloads by result: success or error."}, []string{"result"}),
-		series: map[string]struct{}{},
+	}
+	m.results = map[string]prometheus.Counter{}
+	for _, r := range []string{pb.RateLimitResponse_OK.String(), pb.RateLimitResponse_OVER_LIMIT.String(), "invalid", "error"} {
+		m.results[r] = m.requests.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.hits, m.over, m.near, m.within, m.shadow, m.global, m.requests, m.loads} {
 		if err := reg.Register(c); err != nil {
@@ -60,13 +92,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// label is the series name of p: its per-request name while there is
-// room for it, else its rule's path.
-func (m *metrics) label(p *plan) string {
-	if p.metric == p.rule.Path {
-		return p.metric
-	}
+// seriesOf is the series of p: its per-request name while there is room
+// for it, else its rule's path.
+func (m *metrics) seriesOf(p *plan) *series {
 	l := p.metric
+	if l == p.rule.Path {
+		return m.lookup(l, false)
+	}
 	if len(l) > maxMetricLabel || !utf8.ValidString(l) {
 		// Prometheus panics on a label that is not valid UTF-8: the cut
 		// keeps whole characters and bytes that are no character become
@@ -74,15 +106,47 @@ func (m *metrics) label(p *plan) string {
 		sum := sha256.Sum256([]byte(l))
 		l = textcut.Valid(l, maxMetricLabel-33) + "#" + hex.EncodeToString(sum[:16])
 	}
+	if s := m.lookup(l, true); s != nil {
+		return s
+	}
+	return m.lookup(p.rule.Path, false)
+}
+
+// lookup finds the series of label l, or adds it; a per-request name is
+// added only while there are fewer than maxMetricSeries, else lookup
+// returns nil.
+func (m *metrics) lookup(l string, named bool) *series {
+	if s, ok := m.byLabel.Load(l); ok {
+		return s.(*series)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.series[l]; !ok {
-		if len(m.series) >= maxMetricSeries {
-			return p.rule.Path
-		}
-		m.series[l] = struct{}{}
+	if s, ok := m.byLabel.Load(l); ok {
+		return s.(*series)
 	}
-	return l
+	if named {
+		if m.named >= maxMetricSeries {
+			return nil
+		}
+		m.named++
+	}
+	s := &series{label: l}
+	m.byLabel.Store(l, s)
+	return s
+}
+
+// add counts v in the counter k of s.
+func (m *metrics) add(s *series, k kind, v float64) {
+	c := s.counters[k].Load()
+	if c == nil {
+		c = &counter{m.vec(k).WithLabelValues(s.label)}
+		s.counters[k].Store(c) // a racing store holds the same counter
+	}
+	c.Add(v)
+}
+
+func (m *metrics) vec(k kind) *prometheus.CounterVec {
+	return [kinds]*prometheus.CounterVec{m.hits, m.over, m.near, m.within, m.shadow}[k]
 }
 
 // record counts one checked descriptor as the reference does. A denied
@@ -91,30 +155,35 @@ func (m *metrics) record(p *plan, over bool, st *bucket.Status, nearRatio float6
 	if m == nil {
 		return
 	}
-	l := m.label(p)
+	s := m.seriesOf(p)
 	hits := float64(p.hits)
-	m.hits.WithLabelValues(l).Add(hits)
+	m.add(s, kindHits, hits)
 	if over {
-		m.over.WithLabelValues(l).Add(hits)
+		m.add(s, kindOver, hits)
 		if p.rule.ShadowMode {
-			m.shadow.WithLabelValues(l).Add(hits)
+			m.add(s, kindShadow, hits)
 		}
 		return
 	}
-	m.within.WithLabelValues(l).Add(hits)
+	m.add(s, kindWithin, hits)
 	amount := int64(p.rule.RequestsPerUnit)
 	after := amount - st.Remaining
 	before := after - p.cost
 	near := int64(math.Floor(float64(amount) * nearRatio))
 	if after > near {
-		m.near.WithLabelValues(l).Add(float64(after - max(near, before)))
+		m.add(s, kindNear, float64(after-max(near, before)))
 	}
 }
 
 func (m *metrics) request(result string) {
-	if m != nil {
-		m.requests.WithLabelValues(result).Inc()
+	if m == nil {
+		return
 	}
+	if c := m.results[result]; c != nil {
+		c.Inc()
+		return
+	}
+	m.requests.WithLabelValues(result).Inc()
 }
 
 func (m *metrics) globalShadow() {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ratemesh/ratemesh"
+	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/clustertest"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 	"github.com/ratemesh/ratemesh/internal/testlog"
@@ -165,9 +165,7 @@ func TestMetricSeriesBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := svc.metrics
-	for i := range maxMetricSeries - 1 {
-		m.series[strconv.Itoa(i)] = struct{}{}
-	}
+	m.named = maxMetricSeries - 1 // room for one more name
 	ctx := context.Background()
 	for _, v := range []string{"first", "second", "first"} {
 		if _, err := svc.ShouldRateLimit(ctx, request("d", desc("u", v))); err != nil {
@@ -208,6 +206,40 @@ func (f failing) Check(ctx context.Context, req ratemesh.Request) (ratemesh.Resu
 	}
 	<-ctx.Done()
 	return ratemesh.Result{}, ctx.Err()
+}
+
+// panicking is a Checker whose checks of keys holding bad panic, and
+// whose others are allowed.
+type panicking struct{ bad string }
+
+func (p panicking) Check(_ context.Context, req ratemesh.Request) (ratemesh.Result, error) {
+	if strings.Contains(req.Key, p.bad) {
+		panic("check of " + req.Key)
+	}
+	return ratemesh.Result{Allowed: true, Statuses: append(req.StatusBuf[:0], bucket.Status{})}, nil
+}
+
+// TestCheckPanicRaisedInCaller: a check that panics, whichever worker
+// makes it (the caller's goroutine or another), panics in the caller's
+// goroutine, where a server's recovery can answer it, once the other
+// checks are done.
+func TestCheckPanicRaisedInCaller(t *testing.T) {
+	svc, err := New(panicking{bad: "boom"}, mustConfig(t, serviceConfig), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		descs := []*rlv3.RateLimitDescriptor{desc("user", "a"), desc("ten", "b"), desc("hundred", "c")}
+		descs[i] = desc("user", "boom")
+		got := func() (r any) {
+			defer func() { r = recover() }()
+			svc.ShouldRateLimit(context.Background(), request("edge", descs...))
+			return nil
+		}()
+		if s, _ := got.(string); !strings.Contains(s, "check of") {
+			t.Fatalf("descriptor %d panicking: recovered %v, want its panic", i, got)
+		}
+	}
 }
 
 // TestCheckFailure: a failed check fails the request with Unavailable and

@@ -59,33 +59,43 @@ func (s *Service) validate(req *pb.RateLimitRequest) error {
 // and names the counters left to check.
 func (s *Service) plan(cfg *Config, req *pb.RateLimitRequest) ([]plan, error) {
 	descs, domainName := req.GetDescriptors(), req.GetDomain()
-	total := 0
-	for _, d := range descs {
-		total += len(d.GetEntries())
-	}
-	nodesBuf := make([]*descNode, total)
-	nodes := make([][]*descNode, len(descs))
 	plans := make([]plan, len(descs))
+	extra := 0
+	for _, d := range descs {
+		if n := len(d.GetEntries()); n > planMatches {
+			extra += n
+		}
+	}
+	var spill []*descNode // nodes of descriptors of more entries than a plan holds
+	if extra > 0 {
+		spill = make([]*descNode, extra)
+	}
 	var replaced map[string]bool
 	known := cfg.domains[domainName] != nil
 	for i, d := range descs {
-		nodes[i], nodesBuf = nodesBuf[:len(d.GetEntries()):len(d.GetEntries())], nodesBuf[len(d.GetEntries()):]
+		p, n := &plans[i], len(d.GetEntries())
+		if n <= planMatches {
+			p.nodes = p.matches[:n:n]
+		} else {
+			p.nodes, spill = spill[:n:n], spill[n:]
+		}
 		var err error
 		if d.GetLimit() != nil && known {
-			plans[i].rule, err = overrideRule(domainName, d, i, s.opts.MaxOverridePeriod)
+			p.rule, err = overrideRule(domainName, d, i, s.opts.MaxOverridePeriod)
 		} else {
-			plans[i].rule = cfg.lookup(domainName, d.GetEntries(), nodes[i])
+			p.rule = cfg.lookup(domainName, d.GetEntries(), p.nodes)
 		}
 		if err != nil {
 			return nil, err
 		}
-		for _, name := range planReplaces(plans[i].rule) {
+		for _, name := range planReplaces(p.rule) {
 			if replaced == nil {
 				replaced = map[string]bool{}
 			}
 			replaced[name] = true
 		}
 	}
+	var keyBuf [128]byte
 	for i := range plans {
 		p := &plans[i]
 		if p.rule == nil || p.rule.Unlimited {
@@ -98,7 +108,7 @@ func (s *Service) plan(cfg *Config, req *pb.RateLimitRequest) ([]plan, error) {
 		entries := descs[i].GetEntries()
 		p.hits = hitsOf(req, i)
 		p.cost = costOf(p.hits)
-		p.key = routingKey(make([]byte, 0, 128), domainName, entries, nodes[i])
+		p.key = routingKey(keyBuf[:0], domainName, entries, p.nodes)
 		if p.rule.override {
 			p.key = overrideKey(p.rule, p.key)
 		}
@@ -106,7 +116,7 @@ func (s *Service) plan(cfg *Config, req *pb.RateLimitRequest) ([]plan, error) {
 			if p.rule.override {
 				p.metric = descriptorPath(domainName, entries)
 			} else {
-				p.metric = metricKey(p.rule, domainName, entries, nodes[i])
+				p.metric = metricKey(p.rule, domainName, entries, p.nodes)
 			}
 		}
 	}
@@ -181,14 +191,37 @@ func descriptorPath(domainName string, entries []*rlv3.RateLimitDescriptor_Entry
 	return b.String()
 }
 
+// statusMsgs are the messages of one descriptor's answer.
+type statusMsgs struct {
+	status pb.RateLimitResponse_DescriptorStatus
+	limit  pb.RateLimitResponse_RateLimit
+	reset  durationpb.Duration
+}
+
+// newResponse allocates a response of n statuses and the messages to
+// fill them with: one block for a request of one descriptor, the usual
+// case, else three, where each message apart would take 2 + 3n.
+func newResponse(n int) (*pb.RateLimitResponse, []statusMsgs) {
+	if n == 1 {
+		one := new(struct {
+			resp     pb.RateLimitResponse
+			statuses [1]*pb.RateLimitResponse_DescriptorStatus
+			msgs     [1]statusMsgs
+		})
+		one.resp.Statuses = one.statuses[:]
+		return &one.resp, one.msgs[:]
+	}
+	return &pb.RateLimitResponse{Statuses: make([]*pb.RateLimitResponse_DescriptorStatus, n)}, make([]statusMsgs, n)
+}
+
 // respond builds the response from the checks' results.
 func (s *Service) respond(plans []plan, now time.Time) *pb.RateLimitResponse {
-	resp := &pb.RateLimitResponse{Statuses: make([]*pb.RateLimitResponse_DescriptorStatus, len(plans))}
+	resp, msgs := newResponse(len(plans))
 	var failed, quotas, failedQuotas int
 	var closest *pb.RateLimitResponse_DescriptorStatus
 	closestLeft := uint32(math.MaxUint32)
 	for i := range plans {
-		st := s.status(&plans[i], now)
+		st := s.status(&plans[i], &msgs[i], now)
 		resp.Statuses[i] = st
 		if plans[i].key == "" {
 			continue // no limit, unlimited or replaced
@@ -228,14 +261,16 @@ func (s *Service) respond(plans []plan, now time.Time) *pb.RateLimitResponse {
 	return resp
 }
 
-// status is one descriptor's answer; it records the descriptor's
-// metrics.
-func (s *Service) status(p *plan, now time.Time) *pb.RateLimitResponse_DescriptorStatus {
+// status is one descriptor's answer, made of m; it records the
+// descriptor's metrics.
+func (s *Service) status(p *plan, m *statusMsgs, now time.Time) *pb.RateLimitResponse_DescriptorStatus {
 	switch {
 	case p.rule == nil:
-		return &pb.RateLimitResponse_DescriptorStatus{Code: pb.RateLimitResponse_OK}
+		m.status.Code = pb.RateLimitResponse_OK
+		return &m.status
 	case p.rule.Unlimited:
-		return &pb.RateLimitResponse_DescriptorStatus{Code: pb.RateLimitResponse_OK, LimitRemaining: math.MaxUint32}
+		m.status.Code, m.status.LimitRemaining = pb.RateLimitResponse_OK, math.MaxUint32
+		return &m.status
 	}
 	st := &p.res.Statuses[0]
 	over := !p.res.Allowed
@@ -244,21 +279,21 @@ func (s *Service) status(p *plan, now time.Time) *pb.RateLimitResponse_Descripto
 		s.opts.Observer.Decided(now, Decision{Allowed: !over, Shadow: over && (p.rule.ShadowMode || s.opts.Shadow),
 			Key: p.key, Rule: p.rule.Path, Status: *st})
 	}
-	code := pb.RateLimitResponse_OK
+	m.status.Code = pb.RateLimitResponse_OK
 	if over && !p.rule.ShadowMode {
-		code = pb.RateLimitResponse_OVER_LIMIT
+		m.status.Code = pb.RateLimitResponse_OVER_LIMIT
 	}
-	return &pb.RateLimitResponse_DescriptorStatus{
-		Code:               code,
-		CurrentLimit:       &pb.RateLimitResponse_RateLimit{Name: p.rule.Name, RequestsPerUnit: p.rule.RequestsPerUnit, Unit: p.rule.Unit},
-		LimitRemaining:     uint32(min(max(st.Remaining, 0), math.MaxUint32)),
-		DurationUntilReset: untilReset(st.Reset, now),
-	}
+	m.limit.Name, m.limit.RequestsPerUnit, m.limit.Unit = p.rule.Name, p.rule.RequestsPerUnit, p.rule.Unit
+	m.status.CurrentLimit = &m.limit
+	m.status.LimitRemaining = uint32(min(max(st.Remaining, 0), math.MaxUint32))
+	m.reset.Seconds = untilReset(st.Reset, now)
+	m.status.DurationUntilReset = &m.reset
+	return &m.status
 }
 
 // untilReset is the time from now until reset in whole seconds, rounded
 // up as a client waiting that long finds the quota whole again.
-func untilReset(reset, now time.Time) *durationpb.Duration {
+func untilReset(reset, now time.Time) int64 {
 	d := max(reset.Sub(now), 0)
-	return &durationpb.Duration{Seconds: int64((d + time.Second - 1) / time.Second)}
+	return int64((d + time.Second - 1) / time.Second)
 }

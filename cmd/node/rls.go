@@ -182,7 +182,7 @@ func startRLS(node *ratemesh.Node, o *options, log *slog.Logger) (*rlsServer, er
 	}
 	// Recovery first, so that it also covers the interceptors after it.
 	opts = append(append(guards.rls.ServerOptions(), opts...), o.tls.grpcOptions()...)
-	opts = append(opts, r.bounds.serverOptions()...)
+	opts = append(append(opts, r.bounds.serverOptions()...), rls.ServerOptions()...)
 	ln, err := net.Listen("tcp", net.JoinHostPort(o.bind, strconv.Itoa(r.port)))
 	if err != nil {
 		return nil, fmt.Errorf("--grpc-port %d: %w", r.port, err)
