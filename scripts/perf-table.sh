@@ -73,6 +73,11 @@ trap 'rm -rf "$work"' EXIT
 # threads/connections.
 runs="$work/runs.tsv"
 started="$(date -u +'%Y-%m-%d %H:%M UTC')"
+# The commit measured; -dirty if the tree differs from it other than in
+# the pages this writes its blocks into (an earlier block of the same
+# sitting is no change to what is measured).
+commit="$(git -C "$root" describe --always)"
+[[ -z "$(git -C "$root" status --porcelain -- . ':!README.md' ':!docs/performance.md')" ]] || commit+="-dirty"
 load_before="$(cut -d' ' -f1 /proc/loadavg)"
 
 # command_line prints this run's command as a reader would type it: the
@@ -194,7 +199,7 @@ provenance() {
 	local rounds="$ROUNDS rounds"
 	((ROUNDS > 1)) || rounds="1 round"
 	echo "<!-- written by scripts/perf-table.sh from one run: run it again rather than edit these lines -->"
-	echo "$started · $(machine) · commit \`$(git -C "$root" describe --always --dirty)\` ·"
+	echo "$started · $(machine) · commit \`$commit\` ·"
 	echo "\`$(command_line)\`: $1; wrk on the"
 	echo "same machine (load average $load_before at the start, $(cut -d' ' -f1 /proc/loadavg) at the end);"
 	echo "$rounds of $DURATION, medians and (ranges) over the rounds."
