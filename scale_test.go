@@ -285,14 +285,14 @@ func waitAgree(t *testing.T, nodes []*ratemesh.Node) time.Duration {
 	return time.Since(start)
 }
 
-// waitHandoff waits until the handoff counters of nodes (dir "sent" or
+// waitHandoff waits until the handoff counters of nodes (result "sent" or
 // "received") stop growing for half a second, and returns their growth
 // from before and when they last grew, from start.
-func waitHandoff(t *testing.T, nodes []*ratemesh.Node, dir string, before int, start time.Time) (int, time.Duration) {
+func waitHandoff(t *testing.T, nodes []*ratemesh.Node, result string, before int, start time.Time) (int, time.Duration) {
 	t.Helper()
-	last, lastAt := handoffSum(nodes, dir), time.Now()
+	last, lastAt := handoffSum(nodes, result), time.Now()
 	testkit.Eventually(t, scaleAgree, "the handoff did not end", func() bool {
-		if s := handoffSum(nodes, dir); s != last {
+		if s := handoffSum(nodes, result); s != last {
 			last, lastAt = s, time.Now()
 		}
 		return time.Since(lastAt) >= 500*time.Millisecond
@@ -300,18 +300,18 @@ func waitHandoff(t *testing.T, nodes []*ratemesh.Node, dir string, before int, s
 	return last - before, lastAt.Sub(start)
 }
 
-// handoffSum adds up ratemesh_handoff_keys_total{dir} over nodes.
-func handoffSum(nodes []*ratemesh.Node, dir string) int {
+// handoffSum adds up ratemesh_handoff_keys_total{result=result} over nodes.
+func handoffSum(nodes []*ratemesh.Node, result string) int {
 	s := 0
 	for _, n := range nodes {
-		s += handoffKeys(n, dir)
+		s += handoffKeys(n, result)
 	}
 	return s
 }
 
-// handoffKeys reads ratemesh_handoff_keys_total{dir} from n's registry.
-func handoffKeys(n *ratemesh.Node, dir string) int {
-	return int(metric(n, "ratemesh_handoff_keys_total", dir))
+// handoffKeys reads ratemesh_handoff_keys_total{result=result} from n's registry.
+func handoffKeys(n *ratemesh.Node, result string) int {
+	return int(metric(n, "ratemesh_handoff_keys_total", result))
 }
 
 // metric reads the counter or gauge name from n's registry: the series

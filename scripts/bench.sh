@@ -276,7 +276,7 @@ EOF
 	echo "== building $bin"
 	build_node "$bin"
 	echo "== wrk: GET /products, $KEYS client keys, ${DURATION} per run after a ${WARMUP} warm-up, $ROUNDS round(s)"
-	echo "   $(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
+	echo "   $(date -u +'%Y-%m-%d %H:%M UTC'), $(machine), $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"
 	for ((round = 1; round <= ROUNDS; round++)); do
 		local s
 		for s in $SCENARIOS; do

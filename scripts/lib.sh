@@ -43,6 +43,8 @@
 #                                sets cluster_pids, cluster_http, cluster_grpc
 #   median NUMBER...             print the median (of an even count, the mean
 #                                of the middle two)
+#   machine                      print what this machine is, for a benchmark's
+#                                figures: CPU model, CPUs, kernel
 #
 # Every script starts its nodes with start_cluster_node (most through
 # start_cluster): in DIR, node K logs to nodeK.log, writes its addresses to
@@ -238,4 +240,10 @@ start_cluster() {
 
 median() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {m = int((NR + 1) / 2); print (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2)}'
+}
+
+machine() {
+	local model
+	model="$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+	echo "${model:-$(uname -m)}, $(nproc) CPUs, $(uname -s) $(uname -r)"
 }

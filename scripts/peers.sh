@@ -29,7 +29,9 @@
 # retry-after,draft" is the nodes' default), PORT=18181 (HTTP ports PORT..
 # PORT+2; RPC and gossip at PORT+10.. and PORT+20..), ACCURACY=1 to add the
 # harness's accuracy run (1 key at 100/min, 10 s over every node) for
-# ratemesh after the rounds.
+# ratemesh after the rounds, TSV=FILE to append every run to FILE as a line
+# of round, target, req/s, p50 µs and p99 µs, tab-separated (what
+# perf-table.sh reads).
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -113,7 +115,7 @@ run() {
 	done | paste -sd' '
 }
 
-echo "== $ROUNDS round(s) of $DURATION per target: $TARGETS ($(date -u +'%Y-%m-%d %H:%M UTC'), $(nproc) CPUs)"
+echo "== $ROUNDS round(s) of $DURATION per target: $TARGETS ($(date -u +'%Y-%m-%d %H:%M UTC'), $(machine))"
 printf '%-6s %-12s %8s %8s %8s %7s %7s\n' round target req/s p50_us p99_us x_bare x_redis
 declare -A rps_of ratios
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -124,6 +126,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 		this[$t]="$rps"
 		rps_of[$t]+=" $rps"
 		printf '%-6s %-12s %8s %8s %8s' "$round" "$t" "$rps" "$p50" "$p99"
+		[[ -z "${TSV:-}" ]] || printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$t" "$rps" "$p50" "$p99" >>"$TSV"
 		for base in bare redis; do
 			if [[ -n "${this[$base]:-}" ]]; then
 				r="$(awk -v a="$rps" -v b="${this[$base]}" 'BEGIN {printf "%.3f", a / b}')"
