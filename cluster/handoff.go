@@ -53,6 +53,7 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 			break // no owner took any: the next ring change tries again
 		}
 	}
+	c.reclaim(ctx)
 }
 
 // outbound is the entries going to one owner, and their move record.
@@ -65,6 +66,10 @@ type outbound struct {
 	mv      *move
 	baseInc uint64
 	bases   []bucket.Entry
+	// back, if set, takes the entries back when no owner took them; else
+	// they go back into the table. Replicas handed back go to their
+	// replica store (reclaim).
+	back func([]bucket.Entry)
 }
 
 // destination is where planMoves sends an entry: to its owner, in a batch
@@ -164,7 +169,11 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		// stopping at once refuses every handoff), its data file keeps
 		// them for the restart.
 		c.movingMu.Lock()
-		c.mergeHere(o.es)
+		if o.back != nil {
+			o.back(o.es)
+		} else {
+			c.mergeHere(o.es)
+		}
 		c.unmarkLocked(o)
 		c.movingMu.Unlock()
 		kept += len(o.es)

@@ -138,6 +138,32 @@ func TestOwnerRestartedTwiceKeepsFirstReplicas(t *testing.T) {
 	}
 }
 
+// An owner restarts and gets no check of a key for a while (other nodes
+// answer its denials from their deny caches, say); then its next owner,
+// which held the only copy of the key's count as a replica of the owner's
+// earlier run, crashes. The count survives: the next owner handed the
+// replica back when the owner answered again, and the owner decides from
+// it. (The key stayed on the next owner until a check made the owner pull
+// it; with the next owner gone, the owner started the key from zero.)
+func TestRestartedOwnerGetsReplicasBackUnasked(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
+	net.crash(nodes[2])
+	rc.restartOwner(t, nil)
+	nodes[1].handoffAll(context.Background())
+	testkit.Eventually(t, 5*time.Second, "the key back on n2", func() bool { return nodes[2].store.Has(key) })
+	replicatedCount(t, nodes[1], key, 2) // n2 copies it to n1 anew
+	net.crash(nodes[1])
+	for _, n := range []*memNode{nodes[0], nodes[2]} {
+		n.probe()
+	}
+	rebuildAll(nodes[0], nodes[2])
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-1 {
+		t.Fatalf("after the restart and n1's crash: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-1)
+	}
+}
+
 // restartOwner starts n2 again, with an empty table, after it crashed;
 // prepare, if not nil, runs before the new n2 joins. The others then find
 // n2 answering again and rebuild their rings.
