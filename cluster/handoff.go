@@ -36,6 +36,9 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 	// none is cut off mid-batch when the node stops.
 	c.handoffMu.Lock()
 	defer c.handoffMu.Unlock()
+	// Replicas first: a key this node holds is not handed back from a
+	// replica (notHeld), which it could be once the table's count had gone.
+	c.reclaim(ctx)
 	for ctx.Err() == nil {
 		r := c.Ring()
 		notMine := func(key string) bool {
@@ -53,7 +56,6 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 			break // no owner took any: the next ring change tries again
 		}
 	}
-	c.reclaim(ctx)
 }
 
 // outbound is the entries going to one owner, and their move record.

@@ -85,7 +85,7 @@ type orphanCache struct {
 // takes each back (give), or this node promotes it should the owner fail
 // again first. An owner killed again before it needed a key still has
 // that key's count only in the replicas of a run before, however many
-// runs ago (TestOwnerRestartedTwiceKeepsFirstReplicas).
+// runs ago (TestReplicaRunsBounded).
 type replicas struct {
 	incarnation uint64
 	store       *bucket.Store
@@ -158,6 +158,7 @@ func (r *replicator) loop(ctx context.Context) {
 	}()
 	pending := map[string]struct{}{}
 	var spare []string
+	var pruned *view
 	rs := resyncer{synced: r.c.view.Load()}
 	for {
 		select {
@@ -165,6 +166,10 @@ func (r *replicator) loop(ctx context.Context) {
 			return
 		case <-sweep.C:
 			r.sweep()
+			if v := r.c.view.Load(); v != pruned {
+				r.prune(v)
+				pruned = v
+			}
 			continue
 		case <-r.full:
 		case <-t.C:

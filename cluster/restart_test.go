@@ -103,14 +103,11 @@ func TestRestartUnseenByGossip(t *testing.T) {
 	}
 }
 
-// An owner killed again soon after a restart, before it needed one of its
-// keys, and restarted once more: its next owner still holds that key's
-// replica from the first run, below the replicas of the second and the
-// third. The third run pulls the key and gets that count, so the hits
-// before the first crash are not admitted again. (The next owner kept one
-// earlier incarnation's replicas only, and dropped the first run's when
-// the third's arrived.)
-func TestOwnerRestartedTwiceKeepsFirstReplicas(t *testing.T) {
+// An owner killed and restarted twice, deciding another key in each run
+// but never this one: each run gets this key's count back from its next
+// owner unasked, and copies it there anew, so the hits before the first
+// crash are not admitted again.
+func TestOwnerRestartedTwiceKeepsCount(t *testing.T) {
 	rc := newReplicatedCluster(t, 2, nil)
 	nodes, key, cs := rc.nodes, rc.key, rc.cs
 	other := keyWhere(t, func(k string) bool {
@@ -124,12 +121,19 @@ func TestOwnerRestartedTwiceKeepsFirstReplicas(t *testing.T) {
 		if got, _ := checkN(t, nodes[0], other, cs, 1); got != 1 {
 			t.Fatalf("run %d: the other key denied", run)
 		}
+		// n1 hands the key back (reclaim), and the run copies it to n1
+		// anew, before the next crash.
+		nodes[1].handoffAll(context.Background())
 		inc := nodes[2].incarnation
-		testkit.Eventually(t, 5*time.Second, "n1 holds replicas of the run", func() bool {
+		testkit.Eventually(t, 5*time.Second, "n1 holds the run's replica of the key", func() bool {
 			nodes[1].repl.mu.Lock()
 			defer nodes[1].repl.mu.Unlock()
 			h := nodes[1].repl.from["n2"]
-			return h != nil && h.incarnation == inc
+			if h == nil || h.incarnation != inc {
+				return false
+			}
+			_, ok := h.store.Export(nodes[1].now(), key)
+			return ok
 		})
 	}
 	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Statuses[0].Remaining != 10-2-1 {
@@ -304,5 +308,41 @@ func TestReplicaRunsBounded(t *testing.T) {
 	// Dropped: the key of n2's real run, and one key each of runs 1 and 2.
 	if got := testutil.ToFloat64(n1.metrics.replicaKeys.WithLabelValues("old_run_dropped")); got != 3 {
 		t.Errorf("old_run_dropped = %v; want 3", got)
+	}
+	// A run's replicas stay however many runs came after: a pull by the
+	// owner's current run gets the oldest kept run's key. (Only one run
+	// before used to be kept.)
+	r := n1.take(context.Background(), &rpc.TakeRequest{Key: "run3", To: "n2", Incarnation: runs})
+	if !r.Found || !r.Supersedes {
+		t.Errorf("a pull of the oldest kept run's key: found %v, supersedes %v; want found, superseding", r.Found, r.Supersedes)
+	}
+}
+
+// A node that is not, or no longer, a key's successor (a node joined
+// between it and the owner, which copies the key there now) drops its copy
+// of the key once it has the view: left, the copy would go stale, and a
+// restarted owner that took it back would count its hits beside the true
+// count. A copy it is a successor for stays.
+func TestStaleReplicaPruned(t *testing.T) {
+	rc := newReplicatedCluster(t, 1, nil)
+	n1, v := rc.nodes[1], rc.nodes[1].view.Load()
+	elsewhere := keyWhere(t, func(k string) bool {
+		s := v.full.Successors(k, 2)
+		return s[0].Name == "n2" && s[1].Name == "n0"
+	})
+	st := rc.nodes[2].store.Snapshot(rc.clock.Now(), nil)[0] // rc.key's entry
+	st.Key = elsewhere
+	n1.repl.hold("n2", rc.nodes[2].incarnation, []bucket.Entry{st})
+	n1.repl.prune(v)
+	n1.repl.mu.Lock()
+	h := n1.repl.from["n2"]
+	_, stale := h.store.Export(rc.clock.Now(), elsewhere)
+	_, kept := h.store.Export(rc.clock.Now(), rc.key)
+	n1.repl.mu.Unlock()
+	if stale || !kept {
+		t.Errorf("after the prune n1 holds the copy of a key it is no successor of: %v; of its own key: %v", stale, kept)
+	}
+	if got := testutil.ToFloat64(n1.metrics.replicaKeys.WithLabelValues("stale")); got != 1 {
+		t.Errorf("stale = %v; want 1", got)
 	}
 }
