@@ -276,10 +276,24 @@ func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 	// Under r.mu, so that the sweep cannot drop h as empty before these
 	// land in it.
 	refused := h.store.Replace(r.c.now(), entries)
+	forgetEarlier(h, entries)
 	r.mu.Unlock()
 	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
 	if refused > 0 {
 		r.c.metrics.replicaKeys.WithLabelValues("refused").Add(float64(refused))
+	}
+}
+
+// forgetEarlier drops the keys of entries from the runs before h: a key's
+// replica from the owner's latest run that sent one is its count, and an
+// earlier run's copy is stale (a promotion that took the latest would
+// otherwise find the stale one next, and the count would come home twice).
+// Call with r.mu held.
+func forgetEarlier(h *replicas, entries []bucket.Entry) {
+	for old := h.earlier; old != nil; old = old.earlier {
+		for _, e := range entries {
+			old.store.Reset(e.Key)
+		}
 	}
 }
 
@@ -346,6 +360,7 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		}
 		for ; h != nil; h = h.earlier {
 			if e, ok := h.store.Take(now, key); ok {
+				forgetEarlier(h, []bucket.Entry{e})
 				if r.c.store.Merge(now, []bucket.Entry{e}) > 0 {
 					// The table is full beyond its headroom: it creates
 					// nothing for key until the sweep makes room.
@@ -528,6 +543,7 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 			continue
 		}
 		if e, ok := h.store.Take(now, key); ok {
+			forgetEarlier(h, []bucket.Entry{e})
 			r.c.metrics.replicaKeys.WithLabelValues("returned").Inc()
 			return rpc.TakeResponse{Entry: e, Found: true, Supersedes: true}
 		}

@@ -346,3 +346,26 @@ func TestStaleReplicaPruned(t *testing.T) {
 		t.Errorf("stale = %v; want 1", got)
 	}
 }
+
+// A key's replica from an owner's later run replaces the copy an earlier
+// run sent: promoted (taken) once, the key must not be found again in the
+// earlier run's store, or its count would be continued, and come home,
+// twice.
+func TestReplicaOfLatestRunOnly(t *testing.T) {
+	rc := newReplicatedCluster(t, 1, nil)
+	n1 := rc.nodes[1]
+	st := rc.nodes[2].store.Snapshot(rc.clock.Now(), nil)[0] // rc.key's entry
+	n1.repl.hold("n2", 11, []bucket.Entry{st})
+	n1.repl.hold("n2", 12, []bucket.Entry{st})
+	n1.repl.mu.Lock()
+	defer n1.repl.mu.Unlock()
+	var with []uint64
+	for h := n1.repl.from["n2"]; h != nil; h = h.earlier {
+		if _, ok := h.store.Export(rc.clock.Now(), rc.key); ok {
+			with = append(with, h.incarnation)
+		}
+	}
+	if !slices.Equal(with, []uint64{12}) {
+		t.Errorf("runs holding the key: %v; want only the latest, 12", with)
+	}
+}
