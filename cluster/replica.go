@@ -368,6 +368,10 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 					return
 				}
 				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
+				// The key is here again: a mark left from its last move
+				// (the owner's pull before it crashed again) no longer
+				// says where its count is.
+				r.c.moved.forget(key)
 				r.npromo.Store(int64(len(r.promoted)))
 				r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
 				r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
