@@ -370,38 +370,46 @@ func TestReplicaOfLatestRunOnly(t *testing.T) {
 	}
 }
 
-// An owner restarts and pulls a key back, crashes again, and its next
-// owner continues the key from the replica the second run sent. The
-// third run's pull gets that count: the mark the second run's pull left
-// on the next owner ("moved to n2") no longer says where the count is.
-// (It did, and the pull came back empty while the count sat in the next
-// owner's table: the third run decided the key from zero, or from its
-// data file, and the count came home beside it.)
-func TestPromotedAgainAfterPull(t *testing.T) {
-	rc := newReplicatedCluster(t, 2, nil)
-	nodes, key, cs := rc.nodes, rc.key, rc.cs
-	rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
-	rc.restartOwner(t, nil)
-	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" {
-		t.Fatalf("the second run: %d allowed by %s; want 1 by n2", got, last.Node)
-	}
-	inc := nodes[2].incarnation
-	replicatedWhere(t, nodes[1], key, "of the second run", func(bucket.Entry) bool {
-		h := nodes[1].repl.from["n2"]
-		return h != nil && h.incarnation == inc
-	})
-	rc.net.crash(nodes[2])
-	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" {
-		t.Fatalf("with n2 down again: %d allowed by %s; want 1 by n1", got, last.Node)
-	}
-	// The third run's first check reaches it before n1 sees it back (and
-	// could hand the key over itself): the run pulls.
-	n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1 })
-	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-		t.Fatal(err)
-	}
-	nodes[2] = n2
-	if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-3-1-1-1 {
-		t.Fatalf("the third run: %d allowed by %s with %d left; want 1 by n2 with %d left", got, last.Node, last.Statuses[0].Remaining, 10-2-3-1-1-1)
+// An owner restarts and pulls a key back, and crashes again; its next
+// owner holds the replica the second run sent, and continues from it if a
+// check comes meanwhile. The third run's pull gets that count. The mark the
+// second run's pull left on the next owner ("moved to n2") no longer says
+// where the count is: the pull met it, took it for a handback under way
+// and came back empty, and the third run decided the key from zero (or
+// from its data file), beside the count.
+func TestPullAfterSecondRestart(t *testing.T) {
+	for _, promoted := range []bool{false, true} {
+		t.Run(map[bool]string{false: "replica", true: "promoted"}[promoted], func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, nil)
+			nodes, key, cs := rc.nodes, rc.key, rc.cs
+			rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+			rc.restartOwner(t, nil)
+			if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" {
+				t.Fatalf("the second run: %d allowed by %s; want 1 by n2", got, last.Node)
+			}
+			inc := nodes[2].incarnation
+			replicatedWhere(t, nodes[1], key, "of the second run", func(bucket.Entry) bool {
+				h := nodes[1].repl.from["n2"]
+				return h != nil && h.incarnation == inc
+			})
+			rc.net.crash(nodes[2])
+			spent := 2 + 3 + 1
+			if promoted {
+				if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" {
+					t.Fatalf("with n2 down again: %d allowed by %s; want 1 by n1", got, last.Node)
+				}
+				spent++
+			}
+			// The third run's first check reaches it before n1 sees it
+			// back (and could hand the key over itself): the run pulls.
+			n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1 })
+			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+				t.Fatal(err)
+			}
+			nodes[2] = n2
+			if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != int64(10-spent-1) {
+				t.Fatalf("the third run: %d allowed by %s with %d left; want 1 by n2 with %d left", got, last.Node, last.Statuses[0].Remaining, 10-spent-1)
+			}
+		})
 	}
 }
