@@ -36,6 +36,9 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 	// none is cut off mid-batch when the node stops.
 	c.handoffMu.Lock()
 	defer c.handoffMu.Unlock()
+	// Replicas first: a key this node holds is not handed back from a
+	// replica (notHeld), which it could be once the table's count had gone.
+	c.reclaim(ctx)
 	for ctx.Err() == nil {
 		r := c.Ring()
 		notMine := func(key string) bool {
@@ -65,6 +68,10 @@ type outbound struct {
 	mv      *move
 	baseInc uint64
 	bases   []bucket.Entry
+	// back, if set, takes the entries back when no owner took them; else
+	// they go back into the table. Replicas handed back go to their
+	// replica store (reclaim).
+	back func([]bucket.Entry)
 }
 
 // destination is where planMoves sends an entry: to its owner, in a batch
@@ -164,7 +171,11 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		// stopping at once refuses every handoff), its data file keeps
 		// them for the restart.
 		c.movingMu.Lock()
-		c.mergeHere(o.es)
+		if o.back != nil {
+			o.back(o.es)
+		} else {
+			c.mergeHere(o.es)
+		}
 		c.unmarkLocked(o)
 		c.movingMu.Unlock()
 		kept += len(o.es)

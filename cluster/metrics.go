@@ -81,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 		}, []string{"result"}),
 		replicaKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_replica_keys_total",
-			Help: "Key states replicated to successors (sent), failed to send (failed), dropped because too many changes waited (dropped), received from owners (received), replicas this node continued from when their owner failed (promoted), replicas of an earlier run given back to a restarted owner (returned), replicas of an owner's oldest runs dropped when it restarted more than 8 times within their lifetime (old_run_dropped), and counter states of replicas a full table refused (refused).",
+			Help: "Key states replicated to successors (sent), failed to send (failed), dropped because too many changes waited (dropped), received from owners (received), replicas this node continued from when their owner failed (promoted), replicas of an earlier run given back to a restarted owner (returned), replicas of an owner's oldest runs dropped when it restarted more than 8 times within their lifetime (old_run_dropped), replicas of keys this node is no longer a successor of, dropped once the view settled (stale), and counter states of replicas a full table refused (refused).",
 		}, []string{"result"}),
 	}
 	m.shown = prometheus.NewRegistry()

@@ -85,7 +85,7 @@ type orphanCache struct {
 // takes each back (give), or this node promotes it should the owner fail
 // again first. An owner killed again before it needed a key still has
 // that key's count only in the replicas of a run before, however many
-// runs ago (TestOwnerRestartedTwiceKeepsFirstReplicas).
+// runs ago (TestReplicaRunsBounded).
 type replicas struct {
 	incarnation uint64
 	store       *bucket.Store
@@ -158,6 +158,7 @@ func (r *replicator) loop(ctx context.Context) {
 	}()
 	pending := map[string]struct{}{}
 	var spare []string
+	var pruned *view
 	rs := resyncer{synced: r.c.view.Load()}
 	for {
 		select {
@@ -165,6 +166,10 @@ func (r *replicator) loop(ctx context.Context) {
 			return
 		case <-sweep.C:
 			r.sweep()
+			if v := r.c.view.Load(); v != pruned {
+				r.prune(v)
+				pruned = v
+			}
 			continue
 		case <-r.full:
 		case <-t.C:
@@ -271,10 +276,24 @@ func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 	// Under r.mu, so that the sweep cannot drop h as empty before these
 	// land in it.
 	refused := h.store.Replace(r.c.now(), entries)
+	forgetEarlier(h, entries)
 	r.mu.Unlock()
 	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
 	if refused > 0 {
 		r.c.metrics.replicaKeys.WithLabelValues("refused").Add(float64(refused))
+	}
+}
+
+// forgetEarlier drops the keys of entries from the runs before h: a key's
+// replica from the owner's latest run that sent one is its count, and an
+// earlier run's copy is stale (a promotion that took the latest would
+// otherwise find the stale one next, and the count would come home twice).
+// Call with r.mu held.
+func forgetEarlier(h *replicas, entries []bucket.Entry) {
+	for old := h.earlier; old != nil; old = old.earlier {
+		for _, e := range entries {
+			old.store.Reset(e.Key)
+		}
 	}
 }
 
@@ -341,6 +360,7 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		}
 		for ; h != nil; h = h.earlier {
 			if e, ok := h.store.Take(now, key); ok {
+				forgetEarlier(h, []bucket.Entry{e})
 				if r.c.store.Merge(now, []bucket.Entry{e}) > 0 {
 					// The table is full beyond its headroom: it creates
 					// nothing for key until the sweep makes room.
@@ -348,6 +368,10 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 					return
 				}
 				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
+				// The key is here again: a mark left from its last move
+				// (the owner's pull before it crashed again) no longer
+				// says where its count is.
+				r.c.moved.forget(key)
 				r.npromo.Store(int64(len(r.promoted)))
 				r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
 				r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
@@ -523,6 +547,7 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 			continue
 		}
 		if e, ok := h.store.Take(now, key); ok {
+			forgetEarlier(h, []bucket.Entry{e})
 			r.c.metrics.replicaKeys.WithLabelValues("returned").Inc()
 			return rpc.TakeResponse{Entry: e, Found: true, Supersedes: true}
 		}

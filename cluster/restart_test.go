@@ -103,14 +103,11 @@ func TestRestartUnseenByGossip(t *testing.T) {
 	}
 }
 
-// An owner killed again soon after a restart, before it needed one of its
-// keys, and restarted once more: its next owner still holds that key's
-// replica from the first run, below the replicas of the second and the
-// third. The third run pulls the key and gets that count, so the hits
-// before the first crash are not admitted again. (The next owner kept one
-// earlier incarnation's replicas only, and dropped the first run's when
-// the third's arrived.)
-func TestOwnerRestartedTwiceKeepsFirstReplicas(t *testing.T) {
+// An owner killed and restarted twice, deciding another key in each run
+// but never this one: each run gets this key's count back from its next
+// owner unasked, and copies it there anew, so the hits before the first
+// crash are not admitted again.
+func TestOwnerRestartedTwiceKeepsCount(t *testing.T) {
 	rc := newReplicatedCluster(t, 2, nil)
 	nodes, key, cs := rc.nodes, rc.key, rc.cs
 	other := keyWhere(t, func(k string) bool {
@@ -124,17 +121,50 @@ func TestOwnerRestartedTwiceKeepsFirstReplicas(t *testing.T) {
 		if got, _ := checkN(t, nodes[0], other, cs, 1); got != 1 {
 			t.Fatalf("run %d: the other key denied", run)
 		}
+		// n1 hands the key back (reclaim), and the run copies it to n1
+		// anew, before the next crash.
+		nodes[1].handoffAll(context.Background())
 		inc := nodes[2].incarnation
-		testkit.Eventually(t, 5*time.Second, "n1 holds replicas of the run", func() bool {
+		testkit.Eventually(t, 5*time.Second, "n1 holds the run's replica of the key", func() bool {
 			nodes[1].repl.mu.Lock()
 			defer nodes[1].repl.mu.Unlock()
 			h := nodes[1].repl.from["n2"]
-			return h != nil && h.incarnation == inc
+			if h == nil || h.incarnation != inc {
+				return false
+			}
+			_, ok := h.store.Export(nodes[1].now(), key)
+			return ok
 		})
 	}
 	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Statuses[0].Remaining != 10-2-1 {
 		t.Fatalf("after two restarts: %d allowed with %d left; want 1 with %d: the 2 hits before the first crash were lost",
 			got, last.Statuses[0].Remaining, 10-2-1)
+	}
+}
+
+// An owner restarts and gets no check of a key for a while (other nodes
+// answer its denials from their deny caches, say); then its next owner,
+// which held the only copy of the key's count as a replica of the owner's
+// earlier run, crashes. The count survives: the next owner handed the
+// replica back when the owner answered again, and the owner decides from
+// it. (The key stayed on the next owner until a check made the owner pull
+// it; with the next owner gone, the owner started the key from zero.)
+func TestRestartedOwnerGetsReplicasBackUnasked(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
+	net.crash(nodes[2])
+	rc.restartOwner(t, nil)
+	nodes[1].handoffAll(context.Background())
+	testkit.Eventually(t, 5*time.Second, "the key back on n2", func() bool { return nodes[2].store.Has(key) })
+	replicatedCount(t, nodes[1], key, 2) // n2 copies it to n1 anew
+	net.crash(nodes[1])
+	for _, n := range []*memNode{nodes[0], nodes[2]} {
+		n.probe()
+	}
+	rebuildAll(nodes[0], nodes[2])
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-1 {
+		t.Fatalf("after the restart and n1's crash: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-1)
 	}
 }
 
@@ -278,5 +308,108 @@ func TestReplicaRunsBounded(t *testing.T) {
 	// Dropped: the key of n2's real run, and one key each of runs 1 and 2.
 	if got := testutil.ToFloat64(n1.metrics.replicaKeys.WithLabelValues("old_run_dropped")); got != 3 {
 		t.Errorf("old_run_dropped = %v; want 3", got)
+	}
+	// A run's replicas stay however many runs came after: a pull by the
+	// owner's current run gets the oldest kept run's key. (Only one run
+	// before used to be kept.)
+	r := n1.take(context.Background(), &rpc.TakeRequest{Key: "run3", To: "n2", Incarnation: runs})
+	if !r.Found || !r.Supersedes {
+		t.Errorf("a pull of the oldest kept run's key: found %v, supersedes %v; want found, superseding", r.Found, r.Supersedes)
+	}
+}
+
+// A node that is not, or no longer, a key's successor (a node joined
+// between it and the owner, which copies the key there now) drops its copy
+// of the key once it has the view: left, the copy would go stale, and a
+// restarted owner that took it back would count its hits beside the true
+// count. A copy it is a successor for stays.
+func TestStaleReplicaPruned(t *testing.T) {
+	rc := newReplicatedCluster(t, 1, nil)
+	n1, v := rc.nodes[1], rc.nodes[1].view.Load()
+	elsewhere := keyWhere(t, func(k string) bool {
+		s := v.full.Successors(k, 2)
+		return s[0].Name == "n2" && s[1].Name == "n0"
+	})
+	st := rc.nodes[2].store.Snapshot(rc.clock.Now(), nil)[0] // rc.key's entry
+	st.Key = elsewhere
+	n1.repl.hold("n2", rc.nodes[2].incarnation, []bucket.Entry{st})
+	n1.repl.prune(v)
+	n1.repl.mu.Lock()
+	h := n1.repl.from["n2"]
+	_, stale := h.store.Export(rc.clock.Now(), elsewhere)
+	_, kept := h.store.Export(rc.clock.Now(), rc.key)
+	n1.repl.mu.Unlock()
+	if stale || !kept {
+		t.Errorf("after the prune n1 holds the copy of a key it is no successor of: %v; of its own key: %v", stale, kept)
+	}
+	if got := testutil.ToFloat64(n1.metrics.replicaKeys.WithLabelValues("stale")); got != 1 {
+		t.Errorf("stale = %v; want 1", got)
+	}
+}
+
+// A key's replica from an owner's later run replaces the copy an earlier
+// run sent: promoted (taken) once, the key must not be found again in the
+// earlier run's store, or its count would be continued, and come home,
+// twice.
+func TestReplicaOfLatestRunOnly(t *testing.T) {
+	rc := newReplicatedCluster(t, 1, nil)
+	n1 := rc.nodes[1]
+	st := rc.nodes[2].store.Snapshot(rc.clock.Now(), nil)[0] // rc.key's entry
+	n1.repl.hold("n2", 11, []bucket.Entry{st})
+	n1.repl.hold("n2", 12, []bucket.Entry{st})
+	n1.repl.mu.Lock()
+	defer n1.repl.mu.Unlock()
+	var with []uint64
+	for h := n1.repl.from["n2"]; h != nil; h = h.earlier {
+		if _, ok := h.store.Export(rc.clock.Now(), rc.key); ok {
+			with = append(with, h.incarnation)
+		}
+	}
+	if !slices.Equal(with, []uint64{12}) {
+		t.Errorf("runs holding the key: %v; want only the latest, 12", with)
+	}
+}
+
+// An owner restarts and pulls a key back, and crashes again; its next
+// owner holds the replica the second run sent, and continues from it if a
+// check comes meanwhile. The third run's pull gets that count. The mark the
+// second run's pull left on the next owner ("moved to n2") no longer says
+// where the count is: the pull met it, took it for a handback under way
+// and came back empty, and the third run decided the key from zero (or
+// from its data file), beside the count.
+func TestPullAfterSecondRestart(t *testing.T) {
+	for _, promoted := range []bool{false, true} {
+		t.Run(map[bool]string{false: "replica", true: "promoted"}[promoted], func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, nil)
+			nodes, key, cs := rc.nodes, rc.key, rc.cs
+			rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+			rc.restartOwner(t, nil)
+			if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" {
+				t.Fatalf("the second run: %d allowed by %s; want 1 by n2", got, last.Node)
+			}
+			inc := nodes[2].incarnation
+			replicatedWhere(t, nodes[1], key, "of the second run", func(bucket.Entry) bool {
+				h := nodes[1].repl.from["n2"]
+				return h != nil && h.incarnation == inc
+			})
+			rc.net.crash(nodes[2])
+			spent := 2 + 3 + 1
+			if promoted {
+				if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" {
+					t.Fatalf("with n2 down again: %d allowed by %s; want 1 by n1", got, last.Node)
+				}
+				spent++
+			}
+			// The third run's first check reaches it before n1 sees it
+			// back (and could hand the key over itself): the run pulls.
+			n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1 })
+			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+				t.Fatal(err)
+			}
+			nodes[2] = n2
+			if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != int64(10-spent-1) {
+				t.Fatalf("the third run: %d allowed by %s with %d left; want 1 by n2 with %d left", got, last.Node, last.Statuses[0].Remaining, 10-spent-1)
+			}
+		})
 	}
 }

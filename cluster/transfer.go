@@ -312,10 +312,13 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 	c.movingMu.Lock()
 	if mv := c.moved.get(req.Key, now); mv != nil {
 		c.movingMu.Unlock()
-		// Already on its way (a push): let it land, then there is
-		// nothing more to give.
+		// On its way (a push), or gone already: let it land. The
+		// table has nothing more to give then, but the puller may be a
+		// later run than the one the count went to, restarted since: a
+		// replica that run sent here is its count now (give).
 		mv.wait(ctx)
-		return rpc.TakeResponse{}
+		c.movingMu.Lock()
+		now = c.now()
 	}
 	defer c.movingMu.Unlock()
 	var r rpc.TakeResponse
