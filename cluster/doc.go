@@ -93,7 +93,9 @@
 // (baseOf, onBases in route.go). A node that receives a key as its owner drops
 // the sender's replica of it (superseded); sweep drops expired replicas and
 // promotions. Replication sends changes only, so when members change an
-// owner sends every key to the successors that may lack it (resync). See
+// owner sends every key to the successors that may lack it (resync). A
+// successor keeps each run of an owner's replicas apart, and hands those
+// of earlier runs back to a restarted owner unasked (replica_reclaim.go). See
 // "Replicas" and "A crash and a restart: which count is authoritative" in
 // docs/design.md.
 //
