@@ -95,7 +95,9 @@
 // promotions. Replication sends changes only, so when members change an
 // owner sends every key to the successors that may lack it (resync). A
 // successor keeps each run of an owner's replicas apart, and hands those
-// of earlier runs back to a restarted owner unasked (replica_reclaim.go). See
+// of earlier runs back to a restarted owner unasked (replica_reclaim.go);
+// once a view settles, a node drops the copies of keys it is no longer a
+// successor of (replica_prune.go), which would be stale. See
 // "Replicas" and "A crash and a restart: which count is authoritative" in
 // docs/design.md.
 //
