@@ -388,9 +388,9 @@ func TestPullAfterSecondRestart(t *testing.T) {
 				t.Fatalf("the second run: %d allowed by %s; want 1 by n2", got, last.Node)
 			}
 			inc := nodes[2].incarnation
-			replicatedWhere(t, nodes[1], key, "of the second run", func(bucket.Entry) bool {
+			replicatedWhere(t, nodes[1], key, "of the second run, 6 hits", func(e bucket.Entry) bool {
 				h := nodes[1].repl.from["n2"]
-				return h != nil && h.incarnation == inc
+				return h != nil && h.incarnation == inc && e.Counters[0].Count == 6
 			})
 			rc.net.crash(nodes[2])
 			spent := 2 + 3 + 1
@@ -409,6 +409,48 @@ func TestPullAfterSecondRestart(t *testing.T) {
 			nodes[2] = n2
 			if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != int64(10-spent-1) {
 				t.Fatalf("the third run: %d allowed by %s with %d left; want 1 by n2 with %d left", got, last.Node, last.Statuses[0].Remaining, 10-spent-1)
+			}
+		})
+	}
+}
+
+// A restarted owner that takes a key's count back — pulled by a check, or
+// handed back by its next owner — and dies before its replication loop
+// runs has copied the count to its next owner already, so the next owner
+// continues from it. (The loop's 5 ms were the only way: a node killed
+// during its own restart lost the counts it had just taken back.)
+func TestCountTakenBackIsCopiedAtOnce(t *testing.T) {
+	for _, pulled := range []bool{true, false} {
+		t.Run(map[bool]string{true: "pulled", false: "handed back"}[pulled], func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, nil)
+			nodes, key, cs := rc.nodes, rc.key, rc.cs
+			rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+			// The second run's replication loop never runs.
+			n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1; c.replicaFlush = time.Hour })
+			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+				t.Fatal(err)
+			}
+			nodes[2] = n2
+			if pulled {
+				if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Statuses[0].Remaining != 10-2-3-1 {
+					t.Fatalf("the second run: %d allowed with %d left; want 1 with %d", got, last.Statuses[0].Remaining, 10-2-3-1)
+				}
+			} else {
+				nodes[1].probe()
+				rebuildAll(nodes...)
+				nodes[1].handoffAll(context.Background())
+				if !n2.store.Has(key) {
+					t.Fatal("n1 did not hand the key back")
+				}
+			}
+			rc.net.crash(n2)
+			// The 5 hits taken back, and this check. (The check the
+			// pulling run decided after the copy is the crash's own lag,
+			// lost with the run: the crash bound.)
+			want := int64(10 - 2 - 3 - 1)
+			if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != want {
+				t.Fatalf("with the second run gone: %d allowed by %s with %d left; want 1 by n1 with %d left",
+					got, last.Node, last.Statuses[0].Remaining, want)
 			}
 		})
 	}

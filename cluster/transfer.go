@@ -242,7 +242,10 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 		if r.Supersedes {
 			c.restore.drop(es)
 		}
-		c.mergeHere(es) // replicated at once: see replicate
+		c.mergeHere(es)
+		if r.Supersedes && c.repl != nil {
+			c.repl.copyNow(ctx, es) // see replica_now.go
+		}
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
 	}
 	return true
