@@ -33,6 +33,15 @@ type restore struct {
 	mu    sync.Mutex
 	store *bucket.Store
 	until time.Time // when the rest joins the table; zero until joined
+	// adopted keeps the file's counts that joined the table (adopt,
+	// adoptRest), until their keys' windows end: a superseding count
+	// that arrives after all (a replica handed back late) holds those
+	// hits too, and they must leave the table before it joins
+	// (mergeSuperseding). It goes pullWindow after the restore window
+	// ended (adoptedUntil): the handbacks of a restart come soon after
+	// the join, and it holds as much as the file.
+	adopted      *bucket.Store
+	adoptedUntil time.Time
 }
 
 // Restore keeps entries read from a data file apart from the table until
@@ -60,24 +69,71 @@ func (c *Cluster) Restored(now time.Time) []bucket.Entry {
 	return r.store.Snapshot(now, nil)
 }
 
-// drop forgets the restored counts of entries' keys: what arrived
-// supersedes them.
-func (r *restore) drop(entries []bucket.Entry) {
-	if r.n.Load() == 0 {
-		return
-	}
+// supersede forgets the restored counts of entries' keys: what arrived
+// supersedes them. It returns the file's counts of those keys that had
+// joined the table already.
+func (r *restore) supersede(now time.Time, entries []bucket.Entry) (adopted []bucket.Entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range entries {
-		r.store.Reset(e.Key)
+	if r.store != nil && r.n.Load() > 0 {
+		for _, e := range entries {
+			r.store.Reset(e.Key)
+		}
+		r.n.Store(int64(r.store.Len()))
 	}
-	r.n.Store(int64(r.store.Len()))
+	if r.adopted != nil && !r.adoptedUntil.IsZero() && now.After(r.adoptedUntil) {
+		r.adopted = nil
+	}
+	if r.adopted == nil {
+		return nil
+	}
+	for _, e := range entries {
+		if f, ok := r.adopted.Take(now, e.Key); ok {
+			adopted = append(adopted, f)
+		}
+	}
+	return adopted
+}
+
+// noteAdopted notes file counts that joined the table. Call with r.mu
+// held.
+func (r *restore) noteAdopted(now time.Time, entries []bucket.Entry) {
+	if r.adopted == nil {
+		r.adopted = bucket.NewStore(bucket.StoreConfig{})
+	}
+	r.adopted.Merge(now, entries)
+}
+
+// mergeSuperseding merges entries that hold this node's own counts from
+// before it restarted — a replica it sent then, and what was counted on
+// top of it while it was away — in place of what it read from its data
+// file. A file count that joined the table already (its key was decided
+// first, or the restore window ended) leaves it first: the entries hold
+// its hits too. In one step under movingMu, so that no local decision
+// sees the table between. (Without it, a count handed back after the
+// window was added to the file's, and the hits the file had were counted
+// twice: TestLateSupersedingCountAfterAdoption.)
+func (c *Cluster) mergeSuperseding(entries []bucket.Entry) {
+	c.movingMu.Lock()
+	defer c.movingMu.Unlock()
+	now := c.now()
+	for _, f := range c.restore.supersede(now, entries) {
+		if t, ok := c.store.Take(now, f.Key); ok {
+			if rest := bucket.Subtract(t, f); len(rest.Counters) > 0 {
+				c.store.Merge(now, []bucket.Entry{rest})
+			}
+		}
+	}
+	c.mergeHere(entries)
 }
 
 // adopt moves key's restored count, if any, into the table before this
 // node decides the key: no one else held it.
 func (c *Cluster) adopt(now time.Time, key string) {
 	if e, ok := c.restore.take(now, key); ok {
+		c.restore.mu.Lock()
+		c.restore.noteAdopted(now, []bucket.Entry{e})
+		c.restore.mu.Unlock()
 		c.store.Merge(now, []bucket.Entry{e})
 		c.replicate([]bucket.Entry{e})
 	}
@@ -137,6 +193,12 @@ func (c *Cluster) adoptRest(now time.Time) {
 		return
 	}
 	rest := r.store.Snapshot(now, nil)
+	// The file's store is kept as the adopted counts (with the few
+	// adopted one by one before), not copied: it may hold millions.
+	if r.adopted != nil {
+		r.store.Merge(now, r.adopted.Snapshot(now, nil))
+	}
+	r.adopted, r.adoptedUntil = r.store, now.Add(pullWindow)
 	r.store = bucket.NewStore(bucket.StoreConfig{})
 	r.n.Store(0)
 	r.mu.Unlock()

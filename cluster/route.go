@@ -285,13 +285,14 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	defer h.c.exit()
 	entries, restarted := onBases(req, h.c.incarnation)
 	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted)
-	if restarted {
-		h.c.restore.drop(entries)
-	}
 	if h.c.repl != nil {
 		h.c.repl.superseded(req.From, entries)
 	}
-	h.c.mergeHere(entries)
+	if restarted {
+		h.c.mergeSuperseding(entries)
+	} else {
+		h.c.mergeHere(entries)
+	}
 	if restarted && h.c.repl != nil {
 		h.c.repl.copyNow(ctx, entries) // see replica_now.go
 	}

@@ -240,9 +240,10 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 	if r.Found {
 		es := []bucket.Entry{r.Entry}
 		if r.Supersedes {
-			c.restore.drop(es)
+			c.mergeSuperseding(es)
+		} else {
+			c.mergeHere(es)
 		}
-		c.mergeHere(es)
 		if r.Supersedes && c.repl != nil {
 			c.repl.copyNow(ctx, es) // see replica_now.go
 		}

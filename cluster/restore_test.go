@@ -1,0 +1,44 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A restarted owner's data file joined its table when the restore window
+// ended (no peer had handed the key back or been asked for it); then its
+// next owner hands back the count it continued from the owner's replica,
+// which holds the file's hits too. The file's count leaves the table as
+// the handed-back one joins: each hit is counted once. (It was added to
+// the file's, and the hits before the file was written counted twice.)
+func TestLateSupersedingCountAfterAdoption(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
+	file := nodes[2].store.Snapshot(clock.Now(), nil) // 2 hits
+	rc.crashOwner(t, nodes[0])                         // n1 continues: 2 + 3
+	n2 := startMemNodeWith(t, rc.net, clock, "n2", func(c *Config) { c.Replicas = 1 })
+	n2.Restore(clock.Now(), file)
+	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[2] = n2
+	// n1 still routes around n2: nothing comes back within the window.
+	clock.Add(pullWindow + time.Second)
+	n2.adoptRest(clock.Now())
+	if !n2.store.Has(key) {
+		t.Fatal("the file's count did not join the table")
+	}
+	for _, n := range nodes {
+		n.probe()
+	}
+	rebuildAll(nodes...)
+	nodes[1].handoffAll(context.Background())
+	if nodes[1].store.Has(key) {
+		t.Fatal("n1 kept the count")
+	}
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-3-1 {
+		t.Fatalf("after the handback: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-3-1)
+	}
+}
