@@ -16,7 +16,7 @@ func TestLateSupersedingCountAfterAdoption(t *testing.T) {
 	rc := newReplicatedCluster(t, 2, nil)
 	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
 	file := nodes[2].store.Snapshot(clock.Now(), nil) // 2 hits
-	rc.crashOwner(t, nodes[0])                         // n1 continues: 2 + 3
+	rc.crashOwner(t, nodes[0])                        // n1 continues: 2 + 3
 	n2 := startMemNodeWith(t, rc.net, clock, "n2", func(c *Config) { c.Replicas = 1 })
 	n2.Restore(clock.Now(), file)
 	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
