@@ -123,6 +123,14 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 		}
 		ob.mv = &move{to: ob.to, done: make(chan struct{}), until: until}
 		c.moved.add(keys, ob.mv)
+		if c.repl != nil {
+			// The counts go to their owner: copies of its runs kept
+			// here are stale from now on (promoted later, they would
+			// come home a second time), as for a pull (give). Dropped
+			// before the send, not after: the owner copies what it
+			// takes back here at once (copyNow), before it answers.
+			c.repl.superseded(ob.to.Name, ob.es)
+		}
 		plan = append(plan, *ob)
 	}
 	return plan, len(mine)

@@ -323,13 +323,11 @@ func (r *replicator) superseded(owner string, entries []bucket.Entry) {
 		return
 	}
 	r.mu.Lock()
-	h := r.from[owner]
-	r.mu.Unlock()
-	if h == nil {
-		return
-	}
-	for _, e := range entries {
-		h.store.Reset(e.Key)
+	defer r.mu.Unlock()
+	for h := r.from[owner]; h != nil; h = h.earlier {
+		for _, e := range entries {
+			h.store.Reset(e.Key)
+		}
 	}
 }
 
@@ -535,6 +533,13 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 			t.Entry = r.homewardAs(to, inc, []bucket.Entry{taken})[0]
 		}
 		r.left([]bucket.Entry{taken})
+		// The count goes home: a copy of it kept here from one of to's
+		// runs is stale now, and promoted later it would come home again.
+		r.mu.Lock()
+		for h := r.from[to]; h != nil; h = h.earlier {
+			h.store.Reset(key)
+		}
+		r.mu.Unlock()
 		return t
 	}
 	if r.held.Load() == 0 {

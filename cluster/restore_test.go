@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
 )
 
 // A restarted owner's data file joined its table when the restore window
@@ -40,5 +43,44 @@ func TestLateSupersedingCountAfterAdoption(t *testing.T) {
 	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-3-1 {
 		t.Fatalf("after the handback: %d allowed by %s with %d left; want 1 by n2 with %d left",
 			got, last.Node, last.Statuses[0].Remaining, 10-2-3-1)
+	}
+}
+
+// A count that goes home — pulled by its owner, or handed back — leaves
+// no copy of the owner's behind: one kept from an earlier run of the owner
+// is stale from then on, and promoted later (the owner down again) it
+// would be continued and come home a second time.
+func TestCountGoneHomeLeavesNoStaleCopy(t *testing.T) {
+	for _, pulled := range []bool{true, false} {
+		t.Run(map[bool]string{true: "pulled", false: "handed back"}[pulled], func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, nil)
+			clock, nodes, key := rc.clock, rc.nodes, rc.key
+			stale := nodes[2].store.Snapshot(clock.Now(), nil)[0]
+			rc.crashOwner(t, nodes[0]) // n1 continues from the copy: 2 + 3
+			// A copy of an earlier run is still here beside the count
+			// (a promotion took the latest run's).
+			nodes[1].repl.hold("n2", 5, []bucket.Entry{stale})
+			n2 := startMemNodeWith(t, rc.net, clock, "n2", func(c *Config) { c.Replicas = 1; c.replicaFlush = time.Hour })
+			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
+				t.Fatal(err)
+			}
+			nodes[2] = n2
+			if pulled {
+				nodes[1].take(context.Background(), &rpc.TakeRequest{Key: key, To: "n2", Incarnation: n2.incarnation})
+			} else {
+				for _, n := range nodes {
+					n.probe()
+				}
+				rebuildAll(nodes...)
+				nodes[1].handoffAll(context.Background())
+			}
+			nodes[1].repl.mu.Lock()
+			defer nodes[1].repl.mu.Unlock()
+			for h := nodes[1].repl.from["n2"]; h != nil; h = h.earlier {
+				if _, ok := h.store.Export(clock.Now(), key); ok && h.incarnation != n2.incarnation {
+					t.Errorf("n1 still holds run %d's copy of the key", h.incarnation)
+				}
+			}
+		})
 	}
 }
