@@ -321,8 +321,8 @@ func (c *Cluster) rebuild() {
 	if old != nil && len(ring.Diff(old.routing, v.routing)) > 0 {
 		c.log.Info("ring changed", "members", v.routing.Len(), "suspected", len(suspects))
 		c.kickHandoff()
-	} else if old != nil && restartedSince(old, v) {
-		c.kickHandoff() // replicas of its earlier run go back to it (reclaim)
+	} else if old != nil && freshSuccessors(old, v) != nil {
+		c.kickHandoff() // a member restarted: replicas of its earlier runs go back to it (reclaim)
 	}
 }
 
@@ -352,17 +352,6 @@ func (c *Cluster) inbound(old, v *view) (map[int]ring.Member, time.Time) {
 		}
 	}
 	return in, until
-}
-
-// restartedSince reports whether a member of both views has another
-// incarnation in v than in old.
-func restartedSince(old, v *view) bool {
-	for _, m := range v.members {
-		if o, ok := old.member(m.Name); ok && o.Incarnation != m.Incarnation && o.Incarnation != 0 {
-			return true
-		}
-	}
-	return false
 }
 
 func sameMembers(a, b []ring.Member) bool {

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"iter"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -193,6 +195,14 @@ func (r *replicator) loop(ctx context.Context) {
 // flush sends the current state of each pending key this node owns to the
 // key's successors, one merge per successor.
 func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
+	for m, es := range r.batches(maps.Keys(pending), len(pending)) {
+		r.send(ctx, m, es)
+	}
+}
+
+// batches groups the current state of each of keys (about n of them) that
+// this node owns by the key's successors.
+func (r *replicator) batches(keys iter.Seq[string], n int) map[ring.Member][]bucket.Entry {
 	now := r.c.now()
 	v := r.c.view.Load()
 	batches := map[ring.Member][]bucket.Entry{}
@@ -200,8 +210,8 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 	// for the batch: a key costs no allocation of its own here, only its
 	// share of the batch's.
 	succ := make([]ring.Member, 0, 1+r.n)
-	states := make([]bucket.CounterState, 0, len(pending))
-	for k := range pending {
+	states := make([]bucket.CounterState, 0, n)
+	for k := range keys {
 		succ = v.full.AppendSuccessors(succ[:0], k, 1+r.n)
 		if len(succ) < 2 || succ[0].Name != r.c.name {
 			continue // not the owner (a fallback decision), or alone
@@ -215,15 +225,18 @@ func (r *replicator) flush(ctx context.Context, pending map[string]struct{}) {
 			batches[m] = append(batches[m], e)
 		}
 	}
-	for m, es := range batches {
-		r.send(ctx, m, es)
-	}
+	return batches
 }
 
-// send sends es to m as replicas.
+// send sends es to m as replicas, on the replication connection.
 func (r *replicator) send(ctx context.Context, m ring.Member, es []bucket.Entry) error {
+	return r.sendVia(ctx, r.conn(m), es)
+}
+
+// sendVia sends es as replicas over p.
+func (r *replicator) sendVia(ctx context.Context, p Peer, es []bucket.Entry) error {
 	ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
-	err := r.conn(m).Replicate(ctx, &rpc.ReplicaRequest{From: r.c.name, Incarnation: r.c.incarnation, Entries: es})
+	err := p.Replicate(ctx, &rpc.ReplicaRequest{From: r.c.name, Incarnation: r.c.incarnation, Entries: es})
 	cancel()
 	result := "sent"
 	if err != nil {
@@ -535,11 +548,7 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 		r.left([]bucket.Entry{taken})
 		// The count goes home: a copy of it kept here from one of to's
 		// runs is stale now, and promoted later it would come home again.
-		r.mu.Lock()
-		for h := r.from[to]; h != nil; h = h.earlier {
-			h.store.Reset(key)
-		}
-		r.mu.Unlock()
+		r.superseded(to, []bucket.Entry{taken})
 		return t
 	}
 	if r.held.Load() == 0 {

@@ -4,8 +4,6 @@ import (
 	"context"
 
 	"github.com/ratemesh/ratemesh/bucket"
-	"github.com/ratemesh/ratemesh/internal/rpc"
-	"github.com/ratemesh/ratemesh/ring"
 )
 
 // A restarted owner takes its counts back from its successor — handed
@@ -20,34 +18,18 @@ import (
 
 // copyNow sends the current state of entries' keys this node owns to their
 // successors and waits for the answers (each bounded by ForwardTimeout).
-// It goes on the peers' check connections, not the replication loop's:
-// it is rare, and must not wait for the loop.
+// It goes on the peers' check connections, not the replication loop's
+// (which only the loop may use): it is rare, and must not wait for the
+// loop.
 func (r *replicator) copyNow(ctx context.Context, entries []bucket.Entry) {
-	now := r.c.now()
-	v := r.c.view.Load()
-	batches := map[ring.Member][]bucket.Entry{}
-	succ := make([]ring.Member, 0, 1+r.n)
-	for _, e := range entries {
-		succ = v.full.AppendSuccessors(succ[:0], e.Key, 1+r.n)
-		if len(succ) < 2 || succ[0].Name != r.c.name {
-			continue
-		}
-		cur, ok := r.c.store.Export(now, e.Key)
-		if !ok {
-			continue
-		}
-		for _, m := range succ[1:] {
-			batches[m] = append(batches[m], cur)
+	keys := func(yield func(string) bool) {
+		for _, e := range entries {
+			if !yield(e.Key) {
+				return
+			}
 		}
 	}
-	for m, es := range batches {
-		ctx, cancel := context.WithTimeout(ctx, r.c.cfg.ForwardTimeout)
-		err := r.c.peers.get(m.Name, m.Addr).Replicate(ctx, &rpc.ReplicaRequest{From: r.c.name, Incarnation: r.c.incarnation, Entries: es})
-		cancel()
-		result := "sent"
-		if err != nil {
-			result = "failed"
-		}
-		r.c.metrics.replicaKeys.WithLabelValues(result).Add(float64(len(es)))
+	for m, es := range r.batches(keys, len(entries)) {
+		r.sendVia(ctx, r.c.peers.get(m.Name, m.Addr), es)
 	}
 }

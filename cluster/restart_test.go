@@ -173,7 +173,24 @@ func TestRestartedOwnerGetsReplicasBackUnasked(t *testing.T) {
 // n2 answering again and rebuild their rings.
 func (rc *replicatedCluster) restartOwner(t *testing.T, prepare func(n2 *memNode)) {
 	t.Helper()
-	n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1 })
+	rc.rejoinOwner(t, prepare, nil)
+	for _, n := range rc.nodes {
+		n.probe()
+	}
+	rebuildAll(rc.nodes...)
+}
+
+// rejoinOwner starts a new run of n2 (replicas 1, and mod if not nil),
+// runs prepare (if not nil), joins it and puts it in rc.nodes[2]; the
+// others have not seen it answer yet.
+func (rc *replicatedCluster) rejoinOwner(t *testing.T, prepare func(n2 *memNode), mod func(*Config)) *memNode {
+	t.Helper()
+	n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) {
+		c.Replicas = 1
+		if mod != nil {
+			mod(c)
+		}
+	})
 	if prepare != nil {
 		prepare(n2)
 	}
@@ -181,11 +198,11 @@ func (rc *replicatedCluster) restartOwner(t *testing.T, prepare func(n2 *memNode
 		t.Fatal(err)
 	}
 	rc.nodes[2] = n2
-	for _, n := range rc.nodes {
-		n.probe()
-	}
-	rebuildAll(rc.nodes...)
+	return n2
 }
+
+// noFlush keeps a node's replication loop from running.
+func noFlush(c *Config) { c.replicaFlush = time.Hour }
 
 // replicatedCount waits until node holds a replica of key whose first
 // counter has count hits.
@@ -402,11 +419,7 @@ func TestPullAfterSecondRestart(t *testing.T) {
 			}
 			// The third run's first check reaches it before n1 sees it
 			// back (and could hand the key over itself): the run pulls.
-			n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1 })
-			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-				t.Fatal(err)
-			}
-			nodes[2] = n2
+			n2 := rc.rejoinOwner(t, nil, nil)
 			if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != int64(10-spent-1) {
 				t.Fatalf("the third run: %d allowed by %s with %d left; want 1 by n2 with %d left", got, last.Node, last.Statuses[0].Remaining, 10-spent-1)
 			}
@@ -426,11 +439,7 @@ func TestCountTakenBackIsCopiedAtOnce(t *testing.T) {
 			nodes, key, cs := rc.nodes, rc.key, rc.cs
 			rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
 			// The second run's replication loop never runs.
-			n2 := startMemNodeWith(t, rc.net, rc.clock, "n2", func(c *Config) { c.Replicas = 1; c.replicaFlush = time.Hour })
-			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-				t.Fatal(err)
-			}
-			nodes[2] = n2
+			n2 := rc.rejoinOwner(t, nil, noFlush)
 			if pulled {
 				if got, last := checkN(t, n2, key, cs, 1); got != 1 || last.Statuses[0].Remaining != 10-2-3-1 {
 					t.Fatalf("the second run: %d allowed with %d left; want 1 with %d", got, last.Statuses[0].Remaining, 10-2-3-1)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,16 @@ func (r *restore) noteAdopted(now time.Time, entries []bucket.Entry) {
 		r.adopted = bucket.NewStore(bucket.StoreConfig{})
 	}
 	r.adopted.Merge(now, entries)
+}
+
+// takeBack merges entries that hold this node's own counts from before it
+// restarted (mergeSuperseding) and copies them to its successors before
+// the caller answers or decides (copyNow, replica_now.go).
+func (c *Cluster) takeBack(ctx context.Context, entries []bucket.Entry) {
+	c.mergeSuperseding(entries)
+	if c.repl != nil {
+		c.repl.copyNow(ctx, entries)
+	}
 }
 
 // mergeSuperseding merges entries that hold this node's own counts from

@@ -20,12 +20,7 @@ func TestLateSupersedingCountAfterAdoption(t *testing.T) {
 	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
 	file := nodes[2].store.Snapshot(clock.Now(), nil) // 2 hits
 	rc.crashOwner(t, nodes[0])                        // n1 continues: 2 + 3
-	n2 := startMemNodeWith(t, rc.net, clock, "n2", func(c *Config) { c.Replicas = 1 })
-	n2.Restore(clock.Now(), file)
-	if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-		t.Fatal(err)
-	}
-	nodes[2] = n2
+	n2 := rc.rejoinOwner(t, func(n2 *memNode) { n2.Restore(clock.Now(), file) }, nil)
 	// n1 still routes around n2: nothing comes back within the window.
 	clock.Add(pullWindow + time.Second)
 	n2.adoptRest(clock.Now())
@@ -60,11 +55,7 @@ func TestCountGoneHomeLeavesNoStaleCopy(t *testing.T) {
 			// A copy of an earlier run is still here beside the count
 			// (a promotion took the latest run's).
 			nodes[1].repl.hold("n2", 5, []bucket.Entry{stale})
-			n2 := startMemNodeWith(t, rc.net, clock, "n2", func(c *Config) { c.Replicas = 1; c.replicaFlush = time.Hour })
-			if err := n2.Join(context.Background(), "gossip:n0"); err != nil {
-				t.Fatal(err)
-			}
-			nodes[2] = n2
+			n2 := rc.rejoinOwner(t, nil, noFlush)
 			if pulled {
 				nodes[1].take(context.Background(), &rpc.TakeRequest{Key: key, To: "n2", Incarnation: n2.incarnation})
 			} else {

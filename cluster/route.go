@@ -289,12 +289,9 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		h.c.repl.superseded(req.From, entries)
 	}
 	if restarted {
-		h.c.mergeSuperseding(entries)
+		h.c.takeBack(ctx, entries)
 	} else {
 		h.c.mergeHere(entries)
-	}
-	if restarted && h.c.repl != nil {
-		h.c.repl.copyNow(ctx, entries) // see replica_now.go
 	}
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil

@@ -240,12 +240,9 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 	if r.Found {
 		es := []bucket.Entry{r.Entry}
 		if r.Supersedes {
-			c.mergeSuperseding(es)
+			c.takeBack(ctx, es)
 		} else {
 			c.mergeHere(es)
-		}
-		if r.Supersedes && c.repl != nil {
-			c.repl.copyNow(ctx, es) // see replica_now.go
 		}
 		c.metrics.handoffKeys.WithLabelValues("pulled").Inc()
 	}

@@ -19,12 +19,7 @@ import (
 // the count back less the replica: the hits before each kill were lost
 // (the first restart's first check had 95 left where 92 were).
 func TestKillRestartRepeatedly(t *testing.T) {
-	c := proctest.NewCluster(t, nodeBinary(t))
-	c.ExtraArgs = func(*proctest.Node) []string { return []string{"--log-level", "debug"} }
-	for range 3 {
-		c.StartNext(t)
-	}
-	c.WaitMembers(t, 20*time.Second, time.Now(), c.Nodes)
+	c := startDebugCluster(t, nodeBinary(t))
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	key := c.KeyOwnedBy(t, "killloop", n3)
 	const lim = "100 per day"

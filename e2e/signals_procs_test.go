@@ -157,12 +157,7 @@ func TestSIGKILLMidDrain(t *testing.T) {
 			name = "at once"
 		}
 		t.Run(name, func(t *testing.T) {
-			c := proctest.NewCluster(t, bin)
-			c.ExtraArgs = func(*proctest.Node) []string { return []string{"--log-level", "debug"} }
-			for range 3 {
-				c.StartNext(t)
-			}
-			c.WaitMembers(t, 20*time.Second, time.Now(), c.Nodes)
+			c := startDebugCluster(t, bin)
 			n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 			key := c.KeyOwnedBy(t, "midkill", n3)
 			for i := range 7 {
@@ -182,6 +177,19 @@ func TestSIGKILLMidDrain(t *testing.T) {
 			remainingExactlyAfter(t, c, key, 7, "after the kill", n1, n2)
 		})
 	}
+}
+
+// startDebugCluster starts 3 node processes with debug logs, which a
+// failed test prints, and waits until each sees all 3.
+func startDebugCluster(t *testing.T, bin string) *proctest.Cluster {
+	t.Helper()
+	c := proctest.NewCluster(t, bin)
+	c.ExtraArgs = func(*proctest.Node) []string { return []string{"--log-level", "debug"} }
+	for range 3 {
+		c.StartNext(t)
+	}
+	c.WaitMembers(t, 20*time.Second, time.Now(), c.Nodes)
+	return c
 }
 
 // waitReplicasLanded waits until every replica owner sent has arrived at
