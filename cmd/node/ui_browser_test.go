@@ -168,10 +168,34 @@ func findChromium() string {
 	return ""
 }
 
+// browserStarts is how many times browser tries to start Chromium. A start
+// can fail on a loaded machine for reasons of the browser's own (it exits
+// before it prints its DevTools address, with nothing but warnings in its
+// output); that is no defect of the dashboard, so the test tries again
+// rather than fail, and logs each failed start.
+const browserStarts = 3
+
 // browser starts headless Chromium for the test; cancel stops it and
 // waits for the process.
 func browser(t *testing.T, path string) (context.Context, context.CancelFunc) {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := startBrowser(path)
+		err := chromedp.Do(ctx) // starts the browser
+		if err == nil {
+			return ctx, cancel
+		}
+		cancel()
+		if attempt == browserStarts {
+			t.Fatalf("chromium did not start in %d attempts; the last: %v", browserStarts, err)
+		}
+		t.Logf("chromium did not start (attempt %d of %d): %v", attempt, browserStarts, err)
+	}
+}
+
+// startBrowser is a context that starts headless Chromium at its first
+// use.
+func startBrowser(path string) (context.Context, context.CancelFunc) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
 		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true))
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
