@@ -70,8 +70,10 @@
 // newer replicas meanwhile. A count that comes back marked Supersedes (a
 // pull, a handoff) replaces the file's; otherwise the file's count joins the
 // table when this node first decides the key (adopt) or goes to a puller
-// (take), and what is left joins pullWindow after the join (adoptRest), or
-// at Close (adoptAll).
+// (take), and what is left of the keys it owns joins pullWindow after the
+// join (adoptRest), or at Close (adoptAll). The file's counts of keys others
+// own go to them as fill-ins, which they take only for keys they hold
+// nothing of (restore_offer.go).
 //
 // # A replica's life
 //

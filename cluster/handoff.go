@@ -56,6 +56,7 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 			break // no owner took any: the next ring change tries again
 		}
 	}
+	c.offerRestored(ctx)
 }
 
 // outbound is the entries going to one owner, and their move record.
@@ -70,8 +71,11 @@ type outbound struct {
 	bases   []bucket.Entry
 	// back, if set, takes the entries back when no owner took them; else
 	// they go back into the table. Replicas handed back go to their
-	// replica store (reclaim).
+	// replica store (reclaim), a data file's counts to the restored ones
+	// (offerRestored).
 	back func([]bucket.Entry)
+	// fillIn sends the entries as fill-ins (rpc.MergeRequest.FillIn).
+	fillIn bool
 }
 
 // destination is where planMoves sends an entry: to its owner, in a batch
@@ -143,10 +147,10 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, Entries: o.es}
+		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn, Entries: o.es}
 		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, req)
 		if err == nil {
-			if c.repl != nil {
+			if c.repl != nil && !o.fillIn {
 				c.repl.left(o.es)
 			}
 			close(o.mv.done)
@@ -206,7 +210,7 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 // them, it continues from its replica of this node when it next decides
 // them, as after a crash of this node.
 func (c *Cluster) leaveToPeer(o outbound, err error) {
-	if c.repl != nil {
+	if c.repl != nil && !o.fillIn {
 		c.repl.left(o.es)
 	}
 	close(o.mv.done)

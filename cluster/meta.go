@@ -13,8 +13,9 @@ import (
 // client through twice. It is raised whenever the RPC's protocol version
 // is: 4 came with RPC version 3, where merge, replica and refund are ops
 // of their own; 5 with RPC version 4, where a merge carries the bases of
-// counts continued from the receiver's replicas.
-const ProtocolVersion = 5
+// counts continued from the receiver's replicas; 6 with RPC version 5,
+// where a merge can be a fill-in from a data file.
+const ProtocolVersion = 6
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

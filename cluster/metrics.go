@@ -77,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer, usage func() bucket.Usage) (*Metrics,
 		}),
 		handoffKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_handoff_keys_total",
-			Help: "Routing keys handed to a new owner (sent), received from an old one (received), pulled from it (pulled), or kept by a leaving node because no owner took them (kept); counter states moving in that a full counter table refused (refused).",
+			Help: "Routing keys handed to a new owner (sent), received from an old one (received), pulled from it (pulled), or kept by a leaving node because no owner took them (kept); left to a peer that did not answer in time (unanswered); a restarted peer's data-file counts of keys this node already held, dropped (fill_in_dropped); counter states moving in that a full counter table refused (refused).",
 		}, []string{"result"}),
 		replicaKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratemesh_replica_keys_total",

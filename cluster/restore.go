@@ -191,29 +191,30 @@ func (c *Cluster) adoptAll(now time.Time) {
 	c.adoptRest(now)
 }
 
-// adoptRest moves what is left of the restored counts into the table once
-// the restore window is over.
+// adoptRest moves the restored counts of keys this node owns into the
+// table once the restore window is over, once; those of keys others own
+// stay apart, offered to their owners as fill-ins (offerRestored).
 func (c *Cluster) adoptRest(now time.Time) {
 	r := &c.restore
 	if r.n.Load() == 0 {
 		return
 	}
+	others := othersIn(c.Ring(), c.name)
 	r.mu.Lock()
-	if r.until.IsZero() || now.Before(r.until) {
+	if r.until.IsZero() || now.Before(r.until) || !r.adoptedUntil.IsZero() {
 		r.mu.Unlock()
 		return
 	}
-	rest := r.store.Snapshot(now, nil)
-	// The file's store is kept as the adopted counts (with the few
-	// adopted one by one before), not copied: it may hold millions.
-	if r.adopted != nil {
-		r.store.Merge(now, r.adopted.Snapshot(now, nil))
+	own := r.store.Extract(now, func(key string) bool { return !others(key) }, 0)
+	if r.adopted == nil {
+		r.adopted = bucket.NewStore(bucket.StoreConfig{})
 	}
-	r.adopted, r.adoptedUntil = r.store, now.Add(pullWindow)
-	r.store = bucket.NewStore(bucket.StoreConfig{})
-	r.n.Store(0)
+	r.adopted.Merge(now, own)
+	r.adoptedUntil = now.Add(pullWindow)
+	r.n.Store(int64(r.store.Len()))
+	offered := r.store.Len()
 	r.mu.Unlock()
-	c.store.Merge(now, rest)
-	c.log.Info("counts restored from the data file that no peer held", "keys", len(rest))
-	c.kickHandoff() // those of keys others own go to them
+	c.store.Merge(now, own)
+	c.log.Info("counts restored from the data file that no peer held", "keys", len(own), "offered_to_their_owners", offered)
+	c.kickHandoff() // the others' go to them
 }

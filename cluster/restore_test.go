@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
 )
@@ -71,6 +73,59 @@ func TestCountGoneHomeLeavesNoStaleCopy(t *testing.T) {
 				if _, ok := h.store.Export(clock.Now(), key); ok && h.incarnation != n2.incarnation {
 					t.Errorf("n1 still holds run %d's copy of the key", h.incarnation)
 				}
+			}
+		})
+	}
+}
+
+// A node's data file holds the count of another owner's key that it
+// continued while the owner was away, and handed back since. The node
+// crashes and restarts with that file: the count is the owner's now, and
+// the file's copy of it must not come home a second time when the restore
+// window ends (it was added: 0 left). It is offered as a fill-in, which
+// the owner drops; an owner that holds nothing of the key (its count
+// lost, as in a whole cluster restarting) takes it. 2 hits, 3 on n1 while
+// n2 is away, handed back; n1 crashes and restarts from its file; 1 more
+// hit: 10 - 2 - 3 - 1 left either way.
+func TestFileOfFormerNextOwnerCountsNothingTwice(t *testing.T) {
+	for _, ownerHolds := range []bool{true, false} {
+		t.Run(map[bool]string{true: "owner holds the count", false: "owner holds nothing"}[ownerHolds], func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, nil)
+			clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
+			rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+			file := nodes[1].store.Snapshot(clock.Now(), nil)
+			rc.restartOwner(t, nil)
+			nodes[1].handoffAll(context.Background())
+			if nodes[1].store.Has(key) || !nodes[2].store.Has(key) {
+				t.Fatal("n1 did not hand the count back")
+			}
+			rc.net.crash(nodes[1])
+			n1 := startMemNodeWith(t, rc.net, clock, "n1", func(c *Config) { c.Replicas = 1 })
+			n1.Restore(clock.Now(), file)
+			if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
+				t.Fatal(err)
+			}
+			nodes[1] = n1
+			for _, n := range nodes {
+				n.probe()
+			}
+			rebuildAll(nodes...)
+			if !ownerHolds {
+				nodes[2].store.Reset(key)
+			}
+			clock.Add(pullWindow + time.Second)
+			n1.adoptRest(clock.Now())
+			if n1.store.Has(key) {
+				t.Fatal("the file's count of another owner's key joined n1's table")
+			}
+			n1.handoffAll(context.Background())
+			dropped := testutil.ToFloat64(nodes[2].metrics.handoffKeys.WithLabelValues("fill_in_dropped"))
+			if want := map[bool]float64{true: 1, false: 0}[ownerHolds]; dropped != want {
+				t.Fatalf("n2 dropped %v fill-ins; want %v", dropped, want)
+			}
+			if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-3-1 {
+				t.Fatalf("after n1's restart: %d allowed by %s with %d left; want 1 by n2 with %d left",
+					got, last.Node, last.Statuses[0].Remaining, 10-2-3-1)
 			}
 		})
 	}

@@ -283,6 +283,13 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		return errLeaving
 	}
 	defer h.c.exit()
+	if req.FillIn {
+		dropped := h.c.fillIn(req.Entries)
+		h.c.log.Debug("filling in counts from a data file", "keys", len(req.Entries), "from", req.From, "dropped", dropped)
+		h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries) - dropped))
+		h.c.metrics.handoffKeys.WithLabelValues("fill_in_dropped").Add(float64(dropped))
+		return nil
+	}
 	entries, restarted := onBases(req, h.c.incarnation)
 	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted)
 	if h.c.repl != nil {

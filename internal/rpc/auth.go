@@ -38,9 +38,10 @@ const (
 	// and refund are ops of their own (they were one op with flags in 2).
 	// 4: a merge carries the bases of counts continued from the
 	// receiver's replica, in place of a flag the sender set from gossip.
+	// 5: a merge says whether it is a fill-in from a data file.
 	// The handshake's layout stays as it is across versions, so that a
 	// node can tell a peer of any version which one it speaks.
-	protoVersion = 4
+	protoVersion = 5
 	magic        = "RMSH"
 	nonceSize    = 32
 	macSize      = sha256.Size

@@ -15,7 +15,7 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
 	if req.From, err = c.countsHead(opMerge); err != nil {
 		return err
 	}
-	if err = c.fields(2, "bases"); err != nil {
+	if err = c.fields(3, "bases"); err != nil {
 		return err
 	}
 	if req.BaseIncarnation, err = c.dec.DecodeUint64(); err != nil {
@@ -23,6 +23,12 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
 	}
 	if req.Bases, err = c.decodeEntryList(req.Bases); err != nil {
 		return err
+	}
+	if req.FillIn, err = c.dec.DecodeBool(); err != nil {
+		return malformed("fill-in", err)
+	}
+	if req.FillIn && len(req.Bases) > 0 {
+		return protoErr("malformed merge request: a fill-in with %d bases", len(req.Bases))
 	}
 	if req.Entries, err = c.decodeEntries(req.Entries); err != nil {
 		return err

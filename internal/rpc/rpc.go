@@ -47,7 +47,13 @@ type MergeRequest struct {
 	// its data file for those keys.
 	BaseIncarnation uint64
 	Bases           []bucket.Entry
-	Entries         []bucket.Entry
+	// FillIn marks counts read from the sender's data file, of keys it
+	// held before it restarted (a promoted replica of the receiver's, say)
+	// and does not know the fate of since: the receiver takes each one
+	// only if it holds nothing of its key, since what it holds is the
+	// newer count. A fill-in carries no bases.
+	FillIn  bool
+	Entries []bucket.Entry
 }
 
 // ReplicaRequest carries copies of the sender's own counters, kept by the

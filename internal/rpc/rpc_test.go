@@ -77,6 +77,7 @@ func TestRoundTrip(t *testing.T) {
 	// method with its own fields.
 	sent := []any{
 		MergeRequest{From: "n1", BaseIncarnation: 1<<62 + 1, Bases: entries, Entries: entries},
+		MergeRequest{From: "n1", FillIn: true, Entries: entries},
 		ReplicaRequest{From: "n2", Incarnation: 1 << 63, Entries: entries[:1]},
 		RefundRequest{From: "n3", Hops: 2, Entries: entries[1:]},
 	}
