@@ -155,7 +155,7 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 			}
 			close(o.mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))
-			c.log.Debug("handed off", "to", o.to.Name, "keys", len(o.es))
+			c.log.Debug("handed off", "to", o.to.Name, "keys", len(o.es), "base_incarnation", o.baseInc, "fill_in", o.fillIn, "counts", countsOf(o.es))
 			continue
 		}
 		c.metrics.rpcErrors.WithLabelValues("merge").Inc()

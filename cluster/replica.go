@@ -385,7 +385,7 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 				r.c.moved.forget(key)
 				r.npromo.Store(int64(len(r.promoted)))
 				r.c.metrics.replicaKeys.WithLabelValues("promoted").Inc()
-				r.c.log.Debug("continuing from a replica", "key", key, "owner", owner)
+				r.c.log.Debug("continuing from a replica", "key", key, "owner", owner, "incarnation", h.incarnation, "counts", countsOf{e})
 				return
 			}
 		}

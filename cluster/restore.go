@@ -128,7 +128,11 @@ func (c *Cluster) mergeSuperseding(entries []bucket.Entry) {
 	c.movingMu.Lock()
 	defer c.movingMu.Unlock()
 	now := c.now()
-	for _, f := range c.restore.supersede(now, entries) {
+	adopted := c.restore.supersede(now, entries)
+	if len(adopted) > 0 {
+		c.log.Debug("data file's counts superseded after they joined the table", "counts", countsOf(adopted))
+	}
+	for _, f := range adopted {
 		if t, ok := c.store.Take(now, f.Key); ok {
 			if rest := bucket.Subtract(t, f); len(rest.Counters) > 0 {
 				c.store.Merge(now, []bucket.Entry{rest})
@@ -147,6 +151,7 @@ func (c *Cluster) adopt(now time.Time, key string) {
 		c.restore.mu.Unlock()
 		c.store.Merge(now, []bucket.Entry{e})
 		c.replicate([]bucket.Entry{e})
+		c.log.Debug("deciding from the data file's count", "key", key, "counts", countsOf{e})
 	}
 }
 

@@ -291,7 +291,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		return nil
 	}
 	entries, restarted := onBases(req, h.c.incarnation)
-	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted)
+	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted, "counts", countsOf(entries))
 	if h.c.repl != nil {
 		h.c.repl.superseded(req.From, entries)
 	}

@@ -236,7 +236,7 @@ func (c *Cluster) pull(ctx context.Context, key string, from ring.Member) bool {
 		return false
 	}
 	p.ok = true
-	c.log.Debug("pulled", "key", key, "from", from.Name, "found", r.Found, "supersedes", r.Supersedes)
+	c.log.Debug("pulled", "key", key, "from", from.Name, "found", r.Found, "supersedes", r.Supersedes, "counts", countsOf{r.Entry})
 	if r.Found {
 		es := []bucket.Entry{r.Entry}
 		if r.Supersedes {
