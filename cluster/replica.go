@@ -378,6 +378,11 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 					r.c.metrics.replicaKeys.WithLabelValues("refused").Inc()
 					return
 				}
+				// The replica is the owner's count, newer than what this
+				// node's data file held of the key (a count it once
+				// continued itself): added to it, the file's hits
+				// counted twice (TestPromotedReplicaBeatsOwnFile).
+				r.c.restore.forget(key)
 				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
 				// The key is here again: a mark left from its last move
 				// (the owner's pull before it crashed again) no longer

@@ -96,6 +96,17 @@ func (r *restore) supersede(now time.Time, entries []bucket.Entry) (adopted []bu
 	return adopted
 }
 
+// forget drops key's restored count, if any: a newer one took its place.
+func (r *restore) forget(key string) {
+	if r.n.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.store.Reset(key)
+	r.n.Store(int64(r.store.Len()))
+}
+
 // noteAdopted notes file counts that joined the table. Call with r.mu
 // held.
 func (r *restore) noteAdopted(now time.Time, entries []bucket.Entry) {

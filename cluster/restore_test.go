@@ -130,3 +130,36 @@ func TestFileOfFormerNextOwnerCountsNothingTwice(t *testing.T) {
 		})
 	}
 }
+
+// A node restarted with a data file that holds a count of another owner's
+// key (one it continued once, while that owner was away) is that key's
+// successor again and gets the owner's replicas. When the owner crashes
+// and the node continues from the replica, the file's count is not added
+// to it: the replica is the newer count of the same hits. 2 hits in the
+// file and the replica, 1 more replicated, the owner crashes, 1 on n1:
+// 10 - 3 - 1 left, not 10 - 3 - 2 - 1.
+func TestPromotedReplicaBeatsOwnFile(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
+	file := nodes[2].store.Snapshot(clock.Now(), nil) // 2 hits, as n1 once held them
+	rc.net.crash(nodes[1])
+	n1 := startMemNodeWith(t, rc.net, clock, "n1", func(c *Config) { c.Replicas = 1 })
+	n1.Restore(clock.Now(), file)
+	if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1] = n1
+	for _, n := range nodes {
+		n.probe()
+	}
+	rebuildAll(nodes...)
+	if got, _ := checkN(t, nodes[0], key, cs, 1); got != 1 {
+		t.Fatal("third hit denied")
+	}
+	replicatedCount(t, n1, key, 3)
+	rc.net.crash(nodes[2])
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-3-1 {
+		t.Fatalf("after n2's crash: %d allowed by %s with %d left; want 1 by n1 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-3-1)
+	}
+}
