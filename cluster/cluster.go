@@ -102,6 +102,14 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("cluster: start: %w", err)
 	}
+	// Peers reach a node the moment it listens: one restarted under its
+	// old name is still in their rings, and they replicate to it at once.
+	// Their requests wait for its first view of the cluster, as they wait
+	// for a join (a handler found no view and failed on it).
+	expectsJoin := c.unjoined.Load()
+	if !expectsJoin {
+		c.ExpectJoin()
+	}
 	bound, err := c.transport.Listen(handler{c})
 	if err != nil {
 		return err
@@ -132,6 +140,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return err
 	}
 	c.rebuild()
+	if !expectsJoin {
+		c.markJoined()
+	}
 	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.ringLoop() }()
 	go func() { defer c.wg.Done(); c.probeLoop() }()
@@ -184,6 +195,13 @@ func (c *Cluster) awaitJoined(ctx context.Context) error {
 	}
 }
 
+// markJoined lets peers' requests in (ExpectJoin).
+func (c *Cluster) markJoined() {
+	if c.unjoined.Swap(false) {
+		close(c.joinedCh)
+	}
+}
+
 // errNotJoined refuses peers' requests before the node has joined.
 var errNotJoined = fmt.Errorf("%w: not joined yet", rpc.ErrNotServing)
 
@@ -213,9 +231,7 @@ func (c *Cluster) Join(ctx context.Context, seeds ...string) error {
 		return err
 	}
 	c.rebuild()
-	if c.unjoined.Swap(false) {
-		close(c.joinedCh)
-	}
+	c.markJoined()
 	c.joined(c.now(), c.view.Load().full.Len() <= 1)
 	return nil
 }

@@ -37,6 +37,9 @@ type memNet struct {
 	sigs     map[string]string   // ring signature of each member's meta
 	// incarnation of each member's meta; a test changes it to restart one
 	incarnation map[string]uint64
+	// listening, if set, runs while a node starts, between its listen
+	// and its first view of the cluster.
+	listening func(name string)
 }
 
 func newMemNet() *memNet {
@@ -339,7 +342,13 @@ func startMemNodeWith(t *testing.T, net *memNet, clock *manualClock, name string
 		t.Fatal(err)
 	}
 	g := &fakeGossip{net: net, self: name, changed: make(chan struct{}, 1)}
-	c.newGossip = func(meta Meta) (gossip, error) { g.meta = meta; return g, nil }
+	c.newGossip = func(meta Meta) (gossip, error) {
+		if net.listening != nil {
+			net.listening(name)
+		}
+		g.meta = meta
+		return g, nil
+	}
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -99,17 +99,7 @@ func TestFileOfFormerNextOwnerCountsNothingTwice(t *testing.T) {
 			if nodes[1].store.Has(key) || !nodes[2].store.Has(key) {
 				t.Fatal("n1 did not hand the count back")
 			}
-			rc.net.crash(nodes[1])
-			n1 := startMemNodeWith(t, rc.net, clock, "n1", func(c *Config) { c.Replicas = 1 })
-			n1.Restore(clock.Now(), file)
-			if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
-				t.Fatal(err)
-			}
-			nodes[1] = n1
-			for _, n := range nodes {
-				n.probe()
-			}
-			rebuildAll(nodes...)
+			n1 := rc.restartNextWithFile(t, file)
 			if !ownerHolds {
 				nodes[2].store.Reset(key)
 			}
@@ -142,17 +132,7 @@ func TestPromotedReplicaBeatsOwnFile(t *testing.T) {
 	rc := newReplicatedCluster(t, 2, nil)
 	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
 	file := nodes[2].store.Snapshot(clock.Now(), nil) // 2 hits, as n1 once held them
-	rc.net.crash(nodes[1])
-	n1 := startMemNodeWith(t, rc.net, clock, "n1", func(c *Config) { c.Replicas = 1 })
-	n1.Restore(clock.Now(), file)
-	if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
-		t.Fatal(err)
-	}
-	nodes[1] = n1
-	for _, n := range nodes {
-		n.probe()
-	}
-	rebuildAll(nodes...)
+	n1 := rc.restartNextWithFile(t, file)
 	if got, _ := checkN(t, nodes[0], key, cs, 1); got != 1 {
 		t.Fatal("third hit denied")
 	}
@@ -162,4 +142,22 @@ func TestPromotedReplicaBeatsOwnFile(t *testing.T) {
 		t.Fatalf("after n2's crash: %d allowed by %s with %d left; want 1 by n1 with %d left",
 			got, last.Node, last.Statuses[0].Remaining, 10-3-1)
 	}
+}
+
+// restartNextWithFile crashes n1 and starts a new run of it from file;
+// once it has joined, every node has seen it answer.
+func (rc *replicatedCluster) restartNextWithFile(t *testing.T, file []bucket.Entry) *memNode {
+	t.Helper()
+	rc.net.crash(rc.nodes[1])
+	n1 := startMemNodeWith(t, rc.net, rc.clock, "n1", func(c *Config) { c.Replicas = 1 })
+	n1.Restore(rc.clock.Now(), file)
+	if err := n1.Join(context.Background(), "gossip:n0"); err != nil {
+		t.Fatal(err)
+	}
+	rc.nodes[1] = n1
+	for _, n := range rc.nodes {
+		n.probe()
+	}
+	rebuildAll(rc.nodes...)
+	return n1
 }
