@@ -93,7 +93,9 @@
 // told this node of a restart yet: a pull says the puller's incarnation,
 // and a handoff carries the bases and the incarnation that sent them
 // (baseOf, onBases in route.go). A node that receives a key as its owner drops
-// the sender's replica of it (superseded); sweep drops expired replicas and
+// the sender's replica of it, and one of that run still on its way
+// (handedIn); a replica and a count made beside it go home together
+// (replica_beside.go); sweep drops expired replicas and
 // promotions. Replication sends changes only, so when members change an
 // owner sends every key to the successors that may lack it (resync). A
 // successor keeps each run of an owner's replicas apart, and hands those

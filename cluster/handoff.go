@@ -36,8 +36,9 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 	// none is cut off mid-batch when the node stops.
 	c.handoffMu.Lock()
 	defer c.handoffMu.Unlock()
-	// Replicas first: a key this node holds is not handed back from a
-	// replica (notHeld), which it could be once the table's count had gone.
+	// Replicas of owners' earlier runs first: an owner takes them in place
+	// of its data file's counts, and a count of the table made beside one
+	// follows as an addition (replica_beside.go).
 	c.reclaim(ctx)
 	for ctx.Err() == nil {
 		r := c.Ring()
@@ -127,12 +128,15 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 		}
 		ob.mv = &move{to: ob.to, done: make(chan struct{}), until: until}
 		c.moved.add(keys, ob.mv)
-		if c.repl != nil {
-			// The counts go to their owner: copies of its runs kept
-			// here are stale from now on (promoted later, they would
-			// come home a second time), as for a pull (give). Dropped
-			// before the send, not after: the owner copies what it
-			// takes back here at once (copyNow), before it answers.
+		if c.repl != nil && ob.baseInc != 0 {
+			// The counts, continued here from the owner's replicas, go
+			// home: copies of its runs kept here are stale from now on
+			// (promoted later, they would come home a second time), as
+			// for a pull (give). Dropped before the send, not after: the
+			// owner copies what it takes back here at once (copyNow),
+			// before it answers. Counts made without a replica leave
+			// the copies to go home beside them (reclaim,
+			// replica_beside.go).
 			c.repl.superseded(ob.to.Name, ob.es)
 		}
 		plan = append(plan, *ob)

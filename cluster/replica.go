@@ -70,6 +70,7 @@ type replicator struct {
 	held     atomic.Int64         // len(from), read on the check path
 	promoted map[string]promotion // keys continued from a replica, by key
 	npromo   atomic.Int64         // len(promoted)
+	late     map[string]lateMark  // keys handed here by their owner a moment ago
 	// orphans caches, per view, whether an owner this node holds replicas
 	// for is out of the routing ring: only then can a check promote.
 	orphans atomic.Pointer[orphanCache]
@@ -288,6 +289,7 @@ func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 	}
 	// Under r.mu, so that the sweep cannot drop h as empty before these
 	// land in it.
+	entries = r.withoutLate(r.c.now(), owner, inc, entries)
 	refused := h.store.Replace(r.c.now(), entries)
 	forgetEarlier(h, entries)
 	r.mu.Unlock()
@@ -546,30 +548,28 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 	}
 	if t.Found {
 		taken := t.Entry
+		fromTo := r.promotedFrom(to, taken.Key)
 		t.Supersedes = r.restartedAs(to, inc, taken.Key)
 		if !t.Supersedes {
 			t.Entry = r.homewardAs(to, inc, []bucket.Entry{taken})[0]
 		}
 		r.left([]bucket.Entry{taken})
-		// The count goes home: a copy of it kept here from one of to's
-		// runs is stale now, and promoted later it would come home again.
-		r.superseded(to, []bucket.Entry{taken})
+		if fromTo {
+			// The count goes home: a copy of it kept here from one of
+			// to's runs is stale now, and promoted later it would come
+			// home again.
+			r.superseded(to, []bucket.Entry{taken})
+			return t
+		}
+		// A count made here without to's replica: an earlier run's
+		// replica goes with it (replica_beside.go).
+		if e, ok := r.takeEarlier(now, to, inc, taken.Key); ok {
+			t.Entry, t.Supersedes = sumOf(now, e, t.Entry), true
+		}
 		return t
 	}
-	if r.held.Load() == 0 {
-		return t
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for h := r.from[to]; h != nil; h = h.earlier {
-		if h.incarnation == inc {
-			continue
-		}
-		if e, ok := h.store.Take(now, key); ok {
-			forgetEarlier(h, []bucket.Entry{e})
-			r.c.metrics.replicaKeys.WithLabelValues("returned").Inc()
-			return rpc.TakeResponse{Entry: e, Found: true, Supersedes: true}
-		}
+	if e, ok := r.takeEarlier(now, to, inc, key); ok {
+		return rpc.TakeResponse{Entry: e, Found: true, Supersedes: true}
 	}
 	return t
 }

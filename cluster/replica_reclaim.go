@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"slices"
 
 	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/ring"
@@ -49,14 +48,6 @@ func (c *Cluster) reclaim(ctx context.Context) {
 	}
 }
 
-// notHeld returns es less the keys whose count is in this node's table:
-// there the count is, and the replica of them is stale (a run that left
-// gracefully handed it here, and a replica it had sent just before landed
-// after); those are dropped. Call with movingMu held.
-func notHeld(c *Cluster, es []bucket.Entry) []bucket.Entry {
-	return slices.DeleteFunc(es, func(e bucket.Entry) bool { return c.store.Has(e.Key) })
-}
-
 // planReclaim takes out of the replica stores up to handoffBatch keys per
 // earlier run of an owner that answers again, and marks them as moving to
 // it, so that the owner's pull of one of them waits for the batch instead
@@ -85,7 +76,9 @@ func (c *Cluster) planReclaim() []outbound {
 			if h.incarnation == inc {
 				continue // the owner's current run: it holds these itself
 			}
-			es := notHeld(c, h.store.Extract(now, ours, handoffBatch))
+			// A key whose count is in the table too goes in both: the
+			// count was made without this replica (replica_beside.go).
+			es := h.store.Extract(now, ours, handoffBatch)
 			if len(es) == 0 {
 				continue
 			}

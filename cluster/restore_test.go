@@ -161,3 +161,37 @@ func (rc *replicatedCluster) restartNextWithFile(t *testing.T, file []bucket.Ent
 	rebuildAll(rc.nodes...)
 	return n1
 }
+
+// A restarted owner took its count back and copied it to its next owner
+// (copyNow), then crashed again. The next owner meanwhile got a count of
+// the key made without any replica (a peer's fail-policy decisions,
+// handed to it). When the owner's next run appears, both go home: the
+// earlier run's replica and the count made beside it. (The handoff of
+// the count dropped the replica as stale, and the reclaim skipped the
+// key as held: the owner's hits before its last crash were lost, a fixed
+// window of 93 a day admitted 118.) 2 hits, 3 on n1 while n2 is away,
+// taken back; n2 crashes; 1 made on n0 and handed to n1; n2 restarts; 1
+// more hit: 10 - 2 - 3 - 1 - 1 left.
+func TestReplicaGoesHomeBesideCountMadeWithoutIt(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
+	rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+	rc.restartOwner(t, nil)
+	nodes[1].handoffAll(context.Background())
+	replicatedCount(t, nodes[1], key, 5) // copied at once by the taken-back run
+	rc.net.crash(nodes[2])
+	scratch := bucket.NewStore(bucket.StoreConfig{})
+	if _, _, err := scratch.Check(clock.Now(), key, cs, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	made := scratch.Snapshot(clock.Now(), nil) // 1 hit, by n0's fail policy
+	if err := nodes[0].peers.get("n1", memAddr("n1")).Merge(context.Background(), &rpc.MergeRequest{From: "n0", Entries: made}); err != nil {
+		t.Fatal(err)
+	}
+	rc.restartOwner(t, nil)
+	nodes[1].handoffAll(context.Background())
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-3-1-1 {
+		t.Fatalf("after n2's second restart: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-3-1-1)
+	}
+}

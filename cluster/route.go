@@ -293,7 +293,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	entries, restarted := onBases(req, h.c.incarnation)
 	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted, "counts", countsOf(entries))
 	if h.c.repl != nil {
-		h.c.repl.superseded(req.From, entries)
+		h.c.repl.handedIn(req.From, entries)
 	}
 	if restarted {
 		h.c.takeBack(ctx, entries)

@@ -1,0 +1,123 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+)
+
+// A successor can hold two disjoint counts of one of an owner's keys: a
+// replica from an earlier run of the owner (a run that took the count
+// back, copied it here at once, and crashed again), and a count made here
+// without that replica (the fail policy's decisions, or such a count a
+// peer handed here) while the owner was away. When the key goes home to
+// the owner's next run, by a pull or a handoff, both go: the replica
+// superseding the run's data file, the count beside it. (The handoff of
+// the count dropped the replica as a stale copy, and the reclaim skipped
+// the key because the table held it: every hit before the owner's last
+// crash was lost. TestReplicaGoesHomeBesideCountMadeWithoutIt.)
+//
+// A copy is stale, and goes, when the count it is a copy of goes home: a
+// count continued here from the owner's replica (a promotion), or one
+// the owner handed here itself (handedIn).
+
+// lateReplicaWindow is how long a replica of a key that its owner's run
+// handed here is taken for stale: one sent just before the handoff may
+// land after it.
+const lateReplicaWindow = 2 * time.Second
+
+// lateMark is a key's handoff from run incarnation of owner, whose
+// replicas of it are stale until until.
+type lateMark struct {
+	owner       string
+	incarnation uint64
+	until       time.Time
+}
+
+// handedIn drops owner's replicas of the keys a merge from owner brought
+// here: the count merged holds their hits. A replica of one still on its
+// way from the run that sent the merge is dropped when it lands (hold,
+// withoutLate).
+func (r *replicator) handedIn(owner string, entries []bucket.Entry) {
+	if r.held.Load() == 0 {
+		return
+	}
+	now := r.c.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, m := range r.late {
+		if now.After(m.until) {
+			delete(r.late, key)
+		}
+	}
+	for h := r.from[owner]; h != nil; h = h.earlier {
+		for _, e := range entries {
+			if !h.store.Reset(e.Key) {
+				continue
+			}
+			if _, ok := r.late[e.Key]; !ok {
+				if r.late == nil {
+					r.late = map[string]lateMark{}
+				}
+				r.late[e.Key] = lateMark{owner: owner, incarnation: h.incarnation, until: now.Add(lateReplicaWindow)}
+			}
+		}
+	}
+}
+
+// withoutLate returns entries less the replicas of keys that run inc of
+// owner handed here a moment ago. Call with r.mu held.
+func (r *replicator) withoutLate(now time.Time, owner string, inc uint64, entries []bucket.Entry) []bucket.Entry {
+	if len(r.late) == 0 {
+		return entries
+	}
+	out := entries[:0:0]
+	for _, e := range entries {
+		if m, ok := r.late[e.Key]; ok && m.owner == owner && m.incarnation == inc && !now.After(m.until) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// promotedFrom reports whether key's count here was continued from a
+// replica of owner's.
+func (r *replicator) promotedFrom(owner, key string) bool {
+	if r.npromo.Load() == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.promoted[key]
+	return ok && p.owner == owner
+}
+
+// takeEarlier removes key's replica of the latest run of owner before
+// run inc, and returns it.
+func (r *replicator) takeEarlier(now time.Time, owner string, inc uint64, key string) (bucket.Entry, bool) {
+	if r.held.Load() == 0 {
+		return bucket.Entry{}, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for h := r.from[owner]; h != nil; h = h.earlier {
+		if h.incarnation == inc {
+			continue
+		}
+		if e, ok := h.store.Take(now, key); ok {
+			forgetEarlier(h, []bucket.Entry{e})
+			r.c.metrics.replicaKeys.WithLabelValues("returned").Inc()
+			return e, true
+		}
+	}
+	return bucket.Entry{}, false
+}
+
+// sumOf is the count of a's hits and b's, of one key.
+func sumOf(now time.Time, a, b bucket.Entry) bucket.Entry {
+	s := bucket.NewStore(bucket.StoreConfig{})
+	s.Merge(now, []bucket.Entry{a, b})
+	e, _ := s.Take(now, a.Key)
+	return e
+}
