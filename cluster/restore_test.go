@@ -195,3 +195,25 @@ func TestReplicaGoesHomeBesideCountMadeWithoutIt(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-2-3-1-1)
 	}
 }
+
+// A restarted owner pulls its count back and crashes again before it has
+// copied it anywhere (the pull's answer is on its way, or the copy is):
+// the node it pulled from keeps what it gave as a replica of that run, so
+// the count continues there. (It was gone: the next check started the key
+// from zero, a fixed window of 60 a day admitted 78.) 2 hits, 3 on n1
+// while n2 is away, pulled by n2's next run, which crashes; 1 more on n1:
+// 10 - 2 - 3 - 1 left.
+func TestPulledCountSurvivesPullerCrash(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	nodes, key, cs := rc.nodes, rc.key, rc.cs
+	rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+	n2 := rc.rejoinOwner(t, nil, noFlush)
+	if r := nodes[1].take(context.Background(), &rpc.TakeRequest{Key: key, To: "n2", ToAddr: memAddr("n2"), Incarnation: n2.incarnation}); !r.Found || !r.Supersedes {
+		t.Fatalf("the pull got %+v; want the count, superseding", r)
+	}
+	rc.net.crash(n2) // before it merged what it pulled
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-2-3-1 {
+		t.Fatalf("after the puller's crash: %d allowed by %s with %d left; want 1 by n1 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-3-1)
+	}
+}

@@ -329,6 +329,14 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 	}
 	if c.repl != nil {
 		r = c.repl.give(now, req, r)
+		if r.Found && r.Supersedes {
+			// The puller restarted and takes this count whole. Until it
+			// has copied it to its successors (copyNow) this is the only
+			// other copy: kept as a replica of the puller's run, it
+			// survives the puller crashing again meanwhile (its
+			// replication or the prune replaces or drops it later).
+			c.repl.hold(req.To, req.Incarnation, []bucket.Entry{r.Entry})
+		}
 	}
 	done := make(chan struct{})
 	close(done)
