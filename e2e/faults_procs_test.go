@@ -83,13 +83,18 @@ func (sc faultScenario) graceful() bool {
 
 var faultScenarios = []faultScenario{
 	{"graceful", 4, true, []faultKind{evRestart, evJoin, evLeave}, ""},
-	{"crashes", 4, true, []faultKind{evKill, evKillTwice}, ""},
+	{"crashes", 4, true, []faultKind{evKill, evKillTwice}, crashLongOpen},
 	{"crashes-no-datadir", 4, false, []faultKind{evKill, evKillTwice}, crashOpen},
 	{"pauses", 4, true, []faultKind{evPause},
 		"checks a paused owner holds past the caller's timeout are decided again on the successor, and refunds of leases land on its promoted copy: most runs hold the bound, some not (measured up to +5 and -5, 0 to 7 keys beyond it)"},
 	{"partition", 4, true, []faultKind{evPartition},
 		"a node cut off decides alone every key it is asked under the fail policy local, up to a limit per side: the bound of 2 per fault does not hold (measured up to +8)"},
 }
+
+// crashLongOpen is the defect that keeps crashes with data dirs out of CI:
+// short runs hold the bound, and a long one does not, now and then.
+const crashLongOpen = "with data dirs, 0 of 200 keys beyond the bound in 8 of 8 60 s runs and 12 of 12 10 s runs, " +
+	"but a 30-minute run (seed 23, about 360 kills) ended with 2 keys under by about half their limit: a whole count taken twice, once in about 180 kills"
 
 // crashOpen is the defect that keeps crashes without a data dir outside
 // the bound.
