@@ -86,7 +86,8 @@
 // Before it decides a key its table lacks while the key's owner is out of
 // its routing ring or suspected, it moves that owner's replica into the
 // table (promote) and remembers it as the base. When the owner is back the
-// key goes home by a handoff, or by the owner's pull (replicator.give): less
+// key goes home by a handoff, or by the owner's pull (replicator.give,
+// replica_home.go): less
 // the base if the owner still runs the incarnation that sent it (it still
 // holds those hits), whole and superseding its data file if it restarted
 // (it lost them). Which one is the owner's call, since gossip may not have

@@ -1,0 +1,127 @@
+package cluster
+
+import (
+	"slices"
+	"time"
+
+	"github.com/ratemesh/ratemesh/bucket"
+	"github.com/ratemesh/ratemesh/internal/rpc"
+)
+
+// A count that a node continued from an owner's replica goes home to the
+// owner: by a handoff (baseOf), or by the owner's pull (give). What it
+// carries depends on whether the owner still runs the incarnation that
+// sent the replica (homewardAs: less the replica) or restarted since
+// (restartedAs: whole, superseding its data file).
+
+// left forgets the promotions of keys that left this node (sent home, or
+// taken): a count made here later starts from no replica.
+func (r *replicator) left(entries []bucket.Entry) {
+	if r.npromo.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
+		delete(r.promoted, e.Key)
+	}
+	r.npromo.Store(int64(len(r.promoted)))
+}
+
+// baseOf returns the replica key's count here was continued from, when
+// that is a replica of node to's, and the incarnation of to that sent it;
+// inc 0 when it is not. A handoff to to carries it (rpc.MergeRequest.Bases):
+// to, knowing whether it still runs that incarnation, takes the count less
+// the base or whole. The promotion stays until the send has landed (see
+// left): a send that fails merges the key back here, replica part and all.
+func (r *replicator) baseOf(to, key string) (inc uint64, base bucket.Entry) {
+	if r.npromo.Load() == 0 {
+		return 0, bucket.Entry{}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.promoted[key]
+	if !ok || p.owner != to {
+		return 0, bucket.Entry{}
+	}
+	return p.incarnation, p.base
+}
+
+// homewardAs returns entries as they should travel to node to, running
+// incarnation inc: a key continued from to's replica loses the replica's
+// part when inc sent it.
+func (r *replicator) homewardAs(to string, inc uint64, entries []bucket.Entry) []bucket.Entry {
+	if r.npromo.Load() == 0 {
+		return entries
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []bucket.Entry
+	for i, e := range entries {
+		p, ok := r.promoted[e.Key]
+		if !ok || p.owner != to || p.incarnation != inc {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(entries)
+		}
+		out[i] = bucket.Subtract(e, p.base)
+	}
+	if out == nil {
+		return entries
+	}
+	return out
+}
+
+// restartedAs reports whether key's count here was continued from a
+// replica of owner's that an incarnation other than inc sent: it holds
+// owner's own counts, which owner lost when it restarted (see give).
+func (r *replicator) restartedAs(owner string, inc uint64, key string) bool {
+	if r.npromo.Load() == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.promoted[key]
+	return ok && p.owner == owner && p.incarnation != inc
+}
+
+// give prepares what a pull by to takes from this node. A count continued
+// from to's replica goes less the replica while to runs the incarnation
+// that sent it (homeward), and whole, superseding what to restored from
+// its data file, once to has restarted. With no count here, a replica of
+// an earlier incarnation of to goes back to it, superseding likewise: it
+// is newer than any data file. The replica of to's running incarnation
+// never goes: to holds that count itself.
+func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeResponse) rpc.TakeResponse {
+	to, key, inc := req.To, req.Key, req.Incarnation
+	if inc == 0 { // a caller that does not say: as gossip has it
+		inc = r.c.view.Load().incarnation(to)
+	}
+	if t.Found {
+		taken := t.Entry
+		fromTo := r.promotedFrom(to, taken.Key)
+		t.Supersedes = r.restartedAs(to, inc, taken.Key)
+		if !t.Supersedes {
+			t.Entry = r.homewardAs(to, inc, []bucket.Entry{taken})[0]
+		}
+		r.left([]bucket.Entry{taken})
+		if fromTo {
+			// The count goes home: a copy of it kept here from one of
+			// to's runs is stale now, and promoted later it would come
+			// home again.
+			r.superseded(to, []bucket.Entry{taken})
+			return t
+		}
+		// A count made here without to's replica: an earlier run's
+		// replica goes with it (replica_beside.go).
+		if e, ok := r.takeEarlier(now, to, inc, taken.Key); ok {
+			t.Entry, t.Supersedes = sumOf(now, e, t.Entry), true
+		}
+		return t
+	}
+	if e, ok := r.takeEarlier(now, to, inc, key); ok {
+		return rpc.TakeResponse{Entry: e, Found: true, Supersedes: true}
+	}
+	return t
+}
