@@ -122,12 +122,7 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 	}
 	until := c.now().Add(moveTTL)
 	for _, ob := range byOwner {
-		keys := make([]string, len(ob.es))
-		for i, e := range ob.es {
-			keys[i] = e.Key
-		}
-		ob.mv = &move{to: ob.to, done: make(chan struct{}), until: until}
-		c.moved.add(keys, ob.mv)
+		ob.mv = c.moved.mark(ob.to, ob.es, until)
 		if c.repl != nil && ob.baseInc != 0 {
 			// The counts, continued here from the owner's replicas, go
 			// home: copies of its runs kept here are stale from now on

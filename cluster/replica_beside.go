@@ -81,18 +81,6 @@ func (r *replicator) withoutLate(now time.Time, owner string, inc uint64, entrie
 	return out
 }
 
-// promotedFrom reports whether key's count here was continued from a
-// replica of owner's.
-func (r *replicator) promotedFrom(owner, key string) bool {
-	if r.npromo.Load() == 0 {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p, ok := r.promoted[key]
-	return ok && p.owner == owner
-}
-
 // takeEarlier removes key's replica of the latest run of owner before
 // run inc, and returns it.
 func (r *replicator) takeEarlier(now time.Time, owner string, inc uint64, key string) (bucket.Entry, bool) {

@@ -12,7 +12,7 @@ import (
 // owner: by a handoff (baseOf), or by the owner's pull (give). What it
 // carries depends on whether the owner still runs the incarnation that
 // sent the replica (homewardAs: less the replica) or restarted since
-// (restartedAs: whole, superseding its data file).
+// (promotedFrom: whole, superseding its data file).
 
 // left forgets the promotions of keys that left this node (sent home, or
 // taken): a count made here later starts from no replica.
@@ -73,17 +73,19 @@ func (r *replicator) homewardAs(to string, inc uint64, entries []bucket.Entry) [
 	return out
 }
 
-// restartedAs reports whether key's count here was continued from a
-// replica of owner's that an incarnation other than inc sent: it holds
-// owner's own counts, which owner lost when it restarted (see give).
-func (r *replicator) restartedAs(owner string, inc uint64, key string) bool {
+// promotedFrom reports whether key's count here was continued from a
+// replica of owner's, and whether an incarnation other than inc sent that
+// replica (restarted): then the count holds owner's own hits, which owner
+// lost when it restarted (see give).
+func (r *replicator) promotedFrom(owner string, inc uint64, key string) (from, restarted bool) {
 	if r.npromo.Load() == 0 {
-		return false
+		return false, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.promoted[key]
-	return ok && p.owner == owner && p.incarnation != inc
+	from = ok && p.owner == owner
+	return from, from && p.incarnation != inc
 }
 
 // give prepares what a pull by to takes from this node. A count continued
@@ -100,8 +102,8 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 	}
 	if t.Found {
 		taken := t.Entry
-		fromTo := r.promotedFrom(to, taken.Key)
-		t.Supersedes = r.restartedAs(to, inc, taken.Key)
+		var fromTo bool
+		fromTo, t.Supersedes = r.promotedFrom(to, inc, taken.Key)
 		if !t.Supersedes {
 			t.Entry = r.homewardAs(to, inc, []bucket.Entry{taken})[0]
 		}

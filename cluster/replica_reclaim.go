@@ -82,13 +82,8 @@ func (c *Cluster) planReclaim() []outbound {
 			if len(es) == 0 {
 				continue
 			}
-			keys := make([]string, len(es))
-			for i, e := range es {
-				keys[i] = e.Key
-			}
 			store := h.store
-			mv := &move{to: m, done: make(chan struct{}), until: now.Add(moveTTL)}
-			c.moved.add(keys, mv)
+			mv := c.moved.mark(m, es, now.Add(moveTTL))
 			plan = append(plan, outbound{to: m, es: es, mv: mv, baseInc: h.incarnation, bases: es,
 				back: func(es []bucket.Entry) { store.Replace(c.now(), es) }})
 		}

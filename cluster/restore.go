@@ -156,20 +156,18 @@ func (c *Cluster) mergeSuperseding(entries []bucket.Entry) {
 // adopt moves key's restored count, if any, into the table before this
 // node decides the key: no one else held it.
 func (c *Cluster) adopt(now time.Time, key string) {
-	if e, ok := c.restore.take(now, key); ok {
-		c.restore.mu.Lock()
-		c.restore.noteAdopted(now, []bucket.Entry{e})
-		c.restore.mu.Unlock()
+	if e, ok := c.restore.take(now, key, true); ok {
 		c.store.Merge(now, []bucket.Entry{e})
 		c.replicate([]bucket.Entry{e})
 		c.log.Debug("deciding from the data file's count", "key", key, "counts", countsOf{e})
 	}
 }
 
-// take removes and returns key's restored count, if any: for the table,
-// or for a peer that pulls the key (its new owner after a whole cluster
-// restarted: the count read from this node's file is this node's).
-func (r *restore) take(now time.Time, key string) (bucket.Entry, bool) {
+// take removes and returns key's restored count, if any: for the table
+// (adopting: it is noted as adopted in the same step), or for a peer that
+// pulls the key (its new owner after a whole cluster restarted: the count
+// read from this node's file is this node's).
+func (r *restore) take(now time.Time, key string, adopting bool) (bucket.Entry, bool) {
 	if r.n.Load() == 0 {
 		return bucket.Entry{}, false
 	}
@@ -177,6 +175,9 @@ func (r *restore) take(now time.Time, key string) (bucket.Entry, bool) {
 	defer r.mu.Unlock()
 	e, ok := r.store.Take(now, key)
 	r.n.Store(int64(r.store.Len()))
+	if ok && adopting {
+		r.noteAdopted(now, []bucket.Entry{e})
+	}
 	return e, ok
 }
 
@@ -222,10 +223,7 @@ func (c *Cluster) adoptRest(now time.Time) {
 		return
 	}
 	own := r.store.Extract(now, func(key string) bool { return !others(key) }, 0)
-	if r.adopted == nil {
-		r.adopted = bucket.NewStore(bucket.StoreConfig{})
-	}
-	r.adopted.Merge(now, own)
+	r.noteAdopted(now, own)
 	r.adoptedUntil = now.Add(pullWindow)
 	r.n.Store(int64(r.store.Len()))
 	offered := r.store.Len()

@@ -52,20 +52,19 @@ func othersIn(r *ring.Ring, self string) func(key string) bool {
 // takes goes back to the restored counts.
 func (c *Cluster) planFillIns(r *ring.Ring, entries []bucket.Entry) []outbound {
 	byOwner := map[string]*outbound{}
-	var plan []outbound
-	until := c.now().Add(moveTTL)
 	for _, e := range entries {
 		o, _ := r.Owner(e.Key) // othersIn matched: an owner other than this node
 		ob := byOwner[o.Name]
 		if ob == nil {
 			ob = &outbound{to: o, fillIn: true, back: c.restore.putBack(c.now)}
-			ob.mv = &move{to: o, done: make(chan struct{}), until: until}
 			byOwner[o.Name] = ob
 		}
 		ob.es = append(ob.es, e)
-		c.moved.add([]string{e.Key}, ob.mv)
 	}
+	var plan []outbound
+	until := c.now().Add(moveTTL)
 	for _, ob := range byOwner {
+		ob.mv = c.moved.mark(ob.to, ob.es, until)
 		plan = append(plan, *ob)
 	}
 	return plan

@@ -61,6 +61,19 @@ func (ms *moves) add(keys []string, mv *move) {
 	ms.n.Store(int64(len(ms.m)))
 }
 
+// mark records entries' keys as moving to to until until, and returns
+// the move, whose done the sender closes once the batch has landed or
+// failed.
+func (ms *moves) mark(to ring.Member, entries []bucket.Entry, until time.Time) *move {
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.Key
+	}
+	mv := &move{to: to, done: make(chan struct{}), until: until}
+	ms.add(keys, mv)
+	return mv
+}
+
 // get returns where key went, if it left recently.
 func (ms *moves) get(key string, now time.Time) *move {
 	if ms.n.Load() == 0 {
@@ -325,7 +338,7 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 	var r rpc.TakeResponse
 	r.Entry, r.Found = c.store.Take(now, req.Key)
 	if !r.Found {
-		r.Entry, r.Found = c.restore.take(now, req.Key)
+		r.Entry, r.Found = c.restore.take(now, req.Key, false)
 	}
 	if c.repl != nil {
 		r = c.repl.give(now, req, r)
