@@ -275,6 +275,14 @@ const maxIncarnations = 8
 // hold keeps the replicas an owner sent, apart from those of its other
 // incarnations.
 func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
+	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
+	r.keep(owner, inc, entries)
+}
+
+// keep is hold without counting the entries as received: a copy this node
+// made itself (a pull's source, take) is no replica a peer sent, and the
+// sent and received counts must match once replication has settled.
+func (r *replicator) keep(owner string, inc uint64, entries []bucket.Entry) {
 	if inc == 0 {
 		inc = r.c.view.Load().incarnation(owner)
 	}
@@ -292,7 +300,6 @@ func (r *replicator) hold(owner string, inc uint64, entries []bucket.Entry) {
 	refused := h.store.Replace(r.c.now(), entries)
 	forgetEarlier(h, entries)
 	r.mu.Unlock()
-	r.c.metrics.replicaKeys.WithLabelValues("received").Add(float64(len(entries)))
 	if refused > 0 {
 		r.c.metrics.replicaKeys.WithLabelValues("refused").Add(float64(refused))
 	}

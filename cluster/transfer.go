@@ -348,7 +348,7 @@ func (c *Cluster) take(ctx context.Context, req *rpc.TakeRequest) rpc.TakeRespon
 			// other copy: kept as a replica of the puller's run, it
 			// survives the puller crashing again meanwhile (its
 			// replication or the prune replaces or drops it later).
-			c.repl.hold(req.To, req.Incarnation, []bucket.Entry{r.Entry})
+			c.repl.keep(req.To, req.Incarnation, []bucket.Entry{r.Entry})
 		}
 	}
 	done := make(chan struct{})
