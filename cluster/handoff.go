@@ -38,8 +38,13 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 	defer c.handoffMu.Unlock()
 	// Replicas of owners' earlier runs first: an owner takes them in place
 	// of its data file's counts, and a count of the table made beside one
-	// follows as an addition (replica_beside.go).
-	c.reclaim(ctx)
+	// follows as an addition (replica_beside.go). Every merge of the pass
+	// names the run of its receiver that this view knows
+	// (rpc.MergeRequest.ToIncarnation); one restarted since refuses it,
+	// and the pass the new run's gossip brings (a member restarted:
+	// kickHandoff) reclaims first, then sends the rest.
+	pass := c.view.Load()
+	c.reclaim(ctx, pass)
 	for ctx.Err() == nil {
 		r := c.Ring()
 		notMine := func(key string) bool {
@@ -53,11 +58,11 @@ func (c *Cluster) handoffAll(ctx context.Context) {
 		if len(entries) == 0 {
 			break
 		}
-		if kept += c.send(ctx, plan, true); kept == len(entries) {
+		if kept += c.send(ctx, pass, plan, true); kept == len(entries) {
 			break // no owner took any: the next ring change tries again
 		}
 	}
-	c.offerRestored(ctx)
+	c.offerRestored(ctx, pass)
 }
 
 // outbound is the entries going to one owner, and their move record.
@@ -139,14 +144,15 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 	return plan, len(mine)
 }
 
-// send merges each planned batch into its owner and returns how many
-// entries it kept here.
-func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept int) {
+// send merges each planned batch into its owner, as the run of it that
+// pass knows, and returns how many entries it kept here.
+func (c *Cluster) send(ctx context.Context, pass *view, plan []outbound, retry bool) (kept int) {
 	for _, o := range plan {
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn, Entries: o.es}
+		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn,
+			ToIncarnation: pass.incarnation(o.to.Name), Entries: o.es}
 		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, req)
 		if err == nil {
 			if c.repl != nil && !o.fillIn {
@@ -155,6 +161,13 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 			close(o.mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))
 			c.log.Debug("handed off", "to", o.to.Name, "keys", len(o.es), "base_incarnation", o.baseInc, "fill_in", o.fillIn, "counts", countsOf(o.es))
+			continue
+		}
+		if errors.Is(err, rpc.ErrOtherRun) {
+			// The owner answers, as a run this view does not know yet:
+			// keep the batch for the pass that view brings.
+			c.log.Debug("handoff refused by a run of its owner this node does not know yet; kept for the next pass", "peer", o.to.Name, "keys", len(o.es))
+			kept += c.keep(o)
 			continue
 		}
 		c.metrics.rpcErrors.WithLabelValues("merge").Inc()
@@ -174,22 +187,14 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 			again, k := c.planMoves(o.es)
 			close(o.mv.done)
 			c.movingMu.Unlock()
-			kept += k + c.send(ctx, again, false)
+			kept += k + c.send(ctx, pass, again, false)
 			continue
 		}
 		// Keep the counts here: the next ring change or handoff pass
 		// sends them on, or, when this node is leaving (a whole cluster
 		// stopping at once refuses every handoff), its data file keeps
 		// them for the restart.
-		c.movingMu.Lock()
-		if o.back != nil {
-			o.back(o.es)
-		} else {
-			c.mergeHere(o.es)
-		}
-		c.unmarkLocked(o)
-		c.movingMu.Unlock()
-		kept += len(o.es)
+		kept += c.keep(o)
 		if !c.leaving.Load() {
 			c.log.Warn("handoff failed; counts kept here for now", "peer", o.to.Name, "keys", len(o.es), "err", err)
 			continue
@@ -198,6 +203,20 @@ func (c *Cluster) send(ctx context.Context, plan []outbound, retry bool) (kept i
 		c.log.Warn("handoff failed while leaving; counts stay on this node (lost at exit without a data dir)", "peer", o.to.Name, "keys", len(o.es), "err", err)
 	}
 	return kept
+}
+
+// keep takes back a batch that its owner did not take, and returns its
+// length.
+func (c *Cluster) keep(o outbound) int {
+	c.movingMu.Lock()
+	defer c.movingMu.Unlock()
+	if o.back != nil {
+		o.back(o.es)
+	} else {
+		c.mergeHere(o.es)
+	}
+	c.unmarkLocked(o)
+	return len(o.es)
 }
 
 // leaveToPeer gives up on a batch that was sent and not answered in time.

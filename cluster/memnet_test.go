@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
@@ -324,7 +323,7 @@ func startMemNodeWith(t *testing.T, net *memNet, clock *manualClock, name string
 	}
 	cfg := Config{
 		Name: name, BindAddr: "mem", Store: bucket.NewStore(bucket.StoreConfig{}),
-		Logger: slog.New(slog.DiscardHandler), Metrics: metrics, Clock: clock.Now,
+		Logger: memLogger(t), Metrics: metrics, Clock: clock.Now,
 		ForwardTimeout: time.Second, DialTimeout: time.Second, ProbeInterval: time.Hour,
 		Fallback: func(now time.Time, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
 			n.fallbacks.Add(1)

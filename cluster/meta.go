@@ -14,8 +14,9 @@ import (
 // is: 4 came with RPC version 3, where merge, replica and refund are ops
 // of their own; 5 with RPC version 4, where a merge carries the bases of
 // counts continued from the receiver's replicas; 6 with RPC version 5,
-// where a merge can be a fill-in from a data file.
-const ProtocolVersion = 6
+// where a merge can be a fill-in from a data file; 7 with RPC version 6,
+// where a merge names the run of its receiver it is meant for.
+const ProtocolVersion = 7
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

@@ -31,30 +31,29 @@ import (
 // reclaim hands back, batch by batch, the replicas of earlier runs of the
 // members that answer now under another incarnation. Called by handoffAll,
 // under handoffMu.
-func (c *Cluster) reclaim(ctx context.Context) {
+func (c *Cluster) reclaim(ctx context.Context, pass *view) {
 	if c.repl == nil {
 		return
 	}
 	for ctx.Err() == nil && c.repl.held.Load() > 0 {
 		c.movingMu.Lock()
-		plan := c.planReclaim()
+		plan := c.planReclaim(pass)
 		c.movingMu.Unlock()
 		if len(plan) == 0 {
 			return
 		}
-		if kept := c.send(ctx, plan, false); kept > 0 {
+		if kept := c.send(ctx, pass, plan, false); kept > 0 {
 			return // an owner did not take them: the next ring change tries again
 		}
 	}
 }
 
 // planReclaim takes out of the replica stores up to handoffBatch keys per
-// earlier run of an owner that answers again, and marks them as moving to
-// it, so that the owner's pull of one of them waits for the batch instead
-// of finding nothing. Call with movingMu held.
-func (c *Cluster) planReclaim() []outbound {
+// earlier run of an owner that answers again in v, and marks them as
+// moving to it, so that the owner's pull of one of them waits for the
+// batch instead of finding nothing. Call with movingMu held.
+func (c *Cluster) planReclaim(v *view) []outbound {
 	r := c.repl
-	v := c.view.Load()
 	now := c.now()
 	var plan []outbound
 	r.mu.Lock()

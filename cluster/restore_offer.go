@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
@@ -25,14 +26,14 @@ import (
 
 // offerRestored sends the restored counts of keys others own to their
 // owners as fill-ins, until none is left or no owner takes any.
-func (c *Cluster) offerRestored(ctx context.Context) {
+func (c *Cluster) offerRestored(ctx context.Context, pass *view) {
 	for ctx.Err() == nil {
 		r := c.Ring()
 		c.movingMu.Lock()
 		entries := c.restore.extractOthers(c.now(), othersIn(r, c.name), handoffBatch)
 		plan := c.planFillIns(r, entries)
 		c.movingMu.Unlock()
-		if len(entries) == 0 || c.send(ctx, plan, false) == len(entries) {
+		if len(entries) == 0 || c.send(ctx, pass, plan, false) == len(entries) {
 			return
 		}
 	}
@@ -110,14 +111,20 @@ func (r *restore) holds(key string) bool {
 // fillIn merges the counts a restarted peer read from its data file, each
 // only if this node holds nothing of its key: no count in the table, none
 // restored from its own file, none on its way to another node. What it
-// holds is newer. It returns how many it dropped.
-func (c *Cluster) fillIn(entries []bucket.Entry) (dropped int) {
+// holds is newer. A key whose count may still be on its previous owner
+// (this node restarted or joined a moment ago and has not pulled it yet)
+// is pulled first, as a check would: taking the file's count in its place
+// would have this node decide from the old count and add the newer one
+// to it when it came home (TestFillInWaitsForOwnersCountToComeBack). It
+// returns how many it dropped.
+func (c *Cluster) fillIn(ctx context.Context, sender string, entries []bucket.Entry) (dropped int) {
+	unknown := c.pullInbound(ctx, sender, entries)
 	c.movingMu.Lock()
 	defer c.movingMu.Unlock()
 	now := c.now()
 	take := entries[:0:0]
 	for _, e := range entries {
-		if c.store.Has(e.Key) || c.restore.holds(e.Key) || c.moved.get(e.Key, now) != nil {
+		if unknown[e.Key] || c.store.Has(e.Key) || c.restore.holds(e.Key) || c.moved.get(e.Key, now) != nil {
 			continue
 		}
 		take = append(take, e)
@@ -127,3 +134,44 @@ func (c *Cluster) fillIn(entries []bucket.Entry) (dropped int) {
 	}
 	return len(entries) - len(take)
 }
+
+// pullInbound pulls the counts of entries' keys that may still be on their
+// previous owner, fillInPulls at a time, and returns the keys whose
+// previous owner did not answer: their count may be there still. The
+// sender is not pulled from: it handed off its table before it offered
+// its file (handoffAll), and it holds the offered keys as moving, so a
+// pull would wait for this very merge.
+func (c *Cluster) pullInbound(ctx context.Context, sender string, entries []bucket.Entry) map[string]bool {
+	v := c.view.Load()
+	now := c.now()
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, fillInPulls)
+	failed := make(chan string, len(entries))
+	for _, e := range entries {
+		from, ok := v.inboundFrom(e.Key, now)
+		if !ok || from.Name == sender || c.store.Has(e.Key) {
+			continue
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func(key string) {
+			defer func() { <-slots; wg.Done() }()
+			if !c.pull(ctx, key, from) {
+				failed <- key
+			}
+		}(e.Key)
+	}
+	wg.Wait()
+	close(failed)
+	var unknown map[string]bool
+	for key := range failed {
+		if unknown == nil {
+			unknown = map[string]bool{}
+		}
+		unknown[key] = true
+	}
+	return unknown
+}
+
+// fillInPulls bounds the pulls one fill-in runs at once.
+const fillInPulls = 16

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
@@ -283,8 +284,13 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		return errLeaving
 	}
 	defer h.c.exit()
+	if req.ToIncarnation != 0 && req.ToIncarnation != h.c.incarnation && len(req.Bases) == 0 {
+		// Planned for an earlier run of this node: the sender may have
+		// replicas of that run to hand back first (rpc.MergeRequest).
+		return fmt.Errorf("%w: meant for run %d of %s, this is run %d", rpc.ErrOtherRun, req.ToIncarnation, h.c.name, h.c.incarnation)
+	}
 	if req.FillIn {
-		dropped := h.c.fillIn(req.Entries)
+		dropped := h.c.fillIn(ctx, req.From, req.Entries)
 		h.c.log.Debug("filling in counts from a data file", "keys", len(req.Entries), "from", req.From, "dropped", dropped)
 		h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries) - dropped))
 		h.c.metrics.handoffKeys.WithLabelValues("fill_in_dropped").Add(float64(dropped))

@@ -289,6 +289,8 @@ func (c *Client) roundTrip(ctx context.Context, cl *call, o op, timeout time.Dur
 		return &RemoteError{Msg: string(cl.resp)}
 	case cl.status == statusNotServing:
 		return c.unavailable(o, fmt.Errorf("%w: %w: %s", ErrNotSent, ErrNotServing, cl.resp))
+	case cl.status == statusOtherRun:
+		return fmt.Errorf("%w (%s)", ErrOtherRun, cl.resp)
 	}
 	return nil
 }

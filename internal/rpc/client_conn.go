@@ -116,7 +116,7 @@ func (cn *clientConn) readLoop() {
 			return
 		}
 		id, status, payload := parseHead(body)
-		if status != statusOK && status != statusError && status != statusNotServing {
+		if status > statusOtherRun {
 			cn.fail(protoErr("unknown response status %d", status))
 			return
 		}

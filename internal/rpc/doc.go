@@ -21,6 +21,7 @@
 //	           status 0: payload is the msgpack result
 //	           status 1: payload is the handler's error message (UTF-8)
 //	           status 2: the handler refused the request unapplied (ErrNotServing)
+//	           status 3: the handler refused a request meant for another run of its node (ErrOtherRun)
 //
 // Payloads are msgpack arrays with fixed positions (no field names), written
 // and read with msgpack's Encoder/Decoder primitives; see codec.go. Merge,

@@ -56,6 +56,9 @@ const (
 	// statusNotServing: the handler refused the request unapplied
 	// (ErrNotServing); the caller may send it elsewhere.
 	statusNotServing = 2
+	// statusOtherRun: the handler refused the request unapplied, as meant
+	// for another run of its node (ErrOtherRun).
+	statusOtherRun = 3
 )
 
 const (

@@ -52,8 +52,19 @@ type MergeRequest struct {
 	// and does not know the fate of since: the receiver takes each one
 	// only if it holds nothing of its key, since what it holds is the
 	// newer count. A fill-in carries no bases.
-	FillIn  bool
-	Entries []bucket.Entry
+	FillIn bool
+	// ToIncarnation is the receiver's incarnation as the sender's view
+	// knew it when it planned the merge (0: not known). A receiver that
+	// runs another incarnation — it restarted since — refuses the merge
+	// unapplied (ErrOtherRun): the sender, once its view knows the new
+	// run, hands back the replicas of the earlier one first, and only
+	// then the counts made beside them (cluster's reclaim). Taken first,
+	// a count made beside would be replicated by the new run, which makes
+	// the earlier run's replica of the key look stale, and it was dropped.
+	// A merge with bases is taken by any run: the receiver judges it by
+	// BaseIncarnation, and it holds the replica's hits itself.
+	ToIncarnation uint64
+	Entries       []bucket.Entry
 }
 
 // ReplicaRequest carries copies of the sender's own counters, kept by the
@@ -259,6 +270,11 @@ var (
 	// without applying it (a node not joined yet): the caller sees
 	// ErrUnavailable and ErrNotSent, and may send it elsewhere.
 	ErrNotServing = errors.New("rpc: peer not serving yet")
+	// ErrOtherRun is returned by a handler that refuses a request meant
+	// for another run of its node (MergeRequest.ToIncarnation), without
+	// applying it. The caller sees it unwrapped by ErrUnavailable: the peer
+	// answers, and the caller's view of it is what is behind.
+	ErrOtherRun = errors.New("rpc: request meant for another run of the peer, which restarted since; nothing applied")
 )
 
 // ServerReadiness is implemented by a Handler that is not always ready:

@@ -367,8 +367,11 @@ func (sc *serverConn) reply(id uint64, herr error, payload []byte) int {
 			msg = textcut.Prefix(msg, maxErrorMsg)
 		}
 		b[at+preSize-1] = statusError
-		if errors.Is(herr, ErrNotServing) {
+		switch {
+		case errors.Is(herr, ErrNotServing):
 			b[at+preSize-1] = statusNotServing
+		case errors.Is(herr, ErrOtherRun):
+			b[at+preSize-1] = statusOtherRun
 		}
 		b = append(b, msg...)
 	} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,5 +200,30 @@ func TestNotServingIsUnavailableAndUnsent(t *testing.T) {
 	c2, _ := newTestClient(t, ok.addr, ClientConfig{})
 	if err := c2.Ping(context.Background()); err != nil {
 		t.Errorf("ping of a serving handler: %v", err)
+	}
+}
+
+// otherRunHandler refuses merges meant for another run of its node.
+type otherRunHandler struct{ *testHandler }
+
+func (otherRunHandler) Merge(_ context.Context, req *MergeRequest) error {
+	if req.ToIncarnation != 7 {
+		return fmt.Errorf("%w: meant for run %d, this is run 7", ErrOtherRun, req.ToIncarnation)
+	}
+	return nil
+}
+
+// A merge meant for another run of the peer comes back as ErrOtherRun,
+// not as unavailability: the peer answers, so callers must not route
+// around it; and the run it was meant for travels in the request.
+func TestOtherRunIsRefusedNotUnavailable(t *testing.T) {
+	ts := startServer(t, otherRunHandler{&testHandler{}}, ServerConfig{})
+	c, _ := newTestClient(t, ts.addr, ClientConfig{})
+	err := c.Merge(context.Background(), &MergeRequest{From: "n1", ToIncarnation: 6})
+	if !errors.Is(err, ErrOtherRun) || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "meant for run 6") {
+		t.Errorf("merge for run 6: %v; want ErrOtherRun with the handler's reason, not ErrUnavailable", err)
+	}
+	if err := c.Merge(context.Background(), &MergeRequest{From: "n1", ToIncarnation: 7}); err != nil {
+		t.Errorf("merge for run 7: %v", err)
 	}
 }
