@@ -39,6 +39,7 @@ type memNet struct {
 	// listening, if set, runs while a node starts, between its listen
 	// and its first view of the cluster.
 	listening func(name string)
+	gates     map[string]chan struct{} // "op addr" → calls held until closed
 }
 
 func newMemNet() *memNet {
@@ -52,6 +53,24 @@ func (n *memNet) setCut(addr string, cut bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cut[addr] = cut
+}
+
+// hold keeps op calls to addr from their handler, as if in flight, until
+// the returned release is called.
+func (n *memNet) hold(op, addr string) (release func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.gates == nil {
+		n.gates = map[string]chan struct{}{}
+	}
+	g := make(chan struct{})
+	n.gates[op+" "+addr] = g
+	return sync.OnceFunc(func() {
+		n.mu.Lock()
+		delete(n.gates, op+" "+addr)
+		n.mu.Unlock()
+		close(g)
+	})
 }
 
 // count returns how many op calls reached the handler at addr.
@@ -98,6 +117,11 @@ func (n *memNet) reach(op, from, addr string) (rpc.Handler, error) {
 		return nil, fmt.Errorf("%w: %s %s: no answer", rpc.ErrUnavailable, op, addr)
 	}
 	n.calls[op+" "+addr]++
+	if g := n.gates[op+" "+addr]; g != nil {
+		n.mu.Unlock()
+		<-g
+		n.mu.Lock()
+	}
 	return h, nil
 }
 
@@ -134,6 +158,9 @@ type memPeer struct {
 }
 
 func (p *memPeer) Check(ctx context.Context, req *rpc.CheckRequest, resp *rpc.CheckResponse) error {
+	if err := ctx.Err(); err != nil { // as the RPC client does
+		return fmt.Errorf("%w: check %s: %w", rpc.ErrUnavailable, p.addr, err)
+	}
 	h, err := p.net.reach("check", p.from, p.addr)
 	if err != nil {
 		return err

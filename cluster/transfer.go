@@ -101,6 +101,20 @@ func (ms *moves) forget(key string) {
 	ms.n.Store(int64(len(ms.m)))
 }
 
+// forgetIf drops key's move if it is mv, and reports whether key has no
+// other move now: a later one (the batch re-planned after a failed send,
+// say) stays, and says where the count went.
+func (ms *moves) forgetIf(key string, mv *move) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if cur := ms.m[key]; cur != nil && cur != mv {
+		return false
+	}
+	delete(ms.m, key)
+	ms.n.Store(int64(len(ms.m)))
+	return true
+}
+
 // expire drops moves older than their TTL.
 func (ms *moves) expire(now time.Time) {
 	ms.mu.Lock()
@@ -153,13 +167,25 @@ func (c *Cluster) serveLocalOnce(ctx context.Context, v *view, req *rpc.CheckReq
 	now := c.now()
 	if mv := c.moved.get(req.Key, now); mv != nil && req.Hops < maxHops {
 		mv.wait(ctx)
+		if err := ctx.Err(); err != nil {
+			// The count may still be on its way: decided here, the key
+			// would start from zero beside it, and unmarked, a pull of
+			// it meanwhile would find nothing and decide from a data
+			// file (TestCheckWaitingForMoveLeavesIt).
+			return false, err
+		}
 		req.Hops++
 		err := c.peers.get(mv.to.Name, mv.to.Addr).Check(ctx, req, resp)
 		if err == nil {
 			return false, nil
 		}
-		// The new owner is gone: the count there is lost; decide here.
-		c.moved.forget(req.Key)
+		// The new owner is gone: the count there is lost; decide here —
+		// unless the key moved again meanwhile (its batch re-planned
+		// after a failed send): then follow that move.
+		if !c.moved.forgetIf(req.Key, mv) {
+			req.Hops--
+			return true, nil
+		}
 	}
 	if from, ok := v.inboundFrom(req.Key, now); ok && !c.store.Has(req.Key) {
 		if !c.pull(ctx, req.Key, from) && req.Hops < maxHops {
