@@ -55,19 +55,26 @@ func (c *Cluster) reclaim(ctx context.Context, pass *view) {
 func (c *Cluster) planReclaim(v *view) []outbound {
 	r := c.repl
 	now := c.now()
+	routing := v.routing
+	if c.leaving.Load() && r.held.Load() > 0 {
+		// A leaving node is out of its own ring, yet the replicas of the
+		// owners' earlier runs are still here: judged as if it were in,
+		// as they were placed (TestLeaverHandsBackEarlierRunsReplicas).
+		routing = ring.New(append(routing.Members(), ring.Member{Name: c.name, Addr: c.rpcAddr}), c.cfg.Ring)
+	}
 	var plan []outbound
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for owner, h := range r.from {
 		inc := v.incarnation(owner)
-		if inc == 0 || !v.routing.Has(owner) || r.c.peers.isSuspect(owner) {
+		if inc == 0 || !routing.Has(owner) || r.c.peers.isSuspect(owner) {
 			continue // away, or not known to have restarted yet
 		}
 		member, _ := v.member(owner)
 		m := ring.Member{Name: owner, Addr: member.RPCAddr}
-		without := v.routing.Without(owner)
+		without := routing.Without(owner)
 		ours := func(key string) bool {
-			o, ok := v.routing.Owner(key)
+			o, ok := routing.Owner(key)
 			p, okp := without.Owner(key)
 			return ok && o.Name == owner && okp && p.Name == c.name
 		}
