@@ -152,7 +152,7 @@ func (c *Cluster) send(ctx context.Context, pass *view, plan []outbound, retry b
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
 		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn,
-			ToIncarnation: pass.incarnation(o.to.Name), Entries: o.es}
+			ToIncarnation: pass.incarnation(o.to.Name), FromIncarnation: c.incarnation, Entries: o.es}
 		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, req)
 		if err == nil {
 			if c.repl != nil && !o.fillIn {
@@ -304,6 +304,21 @@ func (c *Cluster) mergeHere(entries []bucket.Entry) {
 	for _, e := range entries {
 		c.moved.forget(e.Key)
 	}
+}
+
+// mergeHandedIn merges entries that run inc of from handed here, in one
+// step under movingMu, so that no check promotes from's replica of one of
+// them in between: less the replicas of that run this node continued the
+// keys from already (lessPromoted), and dropping from's replicas of them
+// (handedIn).
+func (c *Cluster) mergeHandedIn(from string, inc uint64, entries []bucket.Entry) {
+	c.movingMu.Lock()
+	defer c.movingMu.Unlock()
+	if c.repl != nil {
+		entries = c.repl.lessPromoted(from, inc, entries)
+		c.repl.handedIn(from, entries)
+	}
+	c.mergeHere(entries)
 }
 
 // replicate notes that the counts of entries' keys changed here other than

@@ -127,3 +127,36 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 	}
 	return t
 }
+
+// lessPromoted returns entries, handed here by run inc of from, less the
+// replicas of that run that this node continued their keys from: the
+// entries hold those hits too. This node routed around from meanwhile (it
+// heard of a leave before the leaver's handoff landed, say), and without
+// this the replica's hits were counted twice
+// (TestLeaversHandoffAfterItsReplicaWasPromoted). Those promotions end:
+// the key's count is whole here now. Call with movingMu held.
+func (r *replicator) lessPromoted(from string, inc uint64, entries []bucket.Entry) []bucket.Entry {
+	if inc == 0 || r.npromo.Load() == 0 {
+		return entries
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []bucket.Entry
+	for i, e := range entries {
+		p, ok := r.promoted[e.Key]
+		if !ok || p.owner != from || p.incarnation != inc {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(entries)
+		}
+		out[i] = bucket.Subtract(e, p.base)
+		delete(r.promoted, e.Key)
+		r.c.log.Debug("handed the count of a replica continued here", "key", e.Key, "from", from, "counts", countsOf{e}, "replica", countsOf{p.base})
+	}
+	r.npromo.Store(int64(len(r.promoted)))
+	if out == nil {
+		return entries
+	}
+	return out
+}

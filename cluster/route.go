@@ -298,13 +298,13 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	}
 	entries, restarted := onBases(req, h.c.incarnation)
 	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted, "counts", countsOf(entries))
-	if h.c.repl != nil {
-		h.c.repl.handedIn(req.From, entries)
-	}
 	if restarted {
+		if h.c.repl != nil {
+			h.c.repl.handedIn(req.From, entries)
+		}
 		h.c.takeBack(ctx, entries)
 	} else {
-		h.c.mergeHere(entries)
+		h.c.mergeHandedIn(req.From, req.FromIncarnation, entries)
 	}
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil

@@ -184,3 +184,35 @@ func TestForgetOnlyTheMoveFollowed(t *testing.T) {
 		t.Fatal("forgetIf of a key with no move: want true")
 	}
 }
+
+// A node that routes around an owner while the owner leaves (a merge to it
+// refused as leaving, say) continues the owner's count from its replica;
+// the owner's handoff of the same count lands afterwards. The handoff
+// holds the replica's hits too: they were added to the promoted count a
+// second time (the churn property test's owner counting 164 for 82). Now
+// a merge from the owner's run that sent the replica goes less it. 2 hits;
+// n2 leaves, its handoff held on its way to n1; n1 routes around n2 and
+// decides 1 from the replica; the handoff lands; 1 more hit: 10-2-1-1 left.
+func TestLeaversHandoffAfterItsReplicaWasPromoted(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, localFallback)
+	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	release := net.hold("merge", memAddr("n1"))
+	defer release()
+	closed := make(chan error, 1)
+	go func() { closed <- nodes[2].Close(context.Background()) }()
+	testkit.Eventually(t, 5*time.Second, "n2's handoff on its way", func() bool { return !nodes[2].store.Has(key) && nodes[2].moved.get(key, clock.Now()) != nil })
+	nodes[1].peers.suspect("n2", errLeaving)
+	if got, last := checkN(t, nodes[1], key, cs, 1); got != 1 || last.Node != "n1" {
+		t.Fatalf("while n2 leaves: %d allowed by %s; want 1 by n1", got, last.Node)
+	}
+	release()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	net.setMembers("n0", "n1")
+	rebuildAll(nodes[0], nodes[1])
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-2-1-1 {
+		t.Fatalf("after n2 left: %d allowed by %s with %d left; want 1 by n1 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-1-1)
+	}
+}

@@ -39,8 +39,9 @@ const (
 	// 4: a merge carries the bases of counts continued from the
 	// receiver's replica, in place of a flag the sender set from gossip.
 	// 5: a merge says whether it is a fill-in from a data file.
-	// 6: a merge names the run of the receiver it is meant for, and a
-	// response can refuse a request meant for another run (statusOtherRun).
+	// 6: a merge names the run of the receiver it is meant for and the
+	// run that sent it, and a response can refuse a request meant for
+	// another run (statusOtherRun).
 	// The handshake's layout stays as it is across versions, so that a
 	// node can tell a peer of any version which one it speaks.
 	protoVersion = 6

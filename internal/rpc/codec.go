@@ -15,7 +15,7 @@ import (
 //	CheckRequest  [key str, cost int, [[scope str, amount int, period ns, strategy uint]...], hops int]
 //	CheckResponse [allowed bool, node str, [[amount, period ns, remaining, reset unix ns|nil, retry-after ns]...]]
 //	reset         key str
-//	MergeRequest   [3, from str, [base-incarnation uint, [base entry...], fill-in bool, to-incarnation uint], [entry...]]
+//	MergeRequest   [3, from str, [base-incarnation uint, [base entry...], fill-in bool, to-incarnation uint, from-incarnation uint], [entry...]]
 //	ReplicaRequest [6, from str, incarnation uint, [entry...]]
 //	RefundRequest  [7, from str, hops int, [entry...]]
 //	TakeRequest   [key str, to str, to-addr str, incarnation uint]
@@ -118,13 +118,14 @@ func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
 	c.encodeCountsHead(opMerge, req.From)
-	c.enc.EncodeArrayLen(4)
+	c.enc.EncodeArrayLen(5)
 	c.enc.EncodeUint(req.BaseIncarnation)
 	if err := c.encodeEntries(req.Bases); err != nil {
 		return err
 	}
 	c.enc.EncodeBool(req.FillIn)
 	c.enc.EncodeUint(req.ToIncarnation)
+	c.enc.EncodeUint(req.FromIncarnation)
 	return c.encodeEntries(req.Entries)
 }
 

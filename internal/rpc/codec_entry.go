@@ -15,7 +15,7 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
 	if req.From, err = c.countsHead(opMerge); err != nil {
 		return err
 	}
-	if err = c.fields(4, "bases"); err != nil {
+	if err = c.fields(5, "bases"); err != nil {
 		return err
 	}
 	if req.BaseIncarnation, err = c.dec.DecodeUint64(); err != nil {
@@ -32,6 +32,9 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
 	}
 	if req.ToIncarnation, err = c.dec.DecodeUint64(); err != nil {
 		return malformed("receiver's incarnation", err)
+	}
+	if req.FromIncarnation, err = c.dec.DecodeUint64(); err != nil {
+		return malformed("sender's incarnation", err)
 	}
 	if req.Entries, err = c.decodeEntries(req.Entries); err != nil {
 		return err

@@ -64,7 +64,13 @@ type MergeRequest struct {
 	// A merge with bases is taken by any run: the receiver judges it by
 	// BaseIncarnation, and it holds the replica's hits itself.
 	ToIncarnation uint64
-	Entries       []bucket.Entry
+	// FromIncarnation is the sender's incarnation. A receiver that
+	// continued one of the sender's keys from the sender's replica (it
+	// routed around the sender: a leave it heard of late, say) takes that
+	// key's entry less the replica, which the entry holds too, when this
+	// run sent the replica.
+	FromIncarnation uint64
+	Entries         []bucket.Entry
 }
 
 // ReplicaRequest carries copies of the sender's own counters, kept by the
