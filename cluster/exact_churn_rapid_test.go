@@ -76,9 +76,10 @@ func (w *churn) rejoin() {
 // across the moves.
 func TestExactThroughChurn(t *testing.T) {
 	if os.Getenv("RATEMESH_CHURN_OPEN") == "" {
-		t.Skip("open defect (RATEMESH_CHURN_OPEN=1 runs it): under load, 1 run in 4 to 15 ends with the owner's count off: " +
-			"one lease slice (19 to 38 units) still counted although every slice was given back without an error " +
-			"(leases_total: granted = refunded), or, more rarely, short by hundreds of hits; the failure prints every node's log")
+		t.Skip("open defect (RATEMESH_CHURN_OPEN=1 runs it): 7 of 8 runs end with the owner counting more than was admitted " +
+			"(by 26 to 315 hits), where a node joins and leaves again at once and its peers' merges to it are refused as leaving; " +
+			"rapid cannot replay a failure (the replication loop races the actions). One cause is fixed " +
+			"(TestLeaversHandoffAfterItsReplicaWasPromoted); the failure prints every node's log")
 	}
 	key := keyWhere(t, func(k string) bool {
 		return ownerIn(memRing("n0", "n1", "n2"), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1" &&
