@@ -87,3 +87,25 @@ func emptyState(cs *CounterState) bool {
 	}
 	return false
 }
+
+// Deficit returns what base holds beyond e in fixed windows of the same
+// start: units given back to e's holder (a lease slice's unused units)
+// after it continued from base, so that e counts fewer than base. Subtract
+// cuts those at zero; a receiver that still holds base's hits takes them
+// off its own count (Store.Refund) instead of losing them. ok is false
+// when there are none.
+func Deficit(e, base Entry) (d Entry, ok bool) {
+	for _, cs := range e.Counters {
+		if cs.Counter.Strategy != FixedWindow {
+			continue
+		}
+		b := findState(base.Counters, &cs.Counter)
+		if b == nil || b.Start != cs.Start || b.Count <= cs.Count {
+			continue
+		}
+		cs.Count = b.Count - cs.Count
+		d.Counters = append(d.Counters, cs)
+	}
+	d.Key = e.Key
+	return d, len(d.Counters) > 0
+}

@@ -58,3 +58,40 @@ func TestSubtractOtherWindowKeepsAll(t *testing.T) {
 		t.Fatalf("Subtract of itself left %+v", got)
 	}
 }
+
+// Units given back to a successor that continued from a replica leave it
+// below the replica: Subtract has nothing to send home for them, and
+// Deficit says how many the owner must give back itself. 6 hits, replica;
+// 1 more on the successor and 4 of a slice given back there: the owner
+// takes 0 and refunds 3, and holds 6 + 1 - 4.
+func TestDeficitOfUnitsGivenBackBelowReplica(t *testing.T) {
+	t0 := time.Unix(10_000, 0)
+	cs := []Counter{{Scope: "r", Strategy: FixedWindow, Limit: Limit{Amount: 10, Period: time.Minute}}}
+	owner := NewStore(StoreConfig{})
+	owner.Check(t0, "k", cs, 6, nil)
+	base, _ := owner.Export(t0, "k")
+	successor := NewStore(StoreConfig{})
+	successor.Merge(t0, []Entry{base})
+	successor.Check(t0.Add(time.Second), "k", cs, 1, nil)
+	slice := base
+	slice.Counters = []CounterState{base.Counters[0]}
+	slice.Counters[0].Count = 4
+	if taken := successor.Refund(t0.Add(2*time.Second), []Entry{slice}); taken != 4 {
+		t.Fatalf("refund took %d units, want 4", taken)
+	}
+	held, _ := successor.Export(t0.Add(3*time.Second), "k")
+	if d := Subtract(held, base); len(d.Counters) != 0 {
+		t.Fatalf("Subtract = %+v; want nothing", d)
+	}
+	d, ok := Deficit(held, base)
+	if !ok || d.Counters[0].Count != 3 {
+		t.Fatalf("Deficit = %+v, %v; want 3 units", d, ok)
+	}
+	owner.Refund(t0.Add(3*time.Second), []Entry{d})
+	if st, _, _ := owner.Check(t0.Add(3*time.Second), "k", cs, 0, nil); st[0].Remaining != 10-6-1+4 {
+		t.Fatalf("the owner has %d left; want %d", st[0].Remaining, 10-6-1+4)
+	}
+	if _, ok := Deficit(base, held); ok {
+		t.Fatal("a deficit where the count is above its base")
+	}
+}

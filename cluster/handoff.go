@@ -310,15 +310,20 @@ func (c *Cluster) mergeHere(entries []bucket.Entry) {
 // step under movingMu, so that no check promotes from's replica of one of
 // them in between: less the replicas of that run this node continued the
 // keys from already (lessPromoted), and dropping from's replicas of them
-// (handedIn).
-func (c *Cluster) mergeHandedIn(from string, inc uint64, entries []bucket.Entry) {
+// (handedIn); and giving back the units the sender was given back below
+// the bases it continued from (deficits, onBases).
+func (c *Cluster) mergeHandedIn(from string, inc uint64, entries, deficits []bucket.Entry) {
 	c.movingMu.Lock()
 	defer c.movingMu.Unlock()
 	if c.repl != nil {
-		entries = c.repl.lessPromoted(from, inc, entries)
+		entries, deficits = c.repl.lessPromoted(from, inc, entries, deficits)
 		c.repl.handedIn(from, entries)
 	}
 	c.mergeHere(entries)
+	if len(deficits) > 0 {
+		c.store.Refund(c.now(), deficits)
+		c.replicate(deficits)
+	}
 }
 
 // replicate notes that the counts of entries' keys changed here other than

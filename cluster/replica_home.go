@@ -133,11 +133,13 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 // entries hold those hits too. This node routed around from meanwhile (it
 // heard of a leave before the leaver's handoff landed, say), and without
 // this the replica's hits were counted twice
-// (TestLeaversHandoffAfterItsReplicaWasPromoted). Those promotions end:
-// the key's count is whole here now. Call with movingMu held.
-func (r *replicator) lessPromoted(from string, inc uint64, entries []bucket.Entry) []bucket.Entry {
+// (TestLeaversHandoffAfterItsReplicaWasPromoted). An entry below its
+// replica (units given back to from since) adds the deficit to deficits.
+// Those promotions end: the key's count is whole here now. Call with
+// movingMu held.
+func (r *replicator) lessPromoted(from string, inc uint64, entries, deficits []bucket.Entry) ([]bucket.Entry, []bucket.Entry) {
 	if inc == 0 || r.npromo.Load() == 0 {
-		return entries
+		return entries, deficits
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -151,12 +153,15 @@ func (r *replicator) lessPromoted(from string, inc uint64, entries []bucket.Entr
 			out = slices.Clone(entries)
 		}
 		out[i] = bucket.Subtract(e, p.base)
+		if d, ok := bucket.Deficit(e, p.base); ok {
+			deficits = append(deficits, d)
+		}
 		delete(r.promoted, e.Key)
 		r.c.log.Debug("handed the count of a replica continued here", "key", e.Key, "from", from, "counts", countsOf{e}, "replica", countsOf{p.base})
 	}
 	r.npromo.Store(int64(len(r.promoted)))
 	if out == nil {
-		return entries
+		return entries, deficits
 	}
-	return out
+	return out, deficits
 }

@@ -296,7 +296,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		h.c.metrics.handoffKeys.WithLabelValues("fill_in_dropped").Add(float64(dropped))
 		return nil
 	}
-	entries, restarted := onBases(req, h.c.incarnation)
+	entries, deficits, restarted := onBases(req, h.c.incarnation)
 	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted, "counts", countsOf(entries))
 	if restarted {
 		if h.c.repl != nil {
@@ -304,7 +304,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		}
 		h.c.takeBack(ctx, entries)
 	} else {
-		h.c.mergeHandedIn(req.From, req.FromIncarnation, entries)
+		h.c.mergeHandedIn(req.From, req.FromIncarnation, entries, deficits)
 	}
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil
@@ -315,19 +315,24 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 // (req.Bases) go less their bases while inc is the incarnation that sent
 // them, since this node still holds those hits; after a restart they go
 // whole, and restarted says so: they replace what this node restored from
-// its data file, which is older.
-func onBases(req *rpc.MergeRequest, inc uint64) (entries []bucket.Entry, restarted bool) {
+// its data file, which is older. An entry below its base (units given back
+// to the sender, a lease's refund) adds nothing, and its deficit is what
+// this node gives back itself (TestRefundBelowPromotedReplicaGoesHome).
+func onBases(req *rpc.MergeRequest, inc uint64) (entries, deficits []bucket.Entry, restarted bool) {
 	if len(req.Bases) == 0 {
-		return req.Entries, false
+		return req.Entries, nil, false
 	}
 	if req.BaseIncarnation != inc {
-		return req.Entries, true
+		return req.Entries, nil, true
 	}
 	entries = make([]bucket.Entry, len(req.Entries))
 	for i := range req.Entries {
 		entries[i] = bucket.Subtract(req.Entries[i], req.Bases[i])
+		if d, ok := bucket.Deficit(req.Entries[i], req.Bases[i]); ok {
+			deficits = append(deficits, d)
+		}
 	}
-	return entries, false
+	return entries, deficits, false
 }
 
 // Replicate keeps a member's replicas apart from this node's counts.

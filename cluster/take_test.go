@@ -216,3 +216,34 @@ func TestLeaversHandoffAfterItsReplicaWasPromoted(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-2-1-1)
 	}
 }
+
+// A lease slice's unused units given back to a node that continues the key
+// from its paused owner's replica land on that count, below the replica
+// the count started from. Sent home less the replica, the difference was
+// cut at zero and the refund lost: the owner counted the units as spent.
+// (The churn property test's over-counts came in slice-sized steps.) 8
+// hits, 3 of them a slice n0 took; n2 pauses; 1 hit on n1 from the
+// replica; n0 gives the 3 back to n1; n2 answers again; 1 more hit:
+// 10 - 8 - 1 + 3 - 1 left.
+func TestRefundBelowPromotedReplicaGoesHome(t *testing.T) {
+	rc := newReplicatedCluster(t, 8, nil)
+	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	e, ok := nodes[2].store.Export(clock.Now(), key)
+	if !ok {
+		t.Fatal("no entry for the key on n2")
+	}
+	net.setCut(memAddr("n2"), true)
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" {
+		t.Fatalf("during the pause: %d of 1 allowed, by %s; want 1 by n1", got, last.Node)
+	}
+	e.Counters[0].Count = 3 // n0 gives back 3 units of a slice
+	if err := (handler{nodes[1].Cluster}).Refund(context.Background(), &rpc.RefundRequest{From: "n0", Entries: []bucket.Entry{e}}); err != nil {
+		t.Fatal(err)
+	}
+	net.setCut(memAddr("n2"), false)
+	settle(nodes...)
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-8-1+3-1 {
+		t.Fatalf("after the pause: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-8-1+3-1)
+	}
+}
