@@ -317,7 +317,7 @@ func (c *Cluster) mergeHandedIn(from string, inc uint64, entries, deficits []buc
 	defer c.movingMu.Unlock()
 	if c.repl != nil {
 		entries, deficits = c.repl.lessPromoted(from, inc, entries, deficits)
-		c.repl.handedIn(from, entries)
+		c.repl.handedIn(from, inc, entries)
 	}
 	c.mergeHere(entries)
 	if len(deficits) > 0 {

@@ -70,6 +70,7 @@ type replicator struct {
 	promoted map[string]promotion // keys continued from a replica, by key
 	npromo   atomic.Int64         // len(promoted)
 	late     map[string]lateMark  // keys handed here by their owner a moment ago
+	nlate    atomic.Int64         // len(late)
 	// orphans caches, per view, whether an owner this node holds replicas
 	// for is out of the routing ring: only then can a check promote.
 	orphans atomic.Pointer[orphanCache]

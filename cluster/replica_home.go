@@ -15,17 +15,21 @@ import (
 // (promotedFrom: whole, superseding its data file).
 
 // left forgets the promotions of keys that left this node (sent home, or
-// taken): a count made here later starts from no replica.
+// taken): a count made here later starts from no replica. Their late
+// marks go too: a replica of one from now on copies the count where it
+// went (handedIn).
 func (r *replicator) left(entries []bucket.Entry) {
-	if r.npromo.Load() == 0 {
+	if r.npromo.Load() == 0 && r.nlate.Load() == 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, e := range entries {
 		delete(r.promoted, e.Key)
+		delete(r.late, e.Key)
 	}
 	r.npromo.Store(int64(len(r.promoted)))
+	r.nlate.Store(int64(len(r.late)))
 }
 
 // baseOf returns the replica key's count here was continued from, when

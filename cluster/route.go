@@ -300,7 +300,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 	h.c.log.Debug("merging handed-off counts", "keys", len(entries), "from", req.From, "bases", len(req.Bases), "restarted_since", restarted, "counts", countsOf(entries))
 	if restarted {
 		if h.c.repl != nil {
-			h.c.repl.handedIn(req.From, entries)
+			h.c.repl.handedIn(req.From, req.FromIncarnation, entries)
 		}
 		h.c.takeBack(ctx, entries)
 	} else {

@@ -247,3 +247,44 @@ func TestRefundBelowPromotedReplicaGoesHome(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-8-1+3-1)
 	}
 }
+
+// A leaving owner's replica of a key can land on its next owner after its
+// handoff of that key did: the count handed over holds the replica's hits.
+// Kept, the replica went home again beside the count when the owner came
+// back as a new run, and the hits were counted twice (the churn property
+// test: a count of 212 handed twice, with its replica as base and whole).
+// A merge marked late only the replicas it found here; now it marks its
+// keys' replicas from the sending run whether or not one is here yet.
+// 3 hits on n2, whose first replica of the key is held on its way; n2
+// leaves, its handoff lands, then the replica; n2 comes back as a new run;
+// 1 more hit: 10 - 3 - 1 left.
+func TestLateReplicaOfHandedInKeyDropped(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	names := []string{"n0", "n1", "n2"}
+	nodes := startMemClusterWith(t, net, clock, func(c *Config) { c.Replicas = 1 }, names...)
+	key := keyWhere(t, func(k string) bool {
+		return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
+	})
+	cs := perMinute(t, 10)
+	before := net.count("replica", memAddr("n1"))
+	release := net.hold("replica", memAddr("n1"))
+	defer release()
+	if got, _ := checkN(t, nodes[2], key, cs, 3); got != 3 {
+		t.Fatal("the hits before the leave were refused")
+	}
+	testkit.Eventually(t, 5*time.Second, "n2's replica on its way", func() bool { return net.count("replica", memAddr("n1")) > before })
+	closed := make(chan error, 1)
+	go func() { closed <- nodes[2].Close(context.Background()) }()
+	testkit.Eventually(t, 5*time.Second, "n2's handoff on n1", func() bool { return nodes[1].store.Has(key) })
+	release()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	rc := &replicatedCluster{net: net, clock: clock, nodes: nodes, key: key, cs: cs}
+	rc.restartOwner(t, nil)
+	settle(nodes...)
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-3-1 {
+		t.Fatalf("after n2 came back: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-3-1)
+	}
+}
