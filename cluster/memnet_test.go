@@ -40,6 +40,7 @@ type memNet struct {
 	// and its first view of the cluster.
 	listening func(name string)
 	gates     map[string]chan struct{} // "op addr" → calls held until closed
+	lose      map[string]bool          // "op addr" → calls applied whose answer is lost
 }
 
 func newMemNet() *memNet {
@@ -71,6 +72,17 @@ func (n *memNet) hold(op, addr string) (release func()) {
 		n.mu.Unlock()
 		close(g)
 	})
+}
+
+// loseAnswers makes op calls to addr reach their handler and then fail as
+// a connection lost before the answer came (or stop doing so).
+func (n *memNet) loseAnswers(op, addr string, lose bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.lose == nil {
+		n.lose = map[string]bool{}
+	}
+	n.lose[op+" "+addr] = lose
 }
 
 // count returns how many op calls reached the handler at addr.
@@ -222,7 +234,14 @@ func (p *memPeer) call(op string, serve func(rpc.Handler) error) error {
 	if err != nil {
 		return err
 	}
-	return serve(h)
+	err = serve(h)
+	p.net.mu.Lock()
+	lost := p.net.lose[op+" "+p.addr]
+	p.net.mu.Unlock()
+	if lost {
+		return fmt.Errorf("%w: %s %s: connection lost", rpc.ErrUnavailable, op, p.addr)
+	}
+	return err
 }
 
 func (p *memPeer) Take(ctx context.Context, req *rpc.TakeRequest) (rpc.TakeResponse, error) {

@@ -357,3 +357,33 @@ func TestLeaverHandsBackEarlierRunsReplicas(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-2-3-1-1)
 	}
 }
+
+// A restarted owner takes back the count its next owner continued, copies
+// it back there at once (before it answers), and is killed before its
+// answer leaves: the next owner sees a connection lost, not a refusal. It
+// kept the count and later sent it again, while the copy it held went
+// home to the owner's next run too: the hits counted twice (the 30-minute
+// fault schedule: 1,469 + 1,474). The copy's arrival during the move
+// proves the owner applied the batch, so it is taken as landed. 2 hits, 3
+// on n1 while n2 is down; n2's next run takes them back and dies
+// unanswered; its third run gets them once; 1 more hit: 10 - 5 - 1 left.
+func TestLostAnswerOfAppliedHandoff(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
+	rc.crashOwner(t, nodes[0]) // n1 continues: 2 + 3
+	net.loseAnswers("merge", memAddr("n2"), true)
+	rc.restartOwner(t, nil)
+	nodes[1].handoffAll(context.Background())
+	replicatedCount(t, nodes[1], key, 5) // copied back before the answer
+	if nodes[1].store.Has(key) {
+		t.Fatal("n1 kept the count n2 took back and copied to it")
+	}
+	net.loseAnswers("merge", memAddr("n2"), false)
+	rc.net.crash(nodes[2])
+	rc.restartOwner(t, nil)
+	settle(nodes...)
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-5-1 {
+		t.Fatalf("after n2's third run: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-5-1)
+	}
+}

@@ -346,6 +346,7 @@ func (h handler) Replicate(ctx context.Context, req *rpc.ReplicaRequest) error {
 	defer h.c.exit()
 	if h.c.repl != nil {
 		h.c.repl.hold(req.From, req.Incarnation, req.Entries)
+		h.c.noteCopies(req.From, req.Entries)
 	}
 	return nil
 }

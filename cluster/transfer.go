@@ -40,6 +40,9 @@ type move struct {
 	to    ring.Member
 	done  chan struct{}
 	until time.Time
+	// landed is set when to's replica of one of the keys arrives here
+	// during the move: to applied the batch (noteCopies).
+	landed atomic.Bool
 }
 
 // moves is the set of keys this node gave away recently.
