@@ -154,10 +154,11 @@ func (c *Cluster) send(ctx context.Context, pass *view, plan []outbound, retry b
 		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn,
 			ToIncarnation: pass.incarnation(o.to.Name), FromIncarnation: c.incarnation, Entries: o.es}
 		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, req)
-		if err != nil && o.mv.landed.Load() && !errors.Is(err, rpc.ErrNotSent) && !errors.Is(err, rpc.ErrOtherRun) {
-			// The answer was lost, but the owner's copy of the batch
-			// came back here first (it copies what it takes back before
-			// it answers): it applied the batch. Kept or sent again, the
+		if o.mv.landed.Load() && errors.Is(err, rpc.ErrUnavailable) && !errors.Is(err, rpc.ErrNotSent) {
+			// The answer was lost (sent, then no answer: applied or
+			// not), but the owner's copy of the batch came back here
+			// first (it copies what it takes back before it answers): it
+			// applied the batch. An answer that refuses says it did not. Kept or sent again, the
 			// batch would be counted twice (TestLostAnswerOfAppliedHandoff).
 			c.log.Debug("handoff answer lost after the owner copied the batch back: taken as landed", "peer", o.to.Name, "keys", len(o.es), "err", err)
 			err = nil
