@@ -55,26 +55,41 @@ func (r *replicator) baseOf(to, key string) (inc uint64, base bucket.Entry) {
 // incarnation inc: a key continued from to's replica loses the replica's
 // part when inc sent it.
 func (r *replicator) homewardAs(to string, inc uint64, entries []bucket.Entry) []bucket.Entry {
+	out, _ := r.lessReplicasOf(to, inc, entries, false)
+	return out
+}
+
+// lessReplicasOf returns entries less the replicas of run inc of peer that
+// their keys' counts here were continued from, and the deficits of those
+// below their replica (bucket.Deficit). end also ends those promotions.
+func (r *replicator) lessReplicasOf(peer string, inc uint64, entries []bucket.Entry, end bool) (out, deficits []bucket.Entry) {
 	if r.npromo.Load() == 0 {
-		return entries
+		return entries, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []bucket.Entry
 	for i, e := range entries {
 		p, ok := r.promoted[e.Key]
-		if !ok || p.owner != to || p.incarnation != inc {
+		if !ok || p.owner != peer || p.incarnation != inc {
 			continue
 		}
 		if out == nil {
 			out = slices.Clone(entries)
 		}
 		out[i] = bucket.Subtract(e, p.base)
+		if d, ok := bucket.Deficit(e, p.base); ok {
+			deficits = append(deficits, d)
+		}
+		if end {
+			delete(r.promoted, e.Key)
+			r.c.log.Debug("handed the count of a replica continued here", "key", e.Key, "from", peer, "counts", countsOf{e}, "replica", countsOf{p.base})
+		}
 	}
+	r.npromo.Store(int64(len(r.promoted)))
 	if out == nil {
-		return entries
+		return entries, deficits
 	}
-	return out
+	return out, deficits
 }
 
 // promotedFrom reports whether key's count here was continued from a
@@ -142,30 +157,9 @@ func (r *replicator) give(now time.Time, req *rpc.TakeRequest, t rpc.TakeRespons
 // Those promotions end: the key's count is whole here now. Call with
 // movingMu held.
 func (r *replicator) lessPromoted(from string, inc uint64, entries, deficits []bucket.Entry) ([]bucket.Entry, []bucket.Entry) {
-	if inc == 0 || r.npromo.Load() == 0 {
+	if inc == 0 {
 		return entries, deficits
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []bucket.Entry
-	for i, e := range entries {
-		p, ok := r.promoted[e.Key]
-		if !ok || p.owner != from || p.incarnation != inc {
-			continue
-		}
-		if out == nil {
-			out = slices.Clone(entries)
-		}
-		out[i] = bucket.Subtract(e, p.base)
-		if d, ok := bucket.Deficit(e, p.base); ok {
-			deficits = append(deficits, d)
-		}
-		delete(r.promoted, e.Key)
-		r.c.log.Debug("handed the count of a replica continued here", "key", e.Key, "from", from, "counts", countsOf{e}, "replica", countsOf{p.base})
-	}
-	r.npromo.Store(int64(len(r.promoted)))
-	if out == nil {
-		return entries, deficits
-	}
-	return out, deficits
+	out, more := r.lessReplicasOf(from, inc, entries, true)
+	return out, append(deficits, more...)
 }
