@@ -126,3 +126,44 @@ func TestRejoinAfterCrash(t *testing.T) {
 func TestCrashOfOwnerWithReplica(t *testing.T) {
 	crashOwnerUnderLoad(t, 1, 600, 1000+50, "the limit and the replica's lag")
 }
+
+// A count made on the next owner of a crashed node's key before it saw
+// the owner leave its ring adds to the owner's replica there: 2 hits on
+// n2 (replicated to n1), n2 crashes, 1 hit decided by n0 under the fail
+// policy while n1 is cut too, then handed to n1 once n0's ring drops n2 —
+// before or after n1's does. 7 of 10 left. Before, a key the table held
+// was never promoted: 9 were left, and the replica, handed home to n2's
+// next run, counted its 2 hits a second time (the 30-minute fault
+// schedule's moving window that admitted 896 too few).
+func TestCountMadeBeforeOwnerLeftRingAddsToReplica(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		receiverFirst bool
+	}{{"receiver saw the crash first", true}, {"sender saw it first", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, localFallback)
+			net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
+			replicatedCount(t, nodes[1], key, 2)
+			net.crash(nodes[2])
+			net.setCut(memAddr("n1"), true)
+			if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n0" {
+				t.Fatalf("with n1 and n2 away: %d of 1 allowed, by %s; want 1 by n0's fail policy", got, last.Node)
+			}
+			net.setCut(memAddr("n1"), false)
+			net.setMembers("n0", "n1")
+			nodes[0].probe()
+			if tc.receiverFirst {
+				nodes[1].rebuild()
+			}
+			nodes[0].rebuild()
+			nodes[0].handoffAll(context.Background())
+			if m := net.count("merge", memAddr("n1")); m == 0 {
+				t.Fatal("n0 handed nothing to n1")
+			}
+			nodes[1].rebuild()
+			if got, _ := checkN(t, nodes[0], key, cs, 10); got != 7 {
+				t.Fatalf("after the handoff: %d of 10 allowed; want 7 (2 on n2 and 1 on n0, each counted once)", got)
+			}
+		})
+	}
+}
