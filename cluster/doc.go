@@ -138,8 +138,7 @@
 // step, planMoves calls replicator.baseOf and take calls replicator.give
 // (replicator.mu), both mark moves (moves.mu), take takes restored counts
 // (restore.mu) and mergeHere notes changes (replicator.dirtyMu). promote
-// holds replicator.mu over peerSet.isSuspect and over restore.mu
-// (continueReplica). rebuild holds rebuildMu over
+// holds replicator.mu over peerSet.isSuspect and restore.forget. rebuild holds rebuildMu over
 // peerSet.isSuspect and peerSet.sync, and over gossip's peers, which takes
 // memberlist's node lock and logs a bad member under membership.mu
 // (memberlist also calls NotifyConflict, which takes membership.mu, under

@@ -80,20 +80,6 @@ type orphanCache struct {
 	v    *view
 	held int64
 	any  bool
-	// away are the replica stores of the owners out of v's routing ring:
-	// a key the table holds is promoted only if one of them holds it too.
-	away []*bucket.Store
-}
-
-// holds reports whether a replica store of an owner out of the ring
-// holds key.
-func (o *orphanCache) holds(key string) bool {
-	for _, s := range o.away {
-		if s.Has(key) {
-			return true
-		}
-	}
-	return false
 }
 
 // replicas are the copies one incarnation of an owner sent. earlier are
@@ -368,12 +354,8 @@ func (r *replicator) superseded(owner string, entries []bucket.Entry) {
 }
 
 // promote moves into this node's table the replica of key kept for an
-// owner that is out of the routing ring: the node continues from the
-// failed owner's count. A count the table holds of key already was made
-// here while the owner was still in this node's ring (a merge handed here
-// by a node that saw it fail first, a check under the fail policy): its
-// hits are not the replica's, and the two add up
-// (TestCountMadeBeforeOwnerLeftRingAddsToReplica).
+// owner that is out of the routing ring, when the table lacks key: the
+// node continues from the failed owner's count.
 func (r *replicator) promote(now time.Time, v *view, key string) {
 	held := r.held.Load()
 	if held == 0 {
@@ -387,11 +369,7 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 	// A peer suspected a moment ago may still be in v: the suspicion is
 	// recorded before the ring is rebuilt, and a check that saw it must
 	// not decide from zero meanwhile.
-	suspects := r.c.peers.nsuspects.Load() > 0
-	if !o.any && !suspects {
-		return
-	}
-	if !suspects && r.c.store.Has(key) && !o.holds(key) {
+	if (!o.any && r.c.peers.nsuspects.Load() == 0) || r.c.store.Has(key) {
 		return
 	}
 	r.mu.Lock()
@@ -403,12 +381,17 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		for ; h != nil; h = h.earlier {
 			if e, ok := h.store.Take(now, key); ok {
 				forgetEarlier(h, []bucket.Entry{e})
-				if r.c.continueReplica(now, e) {
+				if r.c.store.Merge(now, []bucket.Entry{e}) > 0 {
 					// The table is full beyond its headroom: it creates
 					// nothing for key until the sweep makes room.
 					r.c.metrics.replicaKeys.WithLabelValues("refused").Inc()
 					return
 				}
+				// The replica is the owner's count, newer than what this
+				// node's data file held of the key (a count it once
+				// continued itself): added to it, the file's hits
+				// counted twice (TestPromotedReplicaBeatsOwnFile).
+				r.c.restore.forget(key)
 				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
 				// The key is here again: a mark left from its last move
 				// (the owner's pull before it crashed again) no longer
@@ -428,17 +411,12 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 func (r *replicator) findOrphans(v *view, held int64) *orphanCache {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	o := &orphanCache{v: v, held: held}
-	for owner, h := range r.from {
-		if v.routing.Has(owner) {
-			continue
-		}
-		o.any = true
-		for ; h != nil; h = h.earlier {
-			o.away = append(o.away, h.store)
+	for owner := range r.from {
+		if !v.routing.Has(owner) {
+			return &orphanCache{v: v, held: held, any: true}
 		}
 	}
-	return o
+	return &orphanCache{v: v, held: held}
 }
 
 // sweep drops expired replicas — a pass over each store, without r.mu
