@@ -15,8 +15,10 @@ import (
 // of their own; 5 with RPC version 4, where a merge carries the bases of
 // counts continued from the receiver's replicas; 6 with RPC version 5,
 // where a merge can be a fill-in from a data file; 7 with RPC version 6,
-// where a merge names the run of its receiver it is meant for.
-const ProtocolVersion = 7
+// where a merge names the run of its receiver it is meant for; 8 with
+// RPC version 7, where a check says when it was sent and how long its
+// caller waits.
+const ProtocolVersion = 8
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

@@ -42,9 +42,12 @@ const (
 	// 6: a merge names the run of the receiver it is meant for and the
 	// run that sent it, and a response can refuse a request meant for
 	// another run (statusOtherRun).
+	// 7: a check says when it was sent and how long its caller waits
+	// (CheckRequest.Sent, Wait), so that a server paused meanwhile drops
+	// it (ErrExpired).
 	// The handshake's layout stays as it is across versions, so that a
 	// node can tell a peer of any version which one it speaks.
-	protoVersion = 6
+	protoVersion = 7
 	magic        = "RMSH"
 	nonceSize    = 32
 	macSize      = sha256.Size

@@ -27,6 +27,8 @@ var errTimeout = errors.New("call timed out")
 // and are batched onto it (see the package documentation). Its methods are
 // safe for concurrent use.
 type Client struct {
+	// made is when the client was made: the zero of its checks' Sent.
+	made  time.Time
 	addr  string
 	cfg   ClientConfig
 	log   *logLimiter
@@ -83,7 +85,7 @@ func NewClient(addr string, cfg ClientConfig) *Client {
 	if cfg.version == 0 {
 		cfg.version = protoVersion
 	}
-	c := &Client{addr: addr, cfg: cfg, log: newLogLimiter(cfg.Logger)}
+	c := &Client{made: time.Now(), addr: addr, cfg: cfg, log: newLogLimiter(cfg.Logger)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
@@ -99,6 +101,10 @@ func maxFrame(n int) int {
 func (c *Client) Check(ctx context.Context, req *CheckRequest, resp *CheckResponse) error {
 	cl := c.begin(opCheck)
 	defer c.end(cl)
+	req.Sent, req.Wait = time.Since(c.made), c.cfg.CallTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		req.Wait = min(req.Wait, max(time.Until(dl), 0))
+	}
 	cl.codec.encodeCheckRequest(req)
 	if err := c.roundTrip(ctx, cl, opCheck, c.cfg.CallTimeout); err != nil {
 		return err

@@ -36,6 +36,7 @@ import (
 
 const (
 	counterFields = 4
+	checkFields   = 6 // key, cost, counters, hops, sent, wait
 	statusFields  = 5
 	minCounter    = 1 + counterFields // fixarray + one byte per field
 	minStatus     = 1 + statusFields
@@ -78,7 +79,7 @@ func newCodec() *codec {
 
 func (c *codec) encodeCheckRequest(req *CheckRequest) {
 	e := c.enc
-	e.EncodeArrayLen(4)
+	e.EncodeArrayLen(checkFields)
 	e.EncodeString(req.Key)
 	e.EncodeInt(req.Cost)
 	e.EncodeArrayLen(len(req.Counters))
@@ -91,6 +92,8 @@ func (c *codec) encodeCheckRequest(req *CheckRequest) {
 		e.EncodeUint(uint64(ctr.Strategy))
 	}
 	e.EncodeInt(int64(req.Hops))
+	e.EncodeInt(int64(req.Sent))
+	e.EncodeInt(int64(req.Wait))
 }
 
 func (c *codec) encodeCheckResponse(resp *CheckResponse) {
@@ -312,7 +315,7 @@ func (c *codec) int(what string) (int64, error) {
 }
 
 func (c *codec) decodeCheckRequest(req *CheckRequest) error {
-	if err := c.fields(4, "check request"); err != nil {
+	if err := c.fields(checkFields, "check request"); err != nil {
 		return err
 	}
 	var err error
@@ -355,6 +358,18 @@ func (c *codec) decodeCheckRequest(req *CheckRequest) error {
 		return err
 	}
 	req.Hops = int(hops)
+	sent, err := c.int("sent")
+	if err != nil {
+		return err
+	}
+	wait, err := c.int("wait")
+	if err != nil {
+		return err
+	}
+	if wait < 0 {
+		return malformed("wait", errNegative)
+	}
+	req.Sent, req.Wait = time.Duration(sent), time.Duration(wait)
 	return c.done()
 }
 

@@ -20,6 +20,13 @@ type CheckRequest struct {
 	// node; the cluster bounds it to prevent loops. The RPC carries it
 	// unchanged. Zero for a check sent by the node that received it.
 	Hops int
+	// Sent is when the caller sent the check, by its monotonic clock (the
+	// time since its Client was made), and Wait how long it waits for the
+	// answer. Client.Check sets both. A server that reads the check Wait
+	// or more later than its connection's fastest (it was paused, or its
+	// reader stalled) drops it unapplied: the caller has given up and
+	// decides it elsewhere (see expiry). Zero Wait: no limit.
+	Sent, Wait time.Duration
 }
 
 // CheckResponse is the owner's decision: one Status per counter of the

@@ -13,9 +13,11 @@ import (
 
 // Server answers the RPCs of peers with a Handler. Create it with NewServer.
 type Server struct {
-	h   Handler
-	cfg ServerConfig
-	log *logLimiter
+	made    time.Time    // the zero of its clock for expiry
+	expired atomic.Int64 // checks dropped as read after their callers gave up
+	h       Handler
+	cfg     ServerConfig
+	log     *logLimiter
 
 	ctx    context.Context // parent of every connection's context; cancelled by Close
 	cancel context.CancelFunc
@@ -47,7 +49,7 @@ func NewServer(h Handler, cfg ServerConfig) *Server {
 	if cfg.version == 0 {
 		cfg.version = protoVersion
 	}
-	s := &Server{h: h, cfg: cfg, log: newLogLimiter(cfg.Logger),
+	s := &Server{made: time.Now(), h: h, cfg: cfg, log: newLogLimiter(cfg.Logger),
 		lns: make(map[net.Listener]struct{}), conns: make(map[*serverConn]struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -106,6 +108,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		go sc.serve()
 	}
 }
+
+// ExpiredChecks returns how many checks the server dropped unapplied as
+// read after their callers gave up on them (ErrExpired).
+func (s *Server) ExpiredChecks() int64 { return s.expired.Load() }
 
 // Close stops every Serve, closes all connections (cancelling the contexts
 // of running handlers) and waits until their goroutines have returned.

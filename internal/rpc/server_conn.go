@@ -52,6 +52,7 @@ type reader struct {
 	codec   *codec
 	call    *serverCall // decoded into; handed to a goroutine when Check must run
 	pending bool        // responses appended but writeLoop not yet woken
+	expiry  expiry      // drops checks read after their callers gave up
 }
 
 // serverCall is the state of one check or reset served off the reader. Calls are
@@ -196,6 +197,12 @@ func (r *reader) handle(body []byte) error {
 		cl := r.call
 		if err := dec.decodeCheckRequest(&cl.req); err != nil {
 			return err
+		}
+		if late, gone := r.expiry.late(time.Since(sc.s.made), &cl.req); gone {
+			sc.s.expired.Add(1)
+			sc.s.log.logAt(slog.LevelWarn, "rpc: checks dropped, read after their callers gave up: was this node paused?",
+				"remote", sc.nc.RemoteAddr().String(), "late", late.Round(time.Millisecond))
+			return r.answer(id, fmt.Errorf("%w (%v later than the fastest)", ErrExpired, late.Round(time.Millisecond)), nil)
 		}
 		if r.fast != nil {
 			cl.resp = CheckResponse{Statuses: cl.resp.Statuses[:0]}
@@ -368,7 +375,7 @@ func (sc *serverConn) reply(id uint64, herr error, payload []byte) int {
 		}
 		b[at+preSize-1] = statusError
 		switch {
-		case errors.Is(herr, ErrNotServing):
+		case errors.Is(herr, ErrNotServing), errors.Is(herr, ErrExpired):
 			b[at+preSize-1] = statusNotServing
 		case errors.Is(herr, ErrOtherRun):
 			b[at+preSize-1] = statusOtherRun
