@@ -86,20 +86,23 @@ var faultScenarios = []faultScenario{
 	{"crashes", 4, true, []faultKind{evKill, evKillTwice}, crashLongOpen},
 	{"crashes-no-datadir", 4, false, []faultKind{evKill, evKillTwice}, crashOpen},
 	{"pauses", 4, true, []faultKind{evPause},
-		"checks a paused owner holds past the caller's timeout are decided again on the successor, and refunds of leases land on its promoted copy: most runs hold the bound, some not (measured up to +5 and -5, 0 to 7 keys beyond it)"},
+		"a paused owner no longer applies the checks its callers gave up on (rpc.ErrExpired), which halved the keys under; " +
+			"what is left is most likely refunds of leases landing on the promoted copy: 45 s runs hold the bound most of the time, not always (0 or 1 keys of 200 beyond it)"},
 	{"partition", 4, true, []faultKind{evPartition},
 		"a node cut off decides alone every key it is asked under the fail policy local, up to a limit per side: the bound of 2 per fault does not hold (measured up to +8)"},
 }
 
 // crashLongOpen is the defect that keeps crashes with data dirs out of CI:
 // short runs hold the bound, and a long one does not, now and then.
-const crashLongOpen = "with data dirs, 0 of 200 keys beyond the bound in 8 of 8 60 s runs and 12 of 12 10 s runs, " +
-	"but a 30-minute run (seed 23, about 360 kills) ended with 2 keys under by about half their limit: a whole count taken twice, once in about 180 kills"
+const crashLongOpen = "with data dirs, 0 of 200 keys beyond the bound in 60 s and 10 s runs, " +
+	"but a 30-minute run (seed 23, about 340 kills) ends with a key beyond it: a count made on the next owner before it saw the owner crash " +
+	"(a merge, the fail policy) shadows the owner's replica there, which goes home later and is counted twice"
 
 // crashOpen is the defect that keeps crashes without a data dir outside
 // the bound.
-const crashOpen = "without a data dir, 0 or 1 of 200 keys over the bound in 60 s runs (up to +36): " +
-	"a count continued on the owner's next node goes missing there around a failed handback to a run killed again, with no handoff, pull or promotion logged"
+const crashOpen = "without a data dir, a 30-minute run (seed 23) ends with 14 keys of 200 over the bound by a whole count (up to +1,225): " +
+	"keys at their limit (denied checks change nothing: only a resync copies them) were missing on a successor that restarted twice " +
+	"when the owner was killed 15 s later, and the owner's next run decided them from zero; why the resync did not reach it is not found yet"
 
 // TestFaultSchedule runs node processes with the presets' defaults
 // (replicas 1, leases on) under a paced load of many keys over the four
