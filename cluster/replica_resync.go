@@ -68,10 +68,13 @@ func (r *replicator) resyncStep(ctx context.Context, s *resyncer) {
 	}
 	if s.synced != nil {
 		fresh := freshSuccessors(s.synced, v)
-		if fresh != nil && !r.resync(ctx, s.synced, v, fresh) && s.tries < resyncTries {
-			s.tries++
-			s.wait = resyncRetryWakes
-			return
+		if fresh != nil && !r.resync(ctx, s.synced, v, fresh) {
+			if s.tries < resyncTries {
+				s.tries++
+				s.wait = resyncRetryWakes
+				return
+			}
+			r.c.log.Warn("successors did not take their replicas: keys that no check changes stay uncopied until members change again", "tries", s.tries)
 		}
 	}
 	s.synced, s.tries = v, 0
@@ -97,14 +100,19 @@ func (r *replicator) resync(ctx context.Context, old, v *view, fresh map[string]
 	}
 	ok := true
 	for m, es := range batches {
-		for len(es) > 0 {
-			n := min(len(es), replicaBatch)
-			if r.send(ctx, m, es[:n]) != nil {
+		var err error
+		sent := 0
+		for sent < len(es) {
+			n := min(len(es)-sent, replicaBatch)
+			if err = r.send(ctx, m, es[sent:sent+n]); err != nil {
 				ok = false
 				break // this successor: the retry sends it all again
 			}
-			es = es[n:]
+			sent += n
 		}
+		// Keys at their limit reach a fresh successor only this way: the
+		// log says whether they did.
+		r.c.log.Debug("replicas copied to a fresh successor", "peer", m.Name, "incarnation", v.incarnation(m.Name), "keys", len(es), "sent", sent, "err", err)
 	}
 	return ok
 }
