@@ -101,9 +101,10 @@ func maxFrame(n int) int {
 func (c *Client) Check(ctx context.Context, req *CheckRequest, resp *CheckResponse) error {
 	cl := c.begin(opCheck)
 	defer c.end(cl)
-	req.Sent, req.Wait = time.Since(c.made), c.cfg.CallTimeout
+	now := time.Now() // one clock read for both: this is every forward's path
+	req.Sent, req.Wait = now.Sub(c.made), c.cfg.CallTimeout
 	if dl, ok := ctx.Deadline(); ok {
-		req.Wait = min(req.Wait, max(time.Until(dl), 0))
+		req.Wait = min(req.Wait, max(dl.Sub(now), 0))
 	}
 	cl.codec.encodeCheckRequest(req)
 	if err := c.roundTrip(ctx, cl, opCheck, c.cfg.CallTimeout); err != nil {
