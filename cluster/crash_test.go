@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratemesh/ratemesh/bucket"
 	"github.com/ratemesh/ratemesh/internal/rpc"
 	"github.com/ratemesh/ratemesh/internal/testkit"
 )
@@ -125,4 +126,76 @@ func TestRejoinAfterCrash(t *testing.T) {
 // would be admitted again.
 func TestCrashOfOwnerWithReplica(t *testing.T) {
 	crashOwnerUnderLoad(t, 1, 600, 1000+50, "the limit and the replica's lag")
+}
+
+// A count made on the next owner of a crashed node's key before it saw
+// the owner leave its ring adds to the owner's replica there: 2 hits on
+// n2 (replicated to n1), n2 crashes, 1 hit decided by n0 under the fail
+// policy while n1 is cut too, then handed to n1 once n0's ring drops n2 —
+// before or after n1's does. 7 of 10 left. Before, a key the table held
+// was never promoted: 9 were left, and the replica, handed home to n2's
+// next run, counted its 2 hits a second time (the 30-minute fault
+// schedule's moving window that admitted 896 too few).
+func TestCountMadeBeforeOwnerLeftRingAddsToReplica(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		receiverFirst bool
+	}{{"receiver saw the crash first", true}, {"sender saw it first", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newReplicatedCluster(t, 2, localFallback)
+			net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
+			replicatedCount(t, nodes[1], key, 2)
+			net.crash(nodes[2])
+			net.setCut(memAddr("n1"), true)
+			if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n0" {
+				t.Fatalf("with n1 and n2 away: %d of 1 allowed, by %s; want 1 by n0's fail policy", got, last.Node)
+			}
+			net.setCut(memAddr("n1"), false)
+			net.setMembers("n0", "n1")
+			nodes[0].probe()
+			if tc.receiverFirst {
+				nodes[1].rebuild()
+			}
+			nodes[0].rebuild()
+			nodes[0].handoffAll(context.Background())
+			if m := net.count("merge", memAddr("n1")); m == 0 {
+				t.Fatal("n0 handed nothing to n1")
+			}
+			nodes[1].rebuild()
+			if got, _ := checkN(t, nodes[0], key, cs, 10); got != 7 {
+				t.Fatalf("after the handoff: %d of 10 allowed; want 7 (2 on n2 and 1 on n0, each counted once)", got)
+			}
+		})
+	}
+}
+
+// A count handed here whole is the key's count: a replica here of an owner
+// gone from the ring may be a stale copy of it, and is not added to it. n1
+// keeps n2's replica of 2 hits; the key's count, 5 by now, comes to n1 in
+// a handoff from n0, where it went on; then n2 crashes. 1 more hit: 4 of
+// 10 left. Adding every such replica (tried once) left 2 here, and counted
+// 344 of 10,000 keys twice after graceful leaves under churn
+// (TestHandoffUnderChurn).
+func TestStaleReplicaNotAddedToHandedOffCount(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, localFallback)
+	net, clock, nodes, key, cs := rc.net, rc.clock, rc.nodes, rc.key, rc.cs
+	replicatedCount(t, nodes[1], key, 2)
+	whole, ok := nodes[2].store.Take(clock.Now(), key)
+	if !ok {
+		t.Fatal("n2 holds no count of the key")
+	}
+	whole.Counters = append([]bucket.CounterState(nil), whole.Counters...)
+	whole.Counters[0].Count = 5
+	req := &rpc.MergeRequest{From: "n0", FromIncarnation: nodes[0].incarnation, Entries: []bucket.Entry{whole}}
+	if err := nodes[0].peers.get("n1", memAddr("n1")).Merge(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	net.crash(nodes[2])
+	net.setMembers("n0", "n1")
+	nodes[0].rebuild()
+	nodes[1].rebuild()
+	if got, last := checkN(t, nodes[1], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-5-1 {
+		t.Fatalf("after n2 crashed: %d allowed by %s with %d left; want 1 by n1 with %d left (the handed count alone)",
+			got, last.Node, last.Statuses[0].Remaining, 10-5-1)
+	}
 }

@@ -80,8 +80,14 @@ type outbound struct {
 	// replica store (reclaim), a data file's counts to the restored ones
 	// (offerRestored).
 	back func([]bucket.Entry)
+	// settle, if set, runs once the batch has landed, come back, or been
+	// left to its receiver: a replica store stays held until then.
+	settle func()
 	// fillIn sends the entries as fill-ins (rpc.MergeRequest.FillIn).
 	fillIn bool
+	// beside sends them as counts made beside their owner
+	// (rpc.MergeRequest.Beside, replica_beside.go).
+	beside bool
 }
 
 // destination is where planMoves sends an entry: to its owner, in a batch
@@ -90,6 +96,7 @@ type outbound struct {
 type destination struct {
 	to      ring.Member
 	baseInc uint64
+	beside  bool
 }
 
 // planMoves groups entries taken out of the table by current owner: those
@@ -101,6 +108,7 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 	byOwner := map[destination]*outbound{}
 	var mine []bucket.Entry
 	r := c.Ring()
+	now := c.now()
 	for _, e := range entries {
 		o, ok := r.Owner(e.Key)
 		if !ok || o.Name == c.name {
@@ -111,10 +119,11 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 		var base bucket.Entry
 		if c.repl != nil {
 			d.baseInc, base = c.repl.baseOf(o.Name, e.Key)
+			d.beside = d.baseInc == 0 && c.repl.besideHere(now, e.Key)
 		}
 		ob := byOwner[d]
 		if ob == nil {
-			ob = &outbound{to: o, baseInc: d.baseInc}
+			ob = &outbound{to: o, baseInc: d.baseInc, beside: d.beside}
 			byOwner[d] = ob
 		}
 		ob.es = append(ob.es, e)
@@ -125,7 +134,7 @@ func (c *Cluster) planMoves(entries []bucket.Entry) (plan []outbound, kept int) 
 	if len(mine) > 0 {
 		c.mergeHere(mine)
 	}
-	until := c.now().Add(moveTTL)
+	until := now.Add(moveTTL)
 	for _, ob := range byOwner {
 		ob.mv = c.moved.mark(ob.to, ob.es, until)
 		if c.repl != nil && ob.baseInc != 0 {
@@ -151,7 +160,7 @@ func (c *Cluster) send(ctx context.Context, pass *view, plan []outbound, retry b
 		// The RPC client bounds the merge (rpc.DefaultMergeTimeout) unless
 		// ctx ends first. It is generous: a merge that times out after it
 		// was applied would be sent again and counted twice.
-		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn,
+		req := &rpc.MergeRequest{From: c.name, BaseIncarnation: o.baseInc, Bases: o.bases, FillIn: o.fillIn, Beside: o.beside,
 			ToIncarnation: pass.incarnation(o.to.Name), FromIncarnation: c.incarnation, Entries: o.es}
 		err := c.peers.get(o.to.Name, o.to.Addr).Merge(ctx, req)
 		if o.mv.landed.Load() && errors.Is(err, rpc.ErrUnavailable) && !errors.Is(err, rpc.ErrNotSent) {
@@ -167,6 +176,7 @@ func (c *Cluster) send(ctx context.Context, pass *view, plan []outbound, retry b
 			if c.repl != nil && !o.fillIn {
 				c.repl.left(o.es)
 			}
+			o.settled()
 			close(o.mv.done)
 			c.metrics.handoffKeys.WithLabelValues("sent").Add(float64(len(o.es)))
 			c.log.Debug("handed off", "to", o.to.Name, "keys", len(o.es), "base_incarnation", o.baseInc, "fill_in", o.fillIn, "counts", countsOf(o.es))
@@ -194,6 +204,7 @@ func (c *Cluster) send(ctx context.Context, pass *view, plan []outbound, retry b
 			// that the keys are never out of the table unmarked.
 			c.movingMu.Lock()
 			again, k := c.planMoves(o.es)
+			o.settled()
 			close(o.mv.done)
 			c.movingMu.Unlock()
 			kept += k + c.send(ctx, pass, again, false)
@@ -238,8 +249,16 @@ func (c *Cluster) keep(o outbound) int {
 	} else {
 		c.mergeHere(o.es)
 	}
+	o.settled()
 	c.unmarkLocked(o)
 	return len(o.es)
+}
+
+// settled runs o.settle, if set.
+func (o outbound) settled() {
+	if o.settle != nil {
+		o.settle()
+	}
 }
 
 // leaveToPeer gives up on a batch that was sent and not answered in time.
@@ -254,6 +273,7 @@ func (c *Cluster) leaveToPeer(o outbound, err error) {
 	if c.repl != nil && !o.fillIn {
 		c.repl.left(o.es)
 	}
+	o.settled()
 	close(o.mv.done)
 	c.metrics.handoffKeys.WithLabelValues("unanswered").Add(float64(len(o.es)))
 	c.log.Warn("handoff not answered in time; counts left to the peer, not sent elsewhere (that could count them twice)",
@@ -334,13 +354,22 @@ func (c *Cluster) mergeHere(entries []bucket.Entry) {
 // them in between: less the replicas of that run this node continued the
 // keys from already (lessPromoted), and dropping from's replicas of them
 // (handedIn); and giving back the units the sender was given back below
-// the bases it continued from (deficits, onBases).
-func (c *Cluster) mergeHandedIn(from string, inc uint64, entries, deficits []bucket.Entry) {
+// the bases it continued from (deficits, onBases). beside says the sender
+// made the counts beside their owner (rpc.MergeRequest.Beside).
+func (c *Cluster) mergeHandedIn(from string, inc uint64, entries, deficits []bucket.Entry, beside bool) {
 	c.movingMu.Lock()
 	defer c.movingMu.Unlock()
 	if c.repl != nil {
 		entries, deficits = c.repl.lessPromoted(from, inc, entries, deficits)
 		c.repl.handedIn(from, inc, entries)
+		var fresh []bool
+		if beside {
+			fresh = make([]bool, len(entries))
+			for i, e := range entries {
+				fresh[i] = !c.store.Has(e.Key)
+			}
+		}
+		defer c.repl.mergedBeside(c.now(), entries, beside, fresh)
 	}
 	c.mergeHere(entries)
 	if len(deficits) > 0 {

@@ -41,48 +41,12 @@ type memNet struct {
 	listening func(name string)
 	gates     map[string]chan struct{} // "op addr" → calls held until closed
 	lose      map[string]bool          // "op addr" → calls applied whose answer is lost
+	refused   map[string]bool          // "op addr" → calls refused unsent, once past any gate
 }
 
 func newMemNet() *memNet {
 	return &memNet{handlers: map[string]rpc.Handler{}, cut: map[string]bool{}, calls: map[string]int{}, hops: map[string][]int{},
 		incarnation: map[string]uint64{}}
-}
-
-// setCut makes calls to addr fail as if its node did not answer (or
-// answer again).
-func (n *memNet) setCut(addr string, cut bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.cut[addr] = cut
-}
-
-// hold keeps op calls to addr from their handler, as if in flight, until
-// the returned release is called.
-func (n *memNet) hold(op, addr string) (release func()) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.gates == nil {
-		n.gates = map[string]chan struct{}{}
-	}
-	g := make(chan struct{})
-	n.gates[op+" "+addr] = g
-	return sync.OnceFunc(func() {
-		n.mu.Lock()
-		delete(n.gates, op+" "+addr)
-		n.mu.Unlock()
-		close(g)
-	})
-}
-
-// loseAnswers makes op calls to addr reach their handler and then fail as
-// a connection lost before the answer came (or stop doing so).
-func (n *memNet) loseAnswers(op, addr string, lose bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.lose == nil {
-		n.lose = map[string]bool{}
-	}
-	n.lose[op+" "+addr] = lose
 }
 
 // count returns how many op calls reached the handler at addr.
@@ -97,21 +61,6 @@ func (n *memNet) hopsAt(addr string) []int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.hops[addr])
-}
-
-// partition splits the nodes into sides, by name: calls between sides
-// fail, and each node's gossip view is its own side, as it is once
-// failure detection has run. No sides heal the partition.
-func (n *memNet) partition(sides ...[]string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.side, n.views = map[string]int{}, map[string][]string{}
-	for i, names := range sides {
-		for _, name := range names {
-			n.side[memAddr(name)] = i
-			n.views[name] = slices.Clone(names)
-		}
-	}
 }
 
 // reach returns the handler at addr and counts the call, or an error
@@ -133,6 +82,9 @@ func (n *memNet) reach(op, from, addr string) (rpc.Handler, error) {
 		n.mu.Unlock()
 		<-g
 		n.mu.Lock()
+	}
+	if n.refused[op+" "+addr] {
+		return nil, fmt.Errorf("%w: %w: %s %s: connection refused", rpc.ErrUnavailable, rpc.ErrNotSent, op, addr)
 	}
 	return h, nil
 }

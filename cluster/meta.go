@@ -17,8 +17,9 @@ import (
 // where a merge can be a fill-in from a data file; 7 with RPC version 6,
 // where a merge names the run of its receiver it is meant for; 8 with
 // RPC version 7, where a check says when it was sent and how long its
-// caller waits.
-const ProtocolVersion = 8
+// caller waits; 9 with RPC version 8, where a merge says whether its
+// counts were made beside their owner.
+const ProtocolVersion = 9
 
 // maxMetaSize is memberlist's hard cap on node metadata.
 const maxMetaSize = 512

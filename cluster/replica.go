@@ -71,6 +71,8 @@ type replicator struct {
 	npromo   atomic.Int64         // len(promoted)
 	late     map[string]lateMark  // keys handed here by their owner a moment ago
 	nlate    atomic.Int64         // len(late)
+	beside   map[string]time.Time // keys counted here beside their owner, until their windows end
+	nbeside  atomic.Int64         // len(beside)
 	// orphans caches, per view, whether an owner this node holds replicas
 	// for is out of the routing ring: only then can a check promote.
 	orphans atomic.Pointer[orphanCache]
@@ -93,6 +95,13 @@ type replicas struct {
 	incarnation uint64
 	store       *bucket.Store
 	earlier     *replicas
+	// out counts the batches taken out of store for a reclaim that have
+	// not landed or come back yet: the store stays in its chain meanwhile,
+	// empty or not. Dropped as empty, a batch that came back went into a
+	// store no longer held, and the owner's next run counted those keys
+	// from zero (TestReclaimOutDuringSweepKeepsStore). A batch comes back
+	// before out drops, so out is read first.
+	out atomic.Int32
 }
 
 // promotion is a replica this node continued from: what it must not send
@@ -369,11 +378,21 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 	// A peer suspected a moment ago may still be in v: the suspicion is
 	// recorded before the ring is rebuilt, and a check that saw it must
 	// not decide from zero meanwhile.
-	if (!o.any && r.c.peers.nsuspects.Load() == 0) || r.c.store.Has(key) {
+	if !o.any && r.c.peers.nsuspects.Load() == 0 {
+		return
+	}
+	// A count the table holds of key is the key's count, but for one made
+	// here from nothing beside the owner (replica_beside.go): the replica
+	// adds to that one.
+	has := r.c.store.Has(key)
+	if has && r.nbeside.Load() == 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if has && !r.isBeside(now, key) {
+		return
+	}
 	for owner, h := range r.from {
 		if v.routing.Has(owner) && !r.c.peers.isSuspect(owner) {
 			continue
@@ -381,17 +400,13 @@ func (r *replicator) promote(now time.Time, v *view, key string) {
 		for ; h != nil; h = h.earlier {
 			if e, ok := h.store.Take(now, key); ok {
 				forgetEarlier(h, []bucket.Entry{e})
-				if r.c.store.Merge(now, []bucket.Entry{e}) > 0 {
+				if r.c.continueReplica(now, e) {
 					// The table is full beyond its headroom: it creates
 					// nothing for key until the sweep makes room.
 					r.c.metrics.replicaKeys.WithLabelValues("refused").Inc()
 					return
 				}
-				// The replica is the owner's count, newer than what this
-				// node's data file held of the key (a count it once
-				// continued itself): added to it, the file's hits
-				// counted twice (TestPromotedReplicaBeatsOwnFile).
-				r.c.restore.forget(key)
+				r.forgetBeside(key)
 				r.promoted[key] = promotion{owner: owner, incarnation: h.incarnation, base: e, until: now.Add(longestPeriod(e))}
 				// The key is here again: a mark left from its last move
 				// (the owner's pull before it crashed again) no longer
@@ -454,15 +469,21 @@ func (r *replicator) sweep() {
 		}
 	}
 	r.npromo.Store(int64(len(r.promoted)))
+	for key, until := range r.beside {
+		if now.After(until) {
+			r.forgetBeside(key)
+		}
+	}
 }
 
-// withoutEmpty returns chain h less its stores that hold nothing.
+// withoutEmpty returns chain h less its stores that hold nothing and have
+// no batch out. Call with r.mu held.
 func withoutEmpty(h *replicas) *replicas {
 	if h == nil {
 		return nil
 	}
 	rest := withoutEmpty(h.earlier)
-	if h.store.Len() == 0 {
+	if h.out.Load() == 0 && h.store.Len() == 0 {
 		return rest
 	}
 	h.earlier = rest

@@ -16,10 +16,10 @@ import (
 
 // left forgets the promotions of keys that left this node (sent home, or
 // taken): a count made here later starts from no replica. Their late
-// marks go too: a replica of one from now on copies the count where it
+// and beside marks go too: a replica of one from now on copies the count where it
 // went (handedIn).
 func (r *replicator) left(entries []bucket.Entry) {
-	if r.npromo.Load() == 0 && r.nlate.Load() == 0 {
+	if r.npromo.Load() == 0 && r.nlate.Load() == 0 && r.nbeside.Load() == 0 {
 		return
 	}
 	r.mu.Lock()
@@ -27,6 +27,7 @@ func (r *replicator) left(entries []bucket.Entry) {
 	for _, e := range entries {
 		delete(r.promoted, e.Key)
 		delete(r.late, e.Key)
+		r.forgetBeside(e.Key)
 	}
 	r.npromo.Store(int64(len(r.promoted)))
 	r.nlate.Store(int64(len(r.late)))

@@ -88,10 +88,12 @@ func (c *Cluster) planReclaim(v *view) []outbound {
 			if len(es) == 0 {
 				continue
 			}
-			store := h.store
+			run := h
+			run.out.Add(1) // kept in its chain while the batch is out (withoutEmpty)
 			mv := c.moved.mark(m, es, now.Add(moveTTL))
 			plan = append(plan, outbound{to: m, es: es, mv: mv, baseInc: h.incarnation, bases: es,
-				back: func(es []bucket.Entry) { store.Replace(c.now(), es) }})
+				back:   func(es []bucket.Entry) { run.store.Replace(c.now(), es) },
+				settle: func() { run.out.Add(-1) }})
 		}
 	}
 	return plan

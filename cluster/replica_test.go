@@ -247,3 +247,38 @@ func BenchmarkReplicaLag(b *testing.B) {
 	}
 	b.ReportMetric(float64(worst)/float64(time.Millisecond), "max-lag-ms")
 }
+
+// A batch of an earlier run's replicas out for a reclaim keeps its store:
+// the sweep that finds the store empty meanwhile leaves it, and a send
+// that fails puts the batch back where the owner's next pull finds it. 2
+// hits replicated to n1; n2 crashes and restarts; n1's reclaim of the
+// replica is refused unsent (its client still in its dial backoff) and
+// the sweep runs while it is out. 1 more hit: 7 of 10 left. Before, the
+// sweep dropped the empty store, the batch went back into a store no
+// longer held, and n2 counted the key from zero: 9 left (the no-data-dir
+// 30-minute schedule's keys at their limit, admitted a whole limit over).
+func TestReclaimOutDuringSweepKeepsStore(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	net, nodes, key, cs := rc.net, rc.nodes, rc.key, rc.cs
+	replicatedCount(t, nodes[1], key, 2)
+	net.crash(nodes[2])
+	release := net.hold("merge", memAddr("n2"))
+	defer release()
+	net.refuse("merge", memAddr("n2"), true)
+	rc.rejoinOwner(t, nil, nil)
+	nodes[1].probe()
+	nodes[1].rebuild()
+	testkit.Eventually(t, 5*time.Second, "n1's reclaim out", func() bool { return net.count("merge", memAddr("n2")) > 0 })
+	nodes[1].repl.sweep()
+	release()
+	testkit.Eventually(t, 5*time.Second, "n1's reclaim back", func() bool { return nodes[1].moved.get(key, rc.clock.Now()) == nil })
+	net.refuse("merge", memAddr("n2"), false)
+	for _, n := range nodes {
+		n.probe()
+	}
+	rebuildAll(nodes...)
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n2" || last.Statuses[0].Remaining != 10-2-1 {
+		t.Fatalf("after n2 restarted: %d allowed by %s with %d left; want 1 by n2 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-1)
+	}
+}

@@ -138,7 +138,25 @@ func (c *Cluster) takeBack(ctx context.Context, entries []bucket.Entry) {
 func (c *Cluster) mergeSuperseding(entries []bucket.Entry) {
 	c.movingMu.Lock()
 	defer c.movingMu.Unlock()
-	now := c.now()
+	c.supersedeFile(c.now(), entries)
+	c.mergeHere(entries)
+}
+
+// continueReplica merges e, the replica of an owner gone from the ring,
+// into the table in place of this node's data file's count of the key,
+// and reports whether the table refused it (full beyond its headroom).
+// The replica is the owner's count, newer than the file's (a count this
+// node once continued itself, or handed on): added to it, the file's hits
+// counted twice (TestPromotedReplicaBeatsOwnFile).
+func (c *Cluster) continueReplica(now time.Time, e bucket.Entry) (refused bool) {
+	es := []bucket.Entry{e}
+	c.supersedeFile(now, es)
+	return c.store.Merge(now, es) > 0
+}
+
+// supersedeFile forgets the data file's counts of entries' keys, which
+// entries hold: those that joined the table already leave it first.
+func (c *Cluster) supersedeFile(now time.Time, entries []bucket.Entry) {
 	adopted := c.restore.supersede(now, entries)
 	if len(adopted) > 0 {
 		c.log.Debug("data file's counts superseded after they joined the table", "counts", countsOf(adopted))
@@ -150,7 +168,6 @@ func (c *Cluster) mergeSuperseding(entries []bucket.Entry) {
 			}
 		}
 	}
-	c.mergeHere(entries)
 }
 
 // adopt moves key's restored count, if any, into the table before this

@@ -124,6 +124,12 @@ func (c *Cluster) fillIn(ctx context.Context, sender string, entries []bucket.En
 	now := c.now()
 	take := entries[:0:0]
 	for _, e := range entries {
+		if c.repl != nil {
+			// A replica here of an owner gone is the key's count:
+			// promoted, it drops the fill-in, which it supersedes
+			// (TestFillInDroppedForCrashedOwnersReplica).
+			c.repl.promote(now, c.view.Load(), e.Key)
+		}
 		if unknown[e.Key] || c.store.Has(e.Key) || c.restore.holds(e.Key) || c.moved.get(e.Key, now) != nil {
 			continue
 		}

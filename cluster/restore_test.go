@@ -387,3 +387,40 @@ func TestLostAnswerOfAppliedHandoff(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-5-1)
 	}
 }
+
+// A fill-in for a key whose count is a replica here, of an owner gone from
+// the ring, is dropped: the replica supersedes a data file's count. 2 hits
+// on n2, replicated to n1; n2 crashes and n0 restarts with a file that
+// holds the key's 2 hits too (it continued them once); past its restore
+// window it offers them to n1 as a fill-in. 1 more hit: 7 of 10 left.
+// Before, the fill-in made the key a fresh entry of 2 on n1 and the
+// replica's 2 joined it: 5 left.
+func TestFillInDroppedForCrashedOwnersReplica(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
+	replicatedCount(t, nodes[1], key, 2)
+	file, _ := nodes[2].store.Export(clock.Now(), key)
+	rc.net.crash(nodes[2])
+	rc.net.crash(nodes[0])
+	rc.net.setMembers("n0", "n1")
+	n0 := startMemNodeWith(t, rc.net, clock, "n0", func(c *Config) { c.Replicas = 1 })
+	n0.Restore(clock.Now(), []bucket.Entry{file})
+	if err := n0.Join(context.Background(), "gossip:n1"); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].rebuild()
+	n0.rebuild()
+	clock.Add(pullWindow + time.Second)
+	n0.adoptRest(clock.Now())
+	n0.handoffAll(context.Background())
+	if n0.restore.holds(key) {
+		t.Fatal("n0 did not offer the file's count to n1")
+	}
+	if dropped := testutil.ToFloat64(nodes[1].metrics.handoffKeys.WithLabelValues("fill_in_dropped")); dropped != 1 {
+		t.Fatalf("n1 dropped %v fill-ins; want 1", dropped)
+	}
+	if got, last := checkN(t, n0, key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-2-1 {
+		t.Fatalf("after the fill-in: %d allowed by %s with %d left; want 1 by n1 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-2-1)
+	}
+}

@@ -144,11 +144,27 @@ func (c *Cluster) decideFallback(req *rpc.CheckRequest, resp *rpc.CheckResponse,
 		c.repl.promote(now, c.view.Load(), req.Key)
 	}
 	c.adopt(now, req.Key)
+	fresh := c.repl != nil && !c.store.Has(req.Key)
 	if err := c.cfg.Fallback(now, req, resp); err != nil {
 		return err
 	}
+	if fresh && c.store.Has(req.Key) {
+		// Counted from nothing beside the owner: a replica of the owner
+		// adds to it where the key goes next (replica_beside.go).
+		c.repl.noteBeside(req.Key, now.Add(longestLimit(req.Counters)))
+	}
 	c.count(resp.Allowed)
 	return nil
+}
+
+// longestLimit is the longest period of counters: no count of them
+// outlives it.
+func longestLimit(counters []bucket.Counter) time.Duration {
+	var p time.Duration
+	for _, k := range counters {
+		p = max(p, k.Limit.Period)
+	}
+	return p
 }
 
 // Reset forgets every counter of key on every member, so a client is whole
@@ -304,7 +320,7 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		}
 		h.c.takeBack(ctx, entries)
 	} else {
-		h.c.mergeHandedIn(req.From, req.FromIncarnation, entries, deficits)
+		h.c.mergeHandedIn(req.From, req.FromIncarnation, entries, deficits, req.Beside)
 	}
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil

@@ -45,9 +45,11 @@ const (
 	// 7: a check says when it was sent and how long its caller waits
 	// (CheckRequest.Sent, Wait), so that a server paused meanwhile drops
 	// it (ErrExpired).
+	// 8: a merge says whether its counts were made beside their keys'
+	// owner, under the fail policy (MergeRequest.Beside).
 	// The handshake's layout stays as it is across versions, so that a
 	// node can tell a peer of any version which one it speaks.
-	protoVersion = 7
+	protoVersion = 8
 	magic        = "RMSH"
 	nonceSize    = 32
 	macSize      = sha256.Size

@@ -121,12 +121,13 @@ func (c *codec) encodeKey(key string) { c.enc.EncodeString(key) }
 
 func (c *codec) encodeMergeRequest(req *MergeRequest) error {
 	c.encodeCountsHead(opMerge, req.From)
-	c.enc.EncodeArrayLen(5)
+	c.enc.EncodeArrayLen(6)
 	c.enc.EncodeUint(req.BaseIncarnation)
 	if err := c.encodeEntries(req.Bases); err != nil {
 		return err
 	}
 	c.enc.EncodeBool(req.FillIn)
+	c.enc.EncodeBool(req.Beside)
 	c.enc.EncodeUint(req.ToIncarnation)
 	c.enc.EncodeUint(req.FromIncarnation)
 	return c.encodeEntries(req.Entries)

@@ -15,7 +15,7 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
 	if req.From, err = c.countsHead(opMerge); err != nil {
 		return err
 	}
-	if err = c.fields(5, "bases"); err != nil {
+	if err = c.fields(6, "bases"); err != nil {
 		return err
 	}
 	if req.BaseIncarnation, err = c.dec.DecodeUint64(); err != nil {
@@ -29,6 +29,12 @@ func (c *codec) decodeMergeRequest(req *MergeRequest) (err error) {
 	}
 	if req.FillIn && len(req.Bases) > 0 {
 		return protoErr("malformed merge request: a fill-in with %d bases", len(req.Bases))
+	}
+	if req.Beside, err = c.dec.DecodeBool(); err != nil {
+		return malformed("beside", err)
+	}
+	if req.Beside && (req.FillIn || len(req.Bases) > 0) {
+		return protoErr("malformed merge request: counts beside the owner with %d bases or as a fill-in", len(req.Bases))
 	}
 	if req.ToIncarnation, err = c.dec.DecodeUint64(); err != nil {
 		return malformed("receiver's incarnation", err)

@@ -60,6 +60,13 @@ type MergeRequest struct {
 	// only if it holds nothing of its key, since what it holds is the
 	// newer count. A fill-in carries no bases.
 	FillIn bool
+	// Beside marks counts the sender made, or was handed, under the fail
+	// policy while the keys' owner did not answer, starting from nothing:
+	// they hold none of the owner's count. A receiver that holds a replica
+	// of such a key, of an owner gone from its ring, continues from the
+	// replica and the count together (cluster's replica_beside.go). A
+	// merge beside carries no bases and is no fill-in.
+	Beside bool
 	// ToIncarnation is the receiver's incarnation as the sender's view
 	// knew it when it planned the merge (0: not known). A receiver that
 	// runs another incarnation — it restarted since — refuses the merge

@@ -78,6 +78,7 @@ func TestRoundTrip(t *testing.T) {
 	sent := []any{
 		MergeRequest{From: "n1", BaseIncarnation: 1<<62 + 1, Bases: entries, Entries: entries},
 		MergeRequest{From: "n1", FillIn: true, Entries: entries},
+		MergeRequest{From: "n1", Beside: true, Entries: entries},
 		ReplicaRequest{From: "n2", Incarnation: 1 << 63, Entries: entries[:1]},
 		RefundRequest{From: "n3", Hops: 2, Entries: entries[1:]},
 	}
