@@ -192,3 +192,21 @@ func sumOf(now time.Time, a, b bucket.Entry) bucket.Entry {
 	e, _ := s.Take(now, a.Key)
 	return e
 }
+
+// holdsAny reports whether a replica of key, from any run of any owner, is
+// held here.
+func (r *replicator) holdsAny(key string) bool {
+	if r.held.Load() == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, h := range r.from {
+		for ; h != nil; h = h.earlier {
+			if h.store.Has(key) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,6 +174,17 @@ func (c *Cluster) supersedeFile(now time.Time, entries []bucket.Entry) {
 // adopt moves key's restored count, if any, into the table before this
 // node decides the key: no one else held it.
 func (c *Cluster) adopt(now time.Time, key string) {
+	if c.restore.n.Load() == 0 {
+		return
+	}
+	if c.repl != nil && c.repl.holdsAny(key) {
+		// A replica here is the key's count, newer than the file's (a
+		// count this node once continued, since gone home): joined to
+		// the table, the file's count shadowed the replica, which went
+		// home beside it later (TestOwnFileNotAdoptedBesideReplica).
+		c.restore.forget(key)
+		return
+	}
 	if e, ok := c.restore.take(now, key, true); ok {
 		c.store.Merge(now, []bucket.Entry{e})
 		c.replicate([]bucket.Entry{e})
@@ -234,12 +246,30 @@ func (c *Cluster) adoptRest(now time.Time) {
 		return
 	}
 	others := othersIn(c.Ring(), c.name)
+	due := func() bool { return !r.until.IsZero() && !now.Before(r.until) && r.adoptedUntil.IsZero() }
 	r.mu.Lock()
-	if r.until.IsZero() || now.Before(r.until) || !r.adoptedUntil.IsZero() {
+	ok := due()
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	// Under movingMu: a check finds each count in the file or in the
+	// table, never on its way between.
+	c.movingMu.Lock()
+	defer c.movingMu.Unlock()
+	r.mu.Lock()
+	if !due() {
 		r.mu.Unlock()
 		return
 	}
 	own := r.store.Extract(now, func(key string) bool { return !others(key) }, 0)
+	r.mu.Unlock()
+	// A key a replica here holds has its newer count in the replica (see
+	// adopt): its file count goes.
+	if c.repl != nil && c.repl.held.Load() > 0 {
+		own = slices.DeleteFunc(own, func(e bucket.Entry) bool { return c.repl.holdsAny(e.Key) })
+	}
+	r.mu.Lock()
 	r.noteAdopted(now, own)
 	r.adoptedUntil = now.Add(pullWindow)
 	r.n.Store(int64(r.store.Len()))

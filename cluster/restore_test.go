@@ -424,3 +424,31 @@ func TestFillInDroppedForCrashedOwnersReplica(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-2-1)
 	}
 }
+
+// A data file's count of a key that a replica here holds does not join
+// the table when the restore window ends: the replica is the newer count
+// of the same hits. n1 restarts with a file of 2 hits (as it once held
+// them) and gets n2's replica of 3; n2 crashes; n1's window ends while n2
+// is out of its ring. 1 more hit on n1: 10 - 3 - 1 left. Before, the
+// file's count joined the table, the replica was never promoted beside
+// it (7 left for 6), and both went home to n2's next run: a 30-minute crash
+// schedule's keys at 1,869 for 952.
+func TestOwnFileNotAdoptedBesideReplica(t *testing.T) {
+	rc := newReplicatedCluster(t, 2, nil)
+	clock, nodes, key, cs := rc.clock, rc.nodes, rc.key, rc.cs
+	file := nodes[2].store.Snapshot(clock.Now(), nil)
+	n1 := rc.restartNextWithFile(t, file)
+	if got, _ := checkN(t, nodes[0], key, cs, 1); got != 1 {
+		t.Fatal("third hit denied")
+	}
+	replicatedCount(t, n1, key, 3)
+	rc.net.crash(nodes[2])
+	rc.net.setMembers("n0", "n1")
+	rebuildAll(nodes[0], n1)
+	clock.Add(pullWindow + time.Second)
+	n1.adoptRest(clock.Now())
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-3-1 {
+		t.Fatalf("after n2's crash: %d allowed by %s with %d left; want 1 by n1 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-3-1)
+	}
+}
