@@ -320,6 +320,13 @@ func (c *Cluster) rebuild() {
 	}
 	c.peers.sync(live)
 	old := c.view.Load()
+	if old != nil {
+		for _, m := range v.members {
+			if inc := old.incarnation(m.Name); inc != 0 && inc != m.Incarnation {
+				c.peers.redial(m.Name, m.RPCAddr) // restarted: see redial
+			}
+		}
+	}
 	if old != nil && sameMembers(old.full.Members(), full) {
 		v.full = old.full // ring builds cost milliseconds: reuse
 	} else {

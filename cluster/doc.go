@@ -130,7 +130,7 @@
 //	Cluster.movingMu, Cluster.rebuildMu
 //	replicator.mu
 //	peerSet.mu, membership.mu
-//	moves.mu, restore.mu, replicator.dirtyMu, Cluster.pullMu, leaser.mu, denyShard.mu, tcpTransport.mu
+//	moves.mu, restore.mu, replicator.dirtyMu, replicator.connsMu, Cluster.pullMu, leaser.mu, denyShard.mu, tcpTransport.mu
 //
 // These nestings exist: handoffAll holds handoffMu over movingMu and over
 // send, whose failed merges suspect a peer and so rebuild the ring. Under

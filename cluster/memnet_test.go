@@ -213,6 +213,14 @@ func (p *memPeer) Reset(ctx context.Context, key string) error {
 	return h.Reset(ctx, key)
 }
 
+// Redial counts, as a "redial" call from p's node to its peer, that p was
+// told its peer answers again (rpc.Client.Redial).
+func (p *memPeer) Redial() {
+	p.net.mu.Lock()
+	defer p.net.mu.Unlock()
+	p.net.calls["redial "+p.from+" "+p.addr]++
+}
+
 func (p *memPeer) Ping(ctx context.Context) error {
 	h, err := p.net.reach("ping", p.from, p.addr)
 	if err != nil {

@@ -116,7 +116,34 @@ func (s *peerSet) clear(name string) {
 	s.mu.Unlock()
 	if was {
 		s.c.log.Info("peer answers again", "peer", name)
+		m, _ := s.c.view.Load().member(name)
+		s.redial(name, m.RPCAddr)
 		s.c.rebuild()
+	}
+}
+
+// redialer is a Peer that can be told its node answers again (rpc.Client).
+type redialer interface{ Redial() }
+
+// redial tells name's Peer, if this node keeps one, that name answers
+// again or runs anew: a dial that failed while it was down is tried again
+// at once, not after its backoff. Otherwise every call of the handoff
+// pass that the news brings failed unsent, the peer was suspected again,
+// and the replicas of its earlier run that only this node held stayed
+// here until the next ring change — lost if this node crashed first (the
+// no-data-dir 30-minute schedule's keys a whole limit over).
+// Replication's own connection to it (addr) is redialled too.
+func (s *peerSet) redial(name, addr string) {
+	s.mu.Lock()
+	d := s.peers[name]
+	s.mu.Unlock()
+	if d != nil {
+		if r, ok := d.peer.(redialer); ok {
+			r.Redial()
+		}
+	}
+	if s.c.repl != nil && addr != "" {
+		s.c.repl.redial(addr)
 	}
 }
 

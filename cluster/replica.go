@@ -61,8 +61,10 @@ type replicator struct {
 
 	// conns are connections of their own to successors: a batch of
 	// replicas must not hold up the checks forwarded on the peer's
-	// connection behind it. Used by the loop only.
-	conns map[string]Peer
+	// connection behind it. Dialled by the loop; connsMu guards the map,
+	// which redial reads too.
+	connsMu sync.Mutex
+	conns   map[string]Peer
 
 	mu       sync.Mutex
 	from     map[string]*replicas // replicas held here, by owner
@@ -164,7 +166,11 @@ func (r *replicator) loop(ctx context.Context) {
 	sweep := time.NewTicker(replicaSweep)
 	defer sweep.Stop()
 	defer func() {
-		for _, p := range r.conns {
+		r.connsMu.Lock()
+		conns := r.conns
+		r.conns = map[string]Peer{}
+		r.connsMu.Unlock()
+		for _, p := range conns {
 			p.Close()
 		}
 	}()
@@ -259,21 +265,40 @@ func (r *replicator) sendVia(ctx context.Context, p Peer, es []bucket.Entry) err
 // conn returns the replication connection to m, dropping those to
 // addresses that are no longer a member's.
 func (r *replicator) conn(m ring.Member) Peer {
+	r.connsMu.Lock()
 	p, ok := r.conns[m.Addr]
-	if !ok {
-		if len(r.conns) > 0 {
-			v := r.c.view.Load()
-			for addr, old := range r.conns {
-				if !v.hasAddr(addr) {
-					old.Close()
-					delete(r.conns, addr)
-				}
+	if ok {
+		r.connsMu.Unlock()
+		return p
+	}
+	var gone []Peer
+	if len(r.conns) > 0 {
+		v := r.c.view.Load()
+		for addr, old := range r.conns {
+			if !v.hasAddr(addr) {
+				gone = append(gone, old)
+				delete(r.conns, addr)
 			}
 		}
-		p = r.c.transport.Dial(m.Addr)
-		r.conns[m.Addr] = p
+	}
+	p = r.c.transport.Dial(m.Addr)
+	r.conns[m.Addr] = p
+	r.connsMu.Unlock()
+	for _, old := range gone {
+		old.Close()
 	}
 	return p
+}
+
+// redial tells replication's connection to addr, if any, that its node
+// answers again (peerSet.redial).
+func (r *replicator) redial(addr string) {
+	r.connsMu.Lock()
+	p := r.conns[addr]
+	r.connsMu.Unlock()
+	if rd, ok := p.(redialer); ok {
+		rd.Redial()
+	}
 }
 
 // maxIncarnations bounds how many runs of one owner this node keeps

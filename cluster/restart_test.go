@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -462,5 +463,27 @@ func TestCountTakenBackIsCopiedAtOnce(t *testing.T) {
 					got, last.Node, last.Statuses[0].Remaining, want)
 			}
 		})
+	}
+}
+
+// A node redials a peer it suspected as soon as the peer answers again, and
+// one gossip says restarted: its last failed dial's backoff would refuse
+// every call of the handoff pass that the news brings (rpc.Client.Redial).
+func TestPeerAnsweringAgainIsRedialled(t *testing.T) {
+	rc := newReplicatedCluster(t, 1, nil)
+	net, nodes := rc.net, rc.nodes
+	redials := func() int { return net.count("redial "+memAddr("n1"), memAddr("n2")) }
+	if got, last := checkN(t, nodes[1], rc.key, rc.cs, 1); got != 1 || last.Node != "n2" {
+		t.Fatalf("through n1: %d of 1 allowed, by %s; want 1 by n2", got, last.Node)
+	}
+	nodes[1].peers.suspect("n2", errors.New("no answer (test)"))
+	nodes[1].peers.clear("n2")
+	if got := redials(); got != 1 {
+		t.Fatalf("n1 redialled n2 %d times once it answered again; want 1", got)
+	}
+	net.crash(nodes[2])
+	rc.restartOwner(t, nil)
+	if got := redials(); got != 2 {
+		t.Fatalf("n1 redialled n2 %d times in all once it restarted; want 2", got)
 	}
 }

@@ -340,6 +340,15 @@ func (c *Client) conn(ctx context.Context, cl *call) (*clientConn, error) {
 	}
 }
 
+// Redial says the peer answers again, or runs anew: the next call dials
+// at once instead of failing with the last dial's error until its backoff
+// passes. A peer that fails again backs off from where it was.
+func (c *Client) Redial() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.retryAt, c.dialErr = time.Time{}, nil
+}
+
 // dial connects and handshakes, then installs the connection (or the error
 // and the next backoff) and closes ch.
 func (c *Client) dial(ch chan struct{}) {

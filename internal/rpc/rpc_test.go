@@ -297,6 +297,34 @@ func TestDialFailure(t *testing.T) {
 	clog.waitLog(t, "dial failed")
 }
 
+// A client in the backoff of a failed dial is told its peer answers again
+// (Redial): the next call dials at once. Until then each call fails unsent
+// with the old dial's error, though the peer listens again (a restarted
+// node's successor could not hand its replicas back for up to a second).
+func TestRedialSkipsBackoff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c, _ := newTestClient(t, addr, ClientConfig{})
+	if err := c.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Ping with nothing listening = %v, want ErrUnavailable", err)
+	}
+	c.mu.Lock()
+	c.retryAt = time.Now().Add(time.Hour) // a backoff no test outlasts
+	c.mu.Unlock()
+	startServer(t, &testHandler{}, ServerConfig{}, addr)
+	if err := c.Ping(context.Background()); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("Ping in the backoff = %v, want the last dial's error, unsent", err)
+	}
+	c.Redial()
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping after Redial = %v, want nil", err)
+	}
+}
+
 func TestMergeTooLarge(t *testing.T) {
 	ts := startServer(t, &testHandler{}, ServerConfig{})
 	c, _ := newTestClient(t, ts.addr, ClientConfig{MaxFrame: 1024})
