@@ -282,3 +282,48 @@ func TestReclaimOutDuringSweepKeepsStore(t *testing.T) {
 			got, last.Node, last.Statuses[0].Remaining, 10-2-1)
 	}
 }
+
+// A count handed home to the run whose replica it was continued from is
+// copied back to the successors before the owner answers, as one handed
+// to a restarted run is: the sender dropped its copies before it sent it.
+// Replication's loop never runs here (noFlush): n1 holds n2's replica of
+// 2 hits by hand; n2 is cut off and n1 continues with 3; n2 answers again
+// and n1 hands the 5 home; n2 crashes at once. 1 more hit, by n1: 4 of
+// 10 left. Before, n1 held nothing of the key and decided from zero: 9.
+func TestCountHomeCopiedBackBeforeAnswer(t *testing.T) {
+	net, clock := newMemNet(), newManualClock()
+	names := []string{"n0", "n1", "n2"}
+	nodes := startMemClusterWith(t, net, clock, func(c *Config) { c.Replicas = 1; noFlush(c) }, names...)
+	key := keyWhere(t, func(k string) bool {
+		return ownerIn(memRing(names...), k) == "n2" && ownerIn(memRing("n0", "n1"), k) == "n1"
+	})
+	cs := perMinute(t, 10)
+	if got, _ := checkN(t, nodes[0], key, cs, 2); got != 2 {
+		t.Fatalf("before: %d of 2 allowed", got)
+	}
+	e, ok := nodes[2].store.Export(clock.Now(), key)
+	if !ok {
+		t.Fatal("n2 holds no count of the key")
+	}
+	nodes[1].repl.hold("n2", nodes[2].incarnation, []bucket.Entry{e})
+	net.setCut(memAddr("n2"), true)
+	if got, last := checkN(t, nodes[0], key, cs, 3); got != 3 || last.Node != "n1" {
+		t.Fatalf("while n2 is cut off: %d of 3 allowed, last by %s; want 3 by n1", got, last.Node)
+	}
+	net.setCut(memAddr("n2"), false)
+	for _, n := range nodes {
+		n.probe()
+	}
+	rebuildAll(nodes...)
+	nodes[1].handoffAll(context.Background())
+	if nodes[1].store.Has(key) {
+		t.Fatal("n1 kept the count it continued")
+	}
+	net.crash(nodes[2])
+	net.setMembers("n0", "n1")
+	rebuildAll(nodes[0], nodes[1])
+	if got, last := checkN(t, nodes[0], key, cs, 1); got != 1 || last.Node != "n1" || last.Statuses[0].Remaining != 10-5-1 {
+		t.Fatalf("after n2 crashed: %d allowed by %s with %d left; want 1 by n1 with %d left",
+			got, last.Node, last.Statuses[0].Remaining, 10-5-1)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/ratemesh/ratemesh/bucket"
@@ -321,6 +322,18 @@ func (h handler) Merge(ctx context.Context, req *rpc.MergeRequest) error {
 		h.c.takeBack(ctx, entries)
 	} else {
 		h.c.mergeHandedIn(req.From, req.FromIncarnation, entries, deficits, req.Beside)
+		if len(req.Bases) > 0 && h.c.repl != nil && !sameAsBases(req) {
+			// The sender dropped its copies of these keys before it
+			// sent them (planMoves: superseded): copied back before
+			// the answer, as takeBack does, or a crash of this node
+			// before its next flush left the count nowhere
+			// (TestCountHomeCopiedBackBeforeAnswer). Not a replica
+			// coming home (reclaim): it adds nothing, and a sender
+			// whose gossip has not heard of this run yet would take
+			// the copy for an earlier run's and send it again, for
+			// ever (TestRestartUnseenByGossip).
+			h.c.repl.copyNow(ctx, req.Entries)
+		}
 	}
 	h.c.metrics.handoffKeys.WithLabelValues("received").Add(float64(len(req.Entries)))
 	return nil
@@ -349,6 +362,17 @@ func onBases(req *rpc.MergeRequest, inc uint64) (entries, deficits []bucket.Entr
 		}
 	}
 	return entries, deficits, false
+}
+
+// sameAsBases reports whether every entry of req is its base: replicas
+// handed back as they were kept.
+func sameAsBases(req *rpc.MergeRequest) bool {
+	for i := range req.Entries {
+		if !reflect.DeepEqual(req.Entries[i], req.Bases[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // Replicate keeps a member's replicas apart from this node's counts.
