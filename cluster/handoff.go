@@ -362,14 +362,18 @@ func (c *Cluster) mergeHandedIn(from string, inc uint64, entries, deficits []buc
 	if c.repl != nil {
 		entries, deficits = c.repl.lessPromoted(from, inc, entries, deficits)
 		c.repl.handedIn(from, inc, entries)
-		var fresh []bool
 		if beside {
-			fresh = make([]bool, len(entries))
-			for i, e := range entries {
-				fresh[i] = !c.store.Has(e.Key)
+			// Marked where the merge makes a fresh entry: added to one
+			// held already, the count beside joins that one's kind.
+			now := c.now()
+			for _, e := range entries {
+				if !c.store.Has(e.Key) {
+					defer c.repl.noteBeside(e.Key, now.Add(longestPeriod(e)))
+				}
 			}
+		} else {
+			c.repl.unmarkBeside(entries) // whole counts
 		}
-		defer c.repl.mergedBeside(c.now(), entries, beside, fresh)
 	}
 	c.mergeHere(entries)
 	if len(deficits) > 0 {

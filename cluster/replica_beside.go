@@ -75,21 +75,15 @@ func (r *replicator) forgetBeside(key string) {
 	r.nbeside.Store(int64(len(r.beside)))
 }
 
-// mergedBeside marks the keys of entries that a merge beside their owner
-// made fresh entries of here (fresh), and drops the marks of the keys a
-// merge of whole counts brought.
-func (r *replicator) mergedBeside(now time.Time, entries []bucket.Entry, beside bool, fresh []bool) {
-	if !beside && r.nbeside.Load() == 0 {
+// unmarkBeside drops the marks of entries' keys: whole counts came.
+func (r *replicator) unmarkBeside(entries []bucket.Entry) {
+	if r.nbeside.Load() == 0 {
 		return
 	}
-	for i, e := range entries {
-		if beside && fresh[i] {
-			r.noteBeside(e.Key, now.Add(longestPeriod(e)))
-		} else if !beside {
-			r.mu.Lock()
-			r.forgetBeside(e.Key)
-			r.mu.Unlock()
-		}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range entries {
+		r.forgetBeside(e.Key)
 	}
 }
 
